@@ -1,0 +1,192 @@
+//! The command line: parses arguments, loads the configuration and runs one command.
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app,
+    config::Config,
+    demo,
+    object::ObjectKind,
+    scheduler,
+    simulator::{Simulator, SimulatorConfig},
+    telemetry::{self, LogFormat},
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "partnerstack-mirror", version, about = "Mirror a PartnerStack account into PostgreSQL, with change events")]
+pub struct Cli {
+    /// Configuration file (default ./partnerstack-mirror.toml, then /etc/partnerstack-mirror/config.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format (default: pretty on a terminal, json otherwise).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The daemon: migrations, then passes on schedule until SIGTERM/SIGINT.
+    Run,
+    /// One sync pass of the named (default: all enabled) objects, then exit.
+    Sync {
+        /// Object to sync (repeatable), e.g. `deals` or `deal`.
+        #[arg(long = "object", value_name = "NAME")]
+        objects: Vec<ObjectKind>,
+        /// Read everything again instead of the next incremental window.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Apply migrations and exit.
+    Migrate,
+    /// Per object: cursor, last success, last error, row counts; events count.
+    Status,
+    /// A local PartnerStack API simulator.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2_000)]
+        records: usize,
+        #[arg(long, default_value_t = 0.0)]
+        mutations_per_sec: f64,
+    },
+    /// Simulator + private Postgres + daemon, with live progress.
+    Demo {
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+        #[arg(long, default_value_t = 5.0)]
+        mutations_per_sec: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+/// Runs the parsed command line.
+pub async fn main(cli: Cli) -> ExitCode {
+    telemetry::init(cli.log_format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let needs_config = !matches!(cli.command, Command::Simulate { .. } | Command::Demo { .. });
+    let config = if needs_config {
+        match Config::load(cli.config.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {}", chain(&e));
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+
+    let result = match cli.command {
+        Command::Run => run(config.expect("loaded"), shutdown).await,
+        Command::Sync { objects, full } => sync(config.expect("loaded"), objects, full, shutdown).await,
+        Command::Migrate => migrate(config.expect("loaded")).await,
+        Command::Status => status(config.expect("loaded")).await,
+        Command::Simulate { listen, seed, records, mutations_per_sec } => simulate(listen, seed, records, mutations_per_sec, shutdown).await,
+        Command::Demo { records, mutations_per_sec, seed } => demo::run(demo::DemoOptions { records, mutations_per_sec, seed }, shutdown).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain().any(|c| c.downcast_ref::<app::WiringError>().is_some_and(|w| matches!(w, app::WiringError::NoDatabase | app::WiringError::NoCredentials))) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let syncer = app::syncer(&config, shutdown.clone()).await?;
+    tracing::info!(objects = config.sync.objects.len(), "daemon started");
+    scheduler::run(syncer, config.sync.clone(), shutdown).await.context("scheduler failed")?;
+    tracing::info!("daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let syncer = app::syncer(&config, shutdown).await?;
+    let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
+    let summary = scheduler::poll_all(&syncer, &objects, full).await;
+    for r in &summary.reports {
+        println!(
+            "{:<22} {:<9} pages {:>6}  records {:>8}  rows written {:>8}  events {:>8}",
+            r.kind.table(),
+            r.run.as_str(),
+            r.totals.pages,
+            r.totals.records_read,
+            r.totals.rows_written,
+            r.totals.events_written
+        );
+    }
+    for (kind, e) in &summary.failures {
+        eprintln!("error: {kind}: {}", e.chain());
+    }
+    Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
+    let store = app::store(&config).await?;
+    store.migrate().await?;
+    println!("migrations applied to schema {}", store.schema());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(config: Config) -> anyhow::Result<ExitCode> {
+    let store = app::store(&config).await?;
+    print!("{}", store.status().await.context("cannot read the mirror's state (run `partnerstack-mirror migrate` first?)")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn simulate(listen: SocketAddr, seed: u64, records: usize, mutations_per_sec: f64, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let config = SimulatorConfig { seed, records, mutations_per_sec, ..SimulatorConfig::default() };
+    let (public_key, private_key) = (config.public_key.clone(), config.private_key.clone());
+    let running = Simulator::new(config).start(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    println!("PartnerStack simulator at {}", running.base_url);
+    println!("  public key {public_key}  private key {private_key}");
+    println!("  curl -u {public_key}:{private_key} '{}/deals?limit=2'", running.base_url);
+    shutdown.cancelled().await;
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `token` on SIGINT or SIGTERM: every task finishes or rolls back its page and exits.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,619 @@
+//! Configuration: a TOML file layered with `PSM_` environment variables (`__` for nesting)
+//! and the conventional `DATABASE_URL`, `PARTNERSTACK_PUBLIC_KEY`, `PARTNERSTACK_PRIVATE_KEY`.
+//!
+//! Parsing happens once, at start; every error names the key at fault. Secrets are held in
+//! [`SecretString`] so they cannot reach logs, errors or `Debug` output by accident.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::object::ObjectKind;
+
+/// Where the configuration file is looked for when `--config` is not given.
+pub const DEFAULT_PATHS: [&str; 2] = [
+    "./partnerstack-mirror.toml",
+    "/etc/partnerstack-mirror/config.toml",
+];
+
+/// The configuration could not be loaded; the message names the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Parse(#[source] Box<figment::Error>),
+    #[error("invalid configuration: `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("cannot read `partnerstack.private_key_file` {path}")]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub partnerstack: PartnerStackConfig,
+    pub sync: SyncConfig,
+    pub queue: QueueConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// May carry a password, hence secret. `None` only where a private server is started
+    /// (the demo); every other command requires it.
+    pub url: Option<SecretString>,
+    pub schema: String,
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct PartnerStackConfig {
+    pub api_url: Url,
+    pub public_key: String,
+    pub private_key: Option<SecretString>,
+    pub requests_per_second: f64,
+    pub timeout: Duration,
+    pub max_retries: usize,
+    pub page_size: u16,
+}
+
+impl fmt::Debug for PartnerStackConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartnerStackConfig")
+            .field("api_url", &self.api_url.as_str())
+            .field("public_key", &self.public_key)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("requests_per_second", &self.requests_per_second)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("page_size", &self.page_size)
+            .finish()
+    }
+}
+
+/// When passes run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Schedule {
+    /// A cron expression with seconds (`0 */5 * * * *`), evaluated in UTC.
+    Cron(String),
+    /// A fixed pause between the end of one pass and the start of the next.
+    Every(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    pub objects: Vec<ObjectKind>,
+    pub schedule: Schedule,
+    pub lookback: Duration,
+    pub settle: Duration,
+    pub rescan_schedule: String,
+    pub reconcile_schedule: String,
+    pub backfill_concurrency: usize,
+    pub emit_backfill_events: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    pub workers: usize,
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+// ---- the raw, as-written shape ------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    database: RawDatabase,
+    partnerstack: RawPartnerStack,
+    sync: RawSync,
+    queue: RawQueue,
+    http: RawHttp,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<SecretString>,
+    schema: String,
+    max_connections: u32,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        RawDatabase {
+            url: None,
+            schema: "partnerstack".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPartnerStack {
+    api_url: String,
+    public_key: Option<String>,
+    private_key: Option<SecretString>,
+    private_key_file: Option<PathBuf>,
+    requests_per_second: f64,
+    #[serde(with = "humantime_serde")]
+    timeout: Duration,
+    max_retries: usize,
+    page_size: u16,
+}
+
+impl Default for RawPartnerStack {
+    fn default() -> Self {
+        RawPartnerStack {
+            api_url: "https://api.partnerstack.com/api/v2".into(),
+            public_key: None,
+            private_key: None,
+            private_key_file: None,
+            requests_per_second: 5.0,
+            timeout: Duration::from_secs(30),
+            max_retries: 8,
+            page_size: 250,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawSync {
+    objects: Vec<String>,
+    schedule: Option<String>,
+    #[serde(with = "humantime_serde")]
+    interval: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    lookback: Duration,
+    #[serde(with = "humantime_serde")]
+    settle: Duration,
+    rescan_schedule: String,
+    reconcile_schedule: String,
+    backfill_concurrency: usize,
+    emit_backfill_events: bool,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync {
+            objects: Vec::new(),
+            schedule: None,
+            interval: None,
+            lookback: Duration::from_secs(600),
+            settle: Duration::from_secs(5),
+            rescan_schedule: "0 0 * * * *".into(),
+            reconcile_schedule: "0 30 3 * * *".into(),
+            backfill_concurrency: 4,
+            emit_backfill_events: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawQueue {
+    workers: usize,
+    max_attempts: u32,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        RawQueue {
+            workers: 2,
+            max_attempts: 10,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: "127.0.0.1:9187".into(),
+        }
+    }
+}
+
+// ---- loading -----------------------------------------------------------------------
+
+impl Config {
+    /// Loads `path` (or the first default path that exists; none is fine) and the environment.
+    ///
+    /// # Errors
+    /// A missing explicit file, a malformed value, or a value that fails validation.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        match path {
+            Some(p) if !p.exists() => return Err(ConfigError::MissingFile { path: p.to_owned() }),
+            Some(p) => figment = figment.merge(Toml::file(p)),
+            None => {
+                if let Some(p) = DEFAULT_PATHS.iter().map(Path::new).find(|p| p.exists()) {
+                    figment = figment.merge(Toml::file(p));
+                }
+            }
+        }
+        Self::from_figment(figment.merge(environment()))
+    }
+
+    /// Builds a configuration from TOML text alone (tests, the demo).
+    pub fn from_toml(toml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        raw.validate()
+    }
+}
+
+/// `PSM_SYNC__INTERVAL=30s` → `sync.interval`; the three conventional names map onto their keys.
+fn environment() -> Figment {
+    Figment::new()
+        .merge(Env::prefixed("PSM_").split("__"))
+        .merge(
+            Env::raw()
+                .only(&["DATABASE_URL"])
+                .map(|_| "database.url".into()),
+        )
+        .merge(
+            Env::raw()
+                .only(&["PARTNERSTACK_PUBLIC_KEY"])
+                .map(|_| "partnerstack.public_key".into()),
+        )
+        .merge(
+            Env::raw()
+                .only(&["PARTNERSTACK_PRIVATE_KEY"])
+                .map(|_| "partnerstack.private_key".into()),
+        )
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        Ok(Config {
+            database: self.database.validate()?,
+            partnerstack: self.partnerstack.validate()?,
+            sync: self.sync.validate()?,
+            queue: self.queue.validate()?,
+            http: HttpConfig {
+                listen: self
+                    .http
+                    .listen
+                    .parse()
+                    .map_err(|e| invalid("http.listen", format!("{e}: expected host:port")))?,
+            },
+        })
+    }
+}
+
+impl RawDatabase {
+    fn validate(self) -> Result<DatabaseConfig, ConfigError> {
+        let valid_identifier = !self.schema.is_empty()
+            && self.schema.len() <= 63
+            && self
+                .schema
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && self
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_identifier {
+            return Err(invalid(
+                "database.schema",
+                "must be a lowercase SQL identifier (a-z, 0-9, _)",
+            ));
+        }
+        if self.max_connections < 2 {
+            return Err(invalid("database.max_connections", "must be at least 2"));
+        }
+        if let Some(url) = &self.url {
+            let u = url.expose_secret();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "database.url",
+                    "must start with postgres:// or postgresql://",
+                ));
+            }
+        }
+        Ok(DatabaseConfig {
+            url: self.url,
+            schema: self.schema,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
+impl RawPartnerStack {
+    fn validate(self) -> Result<PartnerStackConfig, ConfigError> {
+        let api_url = Url::parse(&self.api_url)
+            .map_err(|e| invalid("partnerstack.api_url", e.to_string()))?;
+        match api_url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&api_url) => {}
+            "http" => {
+                return Err(invalid(
+                    "partnerstack.api_url",
+                    "plain http:// is only allowed for loopback hosts",
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    "partnerstack.api_url",
+                    format!("unsupported scheme `{other}`"),
+                ))
+            }
+        }
+        if !(1..=250).contains(&self.page_size) {
+            return Err(invalid(
+                "partnerstack.page_size",
+                "must be between 1 and 250",
+            ));
+        }
+        if !self.requests_per_second.is_finite() || self.requests_per_second < 0.0 {
+            return Err(invalid(
+                "partnerstack.requests_per_second",
+                "must be zero (unlimited) or positive",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(invalid("partnerstack.timeout", "must be positive"));
+        }
+        let private_key = match (self.private_key, self.private_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "partnerstack.private_key_file",
+                    "set either private_key or private_key_file, not both",
+                ))
+            }
+            (Some(k), None) => Some(k),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::SecretFile { path, source })?;
+                Some(SecretString::from(text.trim().to_owned()))
+            }
+            (None, None) => None,
+        };
+        Ok(PartnerStackConfig {
+            api_url,
+            public_key: self.public_key.unwrap_or_default(),
+            private_key,
+            requests_per_second: self.requests_per_second,
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+            page_size: self.page_size,
+        })
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl RawSync {
+    fn validate(self) -> Result<SyncConfig, ConfigError> {
+        let objects = if self.objects.is_empty() {
+            ObjectKind::ALL.to_vec()
+        } else {
+            let mut kinds = Vec::new();
+            for name in &self.objects {
+                let kind: ObjectKind =
+                    name.parse().map_err(|e: crate::object::UnknownObject| {
+                        invalid("sync.objects", e.to_string())
+                    })?;
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            kinds
+        };
+        let schedule = match (self.schedule, self.interval) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "sync.schedule",
+                    "set either sync.schedule or sync.interval, not both",
+                ))
+            }
+            (Some(cron), None) => {
+                check_cron("sync.schedule", &cron)?;
+                Schedule::Cron(cron)
+            }
+            (None, Some(every)) if every.is_zero() => {
+                return Err(invalid("sync.interval", "must be positive"))
+            }
+            (None, Some(every)) => Schedule::Every(every),
+            (None, None) => Schedule::Every(Duration::from_secs(60)),
+        };
+        check_cron("sync.rescan_schedule", &self.rescan_schedule)?;
+        check_cron("sync.reconcile_schedule", &self.reconcile_schedule)?;
+        if self.backfill_concurrency == 0 {
+            return Err(invalid("sync.backfill_concurrency", "must be at least 1"));
+        }
+        Ok(SyncConfig {
+            objects,
+            schedule,
+            lookback: self.lookback,
+            settle: self.settle,
+            rescan_schedule: self.rescan_schedule,
+            reconcile_schedule: self.reconcile_schedule,
+            backfill_concurrency: self.backfill_concurrency,
+            emit_backfill_events: self.emit_backfill_events,
+        })
+    }
+}
+
+impl RawQueue {
+    fn validate(self) -> Result<QueueConfig, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(invalid("queue.max_attempts", "must be at least 1"));
+        }
+        Ok(QueueConfig {
+            workers: self.workers,
+            max_attempts: self.max_attempts,
+        })
+    }
+}
+
+/// Cron expressions have six fields (seconds first), as tokio-cron-scheduler reads them.
+fn check_cron(key: &'static str, expr: &str) -> Result<(), ConfigError> {
+    let fields = expr.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return Err(invalid(
+            key,
+            format!(
+                "`{expr}` is not a cron expression with seconds (6 fields, e.g. `0 */5 * * * *`)"
+            ),
+        ));
+    }
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(drop)
+        .map_err(|e| invalid(key, format!("`{expr}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.database.schema, "partnerstack");
+        assert_eq!(
+            c.partnerstack.api_url.as_str(),
+            "https://api.partnerstack.com/api/v2"
+        );
+        assert_eq!(c.partnerstack.page_size, 250);
+        assert_eq!(c.sync.lookback, Duration::from_secs(600));
+        assert_eq!(c.sync.settle, Duration::from_secs(5));
+        assert_eq!(c.sync.objects.len(), ObjectKind::ALL.len());
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9187");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Config::from_toml("[partnerstack]\npage_size = 500")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partnerstack.page_size"), "{err}");
+        let err = Config::from_toml("[sync]\ninterval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("interval"), "{err}");
+        let err = Config::from_toml("[sync]\nobjects = [\"widgets\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sync.objects") && err.contains("widgets"),
+            "{err}"
+        );
+        let err = Config::from_toml("[sync]\nschedule = \"every minute\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sync.schedule"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_is_only_accepted_for_loopback() {
+        assert!(
+            Config::from_toml("[partnerstack]\napi_url = \"http://127.0.0.1:8080/api/v2\"").is_ok()
+        );
+        assert!(Config::from_toml("[partnerstack]\napi_url = \"http://localhost/api/v2\"").is_ok());
+        let err = Config::from_toml("[partnerstack]\napi_url = \"http://example.com/api/v2\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partnerstack.api_url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = Config::from_toml(
+            "[database]\nurl = \"postgres://u:hunter2@db/x\"\n[partnerstack]\npublic_key = \"pk_1\"\nprivate_key = \"sk_topsecret\"",
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("sk_topsecret"),
+            "{debug}"
+        );
+        assert!(debug.contains("pk_1"));
+    }
+
+    #[test]
+    fn the_private_key_can_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("psm-key-{}", std::process::id()));
+        std::fs::write(&dir, "sk_from_file\n").unwrap();
+        let c = Config::from_toml(&format!(
+            "[partnerstack]\nprivate_key_file = {:?}",
+            dir.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.partnerstack.private_key.unwrap().expose_secret(),
+            "sk_from_file"
+        );
+        std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[sync]\nintervall = \"30s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("intervall"), "{err}");
+    }
+}

@@ -1,0 +1,118 @@
+//! `partnerstack-mirror demo`: the first thing a new user runs. A simulator with live
+//! mutations, a private PostgreSQL server (unless `DATABASE_URL` is set), and the daemon,
+//! with a live progress line. Ctrl-C stops and removes everything.
+
+use std::{
+    io::{IsTerminal, Write},
+    process::ExitCode,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app,
+    config::Config,
+    private_postgres::PrivatePostgres,
+    scheduler,
+    simulator::{Simulator, SimulatorConfig},
+};
+
+/// What `demo` was asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct DemoOptions {
+    pub records: usize,
+    pub mutations_per_sec: f64,
+    pub seed: u64,
+}
+
+const SCHEMA: &str = "partnerstack";
+
+pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let (database_url, private) = match std::env::var("DATABASE_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            eprintln!("Starting a private PostgreSQL server…");
+            let pg = PrivatePostgres::start().await.context("cannot start a private PostgreSQL server")?;
+            (pg.url(), Some(pg))
+        }
+    };
+
+    eprintln!("Starting the PartnerStack simulator with {} records…", options.records);
+    let sim_config = SimulatorConfig { seed: options.seed, records: options.records, mutations_per_sec: options.mutations_per_sec, ..SimulatorConfig::default() };
+    let (public_key, private_key) = (sim_config.public_key.clone(), sim_config.private_key.clone());
+    let simulator = Simulator::new(sim_config).start("127.0.0.1:0".parse()?).await.context("cannot start the simulator")?;
+
+    let config = Config::from_toml(&format!(
+        r#"
+        [database]
+        url = "{database_url}"
+        schema = "{SCHEMA}"
+        max_connections = 10
+        [partnerstack]
+        api_url = "{api}"
+        public_key = "{public_key}"
+        private_key = "{private_key}"
+        requests_per_second = 0
+        [sync]
+        interval = "3s"
+        lookback = "1m"
+        settle = "1s"
+        rescan_schedule = "0 * * * * *"
+        backfill_concurrency = 4
+        "#,
+        api = simulator.base_url,
+    ))?;
+    let syncer = app::syncer(&config, shutdown.clone()).await?;
+
+    let psql = psql_command(&database_url);
+    eprintln!(
+        "\nThe mirror is filling schema `{SCHEMA}`. In another terminal:\n\n  {psql}\n\n\
+         Try:\n  SELECT stage, count(*), sum(amount)/100 AS dollars FROM deals GROUP BY stage ORDER BY 2 DESC;\n  \
+         SELECT id, event_type, object_key, changes FROM events WHERE source <> 'backfill' ORDER BY id DESC LIMIT 10;\n  \
+         SELECT p.partner_key, count(c.*) AS customers FROM partnerships p JOIN customers c ON c.partnership_key = p.key\n    \
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 5;\n\nPress Ctrl-C to stop; everything the demo started is removed.\n"
+    );
+
+    let progress = syncer.progress();
+    let daemon = tokio::spawn(scheduler::run(syncer, config.sync.clone(), shutdown.clone()));
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let mut ticker = tokio::time::interval(if terminal { Duration::from_millis(500) } else { Duration::from_secs(5) });
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                let records = progress.records.load(Ordering::Relaxed);
+                let line = format!(
+                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s | API requests {:>6}",
+                    progress.pages.load(Ordering::Relaxed),
+                    records,
+                    progress.rows_written.load(Ordering::Relaxed),
+                    progress.events_written.load(Ordering::Relaxed),
+                    records as f64 / started.elapsed().as_secs_f64().max(0.001),
+                    simulator.simulator.request_count(),
+                );
+                if terminal {
+                    eprint!("\r{line}");
+                    let _ = std::io::stderr().flush();
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+    eprintln!("\nStopping…");
+    let _ = daemon.await;
+    simulator.stop().await;
+    if let Some(pg) = private {
+        pg.stop().await.context("cannot stop the private PostgreSQL server")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn psql_command(database_url: &str) -> String {
+    format!("PGOPTIONS='-c search_path={SCHEMA}' psql '{database_url}'")
+}

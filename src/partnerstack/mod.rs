@@ -1,0 +1,1 @@
+//! PartnerStack vendor API client (stub).

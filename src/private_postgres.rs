@@ -1,0 +1,884 @@
+//! A throwaway PostgreSQL server for the `demo` command and for the test suite when
+//! `DATABASE_URL` is not set.
+//!
+//! Why it exists: the demo and `cargo test` should work on any machine that has PostgreSQL's
+//! server binaries installed, without a running cluster, credentials, or state left over from
+//! a previous run. Each [`PrivatePostgres`] owns one temporary directory holding the cluster
+//! (`data/`), the server log (`server.log`) and the Unix socket, listens only on loopback with
+//! trust authentication, and trades durability for speed (no fsync) because nothing in it
+//! outlives the process.
+//!
+//! Cleanup happens in three layers, so that nothing is left behind however the owner ends:
+//! - [`PrivatePostgres::stop`], the orderly path, which reports failures;
+//! - [`Drop`], for panics and early returns, which cleans up synchronously and best effort;
+//! - a watchdog process, for owners that never unwind (SIGKILL, `process::exit`, a server kept
+//!   in a `static` that is never dropped): it notices when the owner's end of a pipe closes,
+//!   then stops the server and removes the directory itself.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+
+/// How long a freshly started server may take to accept connections.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`PrivatePostgres::stop`] waits for a fast shutdown before killing the server.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long [`Drop`] waits for a fast shutdown: it blocks its thread, so it is kept short.
+const DROP_GRACE: Duration = Duration::from_secs(5);
+/// Bound on one readiness probe, so a half-open server cannot stall the startup loop.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// A port picked as free can be taken by someone else before the server binds it; this many
+/// fresh ports are tried before giving up.
+const PORT_ATTEMPTS: usize = 5;
+const LOG_TAIL_BYTES: u64 = 4096;
+/// Where Debian and Ubuntu install each major version's server binaries.
+const VERSIONED_INSTALL_ROOT: &str = "/usr/lib/postgresql";
+
+/// Why a private server could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivatePostgresError {
+    #[error(
+        "PostgreSQL server binaries (initdb and postgres) were found neither on PATH nor under \
+         {VERSIONED_INSTALL_ROOT}/*/bin; install PostgreSQL's server package \
+         (e.g. `apt-get install postgresql`)"
+    )]
+    BinariesNotFound,
+    #[error("could not determine the effective user id")]
+    CurrentUser(#[source] io::Error),
+    #[error(
+        "running as root, but there is no `postgres` system user to run the server as \
+         (PostgreSQL refuses to run as root); install PostgreSQL's server package \
+         (e.g. `apt-get install postgresql`), which creates it"
+    )]
+    NoPostgresUser,
+    #[error("could not prepare the temporary directory {path}")]
+    TempDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not open the server log {path}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not run {program}")]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("initdb failed ({status}):\n{output}")]
+    Initdb { status: ExitStatus, output: String },
+    #[error("could not find a free TCP port on 127.0.0.1")]
+    FreePort(#[source] io::Error),
+    #[error("postgres exited during startup ({status}); server log tail:\n{log_tail}")]
+    ServerExited {
+        status: ExitStatus,
+        log_tail: String,
+    },
+    #[error(
+        "postgres could not bind a free port in {attempts} attempts; server log tail:\n{log_tail}"
+    )]
+    PortsExhausted { attempts: usize, log_tail: String },
+    #[error(
+        "postgres did not accept connections on port {port} within {timeout:?}; \
+         server log tail:\n{log_tail}"
+    )]
+    StartupTimedOut {
+        port: u16,
+        timeout: Duration,
+        log_tail: String,
+        #[source]
+        last_probe: ProbeError,
+    },
+    #[error("could not wait for postgres (pid {pid})")]
+    Wait {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not send SIG{signal} to postgres (pid {pid})")]
+    Signal {
+        pid: u32,
+        signal: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("postgres did not shut down within {grace:?} and was killed")]
+    ShutdownTimedOut { grace: Duration },
+    #[error("the shutdown task did not run to completion")]
+    ShutdownInterrupted(#[source] tokio::task::JoinError),
+    #[error("could not remove the temporary directory {path}")]
+    RemoveDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why one readiness probe failed; the last one is kept as the source of a startup timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("TCP connect failed")]
+    Connect(#[source] io::Error),
+    #[error("SQL probe failed")]
+    Sql(#[source] sqlx::Error),
+    /// Guards against a port race: another server (say, a concurrent test's) took the port
+    /// we picked, and ours is about to fail binding it.
+    #[error("the server on this port serves {found:?}, not our cluster")]
+    WrongServer { found: String },
+    #[error("probe did not finish within {PROBE_TIMEOUT:?}")]
+    TimedOut,
+}
+
+type Result<T, E = PrivatePostgresError> = std::result::Result<T, E>;
+
+/// A running, throwaway PostgreSQL server listening on `127.0.0.1` with trust authentication.
+///
+/// Stop it with [`PrivatePostgres::stop`] to hear about shutdown failures; dropping it also
+/// stops the server and removes its directory, best effort.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    /// Temporary directory holding the cluster, the socket and the log.
+    dir: PathBuf,
+    port: u16,
+    /// The postmaster; `None` before it is spawned and after it has been stopped.
+    server: Option<Child>,
+    watchdog: Option<Watchdog>,
+    /// Set once `dir` is gone, so a later `Drop` does nothing.
+    dir_removed: bool,
+}
+
+impl PrivatePostgres {
+    /// Initializes a cluster in a fresh temporary directory, starts `postgres` on 127.0.0.1
+    /// on a free port, and returns once it answers queries (deadline ~30s).
+    pub async fn start() -> Result<PrivatePostgres> {
+        let binaries = Binaries::locate()?;
+        let run_as = server_user()?;
+        let dir = create_private_dir(run_as)?;
+        // From here on, an early return drops `this`, which cleans up whatever exists.
+        let mut this = PrivatePostgres {
+            dir,
+            port: 0,
+            server: None,
+            watchdog: None,
+            dir_removed: false,
+        };
+        match Watchdog::arm(&this.dir) {
+            Ok(watchdog) => this.watchdog = Some(watchdog),
+            Err(error) => tracing::warn!(
+                %error,
+                "could not start the private postgres watchdog; \
+                 the server will only be cleaned up if its owner is dropped"
+            ),
+        }
+
+        this.initdb(&binaries, run_as).await?;
+
+        let log_path = this.log_path();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| PrivatePostgresError::Log {
+                path: log_path.clone(),
+                source,
+            })?;
+        for _ in 0..PORT_ATTEMPTS {
+            this.port = free_port()?;
+            let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+            this.spawn_server(&binaries, run_as, &log)?;
+            match this.wait_until_ready(log_start).await? {
+                Readiness::Ready => {
+                    tracing::debug!(port = this.port, dir = %this.dir.display(), "private postgres is ready");
+                    return Ok(this);
+                }
+                Readiness::PortTaken => {
+                    tracing::debug!(
+                        port = this.port,
+                        "port was taken before postgres bound it; retrying"
+                    );
+                }
+            }
+        }
+        Err(PrivatePostgresError::PortsExhausted {
+            attempts: PORT_ATTEMPTS,
+            log_tail: log_tail(&log_path, 0),
+        })
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`: no password, loopback is trusted.
+    pub fn url(&self) -> String {
+        self.url_for("postgres")
+    }
+
+    /// The URL of another database on this server (which the caller must create).
+    pub fn url_for(&self, database: &str) -> String {
+        let mut url = url::Url::parse(&format!("postgres://postgres@127.0.0.1:{}", self.port))
+            .expect("a URL built from a host and port is valid");
+        url.path_segments_mut()
+            .expect("a URL with a host has path segments")
+            .clear()
+            .push(database);
+        url.into()
+    }
+
+    /// The TCP port the server listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Fast shutdown (SIGINT to the postmaster, then wait), then removes the temporary directory.
+    pub async fn stop(self) -> Result<()> {
+        // The shutdown blocks on waitpid polling and directory removal; keep that off the runtime.
+        let mut this = self;
+        match tokio::task::spawn_blocking(move || this.shutdown(STOP_GRACE)).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(PrivatePostgresError::ShutdownInterrupted(error)),
+        }
+    }
+
+    fn pgdata(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    async fn initdb(&self, binaries: &Binaries, run_as: Option<RunAs>) -> Result<()> {
+        let mut command = server_command(&binaries.initdb, run_as, &self.dir);
+        command
+            .arg("-D")
+            .arg(self.pgdata())
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-N",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = tokio::process::Command::from(command)
+            .output()
+            .await
+            .map_err(|source| PrivatePostgresError::Spawn {
+                program: binaries.initdb.clone(),
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Err(PrivatePostgresError::Initdb {
+            status: output.status,
+            output: text,
+        })
+    }
+
+    fn spawn_server(
+        &mut self,
+        binaries: &Binaries,
+        run_as: Option<RunAs>,
+        log: &File,
+    ) -> Result<()> {
+        let log_handle = || {
+            log.try_clone().map_err(|source| PrivatePostgresError::Log {
+                path: self.log_path(),
+                source,
+            })
+        };
+        let (stdout, stderr) = (log_handle()?, log_handle()?);
+        let mut command = server_command(&binaries.postgres, run_as, &self.dir);
+        command
+            .arg("-D")
+            .arg(self.pgdata())
+            .args(["-c", "listen_addresses=127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=256MB",
+            ])
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = command
+            .spawn()
+            .map_err(|source| PrivatePostgresError::Spawn {
+                program: binaries.postgres.clone(),
+                source,
+            })?;
+        self.server = Some(child);
+        Ok(())
+    }
+
+    /// Polls until the server answers as our cluster, exits, or runs out of time.
+    async fn wait_until_ready(&mut self, log_start: u64) -> Result<Readiness> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let server = self.server.as_mut().expect("the server was just spawned");
+            let pid = server.id();
+            let exited = server
+                .try_wait()
+                .map_err(|source| PrivatePostgresError::Wait { pid, source })?;
+            if let Some(status) = exited {
+                self.server = None;
+                let log_tail = log_tail(&self.log_path(), log_start);
+                if log_tail.contains("Address already in use") {
+                    return Ok(Readiness::PortTaken);
+                }
+                return Err(PrivatePostgresError::ServerExited { status, log_tail });
+            }
+            let last_probe = match self.probe().await {
+                Ok(()) => return Ok(Readiness::Ready),
+                Err(error) => error,
+            };
+            if Instant::now() >= deadline {
+                return Err(PrivatePostgresError::StartupTimedOut {
+                    port: self.port,
+                    timeout: STARTUP_TIMEOUT,
+                    log_tail: log_tail(&self.log_path(), log_start),
+                    last_probe,
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// A TCP connect, then a query that proves the server is up and is ours.
+    async fn probe(&self) -> Result<(), ProbeError> {
+        let attempt = async {
+            tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
+                .await
+                .map_err(ProbeError::Connect)?;
+            let mut connection = PgConnection::connect(&self.url())
+                .await
+                .map_err(ProbeError::Sql)?;
+            let found: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+                .fetch_one(&mut connection)
+                .await
+                .map_err(ProbeError::Sql)?;
+            let _ = connection.close().await;
+            if Path::new(&found) == self.pgdata() {
+                Ok(())
+            } else {
+                Err(ProbeError::WrongServer { found })
+            }
+        };
+        tokio::time::timeout(PROBE_TIMEOUT, attempt)
+            .await
+            .unwrap_or(Err(ProbeError::TimedOut))
+    }
+
+    /// Stops the server (fast shutdown, SIGKILL after `grace`) and removes the directory.
+    /// Idempotent, so `Drop` after `stop` does nothing.
+    fn shutdown(&mut self, grace: Duration) -> Result<()> {
+        // Disarm first: the watchdog must not race the orderly shutdown below.
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.disarm();
+        }
+        let stopped = match self.server.take() {
+            Some(server) => stop_server(server, grace),
+            None => Ok(()),
+        };
+        let removed = self.remove_dir();
+        stopped.and(removed)
+    }
+
+    fn remove_dir(&mut self) -> Result<()> {
+        if self.dir_removed {
+            return Ok(());
+        }
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(PrivatePostgresError::RemoveDir {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        }
+        self.dir_removed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PrivatePostgres {
+    /// Best effort, synchronous: a panicking test or an interrupted demo must not leave a
+    /// server running or a cluster on disk.
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown(DROP_GRACE) {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                dir = %self.dir.display(),
+                "could not clean up private postgres"
+            );
+        }
+    }
+}
+
+enum Readiness {
+    Ready,
+    PortTaken,
+}
+
+/// Sends SIGINT (fast shutdown) and waits up to `grace`; then SIGKILLs the server's process
+/// group, which holds the postmaster and all its backends.
+fn stop_server(mut server: Child, grace: Duration) -> Result<()> {
+    let pid = server.id();
+    let wait_error = |source| PrivatePostgresError::Wait { pid, source };
+    if server.try_wait().map_err(wait_error)?.is_some() {
+        return Ok(());
+    }
+    let outcome = match send_signal("INT", &pid.to_string()) {
+        Ok(()) => {
+            let deadline = Instant::now() + grace;
+            loop {
+                if server.try_wait().map_err(wait_error)?.is_some() {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break PrivatePostgresError::ShutdownTimedOut { grace };
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+        Err(source) => PrivatePostgresError::Signal {
+            pid,
+            signal: "INT",
+            source,
+        },
+    };
+    // The server is in its own process group (see `server_command`), whose id is its pid.
+    let _ = send_signal("KILL", &format!("-{pid}"));
+    let _ = server.kill();
+    server.wait().map_err(wait_error)?;
+    Err(outcome)
+}
+
+/// Signals through the shell's `kill` builtin: std can only send SIGKILL, there is no libc
+/// dependency, and `/bin/kill` is missing from minimal images while `sh` never is.
+fn send_signal(signal: &str, target: &str) -> io::Result<()> {
+    let status = Command::new("sh")
+        .args(["-c", r#"kill -s "$0" -- "$1""#, signal, target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "`kill -s {signal} -- {target}` failed ({status})"
+        )))
+    }
+}
+
+/// A command for a server binary: run as `run_as` when given, in its own process group so a
+/// terminal's Ctrl-C reaches only the owner, which then shuts the server down in order.
+fn server_command(program: &Path, run_as: Option<RunAs>, cwd: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .process_group(0);
+    if let Some(RunAs { uid, gid }) = run_as {
+        // std also drops root's supplementary groups when it switches uid.
+        command.uid(uid).gid(gid);
+    }
+    command
+}
+
+/// Removes the server and its directory if the owner goes away without cleaning up.
+///
+/// A `sh` process reads its stdin, a pipe whose only writer is the owner; the read returns
+/// when that end closes, which the kernel does however the owner dies. Orderly paths kill the
+/// watchdog first ([`Watchdog::disarm`]).
+#[derive(Debug)]
+struct Watchdog {
+    child: Child,
+}
+
+/// `$1` is the private directory. The postmaster's pid comes from its lock file, so the
+/// watchdog can be armed before the server exists and survives port retries.
+const WATCHDOG_SCRIPT: &str = r#"
+read -r _ignored
+pidfile="$1/data/postmaster.pid"
+if [ -r "$pidfile" ] && read -r pid < "$pidfile" && [ -n "$pid" ]; then
+    kill -s INT "$pid" 2>/dev/null
+    i=0
+    while [ -e "$pidfile" ] && kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if [ -e "$pidfile" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -s KILL -- "-$pid" 2>/dev/null
+    fi
+fi
+rm -rf -- "$1"
+"#;
+
+impl Watchdog {
+    fn arm(dir: &Path) -> io::Result<Watchdog> {
+        let child = Command::new("sh")
+            .args(["-c", WATCHDOG_SCRIPT, "private-postgres-watchdog"])
+            .arg(dir)
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Watchdog { child })
+    }
+
+    /// Kills the watchdog before its pipe closes, so it never acts.
+    fn disarm(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where `initdb` and `postgres` live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Binaries {
+    initdb: PathBuf,
+    postgres: PathBuf,
+}
+
+impl Binaries {
+    /// PATH first (an explicit choice by whoever set it), then the newest Debian-style
+    /// versioned install, which is not on PATH by default.
+    fn locate() -> Result<Binaries> {
+        let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect())
+            .unwrap_or_default();
+        path_dirs
+            .into_iter()
+            .chain(versioned_bin_dirs(Path::new(VERSIONED_INSTALL_ROOT)))
+            .find_map(|dir| Binaries::in_dir(&dir))
+            .ok_or(PrivatePostgresError::BinariesNotFound)
+    }
+
+    fn in_dir(dir: &Path) -> Option<Binaries> {
+        let initdb = dir.join("initdb");
+        let postgres = dir.join("postgres");
+        (is_executable(&initdb) && is_executable(&postgres))
+            .then_some(Binaries { initdb, postgres })
+    }
+}
+
+/// `ROOT/<version>/bin` for every numeric version directory, newest first.
+fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let version = name
+                .split('.')
+                .map(|part| part.parse().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.into_iter().map(|(_, dir)| dir).collect()
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The system user the server runs as when we cannot run it as ourselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+/// `None` runs the server as ourselves; as root, PostgreSQL refuses that, so it runs as
+/// the `postgres` system user that the server package creates.
+fn server_user() -> Result<Option<RunAs>> {
+    if effective_uid().map_err(PrivatePostgresError::CurrentUser)? != 0 {
+        return Ok(None);
+    }
+    postgres_user()
+        .map(Some)
+        .ok_or(PrivatePostgresError::NoPostgresUser)
+}
+
+/// Read from /proc (there is no libc dependency), falling back to `id -u`.
+fn effective_uid() -> io::Result<u32> {
+    if let Ok(status) = fs::read_to_string("/proc/self/status") {
+        if let Some(uid) = parse_effective_uid(&status) {
+            return Ok(uid);
+        }
+    }
+    command_number(Command::new("id").arg("-u"))
+}
+
+/// The `Uid:` line lists the real, effective, saved and filesystem uids.
+fn parse_effective_uid(proc_status: &str) -> Option<u32> {
+    proc_status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn postgres_user() -> Option<RunAs> {
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| parse_passwd_user(&passwd, "postgres"))
+        .or_else(|| {
+            // Users from other NSS sources (LDAP, systemd-userdb) are not in /etc/passwd.
+            let uid = command_number(Command::new("id").args(["-u", "postgres"])).ok()?;
+            let gid = command_number(Command::new("id").args(["-g", "postgres"])).ok()?;
+            Some(RunAs { uid, gid })
+        })
+}
+
+fn parse_passwd_user(passwd: &str, user: &str) -> Option<RunAs> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != user {
+            return None;
+        }
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some(RunAs { uid, gid })
+    })
+}
+
+fn command_number(command: &mut Command) -> io::Result<u32> {
+    let output = command.stderr(Stdio::null()).output()?;
+    if !output.status.success() {
+        return Err(io::Error::other(format!(
+            "{command:?} failed ({})",
+            output.status
+        )));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+}
+
+/// A new directory that only the server user can use. As root it goes under /tmp, which the
+/// `postgres` user can traverse even when root's own TMPDIR is private.
+fn create_private_dir(run_as: Option<RunAs>) -> Result<PathBuf> {
+    let base = match run_as {
+        Some(_) => PathBuf::from("/tmp"),
+        None => std::path::absolute(std::env::temp_dir()).unwrap_or_else(|_| "/tmp".into()),
+    };
+    loop {
+        let path = base.join(format!(
+            "private-postgres-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        match fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(PrivatePostgresError::TempDir { path, source }),
+        }
+        if let Some(RunAs { uid, gid }) = run_as {
+            if let Err(source) = std::os::unix::fs::chown(&path, Some(uid), Some(gid)) {
+                let _ = fs::remove_dir(&path);
+                return Err(PrivatePostgresError::TempDir { path, source });
+            }
+        }
+        return Ok(path);
+    }
+}
+
+/// Binds port 0 and releases it. Another process can take the port before the server binds
+/// it; [`PrivatePostgres::start`] retries when that happens.
+fn free_port() -> Result<u16> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(PrivatePostgresError::FreePort)
+}
+
+/// The last few KiB written to the log at or after `start`, for error messages.
+fn log_tail(path: &Path, start: u64) -> String {
+    let read = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let from = start.max(len.saturating_sub(LOG_TAIL_BYTES));
+        file.seek(SeekFrom::Start(from))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        // Drop a partial first line when the tail starts mid-log.
+        Ok(match (from > start, text.find('\n')) {
+            (true, Some(newline)) => text[newline + 1..].to_owned(),
+            _ => text,
+        })
+    };
+    read().unwrap_or_else(|error| format!("(could not read {}: {error})", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answers_select_1(url: &str) -> bool {
+        let Ok(mut connection) = PgConnection::connect(url).await else {
+            return false;
+        };
+        let one: Result<i32, _> = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut connection)
+            .await;
+        matches!(one, Ok(1))
+    }
+
+    fn accepts_connections(port: u16) -> bool {
+        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_started_server_answers_select_1_at_its_url() {
+        let server = PrivatePostgres::start().await.expect("server starts");
+        assert!(
+            answers_select_1(&server.url()).await,
+            "{} answers SELECT 1",
+            server.url()
+        );
+        assert_eq!(
+            server.url(),
+            format!("postgres://postgres@127.0.0.1:{}/postgres", server.port())
+        );
+        let dir = server.dir.clone();
+        server.stop().await.expect("server stops");
+        assert!(!dir.exists(), "{} was removed", dir.display());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_server_stops_it_and_removes_its_directory() {
+        let server = PrivatePostgres::start().await.expect("server starts");
+        let (port, dir) = (server.port(), server.dir.clone());
+        assert!(accepts_connections(port));
+        drop(server);
+        assert!(!dir.exists(), "{} was removed", dir.display());
+        assert!(
+            !accepts_connections(port),
+            "port {port} no longer accepts connections"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_servers_run_side_by_side_on_different_ports() {
+        let (first, second) = tokio::join!(PrivatePostgres::start(), PrivatePostgres::start());
+        let (first, second) = (first.expect("first starts"), second.expect("second starts"));
+        assert_ne!(first.port(), second.port());
+        assert_ne!(first.dir, second.dir);
+        assert!(answers_select_1(&first.url()).await);
+        assert!(answers_select_1(&second.url()).await);
+        first.stop().await.expect("first stops");
+        assert!(
+            answers_select_1(&second.url()).await,
+            "second outlives first"
+        );
+        second.stop().await.expect("second stops");
+    }
+
+    #[tokio::test]
+    async fn a_server_whose_owner_vanishes_is_cleaned_up_by_the_watchdog() {
+        let mut server = PrivatePostgres::start().await.expect("server starts");
+        let (port, dir) = (server.port(), server.dir.clone());
+        // Closing our end of the pipe is what the kernel does when the owner dies.
+        let watchdog = server.watchdog.as_mut().expect("watchdog is armed");
+        drop(watchdog.child.stdin.take());
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while dir.exists() || accepts_connections(port) {
+            assert!(Instant::now() < deadline, "watchdog cleaned up within 30s");
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        // Dropping after the watchdog acted must neither fail nor hang.
+        drop(server);
+    }
+
+    #[test]
+    fn url_for_puts_the_database_name_in_the_path_percent_encoded() {
+        let server = PrivatePostgres {
+            dir: PathBuf::from("/nonexistent"),
+            port: 5432,
+            server: None,
+            watchdog: None,
+            dir_removed: true,
+        };
+        assert_eq!(
+            server.url_for("app_test"),
+            "postgres://postgres@127.0.0.1:5432/app_test"
+        );
+        assert_eq!(
+            server.url_for("a b/c"),
+            "postgres://postgres@127.0.0.1:5432/a%20b%2Fc"
+        );
+        assert_eq!(server.url(), "postgres://postgres@127.0.0.1:5432/postgres");
+    }
+
+    #[test]
+    fn versioned_installs_are_tried_newest_first() {
+        let root = std::env::temp_dir().join(format!("pg-versions-{:08x}", rand::random::<u32>()));
+        for version in ["9.6", "15", "10", "16", "main"] {
+            fs::create_dir_all(root.join(version).join("bin")).unwrap();
+        }
+        let found = versioned_bin_dirs(&root);
+        fs::remove_dir_all(&root).unwrap();
+        let versions: Vec<_> = found
+            .iter()
+            .map(|dir| dir.parent().unwrap().file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(versions, ["16", "15", "10", "9.6"]);
+    }
+
+    #[test]
+    fn the_effective_uid_is_the_second_uid_in_proc_status() {
+        let status = "Name:\tcargo\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(parse_effective_uid(status), Some(0));
+    }
+
+    #[test]
+    fn the_postgres_user_is_read_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      postgres:x:101:104:PostgreSQL administrator:/var/lib/postgresql:/bin/bash\n";
+        assert_eq!(
+            parse_passwd_user(passwd, "postgres"),
+            Some(RunAs { uid: 101, gid: 104 })
+        );
+        assert_eq!(parse_passwd_user(passwd, "nobody"), None);
+    }
+}

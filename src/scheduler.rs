@@ -1,0 +1,134 @@
+//! When passes run: the poll schedule (`sync.schedule` cron or `sync.interval`) and the
+//! rescan schedule, driven by tokio-cron-scheduler.
+//!
+//! Every pass takes one mutex: a tick that finds the previous pass still running is skipped
+//! (tokio-cron-scheduler would happily overlap them), and a rescan waits for a running poll
+//! so two passes never diff the same object at once.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Mutex;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{Schedule, SyncConfig},
+    object::{ChangeFilter, ObjectKind},
+    sync::{PassReport, SyncError, Syncer},
+};
+
+/// The outcome of one pass over several objects.
+#[derive(Debug, Default)]
+pub struct PassSummary {
+    pub reports: Vec<PassReport>,
+    pub failures: Vec<(ObjectKind, SyncError)>,
+}
+
+/// One poll pass over `objects`, in order. One object's failure does not stop the others.
+pub async fn poll_all(syncer: &Syncer, objects: &[ObjectKind], full: bool) -> PassSummary {
+    let mut summary = PassSummary::default();
+    for &kind in objects {
+        match syncer.sync_object(kind, full).await {
+            Ok(report) => summary.reports.push(report),
+            Err(SyncError::Cancelled) => break,
+            Err(e) => {
+                let fatal = e.is_fatal();
+                summary.failures.push((kind, e));
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    summary
+}
+
+/// Rescans the objects whose later changes only a complete read can find.
+pub async fn rescan_all(syncer: &Syncer, objects: &[ObjectKind]) -> PassSummary {
+    let mut summary = PassSummary::default();
+    for &kind in objects.iter().filter(|k| k.change_filter() != ChangeFilter::Updated) {
+        match syncer.rescan(kind).await {
+            Ok(report) => summary.reports.push(report),
+            Err(SyncError::Cancelled) => break,
+            Err(e) => summary.failures.push((kind, e)),
+        }
+    }
+    summary
+}
+
+/// Runs passes on their schedules until `shutdown` is cancelled. The first poll pass starts
+/// at once (a new mirror backfills right away).
+pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken) -> Result<(), tokio_cron_scheduler::JobSchedulerError> {
+    let busy = Arc::new(Mutex::new(()));
+    let objects: Arc<[ObjectKind]> = config.objects.clone().into();
+    let mut scheduler = JobScheduler::new().await?;
+
+    let poll = {
+        let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+        move || {
+            let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+            async move {
+                let Ok(_guard) = busy.try_lock() else {
+                    info!("previous pass still running; skipping this tick");
+                    return;
+                };
+                log_summary("poll", poll_all(&syncer, &objects, false).await);
+            }
+        }
+    };
+
+    {
+        let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+        scheduler
+            .add(Job::new_async(config.rescan_schedule.as_str(), move |_, _| {
+                let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+                Box::pin(async move {
+                    let _guard = busy.lock().await;
+                    log_summary("rescan", rescan_all(&syncer, &objects).await);
+                })
+            })?)
+            .await?;
+    }
+
+    let interval = match &config.schedule {
+        Schedule::Cron(expr) => {
+            let poll = poll.clone();
+            scheduler.add(Job::new_async(expr.as_str(), move |_, _| Box::pin(poll()))?).await?;
+            None
+        }
+        Schedule::Every(every) => Some(*every),
+    };
+    scheduler.start().await?;
+
+    // First pass now; then, for `sync.interval`, a fixed pause between passes.
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = poll() => {}
+        }
+        let pause = interval.unwrap_or(Duration::MAX);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(pause.min(Duration::from_secs(86_400 * 365))) => {}
+        }
+    }
+    scheduler.shutdown().await?;
+    Ok(())
+}
+
+fn log_summary(pass: &str, summary: PassSummary) {
+    let rows: i64 = summary.reports.iter().map(|r| i64::from(r.totals.rows_written)).sum();
+    let events: i64 = summary.reports.iter().map(|r| i64::from(r.totals.events_written)).sum();
+    if summary.failures.is_empty() {
+        info!(pass, objects = summary.reports.len(), rows, events, "pass complete");
+    } else {
+        for (kind, e) in &summary.failures {
+            if e.is_fatal() {
+                error!(pass, object = %kind, error = %e.chain(), "pass failed; check the API keys");
+            } else {
+                warn!(pass, object = %kind, error = %e.chain(), "object failed this pass; it will be retried");
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! PartnerStack API simulator (stub).

@@ -1,0 +1,122 @@
+//! PostgreSQL access: the mirror tables, events and bookkeeping. Knows nothing of HTTP.
+//!
+//! Every connection has `search_path` set to the configured schema, so all SQL here and in
+//! the migrations is unqualified.
+
+mod page;
+mod state;
+mod status;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
+
+pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
+pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
+pub use status::{ObjectStatus, StatusReport};
+
+/// The migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A database failure, classified once.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot parse database.url")]
+    Url(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("this sync lost its lease on {object} to another instance")]
+    Fenced { object: String },
+}
+
+impl StoreError {
+    /// Connection trouble and serialization failures pass; anything else needs a person.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(db) => matches!(
+                    db.code().as_deref(),
+                    Some(
+                        "40001"
+                            | "40P01"
+                            | "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "08006"
+                            | "08003"
+                            | "08000"
+                    )
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// The mirror's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+    schema: String,
+}
+
+impl Store {
+    /// Connects a pool whose every connection works in `schema`.
+    pub async fn connect(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(StoreError::Url)?
+            .options([("search_path", schema)])
+            .application_name("partnerstack-mirror");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(Store {
+            pool,
+            schema: schema.to_owned(),
+        })
+    }
+
+    /// Creates the schema if needed and applies pending migrations. Safe to run from several
+    /// instances at once: sqlx serializes migrators with an advisory lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema))
+            .execute(&self.pool)
+            .await?;
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// True when every embedded migration has been applied.
+    pub async fn migrations_current(&self) -> Result<bool, StoreError> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}

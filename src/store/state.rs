@@ -1,0 +1,192 @@
+//! Bookkeeping: `sync_state` (where each object's polling stands) and `sync_runs` (one row
+//! per pass).
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{Store, StoreError};
+use crate::object::ObjectKind;
+
+/// Where one object's sync stands.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObjectState {
+    /// Epoch ms: every change at or before it has been read. `None` until the first
+    /// backfill completes.
+    pub cursor_ms: Option<i64>,
+    pub backfill_completed_at: Option<DateTime<Utc>>,
+    pub last_rescan_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// How a window's completion moves the object's state.
+#[derive(Clone, Debug, Default)]
+pub struct CursorAdvance {
+    pub cursor_ms: i64,
+    pub window_start_ms: Option<i64>,
+    pub window_end_ms: i64,
+    pub backfill_completed: bool,
+    pub rescan_completed: bool,
+}
+
+/// What kind of pass a `sync_runs` row records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    Backfill,
+    Poll,
+    Rescan,
+    Reconcile,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Backfill => "backfill",
+            RunKind::Poll => "poll",
+            RunKind::Rescan => "rescan",
+            RunKind::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// A finished run's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    pub pages: i32,
+    pub records_read: i32,
+    pub rows_written: i32,
+    pub events_written: i32,
+}
+
+impl Store {
+    /// The object's state (a fresh object has an empty one).
+    pub async fn object_state(&self, kind: ObjectKind) -> Result<ObjectState, StoreError> {
+        let row = sqlx::query(
+            "SELECT (extract(epoch from cursor) * 1000)::bigint AS cursor_ms, backfill_completed_at, last_rescan_at, \
+                    last_success_at, last_error FROM sync_state WHERE object = $1",
+        )
+        .bind(kind.table())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            None => ObjectState::default(),
+            Some(r) => ObjectState {
+                cursor_ms: r.try_get("cursor_ms")?,
+                backfill_completed_at: r.try_get("backfill_completed_at")?,
+                last_rescan_at: r.try_get("last_rescan_at")?,
+                last_success_at: r.try_get("last_success_at")?,
+                last_error: r.try_get("last_error")?,
+            },
+        })
+    }
+
+    /// Moves the cursor outside a page (a window that ended with an empty page was already
+    /// written; parallel backfill windows finish here).
+    pub async fn advance(
+        &self,
+        kind: ObjectKind,
+        advance: &CursorAdvance,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        advance_in(&mut tx, kind, advance).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Opens a `sync_runs` row.
+    pub async fn start_run(
+        &self,
+        kind: ObjectKind,
+        run: RunKind,
+        window: Option<(i64, i64)>,
+    ) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO sync_runs (object, kind, window_start, window_end) \
+             VALUES ($1, $2, epoch_ms_to_timestamptz($3), epoch_ms_to_timestamptz($4)) RETURNING id",
+        )
+        .bind(kind.table())
+        .bind(run.as_str())
+        .bind(window.map(|w| w.0))
+        .bind(window.map(|w| w.1))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(id)
+    }
+
+    /// Closes a `sync_runs` row and records the outcome on the object's state.
+    pub async fn finish_run(
+        &self,
+        kind: ObjectKind,
+        run_id: i64,
+        requests: u64,
+        error: Option<&str>,
+    ) -> Result<RunTotals, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "UPDATE sync_runs SET finished_at = now(), requests = $2, outcome = $3, error = $4 WHERE id = $1 \
+             RETURNING pages, records_read, rows_written, events_written",
+        )
+        .bind(run_id)
+        .bind(requests.min(i32::MAX as u64) as i32)
+        .bind(if error.is_some() { "failed" } else { "succeeded" })
+        .bind(error)
+        .fetch_one(&mut *tx)
+        .await?;
+        match error {
+            None => {
+                sqlx::query(
+                    "INSERT INTO sync_state (object, last_success_at, last_error) VALUES ($1, now(), NULL) \
+                     ON CONFLICT (object) DO UPDATE SET last_success_at = now(), last_error = NULL, updated_at = now()",
+                )
+                .bind(kind.table())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(message) => {
+                sqlx::query(
+                    "INSERT INTO sync_state (object, last_error, last_error_at) VALUES ($1, $2, now()) \
+                     ON CONFLICT (object) DO UPDATE SET last_error = $2, last_error_at = now(), updated_at = now()",
+                )
+                .bind(kind.table())
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(RunTotals {
+            pages: row.try_get("pages")?,
+            records_read: row.try_get("records_read")?,
+            rows_written: row.try_get("rows_written")?,
+            events_written: row.try_get("events_written")?,
+        })
+    }
+}
+
+/// The cursor never moves backwards, whatever the clock does.
+pub(super) async fn advance_in(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: ObjectKind,
+    a: &CursorAdvance,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sync_state AS s (object, cursor, window_start, window_end, backfill_completed_at, last_rescan_at) \
+         VALUES ($1, epoch_ms_to_timestamptz($2), epoch_ms_to_timestamptz($3), epoch_ms_to_timestamptz($4), \
+                 CASE WHEN $5 THEN now() END, CASE WHEN $6 THEN now() END) \
+         ON CONFLICT (object) DO UPDATE SET \
+             cursor = greatest(s.cursor, excluded.cursor), \
+             window_start = excluded.window_start, window_end = excluded.window_end, \
+             backfill_completed_at = coalesce(excluded.backfill_completed_at, s.backfill_completed_at), \
+             last_rescan_at = coalesce(excluded.last_rescan_at, s.last_rescan_at), \
+             updated_at = now()",
+    )
+    .bind(kind.table())
+    .bind(a.cursor_ms)
+    .bind(a.window_start_ms)
+    .bind(a.window_end_ms)
+    .bind(a.backfill_completed)
+    .bind(a.rescan_completed)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

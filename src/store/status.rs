@@ -1,0 +1,118 @@
+//! What `partnerstack-mirror status` reports, read in a handful of queries.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::object::ObjectKind;
+
+/// One object's line.
+#[derive(Clone, Debug)]
+pub struct ObjectStatus {
+    pub kind: ObjectKind,
+    pub rows: i64,
+    pub deleted: i64,
+    pub quarantined: i64,
+    pub cursor: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug)]
+pub struct StatusReport {
+    pub objects: Vec<ObjectStatus>,
+    pub events: i64,
+    pub last_event_id: Option<i64>,
+    /// `(status, count)`, when the write-back queue exists.
+    pub queue: Vec<(String, i64)>,
+}
+
+impl Store {
+    pub async fn status(&self) -> Result<StatusReport, StoreError> {
+        let mut objects = Vec::new();
+        for kind in ObjectKind::ALL {
+            let row = sqlx::query(&format!(
+                "SELECT (SELECT count(*) FROM {t}) AS rows, (SELECT count(*) FROM {t} WHERE deleted_at IS NOT NULL) AS deleted, \
+                        (SELECT count(*) FROM quarantine WHERE object = $1) AS quarantined, \
+                        s.cursor, s.last_success_at, s.last_error \
+                 FROM (SELECT 1) AS one LEFT JOIN sync_state s ON s.object = $1",
+                t = kind.table()
+            ))
+            .bind(kind.table())
+            .fetch_one(self.pool())
+            .await?;
+            objects.push(ObjectStatus {
+                kind,
+                rows: row.try_get("rows")?,
+                deleted: row.try_get("deleted")?,
+                quarantined: row.try_get("quarantined")?,
+                cursor: row.try_get("cursor")?,
+                last_success_at: row.try_get("last_success_at")?,
+                last_error: row.try_get("last_error")?,
+            });
+        }
+        let (events, last_event_id): (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), max(id) FROM events")
+                .fetch_one(self.pool())
+                .await?;
+        let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL")
+            .fetch_one(self.pool())
+            .await?;
+        let queue = if has_queue {
+            sqlx::query_as(
+                "SELECT status, count(*) FROM write_queue GROUP BY status ORDER BY status",
+            )
+            .fetch_all(self.pool())
+            .await?
+        } else {
+            Vec::new()
+        };
+        Ok(StatusReport {
+            objects,
+            events,
+            last_event_id,
+            queue,
+        })
+    }
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let when = |t: &Option<DateTime<Utc>>| {
+            t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        writeln!(
+            f,
+            "{:<22} {:>9} {:>8} {:>6}  {:<19}  {:<19}  last error",
+            "object", "rows", "deleted", "quar.", "cursor (UTC)", "last success"
+        )?;
+        for o in &self.objects {
+            writeln!(
+                f,
+                "{:<22} {:>9} {:>8} {:>6}  {:<19}  {:<19}  {}",
+                o.kind.table(),
+                o.rows,
+                o.deleted,
+                o.quarantined,
+                when(&o.cursor),
+                when(&o.last_success_at),
+                o.last_error.as_deref().unwrap_or("-")
+            )?;
+        }
+        writeln!(
+            f,
+            "\nevents: {} (last id {})",
+            self.events,
+            self.last_event_id.map_or("-".into(), |i| i.to_string())
+        )?;
+        if !self.queue.is_empty() {
+            let parts: Vec<String> = self.queue.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            writeln!(f, "write queue: {}", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,332 @@
+//! One sync pass of one object: read the API in windows, write each page in one transaction,
+//! move the cursor only when a window is complete.
+//!
+//! How the mirror stays correct whatever the API's undocumented answers are (SPEC 9):
+//! - Incremental windows are `[cursor - lookback, now - settle]`, requested one millisecond
+//!   wider on each side, so inclusive and exclusive bounds both cover the window; the
+//!   overlap with the previous window re-reads its last milliseconds, which the diff turns
+//!   into no-ops, so many records sharing one `updated_at` millisecond are never split.
+//! - Pages follow the key cursor (`starting_after`) to the end; a record changed while we
+//!   list gets a new `updated_at` after the window's end and is read by the next window.
+//! - Transactions and rewards are read by created windows, and rescans catch their later
+//!   changes (SPEC 9.3), so nothing depends on `min_updated` being honoured there.
+//! - The first pass backfills by disjoint created windows, several at once.
+
+mod window;
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use chrono::Utc;
+use futures::{stream, StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, Instrument};
+
+use crate::{
+    diff::EventSource,
+    object::{ChangeFilter, ObjectKind},
+    partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
+    record,
+    store::{CursorAdvance, PageWrite, RunKind, RunTotals, Store, StoreError},
+};
+
+pub use window::{split_created, CreatedWindow};
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("PartnerStack API request failed")]
+    Api(#[from] ApiError),
+    #[error("database write failed")]
+    Store(#[from] StoreError),
+    #[error("stopped by shutdown")]
+    Cancelled,
+}
+
+impl SyncError {
+    /// Bad credentials stop everything; other failures only this object's pass.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SyncError::Api(e) if matches!(e.class(), ErrorClass::Fatal))
+    }
+
+    /// The whole chain in one line, for `sync_state.last_error` and the command line.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+}
+
+/// What the sync needs to know from the configuration.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    pub lookback: Duration,
+    pub settle: Duration,
+    pub backfill_concurrency: usize,
+    pub emit_backfill_events: bool,
+}
+
+impl From<&crate::config::SyncConfig> for SyncSettings {
+    fn from(c: &crate::config::SyncConfig) -> Self {
+        SyncSettings {
+            lookback: c.lookback,
+            settle: c.settle,
+            backfill_concurrency: c.backfill_concurrency,
+            emit_backfill_events: c.emit_backfill_events,
+        }
+    }
+}
+
+/// Running totals across passes, for progress lines and benchmarks.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub pages: AtomicU64,
+    pub records: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub events_written: AtomicU64,
+    pub quarantined: AtomicU64,
+}
+
+/// The result of one pass over one object.
+#[derive(Clone, Debug)]
+pub struct PassReport {
+    pub kind: ObjectKind,
+    pub run: RunKind,
+    pub totals: RunTotals,
+    pub requests: u64,
+}
+
+/// Reads the API and writes the mirror.
+#[derive(Clone)]
+pub struct Syncer {
+    api: ApiClient,
+    store: Store,
+    settings: SyncSettings,
+    progress: Arc<Progress>,
+    shutdown: CancellationToken,
+}
+
+/// One listing to read to its end, and what to do with it.
+struct Listing {
+    kind: ObjectKind,
+    path: String,
+    query: ListQuery,
+    /// Keep only records created in `[from, until)` (backfill windows are disjoint).
+    created_range: Option<(Option<i64>, i64)>,
+    source: EventSource,
+    emit_events: bool,
+    run_id: i64,
+    /// Moves the cursor with the last page.
+    advance: Option<CursorAdvance>,
+}
+
+impl Syncer {
+    pub fn new(api: ApiClient, store: Store, settings: SyncSettings, shutdown: CancellationToken) -> Syncer {
+        Syncer { api, store, settings, progress: Arc::default(), shutdown }
+    }
+
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// One pass: a backfill if the object was never loaded (or `full`), otherwise the next
+    /// incremental window.
+    pub async fn sync_object(&self, kind: ObjectKind, full: bool) -> Result<PassReport, SyncError> {
+        let state = self.store.object_state(kind).await?;
+        let first_load = state.backfill_completed_at.is_none();
+        match (state.cursor_ms, kind.change_filter()) {
+            (None, _) => self.scan(kind, RunKind::Backfill, first_load).await,
+            (Some(_), _) if full => self.scan(kind, RunKind::Rescan, false).await,
+            // Team members are only found by walking every team: rescans do that.
+            (Some(_), ChangeFilter::PerTeam) => Ok(PassReport { kind, run: RunKind::Poll, totals: RunTotals::default(), requests: 0 }),
+            (Some(cursor), filter) => self.poll(kind, cursor, filter).await,
+        }
+    }
+
+    /// A complete read of the object (all records, no change filter): catches later changes
+    /// to objects the API cannot filter by `updated_at`.
+    pub async fn rescan(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
+        let state = self.store.object_state(kind).await?;
+        self.scan(kind, if state.cursor_ms.is_none() { RunKind::Backfill } else { RunKind::Rescan }, state.backfill_completed_at.is_none())
+            .await
+    }
+
+    /// The next incremental window.
+    async fn poll(&self, kind: ObjectKind, cursor: i64, filter: ChangeFilter) -> Result<PassReport, SyncError> {
+        let now = Utc::now().timestamp_millis();
+        let from = cursor - self.settings.lookback.as_millis() as i64;
+        let until = (now - self.settings.settle.as_millis() as i64).max(from);
+        // One millisecond wider on each side: right under inclusive and exclusive bounds.
+        let query = match filter {
+            ChangeFilter::Updated => ListQuery { min_updated: Some(from - 1), max_updated: Some(until + 1), ..ListQuery::default() },
+            _ => ListQuery { min_created: Some(from - 1), max_created: Some(until + 1), ..ListQuery::default() },
+        };
+        let run_id = self.store.start_run(kind, RunKind::Poll, Some((from, until))).await?;
+        let listing = Listing {
+            kind,
+            path: kind.api_path().to_owned(),
+            query,
+            created_range: None,
+            source: EventSource::Poll,
+            emit_events: true,
+            run_id,
+            advance: Some(CursorAdvance { cursor_ms: until, window_start_ms: Some(from), window_end_ms: until, ..CursorAdvance::default() }),
+        };
+        let span = info_span!("sync_pass", object = %kind, run = "poll", run_id, window_start = from, window_end = until);
+        self.finish(kind, RunKind::Poll, run_id, self.read(listing).instrument(span).await).await
+    }
+
+    /// A backfill or rescan: every record, by disjoint created windows read concurrently.
+    async fn scan(&self, kind: ObjectKind, run: RunKind, first_load: bool) -> Result<PassReport, SyncError> {
+        let now = Utc::now().timestamp_millis();
+        let until = now - self.settings.settle.as_millis() as i64;
+        let run_id = self.store.start_run(kind, run, Some((0, until))).await?;
+        let source = if first_load { EventSource::Backfill } else { EventSource::Poll };
+        let emit_events = !first_load || self.settings.emit_backfill_events;
+        let span = info_span!("sync_pass", object = %kind, run = run.as_str(), run_id, window_end = until);
+        let result = async {
+            let listings = self.scan_listings(kind, until).await?;
+            let concurrency = self.settings.backfill_concurrency;
+            stream::iter(listings.into_iter().map(|(path, query, created_range)| {
+                self.read(Listing { kind, path, query, created_range, source, emit_events, run_id, advance: None })
+            }))
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+            // Changes made during the scan have `updated_at` after `until`: the next
+            // incremental window starts there (minus the lookback).
+            let advance = CursorAdvance {
+                cursor_ms: until,
+                window_start_ms: None,
+                window_end_ms: until,
+                backfill_completed: true,
+                rescan_completed: true,
+            };
+            self.store.advance(kind, &advance).await?;
+            Ok(())
+        }
+        .instrument(span)
+        .await;
+        self.finish(kind, run, run_id, result).await
+    }
+
+    /// The listings that together cover every record created up to `until`.
+    async fn scan_listings(&self, kind: ObjectKind, until: i64) -> Result<Vec<(String, ListQuery, Option<(Option<i64>, i64)>)>, SyncError> {
+        if kind.change_filter() == ChangeFilter::PerTeam {
+            let teams: Vec<String> = sqlx::query_scalar("SELECT DISTINCT team_key FROM partnerships WHERE team_key IS NOT NULL ORDER BY 1")
+                .fetch_all(self.store.pool())
+                .await
+                .map_err(StoreError::from)?;
+            return Ok(teams.into_iter().map(|t| (format!("{}/{t}", kind.api_path()), ListQuery::default(), None)).collect());
+        }
+        let oldest = if self.settings.backfill_concurrency > 1 { window::oldest_created(&self.api, kind.api_path(), until).await? } else { None };
+        let parts = self.settings.backfill_concurrency * 4;
+        Ok(split_created(oldest, until, parts)
+            .into_iter()
+            .map(|w| {
+                let query = ListQuery { min_created: w.from.map(|f| f - 1), max_created: Some(w.until + 1), ..ListQuery::default() };
+                (kind.api_path().to_owned(), query, Some((w.from, w.until)))
+            })
+            .collect())
+    }
+
+    /// Reads one listing page by page; each page is one transaction.
+    async fn read(&self, listing: Listing) -> Result<(), SyncError> {
+        let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
+        let mut advanced = false;
+        loop {
+            let page = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Err(SyncError::Cancelled),
+                page = pages.next() => page,
+            };
+            let Some(page) = page else { break };
+            let page = page?;
+            let last = !page.has_more;
+            let mut records = Vec::with_capacity(page.items.len());
+            let mut rejected = Vec::new();
+            for item in &page.items {
+                match record::check(listing.kind, item) {
+                    Ok(r) => {
+                        let inside = match listing.created_range {
+                            None => true,
+                            Some((from, until)) => {
+                                let c = r.created_ms.unwrap_or(0);
+                                from.is_none_or(|f| c >= f) && c < until
+                            }
+                        };
+                        if inside {
+                            records.push(r);
+                        }
+                    }
+                    Err(bad) => rejected.push(bad),
+                }
+            }
+            if !rejected.is_empty() {
+                tracing::warn!(object = %listing.kind, count = rejected.len(), first_error = %rejected[0].error, "records quarantined");
+            }
+            let outcome = self
+                .store
+                .write_page(PageWrite {
+                    kind: listing.kind,
+                    records,
+                    rejected: &rejected,
+                    source: listing.source,
+                    emit_events: listing.emit_events,
+                    run_id: Some(listing.run_id),
+                    advance: if last { listing.advance.clone() } else { None },
+                })
+                .await?;
+            advanced |= last;
+            let p = &self.progress;
+            p.pages.fetch_add(1, Ordering::Relaxed);
+            p.records.fetch_add(outcome.records, Ordering::Relaxed);
+            p.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
+            p.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
+            p.quarantined.fetch_add(outcome.quarantined, Ordering::Relaxed);
+            if last {
+                break;
+            }
+        }
+        if let (Some(advance), false) = (&listing.advance, advanced) {
+            self.store.advance(listing.kind, advance).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, kind: ObjectKind, run: RunKind, run_id: i64, result: Result<(), SyncError>) -> Result<PassReport, SyncError> {
+        let requests = 0;
+        match result {
+            Ok(()) => {
+                let totals = self.store.finish_run(kind, run_id, requests, None).await?;
+                info!(object = %kind, run = run.as_str(), pages = totals.pages, rows = totals.rows_written, events = totals.events_written, "pass finished");
+                Ok(PassReport { kind, run, totals, requests })
+            }
+            Err(e) => {
+                let message = e.chain();
+                tracing::error!(object = %kind, run = run.as_str(), error = %message, "pass failed");
+                // Recording the failure is best effort: the database may be what failed.
+                let _ = self.store.finish_run(kind, run_id, requests, Some(&message)).await;
+                Err(e)
+            }
+        }
+    }
+}
