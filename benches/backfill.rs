@@ -1,1 +1,150 @@
-fn main() {}
+//! Backfill benchmark: `cargo bench --bench backfill` (BENCH_RECORDS=200000 by default).
+//!
+//! Starts the simulator in its own process (so its memory is not counted), a private
+//! PostgreSQL server (or uses DATABASE_URL), backfills every object, and prints records per
+//! second, API requests, events written and this process's peak memory. Then a second pass
+//! with no changes (target: one request per object, zero rows), and PostgreSQL's own ingest
+//! ceiling for the same rows: a `COPY` of key + jsonb into an unindexed table.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use partnerstack_mirror::{
+    object::ObjectKind,
+    partnerstack::{ApiClient, ClientConfig},
+    private_postgres::PrivatePostgres,
+    scheduler,
+    simulator::SimulatorConfig,
+    store::Store,
+    sync::{SyncSettings, Syncer},
+};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let records: usize = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let concurrency: usize = std::env::var("BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let started = Instant::now();
+    let _simulator = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_partnerstack-mirror"))
+            .args(["simulate", "--listen", &format!("127.0.0.1:{port}"), "--records", &records.to_string()])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the simulator did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("simulator with {records} records ready in {:.1}s", started.elapsed().as_secs_f64());
+
+    let private = match std::env::var("DATABASE_URL") {
+        Ok(_) => None,
+        Err(_) => Some(PrivatePostgres::start().await?),
+    };
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| private.as_ref().unwrap().url());
+    let schema = format!("bench_{}", std::process::id());
+    let store = Store::connect(&url, &schema, 10).await?;
+    store.migrate().await?;
+
+    let sim = SimulatorConfig::default();
+    let api = ApiClient::new(ClientConfig {
+        base_url: format!("http://127.0.0.1:{port}/api/v2").parse()?,
+        public_key: sim.public_key,
+        private_key: SecretString::from(sim.private_key),
+        requests_per_second: 0.0,
+        timeout: Duration::from_secs(30),
+        max_retries: 4,
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(2),
+        page_size: 250,
+        user_agent: "partnerstack-mirror-bench".into(),
+    })?;
+    let settings = SyncSettings { lookback: Duration::from_secs(600), settle: Duration::from_secs(1), backfill_concurrency: concurrency, emit_backfill_events: true, reconcile_max_delete_share: 0.1 };
+    let syncer = Syncer::new(api.clone(), store.clone(), settings, CancellationToken::new());
+
+    // Pass 1: backfill.
+    let t = Instant::now();
+    let summary = scheduler::poll_all(&syncer, &ObjectKind::ALL, false).await;
+    let elapsed = t.elapsed().as_secs_f64();
+    anyhow::ensure!(summary.failures.is_empty(), "backfill failed: {:?}", summary.failures.iter().map(|(k, e)| format!("{k}: {}", e.chain())).collect::<Vec<_>>());
+    let read: i64 = summary.reports.iter().map(|r| i64::from(r.totals.records_read)).sum();
+    let rows: i64 = summary.reports.iter().map(|r| i64::from(r.totals.rows_written)).sum();
+    let events: i64 = summary.reports.iter().map(|r| i64::from(r.totals.events_written)).sum();
+    let requests = api.requests_sent();
+    println!("\n== backfill (concurrency {concurrency})");
+    println!("records read     {read}");
+    println!("rows written     {rows}");
+    println!("events written   {events}");
+    println!("API requests     {requests}");
+    println!("time             {elapsed:.2}s");
+    println!("records/s        {:.0}", read as f64 / elapsed);
+    println!("peak memory      {} MiB (this process; the simulator runs in its own)", peak_rss_kib() / 1024);
+
+    // Pass 2: nothing changed.
+    let before = api.requests_sent();
+    let summary = scheduler::poll_all(&syncer, &ObjectKind::ALL, false).await;
+    anyhow::ensure!(summary.failures.is_empty(), "second pass failed");
+    let rows: i64 = summary.reports.iter().map(|r| i64::from(r.totals.rows_written)).sum();
+    println!("\n== second pass, no changes");
+    println!("API requests     {} (for {} listed objects)", api.requests_sent() - before, ObjectKind::ALL.len() - 1);
+    println!("rows written     {rows}");
+
+    // The ceiling: COPY the same key + raw rows into a bare table.
+    let mut conn = store.pool().acquire().await?;
+    sqlx::query("CREATE UNLOGGED TABLE IF NOT EXISTS copy_ceiling (key text, raw jsonb)").execute(&mut *conn).await?;
+    let mut tsv = String::new();
+    for kind in ObjectKind::ALL {
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!("SELECT key, raw::text FROM {}", kind.table())).fetch_all(&mut *conn).await?;
+        for (key, raw) in rows {
+            tsv.push_str(&copy_escape(&key));
+            tsv.push('\t');
+            tsv.push_str(&copy_escape(&raw));
+            tsv.push('\n');
+        }
+    }
+    let count = tsv.lines().count();
+    let t = Instant::now();
+    let mut copy = conn.copy_in_raw("COPY copy_ceiling (key, raw) FROM STDIN").await?;
+    copy.send(tsv.as_bytes()).await?;
+    copy.finish().await?;
+    let copy_elapsed = t.elapsed().as_secs_f64();
+    println!("\n== PostgreSQL ceiling: COPY of key + jsonb, same rows");
+    println!("rows             {count}");
+    println!("time             {copy_elapsed:.2}s");
+    println!("rows/s           {:.0}", count as f64 / copy_elapsed);
+
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut *conn).await?;
+    drop(conn);
+    if let Some(pg) = private {
+        pg.stop().await?;
+    }
+    Ok(())
+}
+
+fn copy_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+}
+
+/// VmHWM: the resident set's high-water mark.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}

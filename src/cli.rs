@@ -43,6 +43,11 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// One complete key scan per object: rows that vanished are marked deleted (within the brake).
+    Reconcile {
+        #[arg(long = "object", value_name = "NAME")]
+        objects: Vec<ObjectKind>,
+    },
     /// Apply migrations and exit.
     Migrate,
     /// Per object: cursor, last success, last error, row counts; events count.
@@ -91,6 +96,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run => run(config.expect("loaded"), shutdown).await,
         Command::Sync { objects, full } => sync(config.expect("loaded"), objects, full, shutdown).await,
+        Command::Reconcile { objects } => reconcile(config.expect("loaded"), objects, shutdown).await,
         Command::Migrate => migrate(config.expect("loaded")).await,
         Command::Status => status(config.expect("loaded")).await,
         Command::Simulate { listen, seed, records, mutations_per_sec } => simulate(listen, seed, records, mutations_per_sec, shutdown).await,
@@ -120,7 +126,16 @@ async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Exit
 async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let syncer = app::syncer(&config, shutdown).await?;
     let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
-    let summary = scheduler::poll_all(&syncer, &objects, full).await;
+    print_summary(&scheduler::poll_all(&syncer, &objects, full).await)
+}
+
+async fn reconcile(config: Config, objects: Vec<ObjectKind>, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let syncer = app::syncer(&config, shutdown).await?;
+    let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
+    print_summary(&scheduler::reconcile_all(&syncer, &objects).await)
+}
+
+fn print_summary(summary: &scheduler::PassSummary) -> anyhow::Result<ExitCode> {
     for r in &summary.reports {
         println!(
             "{:<22} {:<9} pages {:>6}  records {:>8}  rows written {:>8}  events {:>8}",

@@ -127,6 +127,7 @@ pub struct SyncConfig {
     pub reconcile_schedule: String,
     pub backfill_concurrency: usize,
     pub emit_backfill_events: bool,
+    pub reconcile_max_delete_share: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -214,6 +215,7 @@ struct RawSync {
     reconcile_schedule: String,
     backfill_concurrency: usize,
     emit_backfill_events: bool,
+    reconcile_max_delete_share: f64,
 }
 
 impl Default for RawSync {
@@ -228,6 +230,7 @@ impl Default for RawSync {
             reconcile_schedule: "0 30 3 * * *".into(),
             backfill_concurrency: 4,
             emit_backfill_events: true,
+            reconcile_max_delete_share: 0.10,
         }
     }
 }
@@ -481,6 +484,9 @@ impl RawSync {
         };
         check_cron("sync.rescan_schedule", &self.rescan_schedule)?;
         check_cron("sync.reconcile_schedule", &self.reconcile_schedule)?;
+        if !(0.0..=1.0).contains(&self.reconcile_max_delete_share) {
+            return Err(invalid("sync.reconcile_max_delete_share", "must be between 0 and 1"));
+        }
         if self.backfill_concurrency == 0 {
             return Err(invalid("sync.backfill_concurrency", "must be at least 1"));
         }
@@ -493,6 +499,7 @@ impl RawSync {
             reconcile_schedule: self.reconcile_schedule,
             backfill_concurrency: self.backfill_concurrency,
             emit_backfill_events: self.emit_backfill_events,
+            reconcile_max_delete_share: self.reconcile_max_delete_share,
         })
     }
 }
@@ -607,6 +614,13 @@ mod tests {
             "sk_from_file"
         );
         std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    fn the_example_file_parses_and_documents_the_defaults() {
+        let example = Config::from_toml(include_str!("../config.example.toml")).unwrap();
+        let defaults = Config::from_toml("").unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
     }
 
     #[test]

@@ -160,6 +160,19 @@ pub fn vanished(kind: ObjectKind, old: &Value, scan_ms: i64) -> NewEvent {
     }
 }
 
+/// A record marked deleted by a key scan that the API lists again.
+pub fn reappeared(kind: ObjectKind, new: &Value, occurred_ms: i64, source: EventSource) -> NewEvent {
+    NewEvent {
+        event_type: format!("{}.restored", kind.singular()),
+        object_type: kind.singular(),
+        object_key: new.get("key").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        occurred_ms,
+        source,
+        changes: None,
+        data: new.clone(),
+    }
+}
+
 /// `{field: {"old": …, "new": …}}` for every top-level field that differs.
 fn field_changes(old: &Value, new: &Value) -> Map<String, Value> {
     let empty = Map::new();

@@ -1,5 +1,5 @@
-//! When passes run: the poll schedule (`sync.schedule` cron or `sync.interval`) and the
-//! rescan schedule, driven by tokio-cron-scheduler.
+//! When passes run: the poll schedule (`sync.schedule` cron or `sync.interval`), the rescan
+//! schedule and the reconcile schedule, driven by tokio-cron-scheduler.
 //!
 //! Every pass takes one mutex: a tick that finds the previous pass still running is skipped
 //! (tokio-cron-scheduler would happily overlap them), and a rescan waits for a running poll
@@ -57,6 +57,19 @@ pub async fn rescan_all(syncer: &Syncer, objects: &[ObjectKind]) -> PassSummary 
     summary
 }
 
+/// One complete key scan per object.
+pub async fn reconcile_all(syncer: &Syncer, objects: &[ObjectKind]) -> PassSummary {
+    let mut summary = PassSummary::default();
+    for &kind in objects {
+        match syncer.reconcile(kind).await {
+            Ok(report) => summary.reports.push(report),
+            Err(SyncError::Cancelled) => break,
+            Err(e) => summary.failures.push((kind, e)),
+        }
+    }
+    summary
+}
+
 /// Runs passes on their schedules until `shutdown` is cancelled. The first poll pass starts
 /// at once (a new mirror backfills right away).
 pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken) -> Result<(), tokio_cron_scheduler::JobSchedulerError> {
@@ -86,6 +99,19 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
                 Box::pin(async move {
                     let _guard = busy.lock().await;
                     log_summary("rescan", rescan_all(&syncer, &objects).await);
+                })
+            })?)
+            .await?;
+    }
+
+    {
+        let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+        scheduler
+            .add(Job::new_async(config.reconcile_schedule.as_str(), move |_, _| {
+                let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+                Box::pin(async move {
+                    let _guard = busy.lock().await;
+                    log_summary("reconcile", reconcile_all(&syncer, &objects).await);
                 })
             })?)
             .await?;

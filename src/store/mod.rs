@@ -4,6 +4,7 @@
 //! the migrations is unqualified.
 
 mod page;
+mod reconcile;
 mod state;
 mod status;
 
@@ -16,6 +17,7 @@ use sqlx::{
 };
 
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
+pub use reconcile::ReconcileOutcome;
 pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
 pub use status::{ObjectStatus, StatusReport};
 

@@ -15,9 +15,10 @@
 mod window;
 
 use std::{
+    collections::HashSet,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -32,7 +33,7 @@ use crate::{
     object::{ChangeFilter, ObjectKind},
     partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
     record,
-    store::{CursorAdvance, PageWrite, RunKind, RunTotals, Store, StoreError},
+    store::{CursorAdvance, PageWrite, ReconcileOutcome, RunKind, RunTotals, Store, StoreError},
 };
 
 pub use window::{split_created, CreatedWindow};
@@ -46,6 +47,11 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("stopped by shutdown")]
     Cancelled,
+    #[error(
+        "reconcile refused: {would_delete} of {live} live rows vanished from the key scan, over the {:.1}% brake \
+         (sync.reconcile_max_delete_share); nothing was marked deleted", max_share * 100.0
+    )]
+    ReconcileRefused { would_delete: i64, live: i64, max_share: f64 },
 }
 
 impl SyncError {
@@ -74,6 +80,8 @@ pub struct SyncSettings {
     pub settle: Duration,
     pub backfill_concurrency: usize,
     pub emit_backfill_events: bool,
+    /// The safety brake: a key scan may mark at most this share of live rows deleted.
+    pub reconcile_max_delete_share: f64,
 }
 
 impl From<&crate::config::SyncConfig> for SyncSettings {
@@ -83,6 +91,7 @@ impl From<&crate::config::SyncConfig> for SyncSettings {
             settle: c.settle,
             backfill_concurrency: c.backfill_concurrency,
             emit_backfill_events: c.emit_backfill_events,
+            reconcile_max_delete_share: c.reconcile_max_delete_share,
         }
     }
 }
@@ -128,6 +137,8 @@ struct Listing {
     run_id: i64,
     /// Moves the cursor with the last page.
     advance: Option<CursorAdvance>,
+    /// Collects every key listed (key scans).
+    seen: Option<Arc<Mutex<HashSet<String>>>>,
 }
 
 impl Syncer {
@@ -179,6 +190,7 @@ impl Syncer {
             ChangeFilter::Updated => ListQuery { min_updated: Some(from - 1), max_updated: Some(until + 1), ..ListQuery::default() },
             _ => ListQuery { min_created: Some(from - 1), max_created: Some(until + 1), ..ListQuery::default() },
         };
+        let requests_before = self.api.requests_sent();
         let run_id = self.store.start_run(kind, RunKind::Poll, Some((from, until))).await?;
         let listing = Listing {
             kind,
@@ -189,43 +201,73 @@ impl Syncer {
             emit_events: true,
             run_id,
             advance: Some(CursorAdvance { cursor_ms: until, window_start_ms: Some(from), window_end_ms: until, ..CursorAdvance::default() }),
+            seen: None,
         };
         let span = info_span!("sync_pass", object = %kind, run = "poll", run_id, window_start = from, window_end = until);
-        self.finish(kind, RunKind::Poll, run_id, self.read(listing).instrument(span).await).await
+        self.finish(kind, RunKind::Poll, run_id, requests_before, self.read(listing).instrument(span).await).await
     }
 
     /// A backfill or rescan: every record, by disjoint created windows read concurrently.
     async fn scan(&self, kind: ObjectKind, run: RunKind, first_load: bool) -> Result<PassReport, SyncError> {
-        let now = Utc::now().timestamp_millis();
-        let until = now - self.settings.settle.as_millis() as i64;
-        let run_id = self.store.start_run(kind, run, Some((0, until))).await?;
         let source = if first_load { EventSource::Backfill } else { EventSource::Poll };
         let emit_events = !first_load || self.settings.emit_backfill_events;
+        let until = Utc::now().timestamp_millis() - self.settings.settle.as_millis() as i64;
+        let requests_before = self.api.requests_sent();
+        let run_id = self.store.start_run(kind, run, Some((0, until))).await?;
         let span = info_span!("sync_pass", object = %kind, run = run.as_str(), run_id, window_end = until);
+        let result = self.read_everything(kind, until, source, emit_events, run_id, None).instrument(span).await;
+        self.finish(kind, run, run_id, requests_before, result).await
+    }
+
+    /// A complete key scan: reads every record (and stores what changed), then marks deleted
+    /// the live rows it did not see, unless more than the brake allows would go. Only a scan
+    /// that finished cleanly gets that far.
+    pub async fn reconcile(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
+        let until = Utc::now().timestamp_millis() - self.settings.settle.as_millis() as i64;
+        let requests_before = self.api.requests_sent();
+        let run_id = self.store.start_run(kind, RunKind::Reconcile, Some((0, until))).await?;
+        let span = info_span!("sync_pass", object = %kind, run = "reconcile", run_id, window_end = until);
         let result = async {
-            let listings = self.scan_listings(kind, until).await?;
-            let concurrency = self.settings.backfill_concurrency;
-            stream::iter(listings.into_iter().map(|(path, query, created_range)| {
-                self.read(Listing { kind, path, query, created_range, source, emit_events, run_id, advance: None })
-            }))
-            .buffer_unordered(concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
-            // Changes made during the scan have `updated_at` after `until`: the next
-            // incremental window starts there (minus the lookback).
-            let advance = CursorAdvance {
-                cursor_ms: until,
-                window_start_ms: None,
-                window_end_ms: until,
-                backfill_completed: true,
-                rescan_completed: true,
-            };
-            self.store.advance(kind, &advance).await?;
-            Ok(())
+            let seen = Arc::new(Mutex::new(HashSet::new()));
+            self.read_everything(kind, until, EventSource::Reconcile, true, run_id, Some(seen.clone())).await?;
+            let seen = std::mem::take(&mut *seen.lock().expect("no panics while holding it"));
+            match self.store.mark_vanished(kind, &seen, until, self.settings.reconcile_max_delete_share).await? {
+                ReconcileOutcome::Deleted { keys, live } => {
+                    info!(object = %kind, deleted = keys.len(), live, "key scan complete");
+                    Ok(())
+                }
+                ReconcileOutcome::Refused { would_delete, live, max_share } => {
+                    tracing::error!(object = %kind, would_delete, live, max_share, "key scan would delete too much; refused");
+                    Err(SyncError::ReconcileRefused { would_delete, live, max_share })
+                }
+            }
         }
         .instrument(span)
         .await;
-        self.finish(kind, run, run_id, result).await
+        self.finish(kind, RunKind::Reconcile, run_id, requests_before, result).await
+    }
+
+    /// Reads every record created up to `until`, then moves the cursor to `until` (changes
+    /// made during the read have a later `updated_at`, so the next poll reads them).
+    async fn read_everything(
+        &self,
+        kind: ObjectKind,
+        until: i64,
+        source: EventSource,
+        emit_events: bool,
+        run_id: i64,
+        seen: Option<Arc<Mutex<HashSet<String>>>>,
+    ) -> Result<(), SyncError> {
+        let listings = self.scan_listings(kind, until).await?;
+        stream::iter(listings.into_iter().map(|(path, query, created_range)| {
+            self.read(Listing { kind, path, query, created_range, source, emit_events, run_id, advance: None, seen: seen.clone() })
+        }))
+        .buffer_unordered(self.settings.backfill_concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+        let advance = CursorAdvance { cursor_ms: until, window_start_ms: None, window_end_ms: until, backfill_completed: true, rescan_completed: true };
+        self.store.advance(kind, &advance).await?;
+        Ok(())
     }
 
     /// The listings that together cover every record created up to `until`.
@@ -280,6 +322,11 @@ impl Syncer {
                     Err(bad) => rejected.push(bad),
                 }
             }
+            if let Some(seen) = &listing.seen {
+                let mut seen = seen.lock().expect("no panics while holding it");
+                seen.extend(records.iter().map(|r| r.key.clone()));
+                seen.extend(rejected.iter().filter_map(|r| r.key.clone()));
+            }
             if !rejected.is_empty() {
                 tracing::warn!(object = %listing.kind, count = rejected.len(), first_error = %rejected[0].error, "records quarantined");
             }
@@ -312,8 +359,10 @@ impl Syncer {
         Ok(())
     }
 
-    async fn finish(&self, kind: ObjectKind, run: RunKind, run_id: i64, result: Result<(), SyncError>) -> Result<PassReport, SyncError> {
-        let requests = 0;
+    /// Closes the run. `requests` counts every request the client sent meanwhile, so it is
+    /// exact when one pass runs at a time (the daemon's case).
+    async fn finish(&self, kind: ObjectKind, run: RunKind, run_id: i64, requests_before: u64, result: Result<(), SyncError>) -> Result<PassReport, SyncError> {
+        let requests = self.api.requests_sent().saturating_sub(requests_before);
         match result {
             Ok(()) => {
                 let totals = self.store.finish_run(kind, run_id, requests, None).await?;

@@ -1,1 +1,10 @@
+//! Integration tests: a real PostgreSQL server (`DATABASE_URL`, or a private throwaway one)
+//! and the project's PartnerStack simulator over real HTTP. One binary, so it links once.
 
+mod support;
+
+mod events;
+mod reconcile;
+mod sync_backfill;
+mod sync_changes;
+mod sync_failures;

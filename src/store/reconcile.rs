@@ -1,0 +1,71 @@
+//! Marking records deleted after a complete key scan, behind a safety brake.
+
+use std::collections::HashSet;
+
+use sqlx::types::Json;
+
+use super::{page::insert_events, Store, StoreError};
+use crate::{diff, object::ObjectKind};
+
+/// What a reconcile did (or refused to do).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReconcileOutcome {
+    /// These rows were marked deleted (and evented).
+    Deleted { keys: Vec<String>, live: i64 },
+    /// More than the allowed share would have gone: nothing was marked. The caller records
+    /// why in `sync_state`.
+    Refused { would_delete: i64, live: i64, max_share: f64 },
+}
+
+impl Store {
+    /// Marks deleted every live row created at or before `scanned_until` whose key the
+    /// complete scan did not see, unless that is more than `max_share` of the live rows.
+    /// One transaction: the rows, their `<object>.deleted` events and `sync_state`.
+    pub async fn mark_vanished(
+        &self,
+        kind: ObjectKind,
+        seen: &HashSet<String>,
+        scanned_until_ms: i64,
+        max_share: f64,
+    ) -> Result<ReconcileOutcome, StoreError> {
+        let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+        let mut tx = self.pool().begin().await?;
+        let table = kind.table();
+        let live: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE deleted_at IS NULL")).fetch_one(&mut *tx).await?;
+        let vanished: Vec<(String, Json<serde_json::Value>)> = sqlx::query_as(&format!(
+            "SELECT key, raw FROM {table} WHERE deleted_at IS NULL \
+               AND (created_at IS NULL OR created_at <= epoch_ms_to_timestamptz($2)) \
+               AND NOT (key = ANY($1)) ORDER BY key FOR UPDATE"
+        ))
+        .bind(&seen)
+        .bind(scanned_until_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let would_delete = vanished.len() as i64;
+        if would_delete > 0 && would_delete as f64 > max_share * live as f64 {
+            tx.commit().await?;
+            return Ok(ReconcileOutcome::Refused { would_delete, live, max_share });
+        }
+
+        let keys: Vec<String> = vanished.iter().map(|(k, _)| k.clone()).collect();
+        if !keys.is_empty() {
+            sqlx::query(&format!("UPDATE {table} SET deleted_at = now(), synced_at = now() WHERE key = ANY($1)"))
+                .bind(&keys)
+                .execute(&mut *tx)
+                .await?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let events: Vec<_> = vanished.iter().map(|(_, raw)| diff::vanished(kind, &raw.0, now)).collect();
+            insert_events(&mut tx, &events).await?;
+        }
+        sqlx::query(
+            "INSERT INTO sync_state (object, last_reconcile_at) VALUES ($1, now()) \
+             ON CONFLICT (object) DO UPDATE SET last_reconcile_at = now(), updated_at = now()",
+        )
+        .bind(table)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ReconcileOutcome::Deleted { keys, live })
+    }
+}

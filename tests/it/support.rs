@@ -1,0 +1,127 @@
+//! Shared test fixtures: one PostgreSQL server per test run, one schema per test, one
+//! simulator per test.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        OnceLock,
+    },
+    time::Duration,
+};
+
+use partnerstack_mirror::{
+    object::ObjectKind,
+    partnerstack::{ApiClient, ClientConfig},
+    private_postgres::PrivatePostgres,
+    simulator::{RunningSimulator, Simulator, SimulatorConfig},
+    store::Store,
+    sync::{SyncSettings, Syncer},
+};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+/// The server for this test run: `DATABASE_URL` if set, otherwise a private one started on
+/// first use (its watchdog removes it when the test process exits).
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    static SERVER: OnceLock<PrivatePostgres> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return url;
+        }
+        // Started on its own runtime: each test has its own, and this one outlives them all.
+        let pg = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(PrivatePostgres::start())
+        })
+        .join()
+        .unwrap()
+        .expect("cannot start a private PostgreSQL server for the tests");
+        SERVER.get_or_init(|| pg).url()
+    })
+}
+
+/// A store in a schema of its own, migrated.
+pub async fn store() -> Store {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let schema = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let store = Store::connect(server_url(), &schema, 8).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// A simulator with `records` records and the given switches, serving on a free port.
+pub async fn simulator(records: usize, configure: impl FnOnce(&mut SimulatorConfig)) -> RunningSimulator {
+    let mut config = SimulatorConfig { records, seed: 7, ..SimulatorConfig::default() };
+    configure(&mut config);
+    Simulator::new(config).start("127.0.0.1:0".parse().unwrap()).await.expect("simulator")
+}
+
+/// A client for the simulator with small backoffs so retries stay fast.
+pub fn client(sim: &RunningSimulator, page_size: u16) -> ApiClient {
+    let defaults = SimulatorConfig::default();
+    ApiClient::new(ClientConfig {
+        base_url: sim.base_url.parse().unwrap(),
+        public_key: defaults.public_key,
+        private_key: SecretString::from(defaults.private_key),
+        requests_per_second: 0.0,
+        timeout: Duration::from_secs(5),
+        max_retries: 4,
+        min_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+        page_size,
+        user_agent: "partnerstack-mirror-tests".into(),
+    })
+    .unwrap()
+}
+
+pub fn settings() -> SyncSettings {
+    SyncSettings { lookback: Duration::from_secs(600), settle: Duration::ZERO, backfill_concurrency: 3, emit_backfill_events: true, reconcile_max_delete_share: 0.1 }
+}
+
+pub fn syncer(store: &Store, sim: &RunningSimulator, page_size: u16, settings: SyncSettings) -> Syncer {
+    Syncer::new(client(sim, page_size), store.clone(), settings, CancellationToken::new())
+}
+
+/// Every object the simulator serves as a list (team members are walked per team).
+pub fn listed_kinds() -> impl Iterator<Item = ObjectKind> {
+    ObjectKind::ALL.into_iter()
+}
+
+/// Event types recorded for one record, in id order.
+pub async fn event_types(store: &Store, kind: ObjectKind, key: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_type FROM events WHERE object_type = $1 AND object_key = $2 ORDER BY id")
+        .bind(kind.singular())
+        .bind(key)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Event types recorded for one record after event id `after`.
+pub async fn event_types_after(store: &Store, after: i64, kind: ObjectKind, key: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_type FROM events WHERE id > $1 AND object_type = $2 AND object_key = $3 ORDER BY id")
+        .bind(after)
+        .bind(kind.singular())
+        .bind(key)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+pub async fn last_event_id(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(store.pool()).await.unwrap()
+}
+
+/// Syncs every object once and panics on any failure.
+pub async fn sync_all(syncer: &Syncer) {
+    for kind in listed_kinds() {
+        syncer.sync_object(kind, false).await.unwrap_or_else(|e| panic!("{kind}: {}", e.chain()));
+    }
+}
+
+/// Rescans every object once and panics on any failure.
+pub async fn rescan_all(syncer: &Syncer) {
+    for kind in listed_kinds() {
+        syncer.rescan(kind).await.unwrap_or_else(|e| panic!("{kind}: {}", e.chain()));
+    }
+}

@@ -1,0 +1,72 @@
+//! Rate limits, server errors and dropped connections are survived; a pass that fails
+//! midway changes nothing that the next pass would then event twice.
+
+use partnerstack_mirror::{
+    object::ObjectKind,
+    simulator::{Fault, Mutation},
+};
+
+use crate::support;
+
+#[tokio::test]
+async fn rate_limits_server_errors_and_dropped_connections_are_retried_and_the_pass_completes() {
+    for retry_after in [true, false] {
+        let sim = support::simulator(700, |c| {
+            c.rate_limit_per_sec = Some(40.0);
+            c.retry_after_header = retry_after;
+        })
+        .await;
+        sim.simulator.inject(Fault::ServerError(503), 2);
+        sim.simulator.inject(Fault::DropConnection, 1);
+        sim.simulator.inject(Fault::Truncated, 1);
+        let store = support::store().await;
+        let syncer = support::syncer(&store, &sim, 25, support::settings());
+
+        syncer.sync_object(ObjectKind::Deal, false).await.expect("the pass completes despite the faults");
+
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deals").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(rows as usize, sim.simulator.keys(ObjectKind::Deal).len());
+        assert!(syncer.api().requests_sent() > (rows as u64).div_ceil(25), "failed requests were retried");
+    }
+}
+
+#[tokio::test]
+async fn a_pass_that_fails_midway_keeps_its_cursor_and_the_next_pass_emits_no_duplicate() {
+    let sim = support::simulator(800, |_| {}).await;
+    let store = support::store().await;
+    let syncer = support::syncer(&store, &sim, 4, support::settings());
+    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+    let cursor_before: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT cursor FROM sync_state WHERE object = 'deals'").fetch_one(store.pool()).await.unwrap();
+
+    let keys: Vec<String> = sim.simulator.keys(ObjectKind::Deal).into_iter().take(10).collect();
+    for key in &keys {
+        sim.simulator.apply(Mutation::DealStage { key: key.clone() }).unwrap();
+    }
+    let before = support::last_event_id(&store).await;
+    // After the first page of changes, the API fails for longer than the retries last.
+    sim.simulator.after_pages(1, Box::new(|s| s.inject(Fault::ServerError(500), 100)));
+    let err = syncer.sync_object(ObjectKind::Deal, false).await.expect_err("the pass fails");
+    assert!(err.chain().contains("500"), "{}", err.chain());
+
+    let (cursor_after, last_error): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
+        sqlx::query_as("SELECT cursor, last_error FROM sync_state WHERE object = 'deals'").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(cursor_after, cursor_before, "the cursor did not move");
+    assert!(last_error.is_some_and(|e| e.contains("500")));
+    let written_by_failed_pass = support::last_event_id(&store).await - before;
+    assert!(written_by_failed_pass > 0, "the first page was committed before the failure");
+
+    // Passes fail until the injected faults are used up; then one succeeds.
+    let mut attempts = 0;
+    while syncer.sync_object(ObjectKind::Deal, false).await.is_err() {
+        attempts += 1;
+        assert!(attempts < 60, "the API recovered, so a pass must succeed");
+    }
+    for key in &keys {
+        let events = support::event_types_after(&store, before, ObjectKind::Deal, key).await;
+        assert_eq!(events, ["deal.updated", "deal.stage_updated"], "{key}");
+    }
+    let failed_runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE object = 'deals' AND outcome = 'failed'").fetch_one(store.pool()).await.unwrap();
+    assert!(failed_runs >= 1);
+}
