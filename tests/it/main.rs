@@ -3,6 +3,7 @@
 
 mod support;
 
+mod crash;
 mod events;
 mod reconcile;
 mod sync_backfill;

@@ -40,6 +40,11 @@ fn server_url() -> &'static str {
     })
 }
 
+/// The URL of the test server (for child processes).
+pub fn database_url() -> String {
+    server_url().to_owned()
+}
+
 /// A store in a schema of its own, migrated.
 pub async fn store() -> Store {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
