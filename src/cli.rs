@@ -52,6 +52,8 @@ enum Command {
     Migrate,
     /// Per object: cursor, last success, last error, row counts; events count.
     Status,
+    /// Read-only probes of the configured API: credentials, clock, and each SPEC 9 question.
+    Doctor,
     /// A local PartnerStack API simulator.
     Simulate {
         #[arg(long, default_value = "127.0.0.1:8787")]
@@ -99,6 +101,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Reconcile { objects } => reconcile(config.expect("loaded"), objects, shutdown).await,
         Command::Migrate => migrate(config.expect("loaded")).await,
         Command::Status => status(config.expect("loaded")).await,
+        Command::Doctor => doctor(config.expect("loaded")).await,
         Command::Simulate { listen, seed, records, mutations_per_sec } => simulate(listen, seed, records, mutations_per_sec, shutdown).await,
         Command::Demo { records, mutations_per_sec, seed } => demo::run(demo::DemoOptions { records, mutations_per_sec, seed }, shutdown).await,
     };
@@ -164,6 +167,13 @@ async fn status(config: Config) -> anyhow::Result<ExitCode> {
     let store = app::store(&config).await?;
     print!("{}", store.status().await.context("cannot read the mirror's state (run `partnerstack-mirror migrate` first?)")?);
     Ok(ExitCode::SUCCESS)
+}
+
+async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
+    let api = app::api_client(&config)?;
+    let report = crate::doctor::examine(&api, &config.partnerstack).await;
+    print!("{report}");
+    Ok(if report.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn simulate(listen: SocketAddr, seed: u64, records: usize, mutations_per_sec: f64, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {

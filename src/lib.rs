@@ -12,12 +12,14 @@
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`simulator`]: a faithful local PartnerStack API for the demo and the tests.
 //! - [`private_postgres`]: a throwaway PostgreSQL server for the demo and the tests.
+//! - [`doctor`]: read-only probes of the live API's undocumented behaviours.
 //! - [`demo`], [`cli`], [`app`], [`telemetry`]: the edges.
 
 // pending-helpers pub mod app;
 // pending-helpers pub mod cli;
 pub mod config;
 // pending-helpers pub mod demo;
+// pending-helpers pub mod doctor;
 pub mod diff;
 pub mod object;
 pub mod partnerstack;

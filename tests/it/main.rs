@@ -4,6 +4,7 @@
 mod support;
 
 mod crash;
+mod doctor;
 mod events;
 mod reconcile;
 mod sync_backfill;

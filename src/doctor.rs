@@ -1,0 +1,280 @@
+//! `partnerstack-mirror doctor`: read-only probes that answer, for the configured account, the
+//! questions the public documentation leaves open (SPEC section 9), check the credentials and
+//! the clock, and say which configuration fits.
+//!
+//! The mirror is correct under every answer; the probes tell an operator which answer they
+//! have, so they can tune schedules and know what to expect in the events.
+
+use std::{collections::HashSet, fmt, time::Duration};
+
+use chrono::Utc;
+use futures::TryStreamExt;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::{
+    config::PartnerStackConfig,
+    partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
+};
+
+/// One probe's verdict.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub question: &'static str,
+    pub answer: Answer,
+    pub detail: String,
+    pub recommendation: String,
+}
+
+/// What a probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Ok,
+    Yes,
+    No,
+    /// The account has no data that would tell.
+    Undetermined,
+    Problem,
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Answer::Ok => "ok",
+            Answer::Yes => "yes",
+            Answer::No => "no",
+            Answer::Undetermined => "undetermined",
+            Answer::Problem => "PROBLEM",
+        })
+    }
+}
+
+/// Every finding, in order.
+#[derive(Clone, Debug, Default)]
+pub struct DoctorReport {
+    pub findings: Vec<Finding>,
+}
+
+impl DoctorReport {
+    pub fn find(&self, question_prefix: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.question.starts_with(question_prefix))
+    }
+
+    pub fn healthy(&self) -> bool {
+        !self.findings.iter().any(|f| f.answer == Answer::Problem)
+    }
+}
+
+impl fmt::Display for DoctorReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for x in &self.findings {
+            writeln!(f, "[{}] {}\n    {}\n    → {}", x.answer, x.question, x.detail, x.recommendation)?;
+        }
+        Ok(())
+    }
+}
+
+/// Objects whose lists are documented to accept `min_updated`.
+const UPDATED_OBJECTS: [&str; 5] = ["deals", "partnerships", "customers", "leads", "actions"];
+/// How far a probe pages through a list looking for an example.
+const PROBE_PAGES: usize = 4;
+
+/// Runs every probe. Only the credentials probe stops the rest.
+pub async fn examine(api: &ApiClient, config: &PartnerStackConfig) -> DoctorReport {
+    let mut report = DoctorReport::default();
+    let first = match api.list_page("groups", &ListQuery { limit: Some(1), ..ListQuery::default() }, None).await {
+        Ok(page) => page,
+        Err(e) => {
+            let fatal = matches!(e.class(), ErrorClass::Fatal);
+            report.findings.push(Finding {
+                question: "Credentials accepted?",
+                answer: Answer::Problem,
+                detail: error_chain(&e),
+                recommendation: if fatal {
+                    "check partnerstack.public_key and the private key (Settings → Integrations → PartnerStack API Keys)".into()
+                } else {
+                    "check partnerstack.api_url and the network".into()
+                },
+            });
+            return report;
+        }
+    };
+    report.findings.push(Finding {
+        question: "Credentials accepted?",
+        answer: Answer::Ok,
+        detail: "GET /groups answered 200".into(),
+        recommendation: "nothing to do".into(),
+    });
+    report.findings.push(clock(first.server_date));
+    report.findings.push(bounds(api).await);
+    report.findings.push(archived_listed(api).await);
+    for path in ["transactions", "rewards"] {
+        report.findings.push(updated_filter_honoured(api, path).await);
+    }
+    report.findings.push(retry_after(config).await);
+    report
+}
+
+fn clock(server: Option<chrono::DateTime<Utc>>) -> Finding {
+    let question = "Clock in step with the API?";
+    let Some(server) = server else {
+        return Finding { question, answer: Answer::Undetermined, detail: "the API sent no Date header".into(), recommendation: "keep sync.settle at 5s or more".into() };
+    };
+    let skew = (Utc::now() - server).num_milliseconds() as f64 / 1000.0;
+    // The Date header has one-second resolution.
+    let ok = skew.abs() <= 2.0;
+    Finding {
+        question,
+        answer: if ok { Answer::Ok } else { Answer::Problem },
+        detail: format!("local clock is {skew:+.1}s from the API's Date header"),
+        recommendation: if ok { "nothing to do".into() } else { format!("run NTP, or set sync.settle above {:.0}s", skew.abs().ceil() + 5.0) },
+    }
+}
+
+async fn keys(api: &ApiClient, path: &str, query: ListQuery) -> Result<HashSet<String>, ApiError> {
+    let pages: Vec<_> = api.list(path, query).try_collect().await?;
+    Ok(pages
+        .iter()
+        .flat_map(|p| p.items.iter())
+        .filter_map(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        .filter_map(|v| v.get("key").and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
+
+/// SPEC 9.1: takes one record and asks for windows that start, then end, on its exact
+/// `updated_at`.
+async fn bounds(api: &ApiClient) -> Finding {
+    let question = "9.1 Are min_updated/max_updated bounds inclusive?";
+    for path in UPDATED_OBJECTS {
+        let Ok(page) = api.list_page(path, &ListQuery { limit: Some(1), ..ListQuery::default() }, None).await else { continue };
+        let Some(record) = page.items.first().and_then(|r| serde_json::from_str::<Value>(r.get()).ok()) else { continue };
+        let (Some(key), Some(updated)) = (record.get("key").and_then(Value::as_str), record.get("updated_at").and_then(Value::as_i64)) else { continue };
+        let from = keys(api, path, ListQuery { min_updated: Some(updated), max_updated: Some(updated + 60_000), ..ListQuery::default() }).await;
+        let until = keys(api, path, ListQuery { min_updated: Some(updated - 60_000), max_updated: Some(updated), ..ListQuery::default() }).await;
+        let (Ok(from), Ok(until)) = (from, until) else { continue };
+        let (min_inclusive, max_inclusive) = (from.contains(key), until.contains(key));
+        let word = |b: bool| if b { "inclusive" } else { "exclusive" };
+        return Finding {
+            question,
+            answer: if min_inclusive && max_inclusive { Answer::Yes } else { Answer::No },
+            detail: format!("on /{path}, record {key}: min_updated is {}, max_updated is {}", word(min_inclusive), word(max_inclusive)),
+            recommendation: "nothing to do: every window is requested 1 ms wider on both sides, right under either answer".into(),
+        };
+    }
+    Finding {
+        question,
+        answer: Answer::Undetermined,
+        detail: "no record to probe with".into(),
+        recommendation: "nothing to do: every window is requested 1 ms wider on both sides".into(),
+    }
+}
+
+/// SPEC 9.2: looks for an archived record in the first pages of the lists that archive.
+async fn archived_listed(api: &ApiClient) -> Finding {
+    let question = "9.2 Do archived records stay in list results?";
+    for path in ["deals", "partnerships", "leads", "customers", "actions"] {
+        let mut pages = std::pin::pin!(api.list(path, ListQuery::default()));
+        for _ in 0..PROBE_PAGES {
+            let Ok(Some(page)) = pages.try_next().await else { break };
+            for raw in &page.items {
+                let Ok(v) = serde_json::from_str::<Value>(raw.get()) else { continue };
+                if matches!(v.get("archived"), Some(Value::Bool(true))) || v.get("archived").and_then(Value::as_str) == Some("true") {
+                    let key = v.get("key").and_then(Value::as_str).unwrap_or("?");
+                    return Finding {
+                        question,
+                        answer: Answer::Yes,
+                        detail: format!("/{path} lists {key} with archived: true"),
+                        recommendation: "archives arrive as <object>.deleted events from polls; keep sync.reconcile_schedule for records that are deleted outright".into(),
+                    };
+                }
+            }
+            if !page.has_more {
+                break;
+            }
+        }
+    }
+    Finding {
+        question,
+        answer: Answer::Undetermined,
+        detail: format!("no archived record in the first {PROBE_PAGES} pages of each list: either none exist, or archived records vanish from lists"),
+        recommendation: "keep sync.reconcile_schedule: the key scan marks vanished records deleted under either answer".into(),
+    }
+}
+
+/// SPEC 9.3: a `min_updated` in the future must return nothing if it is honoured.
+async fn updated_filter_honoured(api: &ApiClient, path: &'static str) -> Finding {
+    let question = if path == "transactions" { "9.3 Is min_updated honoured on /transactions?" } else { "9.3 Is min_updated honoured on /rewards?" };
+    let one = ListQuery { limit: Some(1), ..ListQuery::default() };
+    let any = match api.list_page(path, &one, None).await {
+        Ok(p) => !p.items.is_empty(),
+        Err(e) => return Finding { question, answer: Answer::Problem, detail: error_chain(&e), recommendation: "check access to this list".into() },
+    };
+    if !any {
+        return Finding { question, answer: Answer::Undetermined, detail: format!("/{path} is empty"), recommendation: "nothing to do".into() };
+    }
+    let future = Utc::now().timestamp_millis() + 365 * 86_400_000;
+    let filtered = ListQuery { min_updated: Some(future), limit: Some(1), ..ListQuery::default() };
+    match api.list_page(path, &filtered, None).await {
+        Ok(p) if p.items.is_empty() => Finding {
+            question,
+            answer: Answer::Yes,
+            detail: format!("/{path}?min_updated=<next year> returned nothing"),
+            recommendation: "the mirror still reads it by created windows plus rescans; sync.rescan_schedule may be relaxed".into(),
+        },
+        Ok(_) => Finding {
+            question,
+            answer: Answer::No,
+            detail: format!("/{path}?min_updated=<next year> still returned records: the filter is ignored"),
+            recommendation: "keep sync.rescan_schedule: rescans are the only way to see later changes here".into(),
+        },
+        Err(e) => Finding { question, answer: Answer::Problem, detail: error_chain(&e), recommendation: "check access to this list".into() },
+    }
+}
+
+/// SPEC 9.5: a short burst of tiny requests (at most 40) until the first 429, then looks at
+/// its headers. Bypasses the client's limiter and retries on purpose.
+pub async fn retry_after(config: &PartnerStackConfig) -> Finding {
+    let question = "9.5 Does a 429 carry Retry-After?";
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+        Ok(c) => c,
+        Err(e) => return Finding { question, answer: Answer::Problem, detail: e.to_string(), recommendation: "-".into() },
+    };
+    let url = format!("{}/groups?limit=1", config.api_url.as_str().trim_end_matches('/'));
+    let secret = config.private_key.as_ref().map(|k| k.expose_secret().to_owned());
+    for sent in 1..=40 {
+        let response = http.get(&url).basic_auth(&config.public_key, secret.as_deref()).send().await;
+        match response {
+            Ok(r) if r.status().as_u16() == 429 => {
+                let header = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                return Finding {
+                    question,
+                    answer: if header.is_some() { Answer::Yes } else { Answer::No },
+                    detail: match header {
+                        Some(h) => format!("429 after {sent} rapid requests, Retry-After: {h}"),
+                        None => format!("429 after {sent} rapid requests, without Retry-After"),
+                    },
+                    recommendation: format!("keep partnerstack.requests_per_second below {}/s", sent.max(2) - 1),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return Finding { question, answer: Answer::Problem, detail: e.to_string(), recommendation: "check the network".into() },
+        }
+    }
+    Finding {
+        question,
+        answer: Answer::Undetermined,
+        detail: "40 rapid requests drew no 429: the limit is higher".into(),
+        recommendation: "retries honour Retry-After when present and back off exponentially otherwise".into(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
