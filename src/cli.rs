@@ -52,6 +52,11 @@ enum Command {
     Migrate,
     /// Per object: cursor, last success, last error, row counts; events count.
     Status,
+    /// Print events as JSON lines.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Read-only probes of the configured API: credentials, clock, and each SPEC 9 question.
     Doctor,
     /// A local PartnerStack API simulator.
@@ -73,6 +78,22 @@ enum Command {
         mutations_per_sec: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EventsCommand {
+    /// Events after an id, in commit order; with --follow, keep printing new ones.
+    Tail {
+        /// Start after this event id.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Wait for new events (woken by LISTEN partnerstack_events).
+        #[arg(long)]
+        follow: bool,
+        /// Only these event types; `*` matches anything, e.g. 'deal.*'.
+        #[arg(long = "type", value_name = "PATTERN")]
+        type_pattern: Option<String>,
     },
 }
 
@@ -102,6 +123,9 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Migrate => migrate(config.expect("loaded")).await,
         Command::Status => status(config.expect("loaded")).await,
         Command::Doctor => doctor(config.expect("loaded")).await,
+        Command::Events { command: EventsCommand::Tail { after, follow, type_pattern } } => {
+            tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern }, shutdown).await
+        }
         Command::Simulate { listen, seed, records, mutations_per_sec } => simulate(listen, seed, records, mutations_per_sec, shutdown).await,
         Command::Demo { records, mutations_per_sec, seed } => demo::run(demo::DemoOptions { records, mutations_per_sec, seed }, shutdown).await,
     };
@@ -166,6 +190,25 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
 async fn status(config: Config) -> anyhow::Result<ExitCode> {
     let store = app::store(&config).await?;
     print!("{}", store.status().await.context("cannot read the mirror's state (run `partnerstack-mirror migrate` first?)")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tail(config: Config, options: crate::store::TailOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let store = app::store(&config).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut broken_pipe = false;
+    store
+        .tail(&options, &shutdown, |line| {
+            // `| head` closing the pipe ends the command quietly.
+            if !broken_pipe && (writeln!(out, "{line}").is_err() || (options.follow && out.flush().is_err())) {
+                broken_pipe = true;
+                shutdown.cancel();
+            }
+        })
+        .await?;
+    let _ = out.flush();
     Ok(ExitCode::SUCCESS)
 }
 

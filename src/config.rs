@@ -128,6 +128,8 @@ pub struct SyncConfig {
     pub backfill_concurrency: usize,
     pub emit_backfill_events: bool,
     pub reconcile_max_delete_share: f64,
+    /// `/readyz` fails when an object's last successful pass is older than this.
+    pub freshness: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -216,6 +218,8 @@ struct RawSync {
     backfill_concurrency: usize,
     emit_backfill_events: bool,
     reconcile_max_delete_share: f64,
+    #[serde(with = "humantime_serde")]
+    freshness: Duration,
 }
 
 impl Default for RawSync {
@@ -231,6 +235,7 @@ impl Default for RawSync {
             backfill_concurrency: 4,
             emit_backfill_events: true,
             reconcile_max_delete_share: 0.10,
+            freshness: Duration::from_secs(1800),
         }
     }
 }
@@ -500,6 +505,7 @@ impl RawSync {
             backfill_concurrency: self.backfill_concurrency,
             emit_backfill_events: self.emit_backfill_events,
             reconcile_max_delete_share: self.reconcile_max_delete_share,
+            freshness: self.freshness,
         })
     }
 }

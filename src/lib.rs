@@ -30,3 +30,6 @@ pub mod simulator;
 pub mod store;
 // pending-helpers pub mod sync;
 pub mod telemetry;
+// pending-helpers pub mod http;
+// pending-helpers pub mod metrics;
+pub mod service;

@@ -133,10 +133,20 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
             _ = shutdown.cancelled() => break,
             _ = poll() => {}
         }
-        let pause = interval.unwrap_or(Duration::MAX);
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(pause.min(Duration::from_secs(86_400 * 365))) => {}
+        // Wait in one-second steps, beating the heartbeat: an idle scheduler is alive.
+        let resume = interval.map(|i| tokio::time::Instant::now() + i);
+        loop {
+            syncer.progress().heartbeat.beat();
+            if resume.is_some_and(|r| tokio::time::Instant::now() >= r) {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1).min(interval.unwrap_or(Duration::from_secs(1)))) => {}
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
         }
     }
     scheduler.shutdown().await?;
@@ -146,6 +156,11 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
 fn log_summary(pass: &str, summary: PassSummary) {
     let rows: i64 = summary.reports.iter().map(|r| i64::from(r.totals.rows_written)).sum();
     let events: i64 = summary.reports.iter().map(|r| i64::from(r.totals.events_written)).sum();
+    crate::service::status(&format!(
+        "last {pass} pass: {} objects, {rows} rows and {events} events written, {} failed",
+        summary.reports.len(),
+        summary.failures.len()
+    ));
     if summary.failures.is_empty() {
         info!(pass, objects = summary.reports.len(), rows, events, "pass complete");
     } else {

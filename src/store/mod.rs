@@ -7,6 +7,7 @@ mod page;
 mod reconcile;
 mod state;
 mod status;
+mod tail;
 
 use std::{str::FromStr, time::Duration};
 
@@ -19,7 +20,8 @@ use sqlx::{
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
 pub use reconcile::ReconcileOutcome;
 pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
-pub use status::{ObjectStatus, StatusReport};
+pub use status::{MetricsSnapshot, ObjectFreshness, ObjectStatus, StatusReport};
+pub use tail::{like_pattern, TailOptions};
 
 /// The migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -116,3 +116,44 @@ impl fmt::Display for StatusReport {
         Ok(())
     }
 }
+
+/// What `/metrics` reads from the database at each scrape: cheap queries only.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsSnapshot {
+    pub objects: Vec<ObjectFreshness>,
+    pub queue: Vec<(String, i64)>,
+    pub quarantine: Vec<(String, i64)>,
+    pub last_event_id: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ObjectFreshness {
+    pub object: String,
+    pub lag_seconds: Option<f64>,
+    pub last_success_unix: Option<f64>,
+    pub last_success_age_seconds: Option<f64>,
+}
+
+impl Store {
+    pub async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, StoreError> {
+        let objects = sqlx::query_as::<_, (String, Option<f64>, Option<f64>, Option<f64>)>(
+            "SELECT object, extract(epoch FROM now() - cursor)::float8, extract(epoch FROM last_success_at)::float8, \
+                    extract(epoch FROM now() - last_success_at)::float8 FROM sync_state ORDER BY object",
+        )
+        .fetch_all(self.pool())
+        .await?
+        .into_iter()
+        .map(|(object, lag_seconds, last_success_unix, last_success_age_seconds)| ObjectFreshness { object, lag_seconds, last_success_unix, last_success_age_seconds })
+        .collect();
+        let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL").fetch_one(self.pool()).await?;
+        let queue = if has_queue {
+            sqlx::query_as("SELECT status, count(*) FROM write_queue GROUP BY status ORDER BY status").fetch_all(self.pool()).await?
+        } else {
+            Vec::new()
+        };
+        let quarantine = sqlx::query_as("SELECT object, count(*) FROM quarantine GROUP BY object ORDER BY object").fetch_all(self.pool()).await?;
+        // max(id) reads one end of the primary key index.
+        let last_event_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(self.pool()).await?;
+        Ok(MetricsSnapshot { objects, queue, quarantine, last_event_id })
+    }
+}

@@ -96,7 +96,7 @@ impl From<&crate::config::SyncConfig> for SyncSettings {
     }
 }
 
-/// Running totals across passes, for progress lines and benchmarks.
+/// Running totals across passes, for progress lines, metrics and the watchdog.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub pages: AtomicU64,
@@ -104,6 +104,23 @@ pub struct Progress {
     pub rows_written: AtomicU64,
     pub events_written: AtomicU64,
     pub quarantined: AtomicU64,
+    /// Per object, in [`ObjectKind::ALL`] order.
+    pub objects: [ObjectCounters; ObjectKind::ALL.len()],
+    /// Beaten by every page and every scheduler tick.
+    pub heartbeat: crate::service::Heartbeat,
+}
+
+/// One object's share of [`Progress`] (Prometheus counters).
+#[derive(Debug, Default)]
+pub struct ObjectCounters {
+    pub rows_written: AtomicU64,
+    pub events_written: AtomicU64,
+}
+
+impl Progress {
+    pub fn object(&self, kind: ObjectKind) -> &ObjectCounters {
+        &self.objects[ObjectKind::ALL.iter().position(|k| *k == kind).expect("every kind is in ALL")]
+    }
 }
 
 /// The result of one pass over one object.
@@ -349,6 +366,10 @@ impl Syncer {
             p.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
             p.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
             p.quarantined.fetch_add(outcome.quarantined, Ordering::Relaxed);
+            let o = p.object(listing.kind);
+            o.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
+            o.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
+            p.heartbeat.beat();
             if last {
                 break;
             }
