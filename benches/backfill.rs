@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         page_size: 250,
         user_agent: "partnerstack-mirror-bench".into(),
     })?;
-    let settings = SyncSettings { lookback: Duration::from_secs(600), settle: Duration::from_secs(1), backfill_concurrency: concurrency, emit_backfill_events: true, reconcile_max_delete_share: 0.1 };
+    let settings = SyncSettings { lookback: Duration::from_secs(600), settle: Duration::from_secs(1), backfill_concurrency: concurrency, emit_backfill_events: true, reconcile_max_delete_share: 0.1, lease_ttl: Duration::from_secs(30) };
     let syncer = Syncer::new(api.clone(), store.clone(), settings, CancellationToken::new());
 
     // Pass 1: backfill.

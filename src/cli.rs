@@ -143,9 +143,31 @@ pub async fn main(cli: Cli) -> ExitCode {
 }
 
 async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
     let syncer = app::syncer(&config, shutdown.clone()).await?;
-    tracing::info!(objects = config.sync.objects.len(), "daemon started");
-    scheduler::run(syncer, config.sync.clone(), shutdown).await.context("scheduler failed")?;
+    let endpoint = crate::http::Endpoint {
+        store: syncer.store().clone(),
+        progress: syncer.progress(),
+        requests: {
+            let api = syncer.api().clone();
+            std::sync::Arc::new(move || api.request_counts())
+        },
+        freshness: config.sync.freshness,
+        objects: config.sync.objects.clone(),
+    };
+    let http = tokio::spawn(crate::http::serve(listener, endpoint, shutdown.clone()));
+    let watchdog = tokio::spawn(crate::service::watchdog(syncer.progress(), shutdown.clone()));
+    crate::service::ready(&format!("migrations applied; syncing {} objects as {}", config.sync.objects.len(), syncer.holder()));
+    tracing::info!(objects = config.sync.objects.len(), holder = syncer.holder(), http = %config.http.listen, "daemon started");
+
+    let result = scheduler::run(syncer, config.sync.clone(), shutdown.clone()).await.context("scheduler failed");
+    crate::service::stopping();
+    shutdown.cancel();
+    let _ = watchdog.await;
+    http.await.context("HTTP endpoint task")?.context("HTTP endpoint failed")?;
+    result?;
     tracing::info!("daemon stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -130,6 +130,8 @@ pub struct SyncConfig {
     pub reconcile_max_delete_share: f64,
     /// `/readyz` fails when an object's last successful pass is older than this.
     pub freshness: Duration,
+    /// An object's lease lapses this long after its holder's last write.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -220,6 +222,8 @@ struct RawSync {
     reconcile_max_delete_share: f64,
     #[serde(with = "humantime_serde")]
     freshness: Duration,
+    #[serde(with = "humantime_serde")]
+    lease_ttl: Duration,
 }
 
 impl Default for RawSync {
@@ -236,6 +240,7 @@ impl Default for RawSync {
             emit_backfill_events: true,
             reconcile_max_delete_share: 0.10,
             freshness: Duration::from_secs(1800),
+            lease_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -492,6 +497,9 @@ impl RawSync {
         if !(0.0..=1.0).contains(&self.reconcile_max_delete_share) {
             return Err(invalid("sync.reconcile_max_delete_share", "must be between 0 and 1"));
         }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(invalid("sync.lease_ttl", "must be at least 1s"));
+        }
         if self.backfill_concurrency == 0 {
             return Err(invalid("sync.backfill_concurrency", "must be at least 1"));
         }
@@ -506,6 +514,7 @@ impl RawSync {
             emit_backfill_events: self.emit_backfill_events,
             reconcile_max_delete_share: self.reconcile_max_delete_share,
             freshness: self.freshness,
+            lease_ttl: self.lease_ttl,
         })
     }
 }

@@ -32,4 +32,4 @@ pub mod store;
 pub mod telemetry;
 // pending-helpers pub mod http;
 // pending-helpers pub mod metrics;
-pub mod service;
+// pending-helpers pub mod service;

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +53,8 @@ pub fn stopping() {
 
 /// Pings the watchdog at half its period, but only while `heartbeat` is younger than the
 /// period: a scheduler that hangs stops the pings, and systemd restarts the service.
-pub async fn watchdog(heartbeat: Arc<Heartbeat>, shutdown: CancellationToken) {
+pub async fn watchdog(progress: Arc<crate::sync::Progress>, shutdown: CancellationToken) {
+    let heartbeat = &progress.heartbeat;
     let Some(period) = sd_notify::watchdog_enabled() else { return };
     let mut ticker = tokio::time::interval(period / 2);
     loop {

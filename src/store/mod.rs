@@ -3,6 +3,7 @@
 //! Every connection has `search_path` set to the configured schema, so all SQL here and in
 //! the migrations is unqualified.
 
+mod lease;
 mod page;
 mod reconcile;
 mod state;
@@ -17,6 +18,7 @@ use sqlx::{
     PgPool,
 };
 
+pub use lease::{fence, Lease};
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
 pub use reconcile::ReconcileOutcome;
 pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};

@@ -25,6 +25,9 @@ pub struct PageWrite<'a> {
     pub run_id: Option<i64>,
     /// Set on the last page of a window: the cursor moves in the same transaction.
     pub advance: Option<CursorAdvance>,
+    /// The lease this write is made under; checked first, so a fenced-off writer changes
+    /// nothing.
+    pub lease: Option<&'a super::Lease>,
 }
 
 /// What a page changed.
@@ -56,6 +59,9 @@ pub async fn write_page_in(
     page: PageWrite<'_>,
 ) -> Result<PageOutcome, StoreError> {
     let kind = page.kind;
+    if let Some(lease) = page.lease {
+        super::fence(tx, lease).await?;
+    }
     let records = dedupe(page.records);
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
 

@@ -27,9 +27,13 @@ impl Store {
         seen: &HashSet<String>,
         scanned_until_ms: i64,
         max_share: f64,
+        lease: Option<&super::Lease>,
     ) -> Result<ReconcileOutcome, StoreError> {
         let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
         let mut tx = self.pool().begin().await?;
+        if let Some(lease) = lease {
+            super::fence(&mut tx, lease).await?;
+        }
         let table = kind.table();
         let live: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE deleted_at IS NULL")).fetch_one(&mut *tx).await?;
         let vanished: Vec<(String, Json<serde_json::Value>)> = sqlx::query_as(&format!(

@@ -33,7 +33,7 @@ use crate::{
     object::{ChangeFilter, ObjectKind},
     partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
     record,
-    store::{CursorAdvance, PageWrite, ReconcileOutcome, RunKind, RunTotals, Store, StoreError},
+    store::{CursorAdvance, Lease, PageWrite, ReconcileOutcome, RunKind, RunTotals, Store, StoreError},
 };
 
 pub use window::{split_created, CreatedWindow};
@@ -82,6 +82,8 @@ pub struct SyncSettings {
     pub emit_backfill_events: bool,
     /// The safety brake: a key scan may mark at most this share of live rows deleted.
     pub reconcile_max_delete_share: f64,
+    /// How long an object's lease lasts without a write renewing it.
+    pub lease_ttl: Duration,
 }
 
 impl From<&crate::config::SyncConfig> for SyncSettings {
@@ -92,6 +94,7 @@ impl From<&crate::config::SyncConfig> for SyncSettings {
             backfill_concurrency: c.backfill_concurrency,
             emit_backfill_events: c.emit_backfill_events,
             reconcile_max_delete_share: c.reconcile_max_delete_share,
+            lease_ttl: c.lease_ttl,
         }
     }
 }
@@ -130,6 +133,14 @@ pub struct PassReport {
     pub run: RunKind,
     pub totals: RunTotals,
     pub requests: u64,
+    /// Another instance holds the object's lease: this pass did nothing.
+    pub held_elsewhere: bool,
+}
+
+impl PassReport {
+    fn nothing(kind: ObjectKind, run: RunKind, held_elsewhere: bool) -> PassReport {
+        PassReport { kind, run, totals: RunTotals::default(), requests: 0, held_elsewhere }
+    }
 }
 
 /// Reads the API and writes the mirror.
@@ -140,6 +151,8 @@ pub struct Syncer {
     settings: SyncSettings,
     progress: Arc<Progress>,
     shutdown: CancellationToken,
+    /// This instance's name in `sync_leases` and `sync_runs`.
+    holder: Arc<str>,
 }
 
 /// One listing to read to its end, and what to do with it.
@@ -156,11 +169,29 @@ struct Listing {
     advance: Option<CursorAdvance>,
     /// Collects every key listed (key scans).
     seen: Option<Arc<Mutex<HashSet<String>>>>,
+    lease: Lease,
 }
 
 impl Syncer {
     pub fn new(api: ApiClient, store: Store, settings: SyncSettings, shutdown: CancellationToken) -> Syncer {
-        Syncer { api, store, settings, progress: Arc::default(), shutdown }
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+        let holder = format!("{host}/{}/{:08x}", std::process::id(), rand::random::<u32>());
+        Syncer { api, store, settings, progress: Arc::default(), shutdown, holder: holder.into() }
+    }
+
+    /// This instance's lease-holder name.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    async fn lease(&self, kind: ObjectKind) -> Result<Option<Lease>, SyncError> {
+        Ok(self.store.acquire_lease(kind, &self.holder, self.settings.lease_ttl).await?)
+    }
+
+    async fn release(&self, lease: &Lease) {
+        if let Err(error) = self.store.release_lease(lease).await {
+            tracing::warn!(object = %lease.kind, error = %error, "cannot release the lease; it expires by itself");
+        }
     }
 
     pub fn progress(&self) -> Arc<Progress> {
@@ -178,27 +209,39 @@ impl Syncer {
     /// One pass: a backfill if the object was never loaded (or `full`), otherwise the next
     /// incremental window.
     pub async fn sync_object(&self, kind: ObjectKind, full: bool) -> Result<PassReport, SyncError> {
-        let state = self.store.object_state(kind).await?;
-        let first_load = state.backfill_completed_at.is_none();
-        match (state.cursor_ms, kind.change_filter()) {
-            (None, _) => self.scan(kind, RunKind::Backfill, first_load).await,
-            (Some(_), _) if full => self.scan(kind, RunKind::Rescan, false).await,
-            // Team members are only found by walking every team: rescans do that.
-            (Some(_), ChangeFilter::PerTeam) => Ok(PassReport { kind, run: RunKind::Poll, totals: RunTotals::default(), requests: 0 }),
-            (Some(cursor), filter) => self.poll(kind, cursor, filter).await,
+        let Some(lease) = self.lease(kind).await? else { return Ok(PassReport::nothing(kind, RunKind::Poll, true)) };
+        let result = async {
+            let state = self.store.object_state(kind).await?;
+            let first_load = state.backfill_completed_at.is_none();
+            match (state.cursor_ms, kind.change_filter()) {
+                (None, _) => self.scan(kind, RunKind::Backfill, first_load, &lease).await,
+                (Some(_), _) if full => self.scan(kind, RunKind::Rescan, false, &lease).await,
+                // Team members are only found by walking every team: rescans do that.
+                (Some(_), ChangeFilter::PerTeam) => Ok(PassReport::nothing(kind, RunKind::Poll, false)),
+                (Some(cursor), filter) => self.poll(kind, cursor, filter, &lease).await,
+            }
         }
+        .await;
+        self.release(&lease).await;
+        result
     }
 
     /// A complete read of the object (all records, no change filter): catches later changes
     /// to objects the API cannot filter by `updated_at`.
     pub async fn rescan(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
-        let state = self.store.object_state(kind).await?;
-        self.scan(kind, if state.cursor_ms.is_none() { RunKind::Backfill } else { RunKind::Rescan }, state.backfill_completed_at.is_none())
-            .await
+        let Some(lease) = self.lease(kind).await? else { return Ok(PassReport::nothing(kind, RunKind::Rescan, true)) };
+        let result = async {
+            let state = self.store.object_state(kind).await?;
+            let run = if state.cursor_ms.is_none() { RunKind::Backfill } else { RunKind::Rescan };
+            self.scan(kind, run, state.backfill_completed_at.is_none(), &lease).await
+        }
+        .await;
+        self.release(&lease).await;
+        result
     }
 
     /// The next incremental window.
-    async fn poll(&self, kind: ObjectKind, cursor: i64, filter: ChangeFilter) -> Result<PassReport, SyncError> {
+    async fn poll(&self, kind: ObjectKind, cursor: i64, filter: ChangeFilter, lease: &Lease) -> Result<PassReport, SyncError> {
         let now = Utc::now().timestamp_millis();
         let from = cursor - self.settings.lookback.as_millis() as i64;
         let until = (now - self.settings.settle.as_millis() as i64).max(from);
@@ -208,7 +251,7 @@ impl Syncer {
             _ => ListQuery { min_created: Some(from - 1), max_created: Some(until + 1), ..ListQuery::default() },
         };
         let requests_before = self.api.requests_sent();
-        let run_id = self.store.start_run(kind, RunKind::Poll, Some((from, until))).await?;
+        let run_id = self.store.start_run(kind, RunKind::Poll, Some((from, until)), &self.holder).await?;
         let listing = Listing {
             kind,
             path: kind.api_path().to_owned(),
@@ -219,20 +262,21 @@ impl Syncer {
             run_id,
             advance: Some(CursorAdvance { cursor_ms: until, window_start_ms: Some(from), window_end_ms: until, ..CursorAdvance::default() }),
             seen: None,
+            lease: lease.clone(),
         };
         let span = info_span!("sync_pass", object = %kind, run = "poll", run_id, window_start = from, window_end = until);
         self.finish(kind, RunKind::Poll, run_id, requests_before, self.read(listing).instrument(span).await).await
     }
 
     /// A backfill or rescan: every record, by disjoint created windows read concurrently.
-    async fn scan(&self, kind: ObjectKind, run: RunKind, first_load: bool) -> Result<PassReport, SyncError> {
+    async fn scan(&self, kind: ObjectKind, run: RunKind, first_load: bool, lease: &Lease) -> Result<PassReport, SyncError> {
         let source = if first_load { EventSource::Backfill } else { EventSource::Poll };
         let emit_events = !first_load || self.settings.emit_backfill_events;
         let until = Utc::now().timestamp_millis() - self.settings.settle.as_millis() as i64;
         let requests_before = self.api.requests_sent();
-        let run_id = self.store.start_run(kind, run, Some((0, until))).await?;
+        let run_id = self.store.start_run(kind, run, Some((0, until)), &self.holder).await?;
         let span = info_span!("sync_pass", object = %kind, run = run.as_str(), run_id, window_end = until);
-        let result = self.read_everything(kind, until, source, emit_events, run_id, None).instrument(span).await;
+        let result = self.read_everything(kind, until, source, emit_events, run_id, None, lease).instrument(span).await;
         self.finish(kind, run, run_id, requests_before, result).await
     }
 
@@ -240,15 +284,22 @@ impl Syncer {
     /// the live rows it did not see, unless more than the brake allows would go. Only a scan
     /// that finished cleanly gets that far.
     pub async fn reconcile(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
+        let Some(lease) = self.lease(kind).await? else { return Ok(PassReport::nothing(kind, RunKind::Reconcile, true)) };
+        let result = self.reconcile_leased(kind, &lease).await;
+        self.release(&lease).await;
+        result
+    }
+
+    async fn reconcile_leased(&self, kind: ObjectKind, lease: &Lease) -> Result<PassReport, SyncError> {
         let until = Utc::now().timestamp_millis() - self.settings.settle.as_millis() as i64;
         let requests_before = self.api.requests_sent();
-        let run_id = self.store.start_run(kind, RunKind::Reconcile, Some((0, until))).await?;
+        let run_id = self.store.start_run(kind, RunKind::Reconcile, Some((0, until)), &self.holder).await?;
         let span = info_span!("sync_pass", object = %kind, run = "reconcile", run_id, window_end = until);
         let result = async {
             let seen = Arc::new(Mutex::new(HashSet::new()));
-            self.read_everything(kind, until, EventSource::Reconcile, true, run_id, Some(seen.clone())).await?;
+            self.read_everything(kind, until, EventSource::Reconcile, true, run_id, Some(seen.clone()), lease).await?;
             let seen = std::mem::take(&mut *seen.lock().expect("no panics while holding it"));
-            match self.store.mark_vanished(kind, &seen, until, self.settings.reconcile_max_delete_share).await? {
+            match self.store.mark_vanished(kind, &seen, until, self.settings.reconcile_max_delete_share, Some(lease)).await? {
                 ReconcileOutcome::Deleted { keys, live } => {
                     info!(object = %kind, deleted = keys.len(), live, "key scan complete");
                     Ok(())
@@ -274,16 +325,17 @@ impl Syncer {
         emit_events: bool,
         run_id: i64,
         seen: Option<Arc<Mutex<HashSet<String>>>>,
+        lease: &Lease,
     ) -> Result<(), SyncError> {
         let listings = self.scan_listings(kind, until).await?;
         stream::iter(listings.into_iter().map(|(path, query, created_range)| {
-            self.read(Listing { kind, path, query, created_range, source, emit_events, run_id, advance: None, seen: seen.clone() })
+            self.read(Listing { kind, path, query, created_range, source, emit_events, run_id, advance: None, seen: seen.clone(), lease: lease.clone() })
         }))
         .buffer_unordered(self.settings.backfill_concurrency)
         .try_collect::<Vec<()>>()
         .await?;
         let advance = CursorAdvance { cursor_ms: until, window_start_ms: None, window_end_ms: until, backfill_completed: true, rescan_completed: true };
-        self.store.advance(kind, &advance).await?;
+        self.store.advance(kind, &advance, Some(lease)).await?;
         Ok(())
     }
 
@@ -357,6 +409,7 @@ impl Syncer {
                     emit_events: listing.emit_events,
                     run_id: Some(listing.run_id),
                     advance: if last { listing.advance.clone() } else { None },
+                    lease: Some(&listing.lease),
                 })
                 .await?;
             advanced |= last;
@@ -375,7 +428,7 @@ impl Syncer {
             }
         }
         if let (Some(advance), false) = (&listing.advance, advanced) {
-            self.store.advance(listing.kind, advance).await?;
+            self.store.advance(listing.kind, advance, Some(&listing.lease)).await?;
         }
         Ok(())
     }
@@ -388,7 +441,7 @@ impl Syncer {
             Ok(()) => {
                 let totals = self.store.finish_run(kind, run_id, requests, None).await?;
                 info!(object = %kind, run = run.as_str(), pages = totals.pages, rows = totals.rows_written, events = totals.events_written, "pass finished");
-                Ok(PassReport { kind, run, totals, requests })
+                Ok(PassReport { kind, run, totals, requests, held_elsewhere: false })
             }
             Err(e) => {
                 let message = e.chain();

@@ -1,0 +1,70 @@
+//! Leases: one instance at a time syncs an object, fenced by an epoch.
+
+use std::time::Duration;
+
+use sqlx::{Postgres, Transaction};
+
+use super::{Store, StoreError};
+use crate::object::ObjectKind;
+
+/// The right to write one object, as granted at `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub kind: ObjectKind,
+    pub holder: String,
+    pub epoch: i64,
+    pub ttl: Duration,
+}
+
+impl Store {
+    /// Takes the object's lease if it is free, expired, or already ours. `None`: another
+    /// live instance holds it.
+    pub async fn acquire_lease(&self, kind: ObjectKind, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO sync_leases AS l (object, holder, epoch, expires_at) \
+             VALUES ($1, $2, 1, now() + make_interval(secs => $3)) \
+             ON CONFLICT (object) DO UPDATE SET \
+                 epoch = CASE WHEN l.holder = excluded.holder AND l.expires_at > now() THEN l.epoch ELSE l.epoch + 1 END, \
+                 acquired_at = CASE WHEN l.holder = excluded.holder AND l.expires_at > now() THEN l.acquired_at ELSE now() END, \
+                 holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE l.expires_at <= now() OR l.holder = excluded.holder \
+             RETURNING epoch",
+        )
+        .bind(kind.table())
+        .bind(holder)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(epoch.map(|epoch| Lease { kind, holder: holder.to_owned(), epoch, ttl }))
+    }
+
+    /// Gives the lease up at once (a clean shutdown or the end of a pass).
+    pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sync_leases SET expires_at = now() WHERE object = $1 AND holder = $2 AND epoch = $3")
+            .bind(lease.kind.table())
+            .bind(&lease.holder)
+            .bind(lease.epoch)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Checks, inside a write transaction, that `lease` still holds, and renews it. The row
+/// stays locked until commit, so the lease cannot change hands while this transaction runs.
+pub async fn fence(tx: &mut Transaction<'_, Postgres>, lease: &Lease) -> Result<(), StoreError> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "UPDATE sync_leases SET expires_at = now() + make_interval(secs => $4) \
+         WHERE object = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() RETURNING 1",
+    )
+    .bind(lease.kind.table())
+    .bind(&lease.holder)
+    .bind(lease.epoch)
+    .bind(lease.ttl.as_secs_f64())
+    .fetch_optional(&mut **tx)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Fenced { object: lease.kind.table().to_owned() }),
+    }
+}
