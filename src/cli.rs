@@ -52,6 +52,11 @@ enum Command {
     Migrate,
     /// Per object: cursor, last success, last error, row counts; events count.
     Status,
+    /// Write-back requests (the SQL table `write_queue` is the primary interface).
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Print events as JSON lines.
     Events {
         #[command(subcommand)]
@@ -82,6 +87,33 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum QueueCommand {
+    /// Queue a request, e.g. `queue add update deal deal_abc '{"stage": "won"}'`.
+    Add {
+        operation: String,
+        object_type: String,
+        /// The record's key in the mirror (omit for `create`).
+        object_key: Option<String>,
+        /// The API request body, as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// The newest requests.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Run a failed or cancelled request again.
+    Retry { id: i64 },
+    /// Cancel a request that has not started.
+    Cancel { id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
 enum EventsCommand {
     /// Events after an id, in commit order; with --follow, keep printing new ones.
     Tail {
@@ -108,7 +140,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         match Config::load(cli.config.as_deref()) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("error: {}", chain(&e));
+                eprintln!("error: {}", telemetry::error_chain(&e));
                 return ExitCode::from(2);
             }
         }
@@ -123,6 +155,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Migrate => migrate(config.expect("loaded")).await,
         Command::Status => status(config.expect("loaded")).await,
         Command::Doctor => doctor(config.expect("loaded")).await,
+        Command::Queue { command } => queue(config.expect("loaded"), command).await,
         Command::Events { command: EventsCommand::Tail { after, follow, type_pattern } } => {
             tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern }, shutdown).await
         }
@@ -215,6 +248,46 @@ async fn status(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    let store = app::store(&config).await?;
+    store.migrate().await?;
+    match command {
+        QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
+            let payload: serde_json::Value = serde_json::from_str(&payload).context("--payload is not valid JSON")?;
+            let id = store
+                .enqueue(&operation, &object_type, object_key.as_deref(), &payload, idempotency_key.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!(crate::telemetry::error_chain(&e)))?;
+            println!("queued request {id}");
+        }
+        QueueCommand::List { status, limit } => {
+            println!("{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  last error", "id", "operation", "object", "key", "status", "try", "run after (UTC)");
+            for r in store.list_queue(status.as_deref(), limit).await? {
+                println!(
+                    "{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  {}",
+                    r.id,
+                    r.operation,
+                    r.object_type,
+                    r.object_key.as_deref().unwrap_or("-"),
+                    r.status,
+                    r.attempts,
+                    r.run_after.format("%Y-%m-%d %H:%M:%S"),
+                    r.last_error.as_deref().map(|e| format!("{}{}", r.http_status.map(|s| format!("[{s}] ")).unwrap_or_default(), e)).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        QueueCommand::Retry { id } => {
+            anyhow::ensure!(store.requeue(id).await?, "request {id} is not failed or cancelled");
+            println!("request {id} queued again");
+        }
+        QueueCommand::Cancel { id } => {
+            anyhow::ensure!(store.cancel(id).await?, "request {id} is not pending (only pending requests can be cancelled)");
+            println!("request {id} cancelled");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn tail(config: Config, options: crate::store::TailOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let store = app::store(&config).await?;
@@ -268,15 +341,4 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
     token.cancel();
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

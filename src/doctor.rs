@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::{
+    telemetry::error_chain,
     config::PartnerStackConfig,
     partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
 };
@@ -266,15 +267,4 @@ pub async fn retry_after(config: &PartnerStackConfig) -> Finding {
         detail: "40 rapid requests drew no 429: the limit is higher".into(),
         recommendation: "retries honour Retry-After when present and back off exponentially otherwise".into(),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -32,4 +32,5 @@ pub mod store;
 pub mod telemetry;
 // pending-helpers pub mod http;
 // pending-helpers pub mod metrics;
+// pending-helpers pub mod queue;
 // pending-helpers pub mod service;

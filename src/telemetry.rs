@@ -32,3 +32,15 @@ pub fn init(format: Option<LogFormat>) {
     // A second init (tests) keeps the first subscriber.
     drop(result);
 }
+
+/// An error and all its sources on one line, for `last_error` columns and the command line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

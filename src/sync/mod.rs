@@ -62,14 +62,7 @@ impl SyncError {
 
     /// The whole chain in one line, for `sync_state.last_error` and the command line.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
+        crate::telemetry::error_chain(self)
     }
 }
 

@@ -1,0 +1,246 @@
+//! Write-back workers: claim a queued request, carry it out at the API, and record the
+//! outcome together with the mirror rows it changed, in one transaction.
+//!
+//! Exactly once, as far as the API can tell: updates, deletes and tag changes are idempotent
+//! and simply retried; a create or convert whose first attempt ended without an answer is
+//! not sent again until the record has been looked up by its natural key, and a match counts
+//! as success.
+
+mod operation;
+
+use std::{sync::Arc, time::Duration};
+
+use rand::Rng;
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use operation::{execute, find_created, OperationError, Outcome};
+
+use crate::{
+    telemetry::error_chain,
+    diff::{self, EventSource},
+    object::ObjectKind,
+    partnerstack::{ApiClient, ApiError, ErrorClass},
+    record,
+    store::{self, PageWrite, QueuedRequest, Store, StoreError},
+};
+
+/// How workers behave.
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    pub workers: usize,
+    pub max_attempts: u32,
+    /// A claimed request is the worker's for this long; a crashed worker's requests are
+    /// claimed again after it.
+    pub lease: Duration,
+    /// Polling covers missed notifications.
+    pub poll: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl QueueSettings {
+    pub fn from_config(c: &crate::config::QueueConfig) -> QueueSettings {
+        QueueSettings {
+            workers: c.workers,
+            max_attempts: c.max_attempts,
+            lease: Duration::from_secs(300),
+            poll: Duration::from_secs(1),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Marker kept in `last_error` when an attempt of a create ended without an answer.
+const NO_ANSWER: &str = "no answer from the API (connection dropped or timed out)";
+
+/// One worker.
+#[derive(Clone)]
+pub struct Worker {
+    api: ApiClient,
+    store: Store,
+    settings: QueueSettings,
+    name: Arc<str>,
+}
+
+/// What happened to one claimed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    Succeeded(i64),
+    Retrying(i64),
+    Failed(i64),
+    /// The lease was lost to another worker before we could record the outcome.
+    Lost(i64),
+}
+
+impl Worker {
+    pub fn new(api: ApiClient, store: Store, settings: QueueSettings, name: &str) -> Worker {
+        Worker { api, store, settings, name: name.into() }
+    }
+
+    /// Claims and carries out one due request. `None`: nothing is due.
+    pub async fn work_one(&self) -> Result<Option<Handled>, StoreError> {
+        let Some(request) = self.store.claim(&self.name, self.settings.lease).await? else { return Ok(None) };
+        Ok(Some(self.handle(request).await?))
+    }
+
+    /// Works until `shutdown`, woken by `NOTIFY partnerstack_write_queue` or the poll.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = match PgListener::connect_with(self.store.pool()).await {
+            Ok(mut l) => l.listen("partnerstack_write_queue").await.ok().map(|_| l),
+            Err(_) => None,
+        };
+        while !shutdown.is_cancelled() {
+            match self.work_one().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(error) => warn!(error = %error, "write-back worker: database error"),
+            }
+            let wake = async {
+                match listener.as_mut() {
+                    Some(l) => drop(l.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake => {}
+                _ = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+    }
+
+    async fn handle(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
+        let id = request.id;
+        let Ok(kind) = request.object_type.parse::<ObjectKind>() else {
+            self.store.fail(id, &self.name, &format!("unknown object_type {}", request.object_type), None).await?;
+            return Ok(Handled::Failed(id));
+        };
+        let payload = &request.payload.0;
+        let creates = matches!(request.operation.as_str(), "create" | "convert");
+
+        // A previous attempt of a create got no answer: it may have happened.
+        if creates && request.last_error.as_deref().is_some_and(|e| e.starts_with(NO_ANSWER)) {
+            let lookup_kind = if request.operation == "convert" { ObjectKind::Customer } else { kind };
+            match find_created(&self.api, lookup_kind, payload, request.created_at.timestamp_millis()).await {
+                Ok(Some(found)) => {
+                    info!(id, "the earlier attempt had created the record; not sending again");
+                    let outcome = Outcome { records: vec![(lookup_kind, found.clone())], result: found, ..Outcome::default() };
+                    return self.succeed(id, outcome).await;
+                }
+                Ok(None) => {}
+                Err(OperationError::Unsupported(why)) => {
+                    let message = format!("{NO_ANSWER}; not retried, to avoid a duplicate: {why}; check PartnerStack and queue again if needed");
+                    self.store.fail(id, &self.name, &message, None).await?;
+                    return Ok(Handled::Failed(id));
+                }
+                Err(e) => return self.retry_or_fail(&request, &error_chain(&e), None, None).await,
+            }
+        }
+
+        match execute(&self.api, &self.store, &request.operation, kind, request.object_key.as_deref(), payload).await {
+            Ok(outcome) => self.succeed(id, outcome).await,
+            Err(OperationError::Api(e)) => {
+                let status = e.status();
+                let ambiguous = matches!(e, ApiError::Transport(_) | ApiError::Timeout(_));
+                match e.class() {
+                    ErrorClass::Retryable => {
+                        let message = if ambiguous && creates { format!("{NO_ANSWER}: {}", error_chain(&e)) } else { error_chain(&e) };
+                        let retry_after = match &e {
+                            ApiError::RateLimited { retry_after } => *retry_after,
+                            _ => None,
+                        };
+                        self.retry_or_fail(&request, &message, status, retry_after).await
+                    }
+                    ErrorClass::Fatal | ErrorClass::Skip => {
+                        self.store.fail(id, &self.name, &error_chain(&e), status).await?;
+                        Ok(Handled::Failed(id))
+                    }
+                }
+            }
+            Err(OperationError::Store(e)) => Err(e),
+            Err(e) => {
+                self.store.fail(id, &self.name, &e.to_string(), None).await?;
+                Ok(Handled::Failed(id))
+            }
+        }
+    }
+
+    async fn retry_or_fail(&self, request: &QueuedRequest, message: &str, status: Option<u16>, retry_after: Option<Duration>) -> Result<Handled, StoreError> {
+        let max = request.max_attempts.map_or(self.settings.max_attempts, |m| m.max(1) as u32);
+        if request.attempts as u32 >= max {
+            let message = format!("{message} (gave up after {} attempts)", request.attempts);
+            self.store.fail(request.id, &self.name, &message, status).await?;
+            return Ok(Handled::Failed(request.id));
+        }
+        let delay = backoff(&self.settings, request.attempts as u32).max(retry_after.unwrap_or_default());
+        self.store.retry_later(request.id, &self.name, delay, message, status).await?;
+        Ok(Handled::Retrying(request.id))
+    }
+
+    /// Records success with the mirror rows, events and files, in one transaction.
+    async fn succeed(&self, id: i64, outcome: Outcome) -> Result<Handled, StoreError> {
+        let mut tx = self.store.pool().begin().await?;
+        for (kind, value) in &outcome.records {
+            match record::from_value(*kind, value.clone()) {
+                Ok(r) => {
+                    let page = PageWrite {
+                        kind: *kind,
+                        records: vec![r],
+                        rejected: &[],
+                        source: EventSource::WriteBack,
+                        emit_events: true,
+                        run_id: None,
+                        advance: None,
+                        lease: None,
+                    };
+                    store::write_page_in(&mut tx, page).await?;
+                }
+                Err((key, error)) => warn!(id, ?key, %error, "the API's answer could not be mirrored; the next poll will try again"),
+            }
+        }
+        if let Some((kind, key)) = &outcome.gone {
+            let old: Option<sqlx::types::Json<Value>> = sqlx::query_scalar(&format!(
+                "UPDATE {} SET deleted_at = now(), synced_at = now() WHERE key = $1 AND deleted_at IS NULL RETURNING raw",
+                kind.table()
+            ))
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(old) = old {
+                let mut event = diff::vanished(*kind, &old.0, chrono::Utc::now().timestamp_millis());
+                event.source = EventSource::WriteBack;
+                store::insert_events(&mut tx, &[event]).await?;
+            }
+        }
+        for (deal_key, file, content, content_type) in &outcome.files {
+            store::upsert_deal_file(&mut tx, deal_key, file, content.as_deref(), content_type.as_deref()).await?;
+        }
+        if !store::succeed_in(&mut tx, id, &self.name, &outcome.result).await? {
+            tx.rollback().await?;
+            return Ok(Handled::Lost(id));
+        }
+        tx.commit().await?;
+        Ok(Handled::Succeeded(id))
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait up to `min · 2^attempt`, capped.
+fn backoff(settings: &QueueSettings, attempt: u32) -> Duration {
+    let cap = settings.min_backoff.saturating_mul(1 << attempt.min(20)).min(settings.max_backoff);
+    let millis = rand::thread_rng().gen_range(0..=cap.as_millis().max(1) as u64);
+    Duration::from_millis(millis).max(settings.min_backoff / 2)
+}
+
+/// Runs `settings.workers` workers until `shutdown`.
+pub async fn run_workers(api: ApiClient, store: Store, settings: QueueSettings, holder: &str, shutdown: CancellationToken) {
+    let handles: Vec<_> = (0..settings.workers)
+        .map(|n| tokio::spawn(Worker::new(api.clone(), store.clone(), settings.clone(), &format!("{holder}#{n}")).run(shutdown.clone())))
+        .collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}

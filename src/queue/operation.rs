@@ -1,0 +1,174 @@
+//! What each queued operation does at the API, and how to tell whether an ambiguous create
+//! (the connection dropped after the request was sent) already happened.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::{
+    object::ObjectKind,
+    partnerstack::{ApiClient, ApiError},
+    store::Store,
+};
+
+/// What an operation brought back for the mirror.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Records to upsert (kind, record), e.g. the updated deal, or the converted customer.
+    pub records: Vec<(ObjectKind, Value)>,
+    /// A record the API no longer returns after a delete: mark it deleted.
+    pub gone: Option<(ObjectKind, String)>,
+    /// Deal attachments: (deal key, file metadata, content, content type).
+    pub files: Vec<(String, Value, Option<Vec<u8>>, Option<String>)>,
+    /// What goes in `write_queue.result`.
+    pub result: Value,
+}
+
+/// Why an operation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("{object} {key} is not in the mirror; sync it (or queue a refresh) first")]
+    NotMirrored { object: &'static str, key: String },
+    #[error("database error")]
+    Store(#[from] crate::store::StoreError),
+    #[error("unsupported request: {0}")]
+    Unsupported(String),
+}
+
+/// The identifier the API path wants for a mirror key: customers are addressed by their
+/// `customer_key` (your external key); everything else by PartnerStack's `key`.
+async fn path_id(store: &Store, kind: ObjectKind, key: &str) -> Result<String, OperationError> {
+    if kind != ObjectKind::Customer {
+        return Ok(key.to_owned());
+    }
+    let found: Option<Option<String>> = sqlx::query_scalar("SELECT customer_key FROM customers WHERE key = $1")
+        .bind(key)
+        .fetch_optional(store.pool())
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    match found {
+        Some(Some(customer_key)) => Ok(customer_key),
+        // A key the user already gave as the customer_key works as is.
+        Some(None) | None => Ok(key.to_owned()),
+    }
+}
+
+fn record(kind: ObjectKind, value: Value) -> Vec<(ObjectKind, Value)> {
+    if value.get("key").and_then(Value::as_str).is_some() {
+        vec![(kind, value)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Runs one request against the API.
+pub async fn execute(api: &ApiClient, store: &Store, operation: &str, kind: ObjectKind, key: Option<&str>, payload: &Value) -> Result<Outcome, OperationError> {
+    let path = kind.api_path();
+    let key = key.unwrap_or_default();
+    match operation {
+        "create" => {
+            let created = api.request_json(Method::POST, path, Some(payload), false).await?;
+            Ok(Outcome { records: record(kind, created.clone()), result: created, ..Outcome::default() })
+        }
+        "update" => {
+            let id = path_id(store, kind, key).await?;
+            let updated = api.request_json(Method::PATCH, &format!("{path}/{id}"), Some(payload), true).await?;
+            Ok(Outcome { records: record(kind, updated.clone()), result: updated, ..Outcome::default() })
+        }
+        "delete" => {
+            let id = path_id(store, kind, key).await?;
+            let answer = api.request_json(Method::DELETE, &format!("{path}/{id}"), None, true).await?;
+            // DELETE archives (or deletes): read the record back to mirror what it is now.
+            match api.request_json(Method::GET, &format!("{path}/{id}"), None, true).await {
+                Ok(now) => Ok(Outcome { records: record(kind, now), result: answer, ..Outcome::default() }),
+                Err(ApiError::NotFound { .. }) => Ok(Outcome { gone: Some((kind, key.to_owned())), result: answer, ..Outcome::default() }),
+                Err(e) => Err(e.into()),
+            }
+        }
+        "modify_tags" => {
+            // SPEC 9.6: the body is undocumented; we send `{"add": [...], "remove": [...]}` as
+            // queued, then read the partnership back whatever the answer's shape.
+            api.request_json(Method::PATCH, &format!("{path}/{key}/tags"), Some(payload), true).await?;
+            let now = api.request_json(Method::GET, &format!("{path}/{key}"), None, true).await?;
+            Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() })
+        }
+        "convert" => {
+            let customer = api.request_json(Method::POST, &format!("{path}/{key}/convert"), Some(payload), false).await?;
+            let mut records = record(ObjectKind::Customer, customer.clone());
+            if let Ok(source) = api.request_json(Method::GET, &format!("{path}/{key}"), None, true).await {
+                records.extend(record(kind, source));
+            }
+            Ok(Outcome { records, result: customer, ..Outcome::default() })
+        }
+        "refresh" => {
+            let id = path_id(store, kind, key).await?;
+            match api.request_json(Method::GET, &format!("{path}/{id}"), None, true).await {
+                Ok(now) => Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() }),
+                Err(ApiError::NotFound { .. }) => Ok(Outcome { gone: Some((kind, key.to_owned())), result: Value::Null, ..Outcome::default() }),
+                Err(e) => Err(e.into()),
+            }
+        }
+        "fetch_attachments" => {
+            let listing = api.request_json(Method::GET, &format!("deals/{key}/files"), None, true).await?;
+            let files = listing.get("deal_files").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut fetched = Vec::new();
+            for file in &files {
+                let Some(file_key) = file.get("key").and_then(Value::as_str) else { continue };
+                let link = api.request_json(Method::GET, &format!("deals/{key}/file/{file_key}"), None, true).await?;
+                let (content, content_type) = match link.get("url").and_then(Value::as_str) {
+                    Some(url) => {
+                        let (bytes, ty) = api.download(url).await?;
+                        (Some(bytes), ty)
+                    }
+                    None => (None, None),
+                };
+                fetched.push((key.to_owned(), file.clone(), content, content_type));
+            }
+            Ok(Outcome { files: fetched, result: serde_json::json!({"deal_files": files}), ..Outcome::default() })
+        }
+        other => Err(OperationError::Unsupported(other.to_owned())),
+    }
+}
+
+/// After a create ended without an answer: the record, if the API has it under the natural
+/// key the request carried. `Ok(None)`: not there (safe to send again). `Err(Unsupported)`:
+/// this kind of record has no natural key to look for, so resending could duplicate it.
+pub async fn find_created(api: &ApiClient, kind: ObjectKind, payload: &Value, since_ms: i64) -> Result<Option<Value>, OperationError> {
+    let text = |f: &str| payload.get(f).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let identifier = match kind {
+        ObjectKind::Customer => text("customer_key"),
+        ObjectKind::Deal | ObjectKind::Lead => text("external_key"),
+        ObjectKind::Partnership => text("partner_key").or_else(|| text("email")),
+        ObjectKind::Transaction => {
+            let Some(wanted) = text("key") else {
+                return Err(OperationError::Unsupported("a transaction without `key` has no natural key to look for".into()));
+            };
+            // No single GET for transactions: look through those created since the request.
+            let query = crate::partnerstack::ListQuery { min_created: Some(since_ms - 60_000), ..Default::default() };
+            let mut pages = std::pin::pin!(api.list("transactions", query));
+            while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
+                for raw in &page.items {
+                    if let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
+                        if v.get("key").and_then(Value::as_str) == Some(wanted) {
+                            return Ok(Some(v));
+                        }
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        _ => None,
+    };
+    let Some(id) = identifier else {
+        return Err(OperationError::Unsupported(format!(
+            "a {} create without a natural key cannot be checked after a dropped connection",
+            kind.singular()
+        )));
+    };
+    match api.request_json(Method::GET, &format!("{}/{id}", kind.api_path()), None, true).await {
+        Ok(found) => Ok(Some(found)),
+        Err(ApiError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,183 @@
+//! The write-back queue's SQL: claiming with `FOR UPDATE SKIP LOCKED` under a lease, and
+//! finishing a request in the same transaction that updates the mirror.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{types::Json, FromRow, Postgres, Transaction};
+
+use super::{Store, StoreError};
+
+/// A claimed request.
+#[derive(Clone, Debug, FromRow)]
+pub struct QueuedRequest {
+    pub id: i64,
+    pub operation: String,
+    pub object_type: String,
+    pub object_key: Option<String>,
+    pub payload: Json<Value>,
+    pub attempts: i32,
+    pub max_attempts: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    /// Set when a previous attempt of a create ended without an answer.
+    pub last_error: Option<String>,
+    pub http_status: Option<i32>,
+}
+
+/// One row of `queue list`.
+#[derive(Clone, Debug, FromRow)]
+pub struct QueueRow {
+    pub id: i64,
+    pub operation: String,
+    pub object_type: String,
+    pub object_key: Option<String>,
+    pub status: String,
+    pub attempts: i32,
+    pub run_after: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub http_status: Option<i32>,
+}
+
+impl Store {
+    /// Takes the oldest request that is due: pending, or running with an expired lease (its
+    /// worker died). Several workers and daemons claim concurrently without blocking.
+    pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<QueuedRequest>, StoreError> {
+        Ok(sqlx::query_as(
+            "UPDATE write_queue q SET status = 'running', attempts = q.attempts + 1, locked_by = $1, \
+                 locked_until = now() + make_interval(secs => $2), updated_at = now() \
+             WHERE q.id = (SELECT id FROM write_queue \
+                           WHERE (status = 'pending' AND run_after <= now()) OR (status = 'running' AND locked_until < now()) \
+                           ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1) \
+             RETURNING q.id, q.operation, q.object_type, q.object_key, q.payload, q.attempts, q.max_attempts, q.created_at, \
+                       q.last_error, q.http_status",
+        )
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Puts a request back for another attempt after `delay`.
+    pub async fn retry_later(&self, id: i64, worker: &str, delay: Duration, error: &str, http_status: Option<u16>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE write_queue SET status = 'pending', run_after = now() + make_interval(secs => $3), locked_until = NULL, \
+                 locked_by = NULL, last_error = $4, http_status = $5, updated_at = now() \
+             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(delay.as_secs_f64())
+        .bind(error)
+        .bind(http_status.map(i32::from))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives up on a request, keeping the API's message.
+    pub async fn fail(&self, id: i64, worker: &str, error: &str, http_status: Option<u16>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE write_queue SET status = 'failed', finished_at = now(), locked_until = NULL, last_error = $3, \
+                 http_status = $4, updated_at = now() \
+             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(error)
+        .bind(http_status.map(i32::from))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// `queue add`: the same as a user's INSERT.
+    pub async fn enqueue(&self, operation: &str, object_type: &str, object_key: Option<&str>, payload: &Value, idempotency_key: Option<&str>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO write_queue (operation, object_type, object_key, payload, idempotency_key) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(operation)
+        .bind(object_type)
+        .bind(object_key)
+        .bind(Json(payload))
+        .bind(idempotency_key)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// `queue list`: newest first.
+    pub async fn list_queue(&self, status: Option<&str>, limit: i64) -> Result<Vec<QueueRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, operation, object_type, object_key, status, attempts, run_after, last_error, http_status FROM write_queue \
+             WHERE $1::text IS NULL OR status = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// `queue retry`: a failed (or cancelled) request runs again, with fresh attempts.
+    pub async fn requeue(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE write_queue SET status = 'pending', attempts = 0, run_after = now(), finished_at = NULL, updated_at = now() \
+             WHERE id = $1 AND status IN ('failed', 'cancelled')",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// `queue cancel`: only a request that has not started can be cancelled.
+    pub async fn cancel(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE write_queue SET status = 'cancelled', finished_at = now(), updated_at = now() WHERE id = $1 AND status = 'pending'")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Marks a request succeeded inside the transaction that also wrote its result into the
+/// mirror. `false`: the request is no longer ours (its lease expired and another worker took
+/// it): the caller must roll back.
+pub async fn succeed_in(tx: &mut Transaction<'_, Postgres>, id: i64, worker: &str, result: &Value) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE write_queue SET status = 'succeeded', finished_at = now(), locked_until = NULL, result = $3, \
+             http_status = 200, last_error = NULL, updated_at = now() \
+         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(Json(result))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stores one deal attachment (content included).
+pub async fn upsert_deal_file(
+    tx: &mut Transaction<'_, Postgres>,
+    deal_key: &str,
+    file: &Value,
+    content: Option<&[u8]>,
+    content_type: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deal_files (deal_key, file_key, name, field_key, content, content_type, size, fetched_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
+         ON CONFLICT (deal_key, file_key) DO UPDATE SET name = excluded.name, field_key = excluded.field_key, \
+             content = excluded.content, content_type = excluded.content_type, size = excluded.size, fetched_at = now()",
+    )
+    .bind(deal_key)
+    .bind(file.get("key").and_then(Value::as_str).unwrap_or_default())
+    .bind(file.get("name").and_then(Value::as_str))
+    .bind(file.get("field_key").and_then(Value::as_str))
+    .bind(content)
+    .bind(content_type)
+    .bind(content.map(|c| c.len() as i64))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
