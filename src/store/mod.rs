@@ -89,8 +89,8 @@ impl Store {
         let options = PgConnectOptions::from_str(url)
             .map_err(StoreError::Url)?
             .options([("search_path", schema)])
-            // Names the mirror in pg_stat_activity, so an operator can tell mirrors apart.
-            .application_name(&format!("partnerstack-mirror/{schema}"));
+            // Names the mirror and the process in pg_stat_activity.
+            .application_name(&format!("partnerstack-mirror/{schema}/{}", std::process::id()));
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))

@@ -156,12 +156,12 @@ async fn the_daemon_survives_losing_its_database_connections() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let daemon = tokio::spawn(partnerstack_mirror::scheduler::run(syncer, config.sync, shutdown.clone()));
     let admin = support::store().await;
-    let app = format!("partnerstack-mirror/{}", store.schema());
+    let app = format!("partnerstack-mirror/{}/%", store.schema());
 
     let keys: Vec<String> = sim.simulator.keys(ObjectKind::Deal).into_iter().take(6).collect();
     for key in &keys {
         sim.simulator.apply(Mutation::DealStage { key: key.clone() }).unwrap();
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1")
             .bind(&app)
             .execute(admin.pool())
             .await

@@ -6,6 +6,7 @@ mod support;
 mod crash;
 mod doctor;
 mod events;
+mod operations;
 mod reconcile;
 mod sync_backfill;
 mod sync_changes;
