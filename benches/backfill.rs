@@ -75,14 +75,25 @@ async fn main() -> anyhow::Result<()> {
         page_size: 250,
         user_agent: "partnerstack-mirror-bench".into(),
     })?;
-    let settings = SyncSettings { lookback: Duration::from_secs(600), settle: Duration::from_secs(1), backfill_concurrency: concurrency, emit_backfill_events: true, reconcile_max_delete_share: 0.1, lease_ttl: Duration::from_secs(30) };
+    let settings = SyncSettings {
+        lookback: Duration::from_secs(600),
+        settle: Duration::from_secs(1),
+        backfill_concurrency: concurrency,
+        emit_backfill_events: true,
+        reconcile_max_delete_share: 0.1,
+        lease_ttl: Duration::from_secs(30),
+    };
     let syncer = Syncer::new(api.clone(), store.clone(), settings, CancellationToken::new());
 
     // Pass 1: backfill.
     let t = Instant::now();
     let summary = scheduler::poll_all(&syncer, &ObjectKind::ALL, false).await;
     let elapsed = t.elapsed().as_secs_f64();
-    anyhow::ensure!(summary.failures.is_empty(), "backfill failed: {:?}", summary.failures.iter().map(|(k, e)| format!("{k}: {}", e.chain())).collect::<Vec<_>>());
+    anyhow::ensure!(
+        summary.failures.is_empty(),
+        "backfill failed: {:?}",
+        summary.failures.iter().map(|(k, e)| format!("{k}: {}", e.chain())).collect::<Vec<_>>()
+    );
     let read: i64 = summary.reports.iter().map(|r| i64::from(r.totals.records_read)).sum();
     let rows: i64 = summary.reports.iter().map(|r| i64::from(r.totals.rows_written)).sum();
     let events: i64 = summary.reports.iter().map(|r| i64::from(r.totals.events_written)).sum();
@@ -110,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
     sqlx::query("CREATE UNLOGGED TABLE IF NOT EXISTS copy_ceiling (key text, raw jsonb)").execute(&mut *conn).await?;
     let mut tsv = String::new();
     for kind in ObjectKind::ALL {
-        let rows: Vec<(String, String)> = sqlx::query_as(&format!("SELECT key, raw::text FROM {}", kind.table())).fetch_all(&mut *conn).await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as(&format!("SELECT key, raw::text FROM {}", kind.table())).fetch_all(&mut *conn).await?;
         for (key, raw) in rows {
             tsv.push_str(&copy_escape(&key));
             tsv.push('\t');

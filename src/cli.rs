@@ -159,14 +159,21 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Events { command: EventsCommand::Tail { after, follow, type_pattern } } => {
             tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern }, shutdown).await
         }
-        Command::Simulate { listen, seed, records, mutations_per_sec } => simulate(listen, seed, records, mutations_per_sec, shutdown).await,
-        Command::Demo { records, mutations_per_sec, seed } => demo::run(demo::DemoOptions { records, mutations_per_sec, seed }, shutdown).await,
+        Command::Simulate { listen, seed, records, mutations_per_sec } => {
+            simulate(listen, seed, records, mutations_per_sec, shutdown).await
+        }
+        Command::Demo { records, mutations_per_sec, seed } => {
+            demo::run(demo::DemoOptions { records, mutations_per_sec, seed }, shutdown).await
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.chain().any(|c| c.downcast_ref::<app::WiringError>().is_some_and(|w| matches!(w, app::WiringError::NoDatabase | app::WiringError::NoCredentials))) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<app::WiringError>()
+                    .is_some_and(|w| matches!(w, app::WiringError::NoDatabase | app::WiringError::NoCredentials))
+            }) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
@@ -261,7 +268,10 @@ async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode
             println!("queued request {id}");
         }
         QueueCommand::List { status, limit } => {
-            println!("{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  last error", "id", "operation", "object", "key", "status", "try", "run after (UTC)");
+            println!(
+                "{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  last error",
+                "id", "operation", "object", "key", "status", "try", "run after (UTC)"
+            );
             for r in store.list_queue(status.as_deref(), limit).await? {
                 println!(
                     "{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  {}",
@@ -272,7 +282,10 @@ async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode
                     r.status,
                     r.attempts,
                     r.run_after.format("%Y-%m-%d %H:%M:%S"),
-                    r.last_error.as_deref().map(|e| format!("{}{}", r.http_status.map(|s| format!("[{s}] ")).unwrap_or_default(), e)).unwrap_or_else(|| "-".into())
+                    r.last_error
+                        .as_deref()
+                        .map(|e| format!("{}{}", r.http_status.map(|s| format!("[{s}] ")).unwrap_or_default(), e))
+                        .unwrap_or_else(|| "-".into())
                 );
             }
         }
@@ -314,7 +327,13 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     Ok(if report.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn simulate(listen: SocketAddr, seed: u64, records: usize, mutations_per_sec: f64, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+async fn simulate(
+    listen: SocketAddr,
+    seed: u64,
+    records: usize,
+    mutations_per_sec: f64,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let config = SimulatorConfig { seed, records, mutations_per_sec, ..SimulatorConfig::default() };
     let (public_key, private_key) = (config.public_key.clone(), config.private_key.clone());
     let running = Simulator::new(config).start(listen).await.with_context(|| format!("cannot listen on {listen}"))?;

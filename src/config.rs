@@ -22,10 +22,7 @@ use url::Url;
 use crate::object::ObjectKind;
 
 /// Where the configuration file is looked for when `--config` is not given.
-pub const DEFAULT_PATHS: [&str; 2] = [
-    "./partnerstack-mirror.toml",
-    "/etc/partnerstack-mirror/config.toml",
-];
+pub const DEFAULT_PATHS: [&str; 2] = ["./partnerstack-mirror.toml", "/etc/partnerstack-mirror/config.toml"];
 
 /// The configuration could not be loaded; the message names the key and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +42,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { key, reason: reason.into() }
 }
 
 /// The validated configuration.
@@ -96,10 +90,7 @@ impl fmt::Debug for PartnerStackConfig {
         f.debug_struct("PartnerStackConfig")
             .field("api_url", &self.api_url.as_str())
             .field("public_key", &self.public_key)
-            .field(
-                "private_key",
-                &self.private_key.as_ref().map(|_| "[redacted]"),
-            )
+            .field("private_key", &self.private_key.as_ref().map(|_| "[redacted]"))
             .field("requests_per_second", &self.requests_per_second)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
@@ -167,11 +158,7 @@ struct RawDatabase {
 
 impl Default for RawDatabase {
     fn default() -> Self {
-        RawDatabase {
-            url: None,
-            schema: "partnerstack".into(),
-            max_connections: 10,
-        }
+        RawDatabase { url: None, schema: "partnerstack".into(), max_connections: 10 }
     }
 }
 
@@ -254,10 +241,7 @@ struct RawQueue {
 
 impl Default for RawQueue {
     fn default() -> Self {
-        RawQueue {
-            workers: 2,
-            max_attempts: 10,
-        }
+        RawQueue { workers: 2, max_attempts: 10 }
     }
 }
 
@@ -269,9 +253,7 @@ struct RawHttp {
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp {
-            listen: "127.0.0.1:9187".into(),
-        }
+        RawHttp { listen: "127.0.0.1:9187".into() }
     }
 }
 
@@ -302,9 +284,7 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
         raw.validate()
     }
 }
@@ -313,21 +293,9 @@ impl Config {
 fn environment() -> Figment {
     Figment::new()
         .merge(Env::prefixed("PSM_").split("__"))
-        .merge(
-            Env::raw()
-                .only(&["DATABASE_URL"])
-                .map(|_| "database.url".into()),
-        )
-        .merge(
-            Env::raw()
-                .only(&["PARTNERSTACK_PUBLIC_KEY"])
-                .map(|_| "partnerstack.public_key".into()),
-        )
-        .merge(
-            Env::raw()
-                .only(&["PARTNERSTACK_PRIVATE_KEY"])
-                .map(|_| "partnerstack.private_key".into()),
-        )
+        .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+        .merge(Env::raw().only(&["PARTNERSTACK_PUBLIC_KEY"]).map(|_| "partnerstack.public_key".into()))
+        .merge(Env::raw().only(&["PARTNERSTACK_PRIVATE_KEY"]).map(|_| "partnerstack.private_key".into()))
 }
 
 impl RawConfig {
@@ -337,13 +305,7 @@ impl RawConfig {
             partnerstack: self.partnerstack.validate()?,
             sync: self.sync.validate()?,
             queue: self.queue.validate()?,
-            http: HttpConfig {
-                listen: self
-                    .http
-                    .listen
-                    .parse()
-                    .map_err(|e| invalid("http.listen", format!("{e}: expected host:port")))?,
-            },
+            http: HttpConfig { listen: self.http.listen.parse().map_err(|e| invalid("http.listen", format!("{e}: expected host:port")))? },
         })
     }
 }
@@ -352,20 +314,10 @@ impl RawDatabase {
     fn validate(self) -> Result<DatabaseConfig, ConfigError> {
         let valid_identifier = !self.schema.is_empty()
             && self.schema.len() <= 63
-            && self
-                .schema
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && self
-                .schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && self.schema.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && self.schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid_identifier {
-            return Err(invalid(
-                "database.schema",
-                "must be a lowercase SQL identifier (a-z, 0-9, _)",
-            ));
+            return Err(invalid("database.schema", "must be a lowercase SQL identifier (a-z, 0-9, _)"));
         }
         if self.max_connections < 2 {
             return Err(invalid("database.max_connections", "must be at least 2"));
@@ -373,66 +325,38 @@ impl RawDatabase {
         if let Some(url) = &self.url {
             let u = url.expose_secret();
             if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
-                return Err(invalid(
-                    "database.url",
-                    "must start with postgres:// or postgresql://",
-                ));
+                return Err(invalid("database.url", "must start with postgres:// or postgresql://"));
             }
         }
-        Ok(DatabaseConfig {
-            url: self.url,
-            schema: self.schema,
-            max_connections: self.max_connections,
-        })
+        Ok(DatabaseConfig { url: self.url, schema: self.schema, max_connections: self.max_connections })
     }
 }
 
 impl RawPartnerStack {
     fn validate(self) -> Result<PartnerStackConfig, ConfigError> {
-        let api_url = Url::parse(&self.api_url)
-            .map_err(|e| invalid("partnerstack.api_url", e.to_string()))?;
+        let api_url = Url::parse(&self.api_url).map_err(|e| invalid("partnerstack.api_url", e.to_string()))?;
         match api_url.scheme() {
             "https" => {}
             "http" if is_loopback(&api_url) => {}
-            "http" => {
-                return Err(invalid(
-                    "partnerstack.api_url",
-                    "plain http:// is only allowed for loopback hosts",
-                ))
-            }
-            other => {
-                return Err(invalid(
-                    "partnerstack.api_url",
-                    format!("unsupported scheme `{other}`"),
-                ))
-            }
+            "http" => return Err(invalid("partnerstack.api_url", "plain http:// is only allowed for loopback hosts")),
+            other => return Err(invalid("partnerstack.api_url", format!("unsupported scheme `{other}`"))),
         }
         if !(1..=250).contains(&self.page_size) {
-            return Err(invalid(
-                "partnerstack.page_size",
-                "must be between 1 and 250",
-            ));
+            return Err(invalid("partnerstack.page_size", "must be between 1 and 250"));
         }
         if !self.requests_per_second.is_finite() || self.requests_per_second < 0.0 {
-            return Err(invalid(
-                "partnerstack.requests_per_second",
-                "must be zero (unlimited) or positive",
-            ));
+            return Err(invalid("partnerstack.requests_per_second", "must be zero (unlimited) or positive"));
         }
         if self.timeout.is_zero() {
             return Err(invalid("partnerstack.timeout", "must be positive"));
         }
         let private_key = match (self.private_key, self.private_key_file) {
             (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "partnerstack.private_key_file",
-                    "set either private_key or private_key_file, not both",
-                ))
+                return Err(invalid("partnerstack.private_key_file", "set either private_key or private_key_file, not both"))
             }
             (Some(k), None) => Some(k),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| ConfigError::SecretFile { path, source })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile { path, source })?;
                 Some(SecretString::from(text.trim().to_owned()))
             }
             (None, None) => None,
@@ -465,10 +389,7 @@ impl RawSync {
         } else {
             let mut kinds = Vec::new();
             for name in &self.objects {
-                let kind: ObjectKind =
-                    name.parse().map_err(|e: crate::object::UnknownObject| {
-                        invalid("sync.objects", e.to_string())
-                    })?;
+                let kind: ObjectKind = name.parse().map_err(|e: crate::object::UnknownObject| invalid("sync.objects", e.to_string()))?;
                 if !kinds.contains(&kind) {
                     kinds.push(kind);
                 }
@@ -476,19 +397,12 @@ impl RawSync {
             kinds
         };
         let schedule = match (self.schedule, self.interval) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "sync.schedule",
-                    "set either sync.schedule or sync.interval, not both",
-                ))
-            }
+            (Some(_), Some(_)) => return Err(invalid("sync.schedule", "set either sync.schedule or sync.interval, not both")),
             (Some(cron), None) => {
                 check_cron("sync.schedule", &cron)?;
                 Schedule::Cron(cron)
             }
-            (None, Some(every)) if every.is_zero() => {
-                return Err(invalid("sync.interval", "must be positive"))
-            }
+            (None, Some(every)) if every.is_zero() => return Err(invalid("sync.interval", "must be positive")),
             (None, Some(every)) => Schedule::Every(every),
             (None, None) => Schedule::Every(Duration::from_secs(60)),
         };
@@ -524,10 +438,7 @@ impl RawQueue {
         if self.max_attempts == 0 {
             return Err(invalid("queue.max_attempts", "must be at least 1"));
         }
-        Ok(QueueConfig {
-            workers: self.workers,
-            max_attempts: self.max_attempts,
-        })
+        Ok(QueueConfig { workers: self.workers, max_attempts: self.max_attempts })
     }
 }
 
@@ -535,16 +446,9 @@ impl RawQueue {
 fn check_cron(key: &'static str, expr: &str) -> Result<(), ConfigError> {
     let fields = expr.split_whitespace().count();
     if !(6..=7).contains(&fields) {
-        return Err(invalid(
-            key,
-            format!(
-                "`{expr}` is not a cron expression with seconds (6 fields, e.g. `0 */5 * * * *`)"
-            ),
-        ));
+        return Err(invalid(key, format!("`{expr}` is not a cron expression with seconds (6 fields, e.g. `0 */5 * * * *`)")));
     }
-    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
-        .map(drop)
-        .map_err(|e| invalid(key, format!("`{expr}`: {e}")))
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {})).map(drop).map_err(|e| invalid(key, format!("`{expr}`: {e}")))
 }
 
 #[cfg(test)]
@@ -555,10 +459,7 @@ mod tests {
     fn defaults_follow_the_spec() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.database.schema, "partnerstack");
-        assert_eq!(
-            c.partnerstack.api_url.as_str(),
-            "https://api.partnerstack.com/api/v2"
-        );
+        assert_eq!(c.partnerstack.api_url.as_str(), "https://api.partnerstack.com/api/v2");
         assert_eq!(c.partnerstack.page_size, 250);
         assert_eq!(c.sync.lookback, Duration::from_secs(600));
         assert_eq!(c.sync.settle, Duration::from_secs(5));
@@ -568,36 +469,21 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_key() {
-        let err = Config::from_toml("[partnerstack]\npage_size = 500")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[partnerstack]\npage_size = 500").unwrap_err().to_string();
         assert!(err.contains("partnerstack.page_size"), "{err}");
-        let err = Config::from_toml("[sync]\ninterval = \"soon\"")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[sync]\ninterval = \"soon\"").unwrap_err().to_string();
         assert!(err.contains("interval"), "{err}");
-        let err = Config::from_toml("[sync]\nobjects = [\"widgets\"]")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("sync.objects") && err.contains("widgets"),
-            "{err}"
-        );
-        let err = Config::from_toml("[sync]\nschedule = \"every minute\"")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[sync]\nobjects = [\"widgets\"]").unwrap_err().to_string();
+        assert!(err.contains("sync.objects") && err.contains("widgets"), "{err}");
+        let err = Config::from_toml("[sync]\nschedule = \"every minute\"").unwrap_err().to_string();
         assert!(err.contains("sync.schedule"), "{err}");
     }
 
     #[test]
     fn plain_http_is_only_accepted_for_loopback() {
-        assert!(
-            Config::from_toml("[partnerstack]\napi_url = \"http://127.0.0.1:8080/api/v2\"").is_ok()
-        );
+        assert!(Config::from_toml("[partnerstack]\napi_url = \"http://127.0.0.1:8080/api/v2\"").is_ok());
         assert!(Config::from_toml("[partnerstack]\napi_url = \"http://localhost/api/v2\"").is_ok());
-        let err = Config::from_toml("[partnerstack]\napi_url = \"http://example.com/api/v2\"")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[partnerstack]\napi_url = \"http://example.com/api/v2\"").unwrap_err().to_string();
         assert!(err.contains("partnerstack.api_url"), "{err}");
     }
 
@@ -608,10 +494,7 @@ mod tests {
         )
         .unwrap();
         let debug = format!("{c:?}");
-        assert!(
-            !debug.contains("hunter2") && !debug.contains("sk_topsecret"),
-            "{debug}"
-        );
+        assert!(!debug.contains("hunter2") && !debug.contains("sk_topsecret"), "{debug}");
         assert!(debug.contains("pk_1"));
     }
 
@@ -619,15 +502,8 @@ mod tests {
     fn the_private_key_can_come_from_a_file() {
         let dir = std::env::temp_dir().join(format!("psm-key-{}", std::process::id()));
         std::fs::write(&dir, "sk_from_file\n").unwrap();
-        let c = Config::from_toml(&format!(
-            "[partnerstack]\nprivate_key_file = {:?}",
-            dir.display().to_string()
-        ))
-        .unwrap();
-        assert_eq!(
-            c.partnerstack.private_key.unwrap().expose_secret(),
-            "sk_from_file"
-        );
+        let c = Config::from_toml(&format!("[partnerstack]\nprivate_key_file = {:?}", dir.display().to_string())).unwrap();
+        assert_eq!(c.partnerstack.private_key.unwrap().expose_secret(), "sk_from_file");
         std::fs::remove_file(dir).unwrap();
     }
 
@@ -640,9 +516,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = Config::from_toml("[sync]\nintervall = \"30s\"")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[sync]\nintervall = \"30s\"").unwrap_err().to_string();
         assert!(err.contains("intervall"), "{err}");
     }
 }

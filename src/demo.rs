@@ -41,7 +41,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     };
 
     eprintln!("Starting the PartnerStack simulator with {} records…", options.records);
-    let sim_config = SimulatorConfig { seed: options.seed, records: options.records, mutations_per_sec: options.mutations_per_sec, ..SimulatorConfig::default() };
+    let sim_config = SimulatorConfig {
+        seed: options.seed,
+        records: options.records,
+        mutations_per_sec: options.mutations_per_sec,
+        ..SimulatorConfig::default()
+    };
     let (public_key, private_key) = (sim_config.public_key.clone(), sim_config.private_key.clone());
     let simulator = Simulator::new(sim_config).start("127.0.0.1:0".parse()?).await.context("cannot start the simulator")?;
 

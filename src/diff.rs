@@ -47,18 +47,8 @@ pub struct NewEvent {
 
 /// The events for one record: `old` is the stored raw JSON, `None` for a record never seen.
 /// An unchanged record yields nothing.
-pub fn diff(
-    kind: ObjectKind,
-    old: Option<&Value>,
-    new: &Value,
-    occurred_ms: i64,
-    source: EventSource,
-) -> Vec<NewEvent> {
-    let key = new
-        .get("key")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+pub fn diff(kind: ObjectKind, old: Option<&Value>, new: &Value, occurred_ms: i64, source: EventSource) -> Vec<NewEvent> {
+    let key = new.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
     let event = |suffix: &str, changes: Option<Value>, data: &Value| NewEvent {
         event_type: format!("{}.{suffix}", kind.singular()),
         object_type: kind.singular(),
@@ -83,28 +73,19 @@ pub fn diff(
     let changes = field_changes(old, new);
     let mut events = vec![event("updated", Some(Value::Object(changes.clone())), new)];
     let only = |fields: &[&str]| {
-        let subset: Map<String, Value> = changes
-            .iter()
-            .filter(|(k, _)| fields.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let subset: Map<String, Value> =
+            changes.iter().filter(|(k, _)| fields.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         Some(Value::Object(subset))
     };
     let changed = |field: &str| changes.contains_key(field);
 
     match kind {
-        ObjectKind::Deal if changed("stage") => {
-            events.push(event("stage_updated", only(&["stage"]), new))
-        }
+        ObjectKind::Deal if changed("stage") => events.push(event("stage_updated", only(&["stage"]), new)),
         ObjectKind::Lead => {
             if changed("approved") {
                 match new.get("approved") {
-                    Some(Value::Bool(true)) => {
-                        events.push(event("approved", only(&["approved"]), new))
-                    }
-                    Some(Value::Bool(false)) => {
-                        events.push(event("declined", only(&["approved"]), new))
-                    }
+                    Some(Value::Bool(true)) => events.push(event("approved", only(&["approved"]), new)),
+                    Some(Value::Bool(false)) => events.push(event("declined", only(&["approved"]), new)),
                     _ => {}
                 }
             }
@@ -129,9 +110,7 @@ pub fn diff(
             Some(Value::Bool(false)) => events.push(event("declined", only(&["approved"]), new)),
             _ => {}
         },
-        ObjectKind::Reward if changed("reward_status") => {
-            events.push(event("status_updated", only(&["reward_status"]), new))
-        }
+        ObjectKind::Reward if changed("reward_status") => events.push(event("status_updated", only(&["reward_status"]), new)),
         _ => {}
     }
 
@@ -148,11 +127,7 @@ pub fn vanished(kind: ObjectKind, old: &Value, scan_ms: i64) -> NewEvent {
     NewEvent {
         event_type: format!("{}.deleted", kind.singular()),
         object_type: kind.singular(),
-        object_key: old
-            .get("key")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+        object_key: old.get("key").and_then(Value::as_str).unwrap_or_default().to_owned(),
         occurred_ms: scan_ms,
         source: EventSource::Reconcile,
         changes: None,
@@ -176,39 +151,23 @@ pub fn reappeared(kind: ObjectKind, new: &Value, occurred_ms: i64, source: Event
 /// `{field: {"old": …, "new": …}}` for every top-level field that differs.
 fn field_changes(old: &Value, new: &Value) -> Map<String, Value> {
     let empty = Map::new();
-    let (o, n) = (
-        old.as_object().unwrap_or(&empty),
-        new.as_object().unwrap_or(&empty),
-    );
+    let (o, n) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
     let fields: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
     fields
         .into_iter()
         .filter_map(|f| {
-            let (a, b) = (
-                o.get(f).unwrap_or(&Value::Null),
-                n.get(f).unwrap_or(&Value::Null),
-            );
+            let (a, b) = (o.get(f).unwrap_or(&Value::Null), n.get(f).unwrap_or(&Value::Null));
             (a != b).then(|| (f.clone(), json!({"old": a, "new": b})))
         })
         .collect()
 }
 
 fn group_key(v: &Value) -> Option<&Value> {
-    v.get("group")
-        .and_then(|g| g.get("key"))
-        .or_else(|| v.get("group_key"))
-        .filter(|k| !k.is_null())
+    v.get("group").and_then(|g| g.get("key")).or_else(|| v.get("group_key")).filter(|k| !k.is_null())
 }
 
 fn tag_set(v: &Value) -> BTreeSet<String> {
-    v.get("tags")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    v.get("tags").and_then(Value::as_array).map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
 
 fn is_archived(v: &Value) -> bool {
@@ -230,16 +189,7 @@ mod tests {
     #[test]
     fn a_new_record_is_created_and_an_unchanged_one_is_silent() {
         let rec = json!({"key": "deal_1", "stage": "open"});
-        assert_eq!(
-            types(&diff(
-                ObjectKind::Deal,
-                None,
-                &rec,
-                1,
-                EventSource::Backfill
-            )),
-            ["deal.created"]
-        );
+        assert_eq!(types(&diff(ObjectKind::Deal, None, &rec, 1, EventSource::Backfill)), ["deal.created"]);
         assert!(diff(ObjectKind::Deal, Some(&rec), &rec, 1, EventSource::Poll).is_empty());
     }
 
@@ -249,14 +199,8 @@ mod tests {
         let new = json!({"key": "deal_1", "stage": "won", "updated_at": 2});
         let events = diff(ObjectKind::Deal, Some(&old), &new, 2, EventSource::Poll);
         assert_eq!(types(&events), ["deal.updated", "deal.stage_updated"]);
-        assert_eq!(
-            events[0].changes.as_ref().unwrap()["stage"],
-            json!({"old": "open", "new": "won"})
-        );
-        assert_eq!(
-            events[1].changes,
-            Some(json!({"stage": {"old": "open", "new": "won"}}))
-        );
+        assert_eq!(events[0].changes.as_ref().unwrap()["stage"], json!({"old": "open", "new": "won"}));
+        assert_eq!(events[1].changes, Some(json!({"stage": {"old": "open", "new": "won"}})));
         assert_eq!(events[1].data, new);
     }
 
@@ -264,17 +208,8 @@ mod tests {
     fn tag_changes_list_what_was_added_and_removed() {
         let old = json!({"key": "p", "tags": ["a", "b"]});
         let new = json!({"key": "p", "tags": ["b", "c"]});
-        let events = diff(
-            ObjectKind::Partnership,
-            Some(&old),
-            &new,
-            5,
-            EventSource::Poll,
-        );
-        assert_eq!(
-            types(&events),
-            ["partnership.updated", "partnership.tags_updated"]
-        );
+        let events = diff(ObjectKind::Partnership, Some(&old), &new, 5, EventSource::Poll);
+        assert_eq!(types(&events), ["partnership.updated", "partnership.tags_updated"]);
         let c = events[1].changes.as_ref().unwrap();
         assert_eq!(c["tags_added"], json!(["c"]));
         assert_eq!(c["tags_removed"], json!(["a"]));
@@ -284,16 +219,7 @@ mod tests {
     fn reordered_tags_are_an_update_but_not_a_tag_change() {
         let old = json!({"key": "p", "tags": ["a", "b"]});
         let new = json!({"key": "p", "tags": ["b", "a"]});
-        assert_eq!(
-            types(&diff(
-                ObjectKind::Partnership,
-                Some(&old),
-                &new,
-                5,
-                EventSource::Poll
-            )),
-            ["partnership.updated"]
-        );
+        assert_eq!(types(&diff(ObjectKind::Partnership, Some(&old), &new, 5, EventSource::Poll)), ["partnership.updated"]);
     }
 
     #[test]
@@ -301,90 +227,39 @@ mod tests {
         let old = json!({"key": "p", "group": {"key": "grup_1"}});
         let new = json!({"key": "p", "group": {"key": "grup_2"}});
         assert_eq!(
-            types(&diff(
-                ObjectKind::Partnership,
-                Some(&old),
-                &new,
-                1,
-                EventSource::Poll
-            )),
+            types(&diff(ObjectKind::Partnership, Some(&old), &new, 1, EventSource::Poll)),
             ["partnership.updated", "partnership.group_updated"]
         );
 
         let old = json!({"key": "l", "approved": null, "status": "open"});
         let new = json!({"key": "l", "approved": true, "status": "closed won"});
         assert_eq!(
-            types(&diff(
-                ObjectKind::Lead,
-                Some(&old),
-                &new,
-                1,
-                EventSource::Poll
-            )),
+            types(&diff(ObjectKind::Lead, Some(&old), &new, 1, EventSource::Poll)),
             ["lead.updated", "lead.approved", "lead.status_updated"]
         );
         let newer = json!({"key": "l", "approved": false, "status": "closed won"});
-        assert_eq!(
-            types(&diff(
-                ObjectKind::Lead,
-                Some(&new),
-                &newer,
-                1,
-                EventSource::Poll
-            )),
-            ["lead.updated", "lead.declined"]
-        );
+        assert_eq!(types(&diff(ObjectKind::Lead, Some(&new), &newer, 1, EventSource::Poll)), ["lead.updated", "lead.declined"]);
     }
 
     #[test]
     fn archiving_deletes_with_the_record_before_and_unarchiving_restores() {
         let live = json!({"key": "c", "archived": false});
         let gone = json!({"key": "c", "archived": true});
-        let events = diff(
-            ObjectKind::Customer,
-            Some(&live),
-            &gone,
-            1,
-            EventSource::Poll,
-        );
+        let events = diff(ObjectKind::Customer, Some(&live), &gone, 1, EventSource::Poll);
         assert_eq!(types(&events), ["customer.updated", "customer.deleted"]);
         assert_eq!(events[1].data, live);
-        assert_eq!(
-            types(&diff(
-                ObjectKind::Customer,
-                Some(&gone),
-                &live,
-                1,
-                EventSource::Poll
-            )),
-            ["customer.updated", "customer.restored"]
-        );
+        assert_eq!(types(&diff(ObjectKind::Customer, Some(&gone), &live, 1, EventSource::Poll)), ["customer.updated", "customer.restored"]);
     }
 
     #[test]
     fn rewards_and_applications_have_status_and_decision_events() {
         let old = json!({"key": "r", "reward_status": "hold"});
         let new = json!({"key": "r", "reward_status": "approved"});
-        assert_eq!(
-            types(&diff(
-                ObjectKind::Reward,
-                Some(&old),
-                &new,
-                1,
-                EventSource::Poll
-            )),
-            ["reward.updated", "reward.status_updated"]
-        );
+        assert_eq!(types(&diff(ObjectKind::Reward, Some(&old), &new, 1, EventSource::Poll)), ["reward.updated", "reward.status_updated"]);
         let old = json!({"key": "a", "approved": null});
         let new = json!({"key": "a", "approved": false});
         assert_eq!(
-            types(&diff(
-                ObjectKind::Application,
-                Some(&old),
-                &new,
-                1,
-                EventSource::Poll
-            )),
+            types(&diff(ObjectKind::Application, Some(&old), &new, 1, EventSource::Poll)),
             ["application.updated", "application.declined"]
         );
     }
@@ -393,13 +268,7 @@ mod tests {
     fn a_new_team_member_has_joined() {
         let m = json!({"key": "memb_1"});
         assert_eq!(
-            types(&diff(
-                ObjectKind::PartnerTeamMember,
-                None,
-                &m,
-                1,
-                EventSource::Poll
-            )),
+            types(&diff(ObjectKind::PartnerTeamMember, None, &m, 1, EventSource::Poll)),
             ["partner_team.created", "partner_team.member_joined"]
         );
     }

@@ -13,9 +13,9 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::{
-    telemetry::error_chain,
     config::PartnerStackConfig,
     partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
+    telemetry::error_chain,
 };
 
 /// One probe's verdict.
@@ -119,7 +119,12 @@ pub async fn examine(api: &ApiClient, config: &PartnerStackConfig) -> DoctorRepo
 fn clock(server: Option<chrono::DateTime<Utc>>) -> Finding {
     let question = "Clock in step with the API?";
     let Some(server) = server else {
-        return Finding { question, answer: Answer::Undetermined, detail: "the API sent no Date header".into(), recommendation: "keep sync.settle at 5s or more".into() };
+        return Finding {
+            question,
+            answer: Answer::Undetermined,
+            detail: "the API sent no Date header".into(),
+            recommendation: "keep sync.settle at 5s or more".into(),
+        };
     };
     let skew = (Utc::now() - server).num_milliseconds() as f64 / 1000.0;
     // The Date header has one-second resolution.
@@ -128,7 +133,11 @@ fn clock(server: Option<chrono::DateTime<Utc>>) -> Finding {
         question,
         answer: if ok { Answer::Ok } else { Answer::Problem },
         detail: format!("local clock is {skew:+.1}s from the API's Date header"),
-        recommendation: if ok { "nothing to do".into() } else { format!("run NTP, or set sync.settle above {:.0}s", skew.abs().ceil() + 5.0) },
+        recommendation: if ok {
+            "nothing to do".into()
+        } else {
+            format!("run NTP, or set sync.settle above {:.0}s", skew.abs().ceil() + 5.0)
+        },
     }
 }
 
@@ -149,9 +158,14 @@ async fn bounds(api: &ApiClient) -> Finding {
     for path in UPDATED_OBJECTS {
         let Ok(page) = api.list_page(path, &ListQuery { limit: Some(1), ..ListQuery::default() }, None).await else { continue };
         let Some(record) = page.items.first().and_then(|r| serde_json::from_str::<Value>(r.get()).ok()) else { continue };
-        let (Some(key), Some(updated)) = (record.get("key").and_then(Value::as_str), record.get("updated_at").and_then(Value::as_i64)) else { continue };
-        let from = keys(api, path, ListQuery { min_updated: Some(updated), max_updated: Some(updated + 60_000), ..ListQuery::default() }).await;
-        let until = keys(api, path, ListQuery { min_updated: Some(updated - 60_000), max_updated: Some(updated), ..ListQuery::default() }).await;
+        let (Some(key), Some(updated)) = (record.get("key").and_then(Value::as_str), record.get("updated_at").and_then(Value::as_i64))
+        else {
+            continue;
+        };
+        let from =
+            keys(api, path, ListQuery { min_updated: Some(updated), max_updated: Some(updated + 60_000), ..ListQuery::default() }).await;
+        let until =
+            keys(api, path, ListQuery { min_updated: Some(updated - 60_000), max_updated: Some(updated), ..ListQuery::default() }).await;
         let (Ok(from), Ok(until)) = (from, until) else { continue };
         let (min_inclusive, max_inclusive) = (from.contains(key), until.contains(key));
         let word = |b: bool| if b { "inclusive" } else { "exclusive" };
@@ -197,21 +211,36 @@ async fn archived_listed(api: &ApiClient) -> Finding {
     Finding {
         question,
         answer: Answer::Undetermined,
-        detail: format!("no archived record in the first {PROBE_PAGES} pages of each list: either none exist, or archived records vanish from lists"),
+        detail: format!(
+            "no archived record in the first {PROBE_PAGES} pages of each list: either none exist, or archived records vanish from lists"
+        ),
         recommendation: "keep sync.reconcile_schedule: the key scan marks vanished records deleted under either answer".into(),
     }
 }
 
 /// SPEC 9.3: a `min_updated` in the future must return nothing if it is honoured.
 async fn updated_filter_honoured(api: &ApiClient, path: &'static str) -> Finding {
-    let question = if path == "transactions" { "9.3 Is min_updated honoured on /transactions?" } else { "9.3 Is min_updated honoured on /rewards?" };
+    let question =
+        if path == "transactions" { "9.3 Is min_updated honoured on /transactions?" } else { "9.3 Is min_updated honoured on /rewards?" };
     let one = ListQuery { limit: Some(1), ..ListQuery::default() };
     let any = match api.list_page(path, &one, None).await {
         Ok(p) => !p.items.is_empty(),
-        Err(e) => return Finding { question, answer: Answer::Problem, detail: error_chain(&e), recommendation: "check access to this list".into() },
+        Err(e) => {
+            return Finding {
+                question,
+                answer: Answer::Problem,
+                detail: error_chain(&e),
+                recommendation: "check access to this list".into(),
+            }
+        }
     };
     if !any {
-        return Finding { question, answer: Answer::Undetermined, detail: format!("/{path} is empty"), recommendation: "nothing to do".into() };
+        return Finding {
+            question,
+            answer: Answer::Undetermined,
+            detail: format!("/{path} is empty"),
+            recommendation: "nothing to do".into(),
+        };
     }
     let future = Utc::now().timestamp_millis() + 365 * 86_400_000;
     let filtered = ListQuery { min_updated: Some(future), limit: Some(1), ..ListQuery::default() };
@@ -228,7 +257,9 @@ async fn updated_filter_honoured(api: &ApiClient, path: &'static str) -> Finding
             detail: format!("/{path}?min_updated=<next year> still returned records: the filter is ignored"),
             recommendation: "keep sync.rescan_schedule: rescans are the only way to see later changes here".into(),
         },
-        Err(e) => Finding { question, answer: Answer::Problem, detail: error_chain(&e), recommendation: "check access to this list".into() },
+        Err(e) => {
+            Finding { question, answer: Answer::Problem, detail: error_chain(&e), recommendation: "check access to this list".into() }
+        }
     }
 }
 
@@ -258,7 +289,9 @@ pub async fn retry_after(config: &PartnerStackConfig) -> Finding {
                 };
             }
             Ok(_) => {}
-            Err(e) => return Finding { question, answer: Answer::Problem, detail: e.to_string(), recommendation: "check the network".into() },
+            Err(e) => {
+                return Finding { question, answer: Answer::Problem, detail: e.to_string(), recommendation: "check the network".into() }
+            }
         }
     }
     Finding {

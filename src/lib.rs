@@ -15,22 +15,22 @@
 //! - [`doctor`]: read-only probes of the live API's undocumented behaviours.
 //! - [`demo`], [`cli`], [`app`], [`telemetry`]: the edges.
 
-// pending-helpers pub mod app;
-// pending-helpers pub mod cli;
+pub mod app;
+pub mod cli;
 pub mod config;
-// pending-helpers pub mod demo;
-// pending-helpers pub mod doctor;
+pub mod demo;
 pub mod diff;
+pub mod doctor;
+pub mod http;
+pub mod metrics;
 pub mod object;
 pub mod partnerstack;
 pub mod private_postgres;
+pub mod queue;
 pub mod record;
-// pending-helpers pub mod scheduler;
+pub mod scheduler;
+pub mod service;
 pub mod simulator;
 pub mod store;
-// pending-helpers pub mod sync;
+pub mod sync;
 pub mod telemetry;
-// pending-helpers pub mod http;
-// pending-helpers pub mod metrics;
-// pending-helpers pub mod queue;
-// pending-helpers pub mod service;

@@ -292,10 +292,7 @@ impl FromStr for ObjectKind {
     /// Accepts the table name (`deals`) or the singular event name (`deal`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().to_ascii_lowercase().replace('-', "_");
-        ObjectKind::ALL
-            .into_iter()
-            .find(|k| k.table() == s || k.singular() == s)
-            .ok_or(UnknownObject(s))
+        ObjectKind::ALL.into_iter().find(|k| k.table() == s || k.singular() == s).ok_or(UnknownObject(s))
     }
 }
 
@@ -314,16 +311,7 @@ mod tests {
 
     #[test]
     fn no_typed_column_collides_with_a_common_column() {
-        let common = [
-            "key",
-            "created_at",
-            "updated_at",
-            "archived",
-            "deleted_at",
-            "raw",
-            "first_synced_at",
-            "synced_at",
-        ];
+        let common = ["key", "created_at", "updated_at", "archived", "deleted_at", "raw", "first_synced_at", "synced_at"];
         for kind in ObjectKind::ALL {
             for c in kind.columns() {
                 assert!(!common.contains(&c.name), "{kind}: {}", c.name);

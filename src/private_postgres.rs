@@ -82,13 +82,8 @@ pub enum PrivatePostgresError {
     #[error("could not find a free TCP port on 127.0.0.1")]
     FreePort(#[source] io::Error),
     #[error("postgres exited during startup ({status}); server log tail:\n{log_tail}")]
-    ServerExited {
-        status: ExitStatus,
-        log_tail: String,
-    },
-    #[error(
-        "postgres could not bind a free port in {attempts} attempts; server log tail:\n{log_tail}"
-    )]
+    ServerExited { status: ExitStatus, log_tail: String },
+    #[error("postgres could not bind a free port in {attempts} attempts; server log tail:\n{log_tail}")]
     PortsExhausted { attempts: usize, log_tail: String },
     #[error(
         "postgres did not accept connections on port {port} within {timeout:?}; \
@@ -167,13 +162,7 @@ impl PrivatePostgres {
         let run_as = server_user()?;
         let dir = create_private_dir(run_as)?;
         // From here on, an early return drops `this`, which cleans up whatever exists.
-        let mut this = PrivatePostgres {
-            dir,
-            port: 0,
-            server: None,
-            watchdog: None,
-            dir_removed: false,
-        };
+        let mut this = PrivatePostgres { dir, port: 0, server: None, watchdog: None, dir_removed: false };
         match Watchdog::arm(&this.dir) {
             Ok(watchdog) => this.watchdog = Some(watchdog),
             Err(error) => tracing::warn!(
@@ -190,10 +179,7 @@ impl PrivatePostgres {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|source| PrivatePostgresError::Log {
-                path: log_path.clone(),
-                source,
-            })?;
+            .map_err(|source| PrivatePostgresError::Log { path: log_path.clone(), source })?;
         for _ in 0..PORT_ATTEMPTS {
             this.port = free_port()?;
             let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
@@ -204,17 +190,11 @@ impl PrivatePostgres {
                     return Ok(this);
                 }
                 Readiness::PortTaken => {
-                    tracing::debug!(
-                        port = this.port,
-                        "port was taken before postgres bound it; retrying"
-                    );
+                    tracing::debug!(port = this.port, "port was taken before postgres bound it; retrying");
                 }
             }
         }
-        Err(PrivatePostgresError::PortsExhausted {
-            attempts: PORT_ATTEMPTS,
-            log_tail: log_tail(&log_path, 0),
-        })
+        Err(PrivatePostgresError::PortsExhausted { attempts: PORT_ATTEMPTS, log_tail: log_tail(&log_path, 0) })
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`: no password, loopback is trusted.
@@ -224,12 +204,9 @@ impl PrivatePostgres {
 
     /// The URL of another database on this server (which the caller must create).
     pub fn url_for(&self, database: &str) -> String {
-        let mut url = url::Url::parse(&format!("postgres://postgres@127.0.0.1:{}", self.port))
-            .expect("a URL built from a host and port is valid");
-        url.path_segments_mut()
-            .expect("a URL with a host has path segments")
-            .clear()
-            .push(database);
+        let mut url =
+            url::Url::parse(&format!("postgres://postgres@127.0.0.1:{}", self.port)).expect("a URL built from a host and port is valid");
+        url.path_segments_mut().expect("a URL with a host has path segments").clear().push(database);
         url.into()
     }
 
@@ -262,45 +239,23 @@ impl PrivatePostgres {
         command
             .arg("-D")
             .arg(self.pgdata())
-            .args([
-                "--auth=trust",
-                "--username=postgres",
-                "--encoding=UTF8",
-                "--locale=C",
-                "-N",
-            ])
+            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C", "-N"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let output = tokio::process::Command::from(command)
             .output()
             .await
-            .map_err(|source| PrivatePostgresError::Spawn {
-                program: binaries.initdb.clone(),
-                source,
-            })?;
+            .map_err(|source| PrivatePostgresError::Spawn { program: binaries.initdb.clone(), source })?;
         if output.status.success() {
             return Ok(());
         }
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
-        Err(PrivatePostgresError::Initdb {
-            status: output.status,
-            output: text,
-        })
+        Err(PrivatePostgresError::Initdb { status: output.status, output: text })
     }
 
-    fn spawn_server(
-        &mut self,
-        binaries: &Binaries,
-        run_as: Option<RunAs>,
-        log: &File,
-    ) -> Result<()> {
-        let log_handle = || {
-            log.try_clone().map_err(|source| PrivatePostgresError::Log {
-                path: self.log_path(),
-                source,
-            })
-        };
+    fn spawn_server(&mut self, binaries: &Binaries, run_as: Option<RunAs>, log: &File) -> Result<()> {
+        let log_handle = || log.try_clone().map_err(|source| PrivatePostgresError::Log { path: self.log_path(), source });
         let (stdout, stderr) = (log_handle()?, log_handle()?);
         let mut command = server_command(&binaries.postgres, run_as, &self.dir);
         command
@@ -324,12 +279,7 @@ impl PrivatePostgres {
             ])
             .stdout(stdout)
             .stderr(stderr);
-        let child = command
-            .spawn()
-            .map_err(|source| PrivatePostgresError::Spawn {
-                program: binaries.postgres.clone(),
-                source,
-            })?;
+        let child = command.spawn().map_err(|source| PrivatePostgresError::Spawn { program: binaries.postgres.clone(), source })?;
         self.server = Some(child);
         Ok(())
     }
@@ -340,9 +290,7 @@ impl PrivatePostgres {
         loop {
             let server = self.server.as_mut().expect("the server was just spawned");
             let pid = server.id();
-            let exited = server
-                .try_wait()
-                .map_err(|source| PrivatePostgresError::Wait { pid, source })?;
+            let exited = server.try_wait().map_err(|source| PrivatePostgresError::Wait { pid, source })?;
             if let Some(status) = exited {
                 self.server = None;
                 let log_tail = log_tail(&self.log_path(), log_start);
@@ -370,16 +318,10 @@ impl PrivatePostgres {
     /// A TCP connect, then a query that proves the server is up and is ours.
     async fn probe(&self) -> Result<(), ProbeError> {
         let attempt = async {
-            tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
-                .await
-                .map_err(ProbeError::Connect)?;
-            let mut connection = PgConnection::connect(&self.url())
-                .await
-                .map_err(ProbeError::Sql)?;
-            let found: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
-                .fetch_one(&mut connection)
-                .await
-                .map_err(ProbeError::Sql)?;
+            tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).await.map_err(ProbeError::Connect)?;
+            let mut connection = PgConnection::connect(&self.url()).await.map_err(ProbeError::Sql)?;
+            let found: String =
+                sqlx::query_scalar("SELECT current_setting('data_directory')").fetch_one(&mut connection).await.map_err(ProbeError::Sql)?;
             let _ = connection.close().await;
             if Path::new(&found) == self.pgdata() {
                 Ok(())
@@ -387,9 +329,7 @@ impl PrivatePostgres {
                 Err(ProbeError::WrongServer { found })
             }
         };
-        tokio::time::timeout(PROBE_TIMEOUT, attempt)
-            .await
-            .unwrap_or(Err(ProbeError::TimedOut))
+        tokio::time::timeout(PROBE_TIMEOUT, attempt).await.unwrap_or(Err(ProbeError::TimedOut))
     }
 
     /// Stops the server (fast shutdown, SIGKILL after `grace`) and removes the directory.
@@ -414,12 +354,7 @@ impl PrivatePostgres {
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(PrivatePostgresError::RemoveDir {
-                    path: self.dir.clone(),
-                    source,
-                })
-            }
+            Err(source) => return Err(PrivatePostgresError::RemoveDir { path: self.dir.clone(), source }),
         }
         self.dir_removed = true;
         Ok(())
@@ -466,11 +401,7 @@ fn stop_server(mut server: Child, grace: Duration) -> Result<()> {
                 std::thread::sleep(POLL_INTERVAL);
             }
         }
-        Err(source) => PrivatePostgresError::Signal {
-            pid,
-            signal: "INT",
-            source,
-        },
+        Err(source) => PrivatePostgresError::Signal { pid, signal: "INT", source },
     };
     // The server is in its own process group (see `server_command`), whose id is its pid.
     let _ = send_signal("KILL", &format!("-{pid}"));
@@ -491,9 +422,7 @@ fn send_signal(signal: &str, target: &str) -> io::Result<()> {
     if status.success() {
         Ok(())
     } else {
-        Err(io::Error::other(format!(
-            "`kill -s {signal} -- {target}` failed ({status})"
-        )))
+        Err(io::Error::other(format!("`kill -s {signal} -- {target}` failed ({status})")))
     }
 }
 
@@ -501,10 +430,7 @@ fn send_signal(signal: &str, target: &str) -> io::Result<()> {
 /// terminal's Ctrl-C reaches only the owner, which then shuts the server down in order.
 fn server_command(program: &Path, run_as: Option<RunAs>, cwd: &Path) -> Command {
     let mut command = Command::new(program);
-    command
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .process_group(0);
+    command.current_dir(cwd).stdin(Stdio::null()).process_group(0);
     if let Some(RunAs { uid, gid }) = run_as {
         // std also drops root's supplementary groups when it switches uid.
         command.uid(uid).gid(gid);
@@ -573,9 +499,7 @@ impl Binaries {
     /// PATH first (an explicit choice by whoever set it), then the newest Debian-style
     /// versioned install, which is not on PATH by default.
     fn locate() -> Result<Binaries> {
-        let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect())
-            .unwrap_or_default();
+        let path_dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
         path_dirs
             .into_iter()
             .chain(versioned_bin_dirs(Path::new(VERSIONED_INSTALL_ROOT)))
@@ -586,8 +510,7 @@ impl Binaries {
     fn in_dir(dir: &Path) -> Option<Binaries> {
         let initdb = dir.join("initdb");
         let postgres = dir.join("postgres");
-        (is_executable(&initdb) && is_executable(&postgres))
-            .then_some(Binaries { initdb, postgres })
+        (is_executable(&initdb) && is_executable(&postgres)).then_some(Binaries { initdb, postgres })
     }
 }
 
@@ -600,10 +523,7 @@ fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            let version = name
-                .split('.')
-                .map(|part| part.parse().ok())
-                .collect::<Option<Vec<u32>>>()?;
+            let version = name.split('.').map(|part| part.parse().ok()).collect::<Option<Vec<u32>>>()?;
             Some((version, entry.path().join("bin")))
         })
         .collect();
@@ -628,9 +548,7 @@ fn server_user() -> Result<Option<RunAs>> {
     if effective_uid().map_err(PrivatePostgresError::CurrentUser)? != 0 {
         return Ok(None);
     }
-    postgres_user()
-        .map(Some)
-        .ok_or(PrivatePostgresError::NoPostgresUser)
+    postgres_user().map(Some).ok_or(PrivatePostgresError::NoPostgresUser)
 }
 
 /// Read from /proc (there is no libc dependency), falling back to `id -u`.
@@ -645,25 +563,16 @@ fn effective_uid() -> io::Result<u32> {
 
 /// The `Uid:` line lists the real, effective, saved and filesystem uids.
 fn parse_effective_uid(proc_status: &str) -> Option<u32> {
-    proc_status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    proc_status.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn postgres_user() -> Option<RunAs> {
-    fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| parse_passwd_user(&passwd, "postgres"))
-        .or_else(|| {
-            // Users from other NSS sources (LDAP, systemd-userdb) are not in /etc/passwd.
-            let uid = command_number(Command::new("id").args(["-u", "postgres"])).ok()?;
-            let gid = command_number(Command::new("id").args(["-g", "postgres"])).ok()?;
-            Some(RunAs { uid, gid })
-        })
+    fs::read_to_string("/etc/passwd").ok().and_then(|passwd| parse_passwd_user(&passwd, "postgres")).or_else(|| {
+        // Users from other NSS sources (LDAP, systemd-userdb) are not in /etc/passwd.
+        let uid = command_number(Command::new("id").args(["-u", "postgres"])).ok()?;
+        let gid = command_number(Command::new("id").args(["-g", "postgres"])).ok()?;
+        Some(RunAs { uid, gid })
+    })
 }
 
 fn parse_passwd_user(passwd: &str, user: &str) -> Option<RunAs> {
@@ -682,15 +591,9 @@ fn parse_passwd_user(passwd: &str, user: &str) -> Option<RunAs> {
 fn command_number(command: &mut Command) -> io::Result<u32> {
     let output = command.stderr(Stdio::null()).output()?;
     if !output.status.success() {
-        return Err(io::Error::other(format!(
-            "{command:?} failed ({})",
-            output.status
-        )));
+        return Err(io::Error::other(format!("{command:?} failed ({})", output.status)));
     }
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+    String::from_utf8_lossy(&output.stdout).trim().parse().map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
 /// A new directory that only the server user can use. As root it goes under /tmp, which the
@@ -701,11 +604,7 @@ fn create_private_dir(run_as: Option<RunAs>) -> Result<PathBuf> {
         None => std::path::absolute(std::env::temp_dir()).unwrap_or_else(|_| "/tmp".into()),
     };
     loop {
-        let path = base.join(format!(
-            "private-postgres-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let path = base.join(format!("private-postgres-{}-{:08x}", std::process::id(), rand::random::<u32>()));
         match fs::DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -757,9 +656,7 @@ mod tests {
         let Ok(mut connection) = PgConnection::connect(url).await else {
             return false;
         };
-        let one: Result<i32, _> = sqlx::query_scalar("SELECT 1")
-            .fetch_one(&mut connection)
-            .await;
+        let one: Result<i32, _> = sqlx::query_scalar("SELECT 1").fetch_one(&mut connection).await;
         matches!(one, Ok(1))
     }
 
@@ -770,15 +667,8 @@ mod tests {
     #[tokio::test]
     async fn a_started_server_answers_select_1_at_its_url() {
         let server = PrivatePostgres::start().await.expect("server starts");
-        assert!(
-            answers_select_1(&server.url()).await,
-            "{} answers SELECT 1",
-            server.url()
-        );
-        assert_eq!(
-            server.url(),
-            format!("postgres://postgres@127.0.0.1:{}/postgres", server.port())
-        );
+        assert!(answers_select_1(&server.url()).await, "{} answers SELECT 1", server.url());
+        assert_eq!(server.url(), format!("postgres://postgres@127.0.0.1:{}/postgres", server.port()));
         let dir = server.dir.clone();
         server.stop().await.expect("server stops");
         assert!(!dir.exists(), "{} was removed", dir.display());
@@ -791,10 +681,7 @@ mod tests {
         assert!(accepts_connections(port));
         drop(server);
         assert!(!dir.exists(), "{} was removed", dir.display());
-        assert!(
-            !accepts_connections(port),
-            "port {port} no longer accepts connections"
-        );
+        assert!(!accepts_connections(port), "port {port} no longer accepts connections");
     }
 
     #[tokio::test]
@@ -806,10 +693,7 @@ mod tests {
         assert!(answers_select_1(&first.url()).await);
         assert!(answers_select_1(&second.url()).await);
         first.stop().await.expect("first stops");
-        assert!(
-            answers_select_1(&second.url()).await,
-            "second outlives first"
-        );
+        assert!(answers_select_1(&second.url()).await, "second outlives first");
         second.stop().await.expect("second stops");
     }
 
@@ -832,21 +716,9 @@ mod tests {
 
     #[test]
     fn url_for_puts_the_database_name_in_the_path_percent_encoded() {
-        let server = PrivatePostgres {
-            dir: PathBuf::from("/nonexistent"),
-            port: 5432,
-            server: None,
-            watchdog: None,
-            dir_removed: true,
-        };
-        assert_eq!(
-            server.url_for("app_test"),
-            "postgres://postgres@127.0.0.1:5432/app_test"
-        );
-        assert_eq!(
-            server.url_for("a b/c"),
-            "postgres://postgres@127.0.0.1:5432/a%20b%2Fc"
-        );
+        let server = PrivatePostgres { dir: PathBuf::from("/nonexistent"), port: 5432, server: None, watchdog: None, dir_removed: true };
+        assert_eq!(server.url_for("app_test"), "postgres://postgres@127.0.0.1:5432/app_test");
+        assert_eq!(server.url_for("a b/c"), "postgres://postgres@127.0.0.1:5432/a%20b%2Fc");
         assert_eq!(server.url(), "postgres://postgres@127.0.0.1:5432/postgres");
     }
 
@@ -858,10 +730,7 @@ mod tests {
         }
         let found = versioned_bin_dirs(&root);
         fs::remove_dir_all(&root).unwrap();
-        let versions: Vec<_> = found
-            .iter()
-            .map(|dir| dir.parent().unwrap().file_name().unwrap().to_str().unwrap())
-            .collect();
+        let versions: Vec<_> = found.iter().map(|dir| dir.parent().unwrap().file_name().unwrap().to_str().unwrap()).collect();
         assert_eq!(versions, ["16", "15", "10", "9.6"]);
     }
 
@@ -875,10 +744,7 @@ mod tests {
     fn the_postgres_user_is_read_from_passwd() {
         let passwd = "root:x:0:0:root:/root:/bin/bash\n\
                       postgres:x:101:104:PostgreSQL administrator:/var/lib/postgresql:/bin/bash\n";
-        assert_eq!(
-            parse_passwd_user(passwd, "postgres"),
-            Some(RunAs { uid: 101, gid: 104 })
-        );
+        assert_eq!(parse_passwd_user(passwd, "postgres"), Some(RunAs { uid: 101, gid: 104 }));
         assert_eq!(parse_passwd_user(passwd, "nobody"), None);
     }
 }

@@ -26,11 +26,7 @@ pub enum RecordError {
     #[error("record is {bytes} bytes, over the {limit}-byte limit")]
     TooLarge { bytes: usize, limit: usize },
     #[error("field `{field}` must be {expected}, found {found}")]
-    WrongType {
-        field: String,
-        expected: &'static str,
-        found: String,
-    },
+    WrongType { field: String, expected: &'static str, found: String },
 }
 
 /// A record that passed every check.
@@ -57,23 +53,12 @@ pub struct Rejected {
 /// Checks one raw item of a page.
 pub fn check(kind: ObjectKind, raw: &RawValue) -> Result<Record, Rejected> {
     let text = raw.get();
-    let reject = |key: Option<String>, error| Rejected {
-        key,
-        raw: text.replace('\0', "\\u0000"),
-        error,
-    };
+    let reject = |key: Option<String>, error| Rejected { key, raw: text.replace('\0', "\\u0000"), error };
     if text.len() > MAX_RECORD_BYTES {
         let key = key_hint(text);
-        return Err(reject(
-            key,
-            RecordError::TooLarge {
-                bytes: text.len(),
-                limit: MAX_RECORD_BYTES,
-            },
-        ));
+        return Err(reject(key, RecordError::TooLarge { bytes: text.len(), limit: MAX_RECORD_BYTES }));
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| reject(None, RecordError::NotJson(e.to_string())))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| reject(None, RecordError::NotJson(e.to_string())))?;
     from_value(kind, value).map_err(|(key, error)| reject(key, error))
 }
 
@@ -84,19 +69,8 @@ pub fn from_value(kind: ObjectKind, value: Value) -> Result<Record, (Option<Stri
     };
     let key = match map.get("key") {
         Some(Value::String(k)) if !k.trim().is_empty() => k.clone(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err((None, RecordError::MissingKey))
-        }
-        Some(other) => {
-            return Err((
-                None,
-                RecordError::WrongType {
-                    field: "key".into(),
-                    expected: "a string",
-                    found: describe(other),
-                },
-            ))
-        }
+        Some(Value::String(_)) | None | Some(Value::Null) => return Err((None, RecordError::MissingKey)),
+        Some(other) => return Err((None, RecordError::WrongType { field: "key".into(), expected: "a string", found: describe(other) })),
     };
     let fail = |error| (Some(key.clone()), error);
     if let Some(field) = find_nul(&value, "") {
@@ -104,9 +78,7 @@ pub fn from_value(kind: ObjectKind, value: Value) -> Result<Record, (Option<Stri
     }
     let created_ms = epoch_ms(map.get("created_at"), "created_at").map_err(fail)?;
     let updated_ms = epoch_ms(map.get("updated_at"), "updated_at").map_err(fail)?;
-    let archived = flag(map.get("archived"), "archived")
-        .map_err(fail)?
-        .unwrap_or(false);
+    let archived = flag(map.get("archived"), "archived").map_err(fail)?.unwrap_or(false);
 
     let mut columns = Map::new();
     for column in kind.columns() {
@@ -115,14 +87,7 @@ pub fn from_value(kind: ObjectKind, value: Value) -> Result<Record, (Option<Stri
         let converted = convert(column.ty, found, &field).map_err(fail)?;
         columns.insert(column.name.to_owned(), converted);
     }
-    Ok(Record {
-        key,
-        created_ms,
-        updated_ms,
-        archived,
-        raw: value,
-        columns,
-    })
+    Ok(Record { key, created_ms, updated_ms, archived, raw: value, columns })
 }
 
 fn lookup<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -130,11 +95,7 @@ fn lookup<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
 }
 
 fn convert(ty: ColumnType, found: Option<&Value>, field: &str) -> Result<Value, RecordError> {
-    let wrong = |expected, v: &Value| RecordError::WrongType {
-        field: field.to_owned(),
-        expected,
-        found: describe(v),
-    };
+    let wrong = |expected, v: &Value| RecordError::WrongType { field: field.to_owned(), expected, found: describe(v) };
     let Some(v) = found.filter(|v| !v.is_null()) else {
         return Ok(Value::Null);
     };
@@ -158,10 +119,7 @@ fn convert(ty: ColumnType, found: Option<&Value>, field: &str) -> Result<Value, 
             Some(ms) => Value::from(ms),
             None => Value::Null,
         },
-        ColumnType::Date => match v
-            .as_str()
-            .map(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d"))
-        {
+        ColumnType::Date => match v.as_str().map(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")) {
             Some(Ok(d)) => Value::String(d.format("%Y-%m-%d").to_string()),
             _ => return Err(wrong("a date (YYYY-MM-DD)", v)),
         },
@@ -180,11 +138,7 @@ fn epoch_ms(v: Option<&Value>, field: &str) -> Result<Option<i64>, RecordError> 
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_i64() {
             Some(ms) if (-LIMIT..=LIMIT).contains(&ms) => Ok(Some(ms)),
-            _ => Err(RecordError::WrongType {
-                field: field.to_owned(),
-                expected: "epoch milliseconds",
-                found: describe(v),
-            }),
+            _ => Err(RecordError::WrongType { field: field.to_owned(), expected: "epoch milliseconds", found: describe(v) }),
         },
     }
 }
@@ -196,11 +150,7 @@ fn flag(v: Option<&Value>, field: &str) -> Result<Option<bool>, RecordError> {
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(other) => Err(RecordError::WrongType {
-            field: field.to_owned(),
-            expected: "a boolean",
-            found: describe(other),
-        }),
+        Some(other) => Err(RecordError::WrongType { field: field.to_owned(), expected: "a boolean", found: describe(other) }),
     }
 }
 
@@ -214,22 +164,19 @@ fn find_nul(v: &Value, path: &str) -> Option<String> {
         }
     };
     match v {
-        Value::String(s) if s.contains('\0') => Some(if path.is_empty() {
-            "(value)".into()
-        } else {
-            path.to_owned()
-        }),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| find_nul(item, &here(&i.to_string()))),
-        Value::Object(map) => map.iter().find_map(|(k, item)| {
-            if k.contains('\0') {
-                Some(here(&k.replace('\0', "\\u0000")))
-            } else {
-                find_nul(item, &here(k))
-            }
-        }),
+        Value::String(s) if s.contains('\0') => Some(if path.is_empty() { "(value)".into() } else { path.to_owned() }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| find_nul(item, &here(&i.to_string()))),
+        Value::Object(map) => {
+            map.iter().find_map(
+                |(k, item)| {
+                    if k.contains('\0') {
+                        Some(here(&k.replace('\0', "\\u0000")))
+                    } else {
+                        find_nul(item, &here(k))
+                    }
+                },
+            )
+        }
         _ => None,
     }
 }
@@ -237,10 +184,7 @@ fn find_nul(v: &Value, path: &str) -> Option<String> {
 fn describe(v: &Value) -> String {
     let text = v.to_string();
     if text.len() > 60 {
-        let cut = (0..=60)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
+        let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         format!("{}…", &text[..cut])
     } else {
         text
@@ -250,11 +194,7 @@ fn describe(v: &Value) -> String {
 /// The key of a record too large or too broken to parse, when a cheap look finds one.
 fn key_hint(text: &str) -> Option<String> {
     let start = text.find("\"key\"")? + 5;
-    let rest = text[start..]
-        .trim_start()
-        .strip_prefix(':')?
-        .trim_start()
-        .strip_prefix('"')?;
+    let rest = text[start..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
     let end = rest.find('"')?;
     Some(rest[..end].to_owned()).filter(|k| !k.is_empty() && k.len() <= 255)
 }
@@ -285,43 +225,24 @@ mod tests {
     #[test]
     fn bad_records_are_rejected_with_the_field_named() {
         let cases = [
-            (
-                r#"{"key":"d","amount":"12.5"}"#,
-                "field `amount` must be an integer",
-            ),
+            (r#"{"key":"d","amount":"12.5"}"#, "field `amount` must be an integer"),
             (r#"{"amount":1}"#, "no `key`"),
             (r#"{"key":"  "}"#, "no `key`"),
-            (
-                r#"{"key":"d","stage":"a\u0000b"}"#,
-                "field `stage` contains a NUL",
-            ),
-            (
-                r#"{"key":"d","created_at":"yesterday"}"#,
-                "field `created_at` must be epoch milliseconds",
-            ),
-            (
-                r#"{"key":"d","close_date":"29/02/2024"}"#,
-                "field `close_date` must be a date",
-            ),
+            (r#"{"key":"d","stage":"a\u0000b"}"#, "field `stage` contains a NUL"),
+            (r#"{"key":"d","created_at":"yesterday"}"#, "field `created_at` must be epoch milliseconds"),
+            (r#"{"key":"d","close_date":"29/02/2024"}"#, "field `close_date` must be a date"),
             (r#"[1,2]"#, "not a JSON object"),
         ];
         for (text, expected) in cases {
             let err = check(ObjectKind::Deal, &raw(text)).unwrap_err();
-            assert!(
-                err.error.to_string().contains(expected),
-                "{text}: {}",
-                err.error
-            );
+            assert!(err.error.to_string().contains(expected), "{text}: {}", err.error);
             assert!(!err.raw.contains('\0'));
         }
     }
 
     #[test]
     fn a_huge_record_is_rejected_with_its_key() {
-        let big = format!(
-            r#"{{"key":"deal_big","account_name":"{}"}}"#,
-            "x".repeat(MAX_RECORD_BYTES)
-        );
+        let big = format!(r#"{{"key":"deal_big","account_name":"{}"}}"#, "x".repeat(MAX_RECORD_BYTES));
         let err = check(ObjectKind::Deal, &raw(&big)).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("deal_big"));
         assert!(matches!(err.error, RecordError::TooLarge { .. }));
@@ -329,11 +250,7 @@ mod tests {
 
     #[test]
     fn archived_accepts_the_legacy_string_form() {
-        let r = check(
-            ObjectKind::Partnership,
-            &raw(r#"{"key":"p","archived":"true","tags":["a"]}"#),
-        )
-        .unwrap();
+        let r = check(ObjectKind::Partnership, &raw(r#"{"key":"p","archived":"true","tags":["a"]}"#)).unwrap();
         assert!(r.archived);
         let err = check(ObjectKind::Partnership, &raw(r#"{"key":"p","tags":"a,b"}"#)).unwrap_err();
         assert!(err.error.to_string().contains("tags"));

@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 

@@ -19,12 +19,12 @@ use tracing::{info, warn};
 pub use operation::{execute, find_created, OperationError, Outcome};
 
 use crate::{
-    telemetry::error_chain,
     diff::{self, EventSource},
     object::ObjectKind,
     partnerstack::{ApiClient, ApiError, ErrorClass},
     record,
     store::{self, PageWrite, QueuedRequest, Store, StoreError},
+    telemetry::error_chain,
 };
 
 /// How workers behave.
@@ -133,7 +133,8 @@ impl Worker {
                 }
                 Ok(None) => {}
                 Err(OperationError::Unsupported(why)) => {
-                    let message = format!("{NO_ANSWER}; not retried, to avoid a duplicate: {why}; check PartnerStack and queue again if needed");
+                    let message =
+                        format!("{NO_ANSWER}; not retried, to avoid a duplicate: {why}; check PartnerStack and queue again if needed");
                     self.store.fail(id, &self.name, &message, None).await?;
                     return Ok(Handled::Failed(id));
                 }
@@ -169,7 +170,13 @@ impl Worker {
         }
     }
 
-    async fn retry_or_fail(&self, request: &QueuedRequest, message: &str, status: Option<u16>, retry_after: Option<Duration>) -> Result<Handled, StoreError> {
+    async fn retry_or_fail(
+        &self,
+        request: &QueuedRequest,
+        message: &str,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+    ) -> Result<Handled, StoreError> {
         let max = request.max_attempts.map_or(self.settings.max_attempts, |m| m.max(1) as u32);
         if request.attempts as u32 >= max {
             let message = format!("{message} (gave up after {} attempts)", request.attempts);

@@ -63,7 +63,14 @@ fn record(kind: ObjectKind, value: Value) -> Vec<(ObjectKind, Value)> {
 }
 
 /// Runs one request against the API.
-pub async fn execute(api: &ApiClient, store: &Store, operation: &str, kind: ObjectKind, key: Option<&str>, payload: &Value) -> Result<Outcome, OperationError> {
+pub async fn execute(
+    api: &ApiClient,
+    store: &Store,
+    operation: &str,
+    kind: ObjectKind,
+    key: Option<&str>,
+    payload: &Value,
+) -> Result<Outcome, OperationError> {
     let path = kind.api_path();
     let key = key.unwrap_or_default();
     match operation {
@@ -105,7 +112,9 @@ pub async fn execute(api: &ApiClient, store: &Store, operation: &str, kind: Obje
             let id = path_id(store, kind, key).await?;
             match api.request_json(Method::GET, &format!("{path}/{id}"), None, true).await {
                 Ok(now) => Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() }),
-                Err(ApiError::NotFound { .. }) => Ok(Outcome { gone: Some((kind, key.to_owned())), result: Value::Null, ..Outcome::default() }),
+                Err(ApiError::NotFound { .. }) => {
+                    Ok(Outcome { gone: Some((kind, key.to_owned())), result: Value::Null, ..Outcome::default() })
+                }
                 Err(e) => Err(e.into()),
             }
         }

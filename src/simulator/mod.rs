@@ -1,1 +1,306 @@
-//! PartnerStack API simulator (stub).
+//! A faithful in-memory PartnerStack vendor API v2 over real HTTP (SPEC 8), for the demo
+//! and the tests.
+//!
+//! It serves the subset this program reads, the way the research notes describe the real
+//! API: Basic auth, `{data: {items, has_more}, message, status}` envelopes, `limit` 1–250,
+//! key cursors, epoch-millisecond filters, newest-first order. Every behaviour the docs
+//! leave open (SPEC 9) is a switch in [`SimulatorConfig`], so the mirror can be tested
+//! under each answer. The data is generated from a seed, so a seed always gives the same
+//! account; tests then change it through [`Simulator::apply`], inject faults with
+//! [`Simulator::inject`], and land changes between two pages with [`Simulator::after_pages`].
+//!
+//! Layout: `state` (everything behind the lock), `table` (one object type and its
+//! indexes), `listing` (queries and pages), `api` (paths and envelopes), `server` (HTTP,
+//! faults, rate limit, auth), `generate`/`build`/`fake` (the data), `mutation` (changes).
+
+mod api;
+mod build;
+mod fake;
+mod generate;
+mod listing;
+mod mutation;
+mod server;
+mod state;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use mutation::{Applied, Mutation, MutationError};
+
+use crate::object::ObjectKind;
+use state::State;
+
+/// How `min_/max_created` and `min_/max_updated` compare (SPEC 9.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BoundSemantics {
+    /// `min ≤ t ≤ max`.
+    #[default]
+    Inclusive,
+    /// `min < t < max`.
+    Exclusive,
+}
+
+/// What the simulator generates and how it behaves; the switches can change at runtime
+/// through [`Simulator::configure`].
+#[derive(Clone, Debug)]
+pub struct SimulatorConfig {
+    pub seed: u64,
+    /// Records across object types: ~15% partnerships, 20% customers, 12% deals, 12% leads,
+    /// 18% transactions, 12% rewards, 6% actions, 5% applications; plus 5–10 groups and
+    /// 0–3 members per partner team.
+    pub records: usize,
+    /// `created_at` spreads over this many days before the end of the history, denser
+    /// towards its end.
+    pub history_days: u32,
+    /// When the generated history ends (epoch ms); `None`: when [`Simulator::new`] runs.
+    /// Fix it to get byte-identical data from one run to the next.
+    pub history_end_ms: Option<i64>,
+    pub public_key: String,
+    pub private_key: String,
+    /// Requests per second above which the answer is 429 (a token bucket whose burst is
+    /// the rate); `None`: unlimited.
+    pub rate_limit_per_sec: Option<f64>,
+    /// Whether a 429 carries `Retry-After: 1` (SPEC 9.5).
+    pub retry_after_header: bool,
+    /// SPEC 9.1.
+    pub bounds: BoundSemantics,
+    /// Whether `/transactions` and `/rewards` ignore `min_updated`/`max_updated` (SPEC 9.3).
+    pub created_only_ignore_updated_filter: bool,
+    /// Whether archived records stay listed with `"archived": true`, or vanish from lists
+    /// (SPEC 9.2). Single GETs return them either way.
+    pub archived_listed: bool,
+    /// Random mutations per second while the server runs (0: none).
+    pub mutations_per_sec: f64,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            seed: 1,
+            records: 2_000,
+            history_days: 730,
+            history_end_ms: None,
+            public_key: "pk_simulator".into(),
+            private_key: "sk_simulator".into(),
+            rate_limit_per_sec: None,
+            retry_after_header: true,
+            bounds: BoundSemantics::Inclusive,
+            created_only_ignore_updated_filter: true,
+            archived_listed: true,
+            mutations_per_sec: 0.0,
+        }
+    }
+}
+
+/// The simulator's notion of now, which stamps every mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    Real,
+    /// Every mutation gets exactly this `updated_at` (epoch ms): many changes in one ms.
+    Frozen(i64),
+}
+
+/// A failure injected into the next API requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// That HTTP status with an API error body.
+    ServerError(u16),
+    /// The connection closes without a response.
+    DropConnection,
+    /// The answer comes after this delay.
+    Slow(Duration),
+    /// Status 200 whose JSON body is cut in half.
+    Truncated,
+    /// Status 200 with an HTML body (a proxy's error page).
+    NotJson,
+}
+
+/// Code run between two list pages; see [`Simulator::after_pages`].
+pub type PageHook = Box<dyn FnOnce(&Simulator) + Send>;
+
+/// A simulated PartnerStack account. Cheap to clone: clones share one account.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator").field("requests", &self.request_count()).finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Generates the account deterministically from `config.seed`.
+    pub fn new(config: SimulatorConfig) -> Simulator {
+        Simulator { shared: Arc::new(Shared { state: Mutex::new(State::new(config)), requests: AtomicU64::new(0) }) }
+    }
+
+    /// Serves the API on `addr` (port 0 picks a free one) in background tasks, with the
+    /// mutation generator when `mutations_per_sec > 0`.
+    pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningSimulator> {
+        server::start(self.clone(), addr).await
+    }
+
+    /// Changes switches at runtime (bounds, rate limit, archived_listed, …). The data is
+    /// not regenerated: `seed`, `records` and `history_*` only matter to [`Simulator::new`].
+    pub fn configure(&self, f: impl FnOnce(&mut SimulatorConfig)) {
+        f(&mut self.lock().config);
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> SimulatorConfig {
+        self.lock().config.clone()
+    }
+
+    pub fn set_clock(&self, clock: Clock) {
+        self.lock().clock = clock;
+    }
+
+    /// Every record that exists (archived included, hard-deleted not), newest first,
+    /// exactly as the API serializes it.
+    pub fn records(&self, kind: ObjectKind) -> Vec<Value> {
+        self.lock().table(kind).newest_first().map(|r| r.value()).collect()
+    }
+
+    pub fn record(&self, kind: ObjectKind, key: &str) -> Option<Value> {
+        self.lock().table(kind).get(key).map(|r| r.value())
+    }
+
+    /// The keys of [`Simulator::records`], in the same order.
+    pub fn keys(&self, kind: ObjectKind) -> Vec<String> {
+        self.lock().table(kind).newest_keys().map(str::to_owned).collect()
+    }
+
+    /// Every partner team's key (`stck_…`), teams without members included.
+    pub fn team_keys(&self) -> Vec<String> {
+        self.lock().teams.keys().cloned().collect()
+    }
+
+    /// Applies one change, stamped with the clock's now.
+    pub fn apply(&self, m: Mutation) -> Result<Applied, MutationError> {
+        let mut state = self.lock();
+        let now = state.now();
+        state.apply(m, now)
+    }
+
+    /// One random mutation; over time every variant occurs. Deterministic from the seed
+    /// (apart from the timestamps of a real clock).
+    pub fn apply_random(&self) -> Applied {
+        let mut state = self.lock();
+        let now = state.now();
+        apply_random_locked(&mut state, now)
+    }
+
+    /// `count` random mutations; sometimes a few share one millisecond.
+    fn mutate_burst(&self, count: usize) {
+        let mut state = self.lock();
+        let mut done = 0;
+        while done < count {
+            let same_ms = if state.fake.chance(0.1) { state.fake.between(2, 4) as usize } else { 1 };
+            let now = state.now();
+            for _ in 0..same_ms.min(count - done) {
+                apply_random_locked(&mut state, now);
+            }
+            done += same_ms;
+        }
+    }
+
+    /// The next `times` API requests get `fault`, after any faults injected before.
+    pub fn inject(&self, fault: Fault, times: usize) {
+        if times > 0 {
+            self.lock().faults.push_back((fault, times));
+        }
+    }
+
+    /// Runs `hook` once the next `n` list pages have been computed (the n-th page's answer
+    /// already fixed) and before that answer is sent: a change landing between two pages.
+    pub fn after_pages(&self, n: usize, hook: PageHook) {
+        if n == 0 {
+            hook(self);
+        } else {
+            self.lock().hooks.push((n, hook));
+        }
+    }
+
+    /// Every HTTP request received, failed ones included.
+    pub fn request_count(&self) -> u64 {
+        self.shared.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one served list page and runs the hooks it makes due, outside the lock.
+    fn page_served(&self) {
+        let due: Vec<PageHook> = {
+            let mut state = self.lock();
+            let hooks = std::mem::take(&mut state.hooks);
+            let (due, waiting): (Vec<_>, Vec<_>) = hooks.into_iter().map(|(n, h)| (n - 1, h)).partition(|(n, _)| *n == 0);
+            state.hooks = waiting;
+            due.into_iter().map(|(_, h)| h).collect()
+        };
+        for hook in due {
+            hook(self);
+        }
+    }
+
+    /// The state, also after a panic elsewhere while it was held (tests keep going).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A random mutation that applies (drawing again when one does not fit its target).
+fn apply_random_locked(state: &mut State, now: i64) -> Applied {
+    for _ in 0..16 {
+        let m = state.random_mutation();
+        if let Ok(applied) = state.apply(m, now) {
+            return applied;
+        }
+    }
+    state.apply(Mutation::Create(ObjectKind::Group), now).expect("a group needs no parent")
+}
+
+/// A simulator serving HTTP; stops when [`RunningSimulator::stop`] is awaited or it drops.
+pub struct RunningSimulator {
+    /// E.g. `http://127.0.0.1:41234/api/v2`.
+    pub base_url: String,
+    pub simulator: Simulator,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningSimulator {
+    /// Stops serving and waits (a few seconds at most) for open requests to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for task in std::mem::take(&mut self.tasks) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

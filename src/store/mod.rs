@@ -48,23 +48,10 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Database(e) => match e {
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Protocol(_) => true,
-                sqlx::Error::Database(db) => matches!(
-                    db.code().as_deref(),
-                    Some(
-                        "40001"
-                            | "40P01"
-                            | "57P01"
-                            | "57P02"
-                            | "57P03"
-                            | "08006"
-                            | "08003"
-                            | "08000"
-                    )
-                ),
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(db) => {
+                    matches!(db.code().as_deref(), Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08006" | "08003" | "08000"))
+                }
                 _ => false,
             },
             _ => false,
@@ -81,43 +68,28 @@ pub struct Store {
 
 impl Store {
     /// Connects a pool whose every connection works in `schema`.
-    pub async fn connect(
-        url: &str,
-        schema: &str,
-        max_connections: u32,
-    ) -> Result<Store, StoreError> {
+    pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(StoreError::Url)?
             .options([("search_path", schema)])
             // Names the mirror and the process in pg_stat_activity.
             .application_name(&format!("partnerstack-mirror/{schema}/{}", std::process::id()));
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await?;
-        Ok(Store {
-            pool,
-            schema: schema.to_owned(),
-        })
+        let pool =
+            PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(30)).connect_with(options).await?;
+        Ok(Store { pool, schema: schema.to_owned() })
     }
 
     /// Creates the schema if needed and applies pending migrations. Safe to run from several
     /// instances at once: sqlx serializes migrators with an advisory lock.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema)).execute(&self.pool).await?;
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
 
     /// True when every embedded migration has been applied.
     pub async fn migrations_current(&self) -> Result<bool, StoreError> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await?;
         Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
     }
 

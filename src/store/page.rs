@@ -54,10 +54,7 @@ impl Store {
 
 /// [`Store::write_page`] inside a caller's transaction (write-back marks its request done in
 /// the same one).
-pub async fn write_page_in(
-    tx: &mut Transaction<'_, Postgres>,
-    page: PageWrite<'_>,
-) -> Result<PageOutcome, StoreError> {
+pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'_>) -> Result<PageOutcome, StoreError> {
     let kind = page.kind;
     if let Some(lease) = page.lease {
         super::fence(tx, lease).await?;
@@ -65,42 +62,45 @@ pub async fn write_page_in(
     let records = dedupe(page.records);
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
 
-    let stored: HashMap<String, Json<Value>> = if keys.is_empty() {
+    // `vanished`: marked deleted by a key scan (not archived); seeing it again restores it.
+    let stored: HashMap<String, (Json<Value>, bool)> = if keys.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query_as(&format!(
-            "SELECT key, raw FROM {} WHERE key = ANY($1) FOR UPDATE",
+        sqlx::query_as::<_, (String, Json<Value>, bool)>(&format!(
+            "SELECT key, raw, (deleted_at IS NOT NULL AND NOT archived) FROM {} WHERE key = ANY($1) FOR UPDATE",
             kind.table()
         ))
         .bind(&keys)
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
+        .map(|(key, raw, vanished)| (key, (raw, vanished)))
         .collect()
     };
 
     let mut changed = Vec::new();
     let mut events: Vec<NewEvent> = Vec::new();
     for record in &records {
-        let old = stored.get(&record.key).map(|j| &j.0);
-        if old == Some(&record.raw) {
+        let (old, vanished) = match stored.get(&record.key) {
+            Some((raw, vanished)) => (Some(&raw.0), *vanished),
+            None => (None, false),
+        };
+        if old == Some(&record.raw) && !vanished {
             continue;
         }
         if page.emit_events {
-            let occurred = record
-                .updated_ms
-                .or(record.created_ms)
-                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            let occurred = record.updated_ms.or(record.created_ms).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
             events.extend(diff::diff(kind, old, &record.raw, occurred, page.source));
+            if vanished {
+                events.push(diff::reappeared(kind, &record.raw, occurred, page.source));
+            }
         }
         changed.push(row_json(record));
     }
 
+    let rows_written = changed.len();
     if !changed.is_empty() {
-        sqlx::query(upsert_sql(kind))
-            .bind(Json(Value::Array(changed.clone())))
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(upsert_sql(kind)).bind(Json(Value::Array(changed))).execute(&mut **tx).await?;
     }
     if !page.rejected.is_empty() {
         quarantine(tx, kind, page.rejected).await?;
@@ -114,7 +114,7 @@ pub async fn write_page_in(
     }
     let outcome = PageOutcome {
         records: (records.len() + page.rejected.len()) as u64,
-        rows_written: changed.len() as u64,
+        rows_written: rows_written as u64,
         events_written: events.len() as u64,
         quarantined: page.rejected.len() as u64,
     };
@@ -141,10 +141,7 @@ pub async fn write_page_in(
 }
 
 /// Inserts events in the given order; their ids follow that order.
-pub async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[NewEvent],
-) -> Result<(), StoreError> {
+pub async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[NewEvent]) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO events (event_type, object_type, object_key, occurred_at, source, changes, data) \
          SELECT e.event_type, e.object_type, e.object_key, epoch_ms_to_timestamptz(e.occurred_ms), e.source, e.changes, e.data \
@@ -159,20 +156,13 @@ pub async fn insert_events(
     Ok(())
 }
 
-async fn quarantine(
-    tx: &mut Transaction<'_, Postgres>,
-    kind: ObjectKind,
-    rejected: &[Rejected],
-) -> Result<(), StoreError> {
+async fn quarantine(tx: &mut Transaction<'_, Postgres>, kind: ObjectKind, rejected: &[Rejected]) -> Result<(), StoreError> {
     let rows: Vec<Value> = rejected
         .iter()
         .map(|r| {
             let mut raw = r.raw.clone();
             if raw.len() > MAX_RECORD_BYTES {
-                let cut = (0..=MAX_RECORD_BYTES)
-                    .rev()
-                    .find(|i| raw.is_char_boundary(*i))
-                    .unwrap_or(0);
+                let cut = (0..=MAX_RECORD_BYTES).rev().find(|i| raw.is_char_boundary(*i)).unwrap_or(0);
                 raw.truncate(cut);
                 raw.push_str("…[truncated]");
             }
@@ -223,29 +213,14 @@ fn row_json(r: &Record) -> Value {
 /// `INSERT … SELECT FROM jsonb_to_recordset … ON CONFLICT DO UPDATE`, built once per object.
 fn upsert_sql(kind: ObjectKind) -> &'static str {
     static CACHE: OnceLock<HashMap<ObjectKind, String>> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        ObjectKind::ALL
-            .into_iter()
-            .map(|k| (k, build_upsert(k)))
-            .collect()
-    })[&kind]
-        .as_str()
+    CACHE.get_or_init(|| ObjectKind::ALL.into_iter().map(|k| (k, build_upsert(k))).collect())[&kind].as_str()
 }
 
 fn build_upsert(kind: ObjectKind) -> String {
     let quote = |n: &str| format!("\"{n}\"");
     let typed = kind.columns();
-    let mut targets = vec![
-        "key",
-        "created_at",
-        "updated_at",
-        "archived",
-        "deleted_at",
-        "raw",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>();
+    let mut targets =
+        vec!["key", "created_at", "updated_at", "archived", "deleted_at", "raw"].into_iter().map(String::from).collect::<Vec<_>>();
     targets.extend(typed.iter().map(|c| quote(c.name)));
     targets.push("synced_at".into());
 
@@ -254,8 +229,7 @@ fn build_upsert(kind: ObjectKind) -> String {
         "epoch_ms_to_timestamptz(r.created_at)".into(),
         "epoch_ms_to_timestamptz(r.updated_at)".into(),
         "coalesce(r.archived, false)".into(),
-        "CASE WHEN r.archived THEN coalesce(epoch_ms_to_timestamptz(r.updated_at), now()) END"
-            .into(),
+        "CASE WHEN r.archived THEN coalesce(epoch_ms_to_timestamptz(r.updated_at), now()) END".into(),
         "r.raw".into(),
     ];
     selects.extend(typed.iter().map(|c| match c.ty {
@@ -264,31 +238,18 @@ fn build_upsert(kind: ObjectKind) -> String {
     }));
     selects.push("now()".into());
 
-    let mut defs = vec![
-        "key text",
-        "created_at bigint",
-        "updated_at bigint",
-        "archived boolean",
-        "raw jsonb",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>();
+    let mut defs = vec!["key text", "created_at bigint", "updated_at bigint", "archived boolean", "raw jsonb"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
     defs.extend(typed.iter().map(|c| {
-        let ty = if c.ty == ColumnType::Timestamp {
-            "bigint"
-        } else {
-            c.ty.sql()
-        };
+        let ty = if c.ty == ColumnType::Timestamp { "bigint" } else { c.ty.sql() };
         format!("{} {ty}", quote(c.name))
     }));
 
     let table = kind.table();
-    let mut sets: Vec<String> = targets
-        .iter()
-        .filter(|t| !matches!(t.as_str(), "key" | "deleted_at"))
-        .map(|t| format!("{t} = excluded.{t}"))
-        .collect();
+    let mut sets: Vec<String> =
+        targets.iter().filter(|t| !matches!(t.as_str(), "key" | "deleted_at")).map(|t| format!("{t} = excluded.{t}")).collect();
     // Keep the first time a record was seen archived; clear it when restored.
     sets.push(format!("deleted_at = CASE WHEN excluded.archived THEN coalesce({table}.deleted_at, excluded.deleted_at) END"));
 

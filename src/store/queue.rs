@@ -59,7 +59,14 @@ impl Store {
     }
 
     /// Puts a request back for another attempt after `delay`.
-    pub async fn retry_later(&self, id: i64, worker: &str, delay: Duration, error: &str, http_status: Option<u16>) -> Result<bool, StoreError> {
+    pub async fn retry_later(
+        &self,
+        id: i64,
+        worker: &str,
+        delay: Duration,
+        error: &str,
+        http_status: Option<u16>,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE write_queue SET status = 'pending', run_after = now() + make_interval(secs => $3), locked_until = NULL, \
                  locked_by = NULL, last_error = $4, http_status = $5, updated_at = now() \
@@ -92,7 +99,14 @@ impl Store {
     }
 
     /// `queue add`: the same as a user's INSERT.
-    pub async fn enqueue(&self, operation: &str, object_type: &str, object_key: Option<&str>, payload: &Value, idempotency_key: Option<&str>) -> Result<i64, StoreError> {
+    pub async fn enqueue(
+        &self,
+        operation: &str,
+        object_type: &str,
+        object_key: Option<&str>,
+        payload: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "INSERT INTO write_queue (operation, object_type, object_key, payload, idempotency_key) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
@@ -131,10 +145,12 @@ impl Store {
 
     /// `queue cancel`: only a request that has not started can be cancelled.
     pub async fn cancel(&self, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE write_queue SET status = 'cancelled', finished_at = now(), updated_at = now() WHERE id = $1 AND status = 'pending'")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        let done = sqlx::query(
+            "UPDATE write_queue SET status = 'cancelled', finished_at = now(), updated_at = now() WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 }

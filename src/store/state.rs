@@ -82,45 +82,34 @@ impl Store {
 
     /// Moves the cursor outside a page (a window that ended with an empty page was already
     /// written; parallel backfill windows finish here).
-    pub async fn advance(
-        &self,
-        kind: ObjectKind,
-        advance: &CursorAdvance,
-    ) -> Result<(), StoreError> {
+    pub async fn advance(&self, kind: ObjectKind, advance: &CursorAdvance, lease: Option<&super::Lease>) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
+        if let Some(lease) = lease {
+            super::fence(&mut tx, lease).await?;
+        }
         advance_in(&mut tx, kind, advance).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Opens a `sync_runs` row.
-    pub async fn start_run(
-        &self,
-        kind: ObjectKind,
-        run: RunKind,
-        window: Option<(i64, i64)>,
-    ) -> Result<i64, StoreError> {
+    pub async fn start_run(&self, kind: ObjectKind, run: RunKind, window: Option<(i64, i64)>, holder: &str) -> Result<i64, StoreError> {
         let id = sqlx::query_scalar(
-            "INSERT INTO sync_runs (object, kind, window_start, window_end) \
-             VALUES ($1, $2, epoch_ms_to_timestamptz($3), epoch_ms_to_timestamptz($4)) RETURNING id",
+            "INSERT INTO sync_runs (object, kind, window_start, window_end, holder) \
+             VALUES ($1, $2, epoch_ms_to_timestamptz($3), epoch_ms_to_timestamptz($4), $5) RETURNING id",
         )
         .bind(kind.table())
         .bind(run.as_str())
         .bind(window.map(|w| w.0))
         .bind(window.map(|w| w.1))
+        .bind(holder)
         .fetch_one(self.pool())
         .await?;
         Ok(id)
     }
 
     /// Closes a `sync_runs` row and records the outcome on the object's state.
-    pub async fn finish_run(
-        &self,
-        kind: ObjectKind,
-        run_id: i64,
-        requests: u64,
-        error: Option<&str>,
-    ) -> Result<RunTotals, StoreError> {
+    pub async fn finish_run(&self, kind: ObjectKind, run_id: i64, requests: u64, error: Option<&str>) -> Result<RunTotals, StoreError> {
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(
             "UPDATE sync_runs SET finished_at = now(), requests = $2, outcome = $3, error = $4 WHERE id = $1 \
@@ -164,11 +153,7 @@ impl Store {
 }
 
 /// The cursor never moves backwards, whatever the clock does.
-pub(super) async fn advance_in(
-    tx: &mut Transaction<'_, Postgres>,
-    kind: ObjectKind,
-    a: &CursorAdvance,
-) -> Result<(), StoreError> {
+pub(super) async fn advance_in(tx: &mut Transaction<'_, Postgres>, kind: ObjectKind, a: &CursorAdvance) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO sync_state AS s (object, cursor, window_start, window_end, backfill_completed_at, last_rescan_at) \
          VALUES ($1, epoch_ms_to_timestamptz($2), epoch_ms_to_timestamptz($3), epoch_ms_to_timestamptz($4), \

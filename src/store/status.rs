@@ -55,36 +55,20 @@ impl Store {
             });
         }
         let (events, last_event_id): (i64, Option<i64>) =
-            sqlx::query_as("SELECT count(*), max(id) FROM events")
-                .fetch_one(self.pool())
-                .await?;
-        let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL")
-            .fetch_one(self.pool())
-            .await?;
+            sqlx::query_as("SELECT count(*), max(id) FROM events").fetch_one(self.pool()).await?;
+        let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL").fetch_one(self.pool()).await?;
         let queue = if has_queue {
-            sqlx::query_as(
-                "SELECT status, count(*) FROM write_queue GROUP BY status ORDER BY status",
-            )
-            .fetch_all(self.pool())
-            .await?
+            sqlx::query_as("SELECT status, count(*) FROM write_queue GROUP BY status ORDER BY status").fetch_all(self.pool()).await?
         } else {
             Vec::new()
         };
-        Ok(StatusReport {
-            objects,
-            events,
-            last_event_id,
-            queue,
-        })
+        Ok(StatusReport { objects, events, last_event_id, queue })
     }
 }
 
 impl fmt::Display for StatusReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let when = |t: &Option<DateTime<Utc>>| {
-            t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_else(|| "-".into())
-        };
+        let when = |t: &Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "-".into());
         writeln!(
             f,
             "{:<22} {:>9} {:>8} {:>6}  {:<19}  {:<19}  last error",
@@ -103,12 +87,7 @@ impl fmt::Display for StatusReport {
                 o.last_error.as_deref().unwrap_or("-")
             )?;
         }
-        writeln!(
-            f,
-            "\nevents: {} (last id {})",
-            self.events,
-            self.last_event_id.map_or("-".into(), |i| i.to_string())
-        )?;
+        writeln!(f, "\nevents: {} (last id {})", self.events, self.last_event_id.map_or("-".into(), |i| i.to_string()))?;
         if !self.queue.is_empty() {
             let parts: Vec<String> = self.queue.iter().map(|(s, n)| format!("{s} {n}")).collect();
             writeln!(f, "write queue: {}", parts.join(", "))?;
@@ -143,7 +122,12 @@ impl Store {
         .fetch_all(self.pool())
         .await?
         .into_iter()
-        .map(|(object, lag_seconds, last_success_unix, last_success_age_seconds)| ObjectFreshness { object, lag_seconds, last_success_unix, last_success_age_seconds })
+        .map(|(object, lag_seconds, last_success_unix, last_success_age_seconds)| ObjectFreshness {
+            object,
+            lag_seconds,
+            last_success_unix,
+            last_success_age_seconds,
+        })
         .collect();
         let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL").fetch_one(self.pool()).await?;
         let queue = if has_queue {
@@ -151,7 +135,8 @@ impl Store {
         } else {
             Vec::new()
         };
-        let quarantine = sqlx::query_as("SELECT object, count(*) FROM quarantine GROUP BY object ORDER BY object").fetch_all(self.pool()).await?;
+        let quarantine =
+            sqlx::query_as("SELECT object, count(*) FROM quarantine GROUP BY object ORDER BY object").fetch_all(self.pool()).await?;
         // max(id) reads one end of the primary key index.
         let last_event_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(self.pool()).await?;
         Ok(MetricsSnapshot { objects, queue, quarantine, last_event_id })

@@ -253,7 +253,12 @@ impl Syncer {
             source: EventSource::Poll,
             emit_events: true,
             run_id,
-            advance: Some(CursorAdvance { cursor_ms: until, window_start_ms: Some(from), window_end_ms: until, ..CursorAdvance::default() }),
+            advance: Some(CursorAdvance {
+                cursor_ms: until,
+                window_start_ms: Some(from),
+                window_end_ms: until,
+                ..CursorAdvance::default()
+            }),
             seen: None,
             lease: lease.clone(),
         };
@@ -322,12 +327,29 @@ impl Syncer {
     ) -> Result<(), SyncError> {
         let listings = self.scan_listings(kind, until).await?;
         stream::iter(listings.into_iter().map(|(path, query, created_range)| {
-            self.read(Listing { kind, path, query, created_range, source, emit_events, run_id, advance: None, seen: seen.clone(), lease: lease.clone() })
+            self.read(Listing {
+                kind,
+                path,
+                query,
+                created_range,
+                source,
+                emit_events,
+                run_id,
+                advance: None,
+                seen: seen.clone(),
+                lease: lease.clone(),
+            })
         }))
         .buffer_unordered(self.settings.backfill_concurrency)
         .try_collect::<Vec<()>>()
         .await?;
-        let advance = CursorAdvance { cursor_ms: until, window_start_ms: None, window_end_ms: until, backfill_completed: true, rescan_completed: true };
+        let advance = CursorAdvance {
+            cursor_ms: until,
+            window_start_ms: None,
+            window_end_ms: until,
+            backfill_completed: true,
+            rescan_completed: true,
+        };
         self.store.advance(kind, &advance, Some(lease)).await?;
         Ok(())
     }
@@ -341,7 +363,8 @@ impl Syncer {
                 .map_err(StoreError::from)?;
             return Ok(teams.into_iter().map(|t| (format!("{}/{t}", kind.api_path()), ListQuery::default(), None)).collect());
         }
-        let oldest = if self.settings.backfill_concurrency > 1 { window::oldest_created(&self.api, kind.api_path(), until).await? } else { None };
+        let oldest =
+            if self.settings.backfill_concurrency > 1 { window::oldest_created(&self.api, kind.api_path(), until).await? } else { None };
         let parts = self.settings.backfill_concurrency * 4;
         Ok(split_created(oldest, until, parts)
             .into_iter()
@@ -428,7 +451,14 @@ impl Syncer {
 
     /// Closes the run. `requests` counts every request the client sent meanwhile, so it is
     /// exact when one pass runs at a time (the daemon's case).
-    async fn finish(&self, kind: ObjectKind, run: RunKind, run_id: i64, requests_before: u64, result: Result<(), SyncError>) -> Result<PassReport, SyncError> {
+    async fn finish(
+        &self,
+        kind: ObjectKind,
+        run: RunKind,
+        run_id: i64,
+        requests_before: u64,
+        result: Result<(), SyncError>,
+    ) -> Result<PassReport, SyncError> {
         let requests = self.api.requests_sent().saturating_sub(requests_before);
         match result {
             Ok(()) => {

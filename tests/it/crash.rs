@@ -40,7 +40,14 @@ async fn pages_written(store: &Store) -> i64 {
 
 /// Runs `sync` and kills it with SIGKILL once `pages` more pages have been committed (or it
 /// finished first). Changes land at the simulator while it runs.
-async fn run_and_kill(sim: &RunningSimulator, store: &Store, url: &str, pages: i64, changes: &mut impl FnMut() -> Option<Applied>, applied: &mut Vec<Applied>) {
+async fn run_and_kill(
+    sim: &RunningSimulator,
+    store: &Store,
+    url: &str,
+    pages: i64,
+    changes: &mut impl FnMut() -> Option<Applied>,
+    applied: &mut Vec<Applied>,
+) {
     let start = pages_written(store).await;
     let mut child = sync_process(sim, store, url);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -81,7 +88,9 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
         let (kind, key) = candidates.pop()?;
         Some(match (kind, turn % 2) {
             (ObjectKind::Deal, _) => s.apply(Mutation::DealStage { key }).unwrap(),
-            (ObjectKind::Partnership, 0) => s.apply(Mutation::PartnershipTags { key, add: vec!["crash-test".into()], remove: vec![] }).unwrap(),
+            (ObjectKind::Partnership, 0) => {
+                s.apply(Mutation::PartnershipTags { key, add: vec!["crash-test".into()], remove: vec![] }).unwrap()
+            }
             (ObjectKind::Lead, _) => s.apply(Mutation::LeadStatus { key }).unwrap(),
             (kind, _) if turn % 5 == 0 => s.apply(Mutation::Create(kind)).unwrap(),
             (kind, _) => s.apply(Mutation::Touch { kind, key }).unwrap(),
@@ -120,12 +129,13 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
     for a in &applied {
         let mut expected = a.event_types.clone();
         expected.sort();
-        let mut got: Vec<String> = sqlx::query_scalar("SELECT event_type FROM events WHERE object_type = $1 AND object_key = $2 AND source = 'poll' ORDER BY id")
-            .bind(a.kind.singular())
-            .bind(&a.key)
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+        let mut got: Vec<String> =
+            sqlx::query_scalar("SELECT event_type FROM events WHERE object_type = $1 AND object_key = $2 AND source = 'poll' ORDER BY id")
+                .bind(a.kind.singular())
+                .bind(&a.key)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
         if expected == ["deal.created"] || expected.iter().any(|e| e.ends_with(".created")) {
             // A record created before its object's backfill finished is part of the backfill.
             let all = support::event_types(&store, a.kind, &a.key).await;
@@ -136,7 +146,11 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
         if got.is_empty() {
             // Changed before its object's backfill read it: the backfill copied the changed record.
             let raw: sqlx::types::Json<serde_json::Value> =
-                sqlx::query_scalar(&format!("SELECT raw FROM {} WHERE key = $1", a.kind.table())).bind(&a.key).fetch_one(store.pool()).await.unwrap();
+                sqlx::query_scalar(&format!("SELECT raw FROM {} WHERE key = $1", a.kind.table()))
+                    .bind(&a.key)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
             assert_eq!(Some(raw.0), sim.simulator.record(a.kind, &a.key));
             continue;
         }

@@ -11,9 +11,12 @@ use crate::support;
 
 fn config_for(sim: &RunningSimulator) -> partnerstack_mirror::config::PartnerStackConfig {
     let d = SimulatorConfig::default();
-    Config::from_toml(&format!("[partnerstack]\napi_url = \"{}\"\npublic_key = \"{}\"\nprivate_key = \"{}\"", sim.base_url, d.public_key, d.private_key))
-        .unwrap()
-        .partnerstack
+    Config::from_toml(&format!(
+        "[partnerstack]\napi_url = \"{}\"\npublic_key = \"{}\"\nprivate_key = \"{}\"",
+        sim.base_url, d.public_key, d.private_key
+    ))
+    .unwrap()
+    .partnerstack
 }
 
 #[tokio::test]

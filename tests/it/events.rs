@@ -49,7 +49,8 @@ async fn concurrent_event_writers_never_let_a_reader_skip_an_id() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < expected {
         assert!(tokio::time::Instant::now() < deadline, "reader saw only {} of {expected}", seen.len());
-        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM events WHERE id > $1 ORDER BY id").bind(last).fetch_all(store.pool()).await.unwrap();
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM events WHERE id > $1 ORDER BY id").bind(last).fetch_all(store.pool()).await.unwrap();
         if let Some(&max) = ids.last() {
             last = max;
         }

@@ -133,14 +133,16 @@ async fn sigterm_mid_pass_exits_cleanly_and_loses_nothing() {
     let store = support::store().await;
     let mut child = daemon(&sim, &store, &[]);
     wait_for("a few pages", Duration::from_secs(60), || async {
-        sqlx::query_scalar::<_, i64>("SELECT coalesce(sum(pages), 0)::bigint FROM sync_runs").fetch_one(store.pool()).await.unwrap_or(0) >= 5
+        sqlx::query_scalar::<_, i64>("SELECT coalesce(sum(pages), 0)::bigint FROM sync_runs").fetch_one(store.pool()).await.unwrap_or(0)
+            >= 5
     })
     .await;
 
     sigterm(&child).await;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits within 30s").unwrap();
     assert!(status.success(), "{status:?}");
-    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'running'").fetch_one(store.pool()).await.unwrap();
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'running'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(running, 0, "every run was closed");
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_leases WHERE expires_at > now()").fetch_one(store.pool()).await.unwrap();
     assert_eq!(held, 0, "leases were released");
@@ -201,7 +203,10 @@ async fn three_daemons_share_the_work_survive_a_kill_and_event_each_change_once(
     let mut daemons: Vec<Child> = (0..3).map(|_| daemon(&sim, &store, &[])).collect();
 
     let backfilled = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_state WHERE backfill_completed_at IS NOT NULL").fetch_one(store.pool()).await.unwrap_or(0)
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_state WHERE backfill_completed_at IS NOT NULL")
+            .fetch_one(store.pool())
+            .await
+            .unwrap_or(0)
             >= (ObjectKind::ALL.len() as i64)
     };
     wait_for("the backfill", Duration::from_secs(120), backfilled).await;

@@ -99,7 +99,8 @@ async fn the_brake_refuses_to_delete_more_than_the_allowed_share_and_says_why() 
     assert!(matches!(err, SyncError::ReconcileRefused { .. }), "{}", err.chain());
     let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM leads WHERE deleted_at IS NOT NULL").fetch_one(store.pool()).await.unwrap();
     assert_eq!(deleted, 0);
-    let last_error: String = sqlx::query_scalar("SELECT last_error FROM sync_state WHERE object = 'leads'").fetch_one(store.pool()).await.unwrap();
+    let last_error: String =
+        sqlx::query_scalar("SELECT last_error FROM sync_state WHERE object = 'leads'").fetch_one(store.pool()).await.unwrap();
     assert!(last_error.contains("reconcile_max_delete_share"), "{last_error}");
 
     // An operator who agrees raises the brake for one run.
@@ -121,6 +122,7 @@ async fn a_key_scan_that_fails_midway_marks_nothing_deleted() {
     sim.simulator.after_pages(2, Box::new(|s| s.inject(Fault::ServerError(502), 50)));
 
     assert!(syncer.reconcile(ObjectKind::Partnership).await.is_err());
-    let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM partnerships WHERE deleted_at IS NOT NULL").fetch_one(store.pool()).await.unwrap();
+    let deleted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM partnerships WHERE deleted_at IS NOT NULL").fetch_one(store.pool()).await.unwrap();
     assert_eq!(deleted, 0, "an incomplete scan proves nothing");
 }

@@ -80,7 +80,14 @@ pub fn client(sim: &RunningSimulator, page_size: u16) -> ApiClient {
 }
 
 pub fn settings() -> SyncSettings {
-    SyncSettings { lookback: Duration::from_secs(600), settle: Duration::ZERO, backfill_concurrency: 3, emit_backfill_events: true, reconcile_max_delete_share: 0.1, lease_ttl: Duration::from_secs(30) }
+    SyncSettings {
+        lookback: Duration::from_secs(600),
+        settle: Duration::ZERO,
+        backfill_concurrency: 3,
+        emit_backfill_events: true,
+        reconcile_max_delete_share: 0.1,
+        lease_ttl: Duration::from_secs(30),
+    }
 }
 
 pub fn syncer(store: &Store, sim: &RunningSimulator, page_size: u16, settings: SyncSettings) -> Syncer {

@@ -63,10 +63,8 @@ async fn typed_columns_match_the_raw_record_exactly() {
             });
         }
         for check in checks {
-            let bad: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {} WHERE {check}", kind.table()))
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
+            let bad: i64 =
+                sqlx::query_scalar(&format!("SELECT count(*) FROM {} WHERE {check}", kind.table())).fetch_one(store.pool()).await.unwrap();
             assert_eq!(bad, 0, "{kind}: {check}");
         }
     }

@@ -217,8 +217,15 @@ async fn later_changes_to_transactions_and_rewards_are_caught_by_rescans() {
 
         syncer.rescan(ObjectKind::Reward).await.unwrap();
         syncer.rescan(ObjectKind::Transaction).await.unwrap();
-        assert_eq!(support::event_types_after(&store, before, ObjectKind::Reward, &reward).await, ["reward.updated", "reward.status_updated"]);
+        assert_eq!(
+            support::event_types_after(&store, before, ObjectKind::Reward, &reward).await,
+            ["reward.updated", "reward.status_updated"]
+        );
         assert_eq!(support::event_types_after(&store, before, ObjectKind::Transaction, &txn).await, ["transaction.updated"]);
-        assert_eq!(support::event_types_after(&store, before, ObjectKind::Reward, &new_reward).await, ["reward.created"], "no double event");
+        assert_eq!(
+            support::event_types_after(&store, before, ObjectKind::Reward, &new_reward).await,
+            ["reward.created"],
+            "no double event"
+        );
     }
 }

@@ -66,7 +66,9 @@ async fn a_pass_that_fails_midway_keeps_its_cursor_and_the_next_pass_emits_no_du
         let events = support::event_types_after(&store, before, ObjectKind::Deal, key).await;
         assert_eq!(events, ["deal.updated", "deal.stage_updated"], "{key}");
     }
-    let failed_runs: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE object = 'deals' AND outcome = 'failed'").fetch_one(store.pool()).await.unwrap();
+    let failed_runs: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE object = 'deals' AND outcome = 'failed'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert!(failed_runs >= 1);
 }

@@ -1,0 +1,121 @@
+//! Everything the simulator holds behind its one lock: the switches, the clock, the
+//! records of every object type, the partner teams, and the queued faults and hooks.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    time::Instant,
+};
+
+use crate::object::ObjectKind;
+
+use super::{build::Account, fake::Fake, generate, table::Table, Clock, Fault, PageHook, SimulatorConfig};
+
+pub(super) struct State {
+    pub config: SimulatorConfig,
+    pub clock: Clock,
+    tables: [Table; ObjectKind::ALL.len()],
+    /// Partner team key → its members' keys.
+    pub teams: BTreeMap<String, BTreeSet<String>>,
+    /// The one seeded generator: initial data, new records and random mutations all draw
+    /// from it, so a seed replays the same history.
+    pub fake: Fake,
+    pub account: Account,
+    /// Faults for the next requests, in order, each with how many requests it still gets.
+    pub faults: VecDeque<(Fault, usize)>,
+    /// Hooks with the number of list pages still to be served before they run.
+    pub hooks: Vec<(usize, PageHook)>,
+    bucket: Option<Bucket>,
+}
+
+fn index(kind: ObjectKind) -> usize {
+    ObjectKind::ALL.iter().position(|k| *k == kind).expect("ALL lists every kind")
+}
+
+impl State {
+    /// A new account generated from `config.seed`.
+    pub fn new(config: SimulatorConfig) -> State {
+        let mut fake = Fake::new(config.seed);
+        let account = Account::new(&mut fake);
+        let anchor = config.history_end_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let mut state = State {
+            config,
+            clock: Clock::Real,
+            tables: std::array::from_fn(|_| Table::default()),
+            teams: BTreeMap::new(),
+            fake,
+            account,
+            faults: VecDeque::new(),
+            hooks: Vec::new(),
+            bucket: None,
+        };
+        generate::populate(&mut state, anchor);
+        state
+    }
+
+    pub fn table(&self, kind: ObjectKind) -> &Table {
+        &self.tables[index(kind)]
+    }
+
+    pub fn table_mut(&mut self, kind: ObjectKind) -> &mut Table {
+        &mut self.tables[index(kind)]
+    }
+
+    /// The generator and one table at once (building a record while reading its parent).
+    pub fn fake_and_table(&mut self, kind: ObjectKind) -> (&mut Fake, &mut Table) {
+        (&mut self.fake, &mut self.tables[index(kind)])
+    }
+
+    /// Epoch milliseconds by the simulator's clock.
+    pub fn now(&self) -> i64 {
+        match self.clock {
+            Clock::Real => chrono::Utc::now().timestamp_millis(),
+            Clock::Frozen(ms) => ms,
+        }
+    }
+
+    /// The fault the next request gets, if any.
+    pub fn take_fault(&mut self) -> Option<Fault> {
+        let (fault, left) = self.faults.front_mut()?;
+        let fault = fault.clone();
+        *left -= 1;
+        if *left == 0 {
+            self.faults.pop_front();
+        }
+        Some(fault)
+    }
+
+    /// Whether the rate limit lets one more request through now.
+    pub fn admit(&mut self) -> bool {
+        let Some(rate) = self.config.rate_limit_per_sec.filter(|r| r.is_finite() && *r > 0.0) else {
+            self.bucket = None;
+            return true;
+        };
+        let now = Instant::now();
+        let bucket = match &mut self.bucket {
+            Some(b) if b.rate == rate => b,
+            other => other.insert(Bucket { rate, tokens: rate.max(1.0), at: now }),
+        };
+        bucket.take(now)
+    }
+}
+
+/// A token bucket whose burst equals its rate (at least one request).
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The generated account: deterministic, shaped like the API's records, consistent.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::{config, key, simulator, HISTORY_END};
+use crate::{
+    object::{ColumnType, ObjectKind},
+    simulator::Simulator,
+};
+
+#[test]
+fn the_same_seed_gives_the_same_account_and_another_seed_another() {
+    let (a, b, c) = (Simulator::new(config(400, 3)), Simulator::new(config(400, 3)), Simulator::new(config(400, 4)));
+    for kind in ObjectKind::ALL {
+        assert_eq!(a.records(kind), b.records(kind), "{kind}");
+    }
+    assert_ne!(a.keys(ObjectKind::Deal), c.keys(ObjectKind::Deal));
+}
+
+#[test]
+fn records_are_spread_over_the_object_types_like_a_real_account() {
+    let sim = simulator(2_000);
+    let count = |kind| sim.keys(kind).len();
+    assert_eq!(count(ObjectKind::Partnership), 300);
+    assert_eq!(count(ObjectKind::Customer), 400);
+    assert_eq!(count(ObjectKind::Transaction), 360);
+    assert_eq!(count(ObjectKind::Application), 100);
+    assert!((5..=10).contains(&count(ObjectKind::Group)));
+    let members = count(ObjectKind::PartnerTeamMember);
+    assert!((100..=900).contains(&members), "{members} members for 300 teams");
+    let oldest = sim.records(ObjectKind::Deal).last().unwrap()["created_at"].as_i64().unwrap();
+    assert!(oldest >= HISTORY_END - 730 * 86_400_000 && oldest < HISTORY_END - 100 * 86_400_000, "history spans about two years");
+}
+
+/// Every field a typed column reads exists in every record, with the column's JSON type
+/// or null, and is filled in at least one record.
+#[test]
+fn every_catalogued_column_is_generated_with_its_json_type() {
+    let sim = simulator(1_500);
+    for kind in ObjectKind::ALL {
+        let records = sim.records(kind);
+        assert!(!records.is_empty(), "{kind}");
+        for column in kind.columns() {
+            let mut filled = 0;
+            for r in &records {
+                let (parent, leaf) = column.path.split_at(column.path.len() - 1);
+                let holder = parent.iter().fold(r, |v, p| &v[p]);
+                if holder.is_null() {
+                    continue;
+                }
+                assert!(holder.get(leaf[0]).is_some(), "{kind}.{} missing in {r}", column.name);
+                let v = &holder[leaf[0]];
+                let typed = match column.ty {
+                    ColumnType::Text => v.is_string(),
+                    ColumnType::BigInt | ColumnType::Timestamp => v.is_i64(),
+                    ColumnType::Bool => v.is_boolean(),
+                    ColumnType::Date => v.as_str().is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
+                    ColumnType::TextArray => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+                };
+                assert!(v.is_null() || typed, "{kind}.{} is {v}", column.name);
+                filled += usize::from(!v.is_null());
+            }
+            assert!(filled > 0, "{kind}.{} is never filled", column.name);
+        }
+        for r in &records {
+            let (created, updated) = (r["created_at"].as_i64().unwrap(), r["updated_at"].as_i64().unwrap());
+            assert!(created <= updated && updated <= HISTORY_END, "{kind} {r}");
+            assert!(r["archived"].is_boolean(), "{kind} {r}");
+        }
+    }
+}
+
+#[test]
+fn keys_carry_their_type_prefix() {
+    let sim = simulator(600);
+    let prefixes = [
+        (ObjectKind::Partnership, "part_"),
+        (ObjectKind::Customer, "cust_"),
+        (ObjectKind::Deal, "deal_"),
+        (ObjectKind::Lead, "lead_"),
+        (ObjectKind::Transaction, "txn_"),
+        (ObjectKind::Reward, "rwd_"),
+        (ObjectKind::Action, "act_"),
+        (ObjectKind::Group, "grup_"),
+        (ObjectKind::Application, "appl_"),
+        (ObjectKind::PartnerTeamMember, "memb_"),
+    ];
+    for (kind, prefix) in prefixes {
+        assert!(sim.keys(kind).iter().all(|k| k.starts_with(prefix)), "{kind}");
+    }
+    assert!(sim.team_keys().iter().all(|k| k.starts_with("stck_")));
+}
+
+/// References point at records that exist, created no later than the record itself.
+#[test]
+fn cross_references_point_at_existing_older_records() {
+    let sim = simulator(1_500);
+    let index = |kind| -> HashMap<String, Value> { sim.records(kind).into_iter().map(|r| (key(&r), r)).collect() };
+    let (partnerships, customers, groups) = (index(ObjectKind::Partnership), index(ObjectKind::Customer), index(ObjectKind::Group));
+    let (transactions, actions) = (index(ObjectKind::Transaction), index(ObjectKind::Action));
+    let partner_keys: HashSet<&str> = partnerships.values().map(|p| p["partner_key"].as_str().unwrap()).collect();
+    assert_eq!(partner_keys.len(), partnerships.len(), "partner keys are unique");
+    let not_after = |child: &Value, parents: &HashMap<String, Value>, parent_key: &Value| {
+        let parent = &parents[parent_key.as_str().unwrap_or_else(|| panic!("no reference in {child}"))];
+        assert!(parent["created_at"].as_i64() <= child["created_at"].as_i64(), "{child} is older than {parent}");
+    };
+    for p in partnerships.values() {
+        assert!(groups.contains_key(p["group"]["key"].as_str().unwrap()));
+    }
+    for c in customers.values() {
+        not_after(c, &partnerships, &c["partnership_key"]);
+        assert_eq!(partnerships[c["partnership_key"].as_str().unwrap()]["partner_key"], c["partner_key"]);
+    }
+    for d in sim.records(ObjectKind::Deal) {
+        assert!(partner_keys.contains(d["partner_key"].as_str().unwrap()));
+        if !d["customer_key"].is_null() {
+            not_after(&d, &customers, &d["customer_key"]);
+        }
+    }
+    for t in transactions.values() {
+        not_after(t, &customers, &t["customer_key"]);
+        assert_eq!(customers[t["customer_key"].as_str().unwrap()]["customer_key"], t["customer"]["external_key"]);
+    }
+    for r in sim.records(ObjectKind::Reward) {
+        assert!(partnerships.contains_key(r["partnership"]["key"].as_str().unwrap()));
+        match (r["transaction"]["key"].as_str(), r["action"]["key"].as_str()) {
+            (Some(_), None) => not_after(&r, &transactions, &r["transaction"]["key"]),
+            (None, Some(_)) => not_after(&r, &actions, &r["action"]["key"]),
+            _ => panic!("a reward pays for one transaction or action: {r}"),
+        }
+    }
+    for a in sim.records(ObjectKind::Application) {
+        if a["approved"] == Value::Bool(true) {
+            assert!(partnerships.contains_key(a["partnership_key"].as_str().unwrap()));
+        }
+    }
+    let teams: HashSet<String> = sim.team_keys().into_iter().collect();
+    assert!(partnerships.values().all(|p| teams.contains(p["team"]["key"].as_str().unwrap())));
+    assert!(sim.records(ObjectKind::PartnerTeamMember).iter().all(|m| teams.contains(m["team_key"].as_str().unwrap())));
+}
+
+/// SPEC 9.4: imports and bulk edits put many records in one millisecond.
+#[test]
+fn many_records_share_a_created_or_updated_millisecond() {
+    let sim = simulator(2_000);
+    for kind in [ObjectKind::Customer, ObjectKind::Transaction] {
+        let records = sim.records(kind);
+        let most_in_one_ms = |field: &str| {
+            let mut counts: HashMap<i64, usize> = HashMap::new();
+            records.iter().for_each(|r| *counts.entry(r[field].as_i64().unwrap()).or_default() += 1);
+            counts.into_values().max().unwrap()
+        };
+        assert!(most_in_one_ms("created_at") >= 5, "{kind} created_at");
+        assert!(most_in_one_ms("updated_at") >= 5, "{kind} updated_at");
+    }
+}
+
+#[test]
+fn the_newest_records_are_live_and_some_older_ones_archived() {
+    let sim = simulator(2_000);
+    let deals = sim.records(ObjectKind::Deal);
+    assert!(deals.iter().take(20).all(|d| d["archived"] == Value::Bool(false)));
+    let archived =
+        ObjectKind::ALL.iter().map(|k| sim.records(*k).iter().filter(|r| r["archived"] == Value::Bool(true)).count()).sum::<usize>();
+    assert!(archived > 0);
+}
