@@ -84,7 +84,7 @@ async fn list_follows_has_more_with_the_last_key_and_sends_basic_auth() {
     let api = client(serve(app).await);
     let pages: Vec<Page> = api.list("deals", ListQuery::default()).try_collect().await.unwrap();
     let keys: Vec<&str> = pages.iter().flat_map(|p| p.items.iter().map(|i| i.get())).collect();
-    assert_eq!(keys, [r#"{"key": "a"}"#, r#"{"key": "b"}"#, r#"{"key": "c"}"#]);
+    assert_eq!(keys, [r#"{"key":"a"}"#, r#"{"key":"b"}"#, r#"{"key":"c"}"#]);
     assert!(!pages[1].has_more, "a missing has_more ends the listing");
     assert_eq!(api.requests_sent(), 2);
 }

@@ -59,9 +59,9 @@ pub(super) fn route(path: &str) -> Route {
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     match segments.as_slice() {
         // The docs are unsure between `partner-team` and `partner_team`; accept both.
-        ["partner-team" | "partner_team", team] if !team.is_empty() => Route::TeamMembers((*team).to_owned()),
+        ["partner-team" | "partner_team", team] if !team.is_empty() => Route::TeamMembers(percent_decode(team)),
         [name] => collection(name).map_or(Route::Unknown, Route::List),
-        [name, key] if !key.is_empty() => collection(name).map_or(Route::Unknown, |k| Route::One(k, (*key).to_owned())),
+        [name, key] if !key.is_empty() => collection(name).map_or(Route::Unknown, |k| Route::One(k, percent_decode(key))),
         _ => Route::Unknown,
     }
 }
@@ -134,30 +134,50 @@ fn page_reply(page: Page<'_>, total: Option<usize>) -> Reply {
     Reply { status: 200, body, headers: Vec::new(), list_page: true }
 }
 
-/// The field a path may name a record by besides its `key` (research notes §4.11).
-fn external_id(kind: ObjectKind) -> Option<&'static str> {
+/// The fields a path may name a record by besides its `key` (research notes §4.11).
+fn external_ids(kind: ObjectKind) -> &'static [&'static str] {
     match kind {
-        ObjectKind::Customer => Some("customer_key"),
-        ObjectKind::Partnership => Some("partner_key"),
-        ObjectKind::Deal | ObjectKind::Lead => Some("external_key"),
-        _ => None,
+        ObjectKind::Customer => &["customer_key"],
+        ObjectKind::Partnership => &["partner_key", "email"],
+        ObjectKind::Deal | ObjectKind::Lead => &["external_key"],
+        _ => &[],
     }
 }
 
 /// A single record by key or external identifier; archived ones too (hard-deleted: 404).
 fn one(state: &State, kind: ObjectKind, id: &str) -> Result<Reply, Reply> {
     let table = state.table(kind);
-    let row = table.get(id).or_else(|| {
-        let field = external_id(kind)?;
+    let by_field = |field: &&str| {
         // Records are stored as compact JSON, so a match contains `"field":"id"`; the
         // substring test spares parsing every record.
         let needle = format!("\"{field}\":{}", Value::from(id));
-        table.newest_first().find(|r| r.raw().get().contains(&needle) && r.value().get(field).and_then(Value::as_str) == Some(id))
-    });
+        table.newest_first().find(|r| r.raw().get().contains(&needle) && r.value().get(*field).and_then(Value::as_str) == Some(id))
+    };
+    let row = table.get(id).or_else(|| external_ids(kind).iter().find_map(by_field));
     let row = row.ok_or_else(|| Reply::error(404, &format!("No {} found with key '{id}'", kind.singular())))?;
-    let body = serde_json::to_vec(&json!({"data": row.raw(), "message": "Record retrieved successfully", "status": 200}))
-        .expect("JSON serializes");
+    let body = serde_json::to_vec(&json!({"data": row.raw(), "message": "Record retrieved successfully", "status": 200})).expect("JSON serializes");
     Ok(Reply { status: 200, body, headers: Vec::new(), list_page: false })
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are), for identifiers in paths.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -171,6 +191,8 @@ mod tests {
         assert_eq!(route("/api/v2/customers/cust_1"), Route::One(ObjectKind::Customer, "cust_1".into()));
         assert_eq!(route("/api/v2/partner-team/stck_1"), Route::TeamMembers("stck_1".into()));
         assert_eq!(route("/api/v2/partner_team/stck_1"), Route::TeamMembers("stck_1".into()));
+        assert_eq!(route("/api/v2/partnerships/ava%2Bx%40a.io"), Route::One(ObjectKind::Partnership, "ava+x@a.io".into()));
+        assert_eq!(percent_decode("100%"), "100%");
         for unknown in ["/api/v2/partner-team", "/api/v2/partner_team_members", "/api/v1/deals", "/api/v2/widgets", "/api/v2/deals/a/b"] {
             assert_eq!(route(unknown), Route::Unknown, "{unknown}");
         }

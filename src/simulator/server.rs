@@ -55,7 +55,10 @@ async fn handle(State(sim): State<Simulator>, method: Method, uri: Uri, headers:
             tokio::time::sleep(delay).await;
             respond(serve(&sim, &method, &uri, &headers))
         }
-        Some(Fault::ServerError(status)) => respond(Reply::error(status, "Injected server error")),
+        Some(Fault::ServerError(status)) => {
+            let status = if StatusCode::from_u16(status).is_ok() { status } else { 500 };
+            respond(Reply::error(status, "Injected server error"))
+        }
         Some(Fault::DropConnection) => dropped_connection(),
         Some(Fault::Truncated) => {
             let mut reply = serve(&sim, &method, &uri, &headers);
