@@ -226,6 +226,10 @@ async fn reconcile(config: Config, objects: Vec<ObjectKind>, shutdown: Cancellat
 
 fn print_summary(summary: &scheduler::PassSummary) -> anyhow::Result<ExitCode> {
     for r in &summary.reports {
+        if r.held_elsewhere {
+            println!("{:<22} skipped: another instance holds its lease (it is syncing it now, or died and its lease lapses within sync.lease_ttl)", r.kind.table());
+            continue;
+        }
         println!(
             "{:<22} {:<9} pages {:>6}  records {:>8}  rows written {:>8}  events {:>8}",
             r.kind.table(),

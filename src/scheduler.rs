@@ -129,9 +129,11 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
 
     // First pass now; then, for `sync.interval`, a fixed pause between passes.
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = poll() => {}
+        // Not raced against shutdown: the pass sees the token between pages and closes its
+        // run and lease itself, so nothing is left half done.
+        poll().await;
+        if shutdown.is_cancelled() {
+            break;
         }
         // Wait in one-second steps, beating the heartbeat: an idle scheduler is alive.
         let resume = interval.map(|i| tokio::time::Instant::now() + i);
@@ -150,6 +152,8 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
         }
     }
     scheduler.shutdown().await?;
+    // A rescan or reconcile job still running finishes its page and closes its run.
+    let _idle = busy.lock().await;
     Ok(())
 }
 

@@ -155,7 +155,8 @@ fn one(state: &State, kind: ObjectKind, id: &str) -> Result<Reply, Reply> {
     };
     let row = table.get(id).or_else(|| external_ids(kind).iter().find_map(by_field));
     let row = row.ok_or_else(|| Reply::error(404, &format!("No {} found with key '{id}'", kind.singular())))?;
-    let body = serde_json::to_vec(&json!({"data": row.raw(), "message": "Record retrieved successfully", "status": 200})).expect("JSON serializes");
+    let body = serde_json::to_vec(&json!({"data": row.raw(), "message": "Record retrieved successfully", "status": 200}))
+        .expect("JSON serializes");
     Ok(Reply { status: 200, body, headers: Vec::new(), list_page: false })
 }
 

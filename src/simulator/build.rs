@@ -14,7 +14,7 @@ pub(super) const DEAL_STAGES: &[&str] =
     &["Prospecting", "Qualified", "Demo Scheduled", "Proposal Sent", "Negotiation", "Closed Won", "Closed Lost"];
 pub(super) const LEAD_STATUSES: &[&str] = &["open", "closed", "dead", "closed won", "closed lost"];
 pub(super) const TAGS: &[&str] =
-    &["newsletter", "saas", "agency", "influencer", "vip", "emea", "apac", "webinar", "top-performer", "inactive"];
+    &["newsletter", "saas", "agency", "influencer", "priority", "emea", "apac", "webinar", "top-performer", "inactive"];
 const GROUP_NAMES: &[&str] = &[
     "Default",
     "Affiliates",

@@ -152,7 +152,8 @@ impl Simulator {
     }
 
     /// Serves the API on `addr` (port 0 picks a free one) in background tasks, with the
-    /// mutation generator when `mutations_per_sec > 0`.
+    /// mutation generator applying `mutations_per_sec` random changes (the rate is read
+    /// afresh every tick, so [`Simulator::configure`] can start, change or stop it).
     pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningSimulator> {
         server::start(self.clone(), addr).await
     }

@@ -26,6 +26,7 @@ fn sync_process(sim: &RunningSimulator, store: &Store, database_url: &str) -> Ch
         .env("PSM_PARTNERSTACK__REQUESTS_PER_SECOND", "0")
         .env("PSM_SYNC__SETTLE", "0s")
         .env("PSM_SYNC__BACKFILL_CONCURRENCY", "3")
+        .env("PSM_SYNC__LEASE_TTL", "1s")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -60,6 +61,17 @@ async fn run_and_kill(
         }
         if pages_written(store).await >= start + pages {
             child.kill().await.unwrap();
+            // The dead process's leases lapse before the next one starts.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_leases WHERE expires_at > now()")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+                > 0
+            {
+                assert!(tokio::time::Instant::now() < deadline, "leases lapse");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "sync made no progress");
@@ -169,7 +181,7 @@ async fn the_daemon_survives_losing_its_database_connections() {
     let config = partnerstack_mirror::config::Config::from_toml("[sync]\ninterval = \"20ms\"\nobjects = [\"deals\"]").unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let daemon = tokio::spawn(partnerstack_mirror::scheduler::run(syncer, config.sync, shutdown.clone()));
-    let admin = support::store().await;
+    let admin = support::observer(&store).await;
     let app = format!("partnerstack-mirror/{}/%", store.schema());
 
     let keys: Vec<String> = sim.simulator.keys(ObjectKind::Deal).into_iter().take(6).collect();
@@ -177,7 +189,7 @@ async fn the_daemon_survives_losing_its_database_connections() {
         sim.simulator.apply(Mutation::DealStage { key: key.clone() }).unwrap();
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1")
             .bind(&app)
-            .execute(admin.pool())
+            .execute(&admin)
             .await
             .unwrap();
     }
@@ -187,7 +199,7 @@ async fn the_daemon_survives_losing_its_database_connections() {
         let mut caught = 0;
         for key in &keys {
             let raw: Option<sqlx::types::Json<serde_json::Value>> =
-                sqlx::query_scalar("SELECT raw FROM deals WHERE key = $1").bind(key).fetch_optional(admin.pool()).await.unwrap_or(None);
+                sqlx::query_scalar("SELECT raw FROM deals WHERE key = $1").bind(key).fetch_optional(&admin).await.unwrap_or(None);
             if raw.map(|r| r.0) == sim.simulator.record(ObjectKind::Deal, key) {
                 caught += 1;
             }
@@ -201,7 +213,7 @@ async fn the_daemon_survives_losing_its_database_connections() {
     shutdown.cancel();
     daemon.await.unwrap().unwrap();
     for key in &keys {
-        let events = support::event_types_after(&admin, 0, ObjectKind::Deal, key).await;
+        let events = support::event_types(&store, ObjectKind::Deal, key).await;
         assert_eq!(events.iter().filter(|e| *e == "deal.stage_updated").count(), 1, "{key}: {events:?}");
     }
 }

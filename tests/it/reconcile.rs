@@ -45,7 +45,8 @@ async fn a_record_that_vanishes_is_marked_deleted_by_the_key_scan_with_its_last_
     assert_eq!((event_type.as_str(), source.as_str()), ("customer.deleted", "reconcile"));
     assert_eq!(data.0, last_state);
     // Every record the API still has is live (archived ones keep `archived`, not vanished).
-    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM customers WHERE deleted_at IS NULL OR archived").fetch_one(store.pool()).await.unwrap();
+    let present: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM customers WHERE deleted_at IS NULL OR archived").fetch_one(store.pool()).await.unwrap();
     assert_eq!(present as usize, sim.simulator.keys(ObjectKind::Customer).len());
 
     // A second scan finds nothing new to delete.
@@ -98,7 +99,10 @@ async fn the_brake_refuses_to_delete_more_than_the_allowed_share_and_says_why() 
 
     let err = syncer.reconcile(ObjectKind::Lead).await.expect_err("25% is over the 10% brake");
     assert!(matches!(err, SyncError::ReconcileRefused { .. }), "{}", err.chain());
-    let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM leads WHERE deleted_at IS NOT NULL AND NOT archived").fetch_one(store.pool()).await.unwrap();
+    let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM leads WHERE deleted_at IS NOT NULL AND NOT archived")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(deleted, 0);
     let last_error: String =
         sqlx::query_scalar("SELECT last_error FROM sync_state WHERE object = 'leads'").fetch_one(store.pool()).await.unwrap();
@@ -107,7 +111,10 @@ async fn the_brake_refuses_to_delete_more_than_the_allowed_share_and_says_why() 
     // An operator who agrees raises the brake for one run.
     let settings = SyncSettings { reconcile_max_delete_share: 0.5, ..support::settings() };
     support::syncer(&store, &sim, 100, settings).reconcile(ObjectKind::Lead).await.unwrap();
-    let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM leads WHERE deleted_at IS NOT NULL AND NOT archived").fetch_one(store.pool()).await.unwrap();
+    let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM leads WHERE deleted_at IS NOT NULL AND NOT archived")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(deleted as usize, doomed.len());
 }
 
@@ -123,7 +130,9 @@ async fn a_key_scan_that_fails_midway_marks_nothing_deleted() {
     sim.simulator.after_pages(2, Box::new(|s| s.inject(Fault::ServerError(502), 50)));
 
     assert!(syncer.reconcile(ObjectKind::Partnership).await.is_err());
-    let deleted: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM partnerships WHERE deleted_at IS NOT NULL AND NOT archived").fetch_one(store.pool()).await.unwrap();
+    let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM partnerships WHERE deleted_at IS NOT NULL AND NOT archived")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(deleted, 0, "an incomplete scan proves nothing");
 }

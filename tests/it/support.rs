@@ -45,13 +45,27 @@ pub fn database_url() -> String {
     server_url().to_owned()
 }
 
-/// A store in a schema of its own, migrated.
+/// A store in a schema of its own, migrated. `TEST_LOG=1` shows the program's logs.
 pub async fn store() -> Store {
+    if std::env::var_os("TEST_LOG").is_some() {
+        partnerstack_mirror::telemetry::init(Some(partnerstack_mirror::telemetry::LogFormat::Pretty));
+    }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let schema = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let store = Store::connect(server_url(), &schema, 8).await.expect("connect");
     store.migrate().await.expect("migrate");
     store
+}
+
+/// A second view of `store`'s schema under another application name, for tests that cut
+/// the mirror's own connections.
+pub async fn observer(store: &Store) -> sqlx::PgPool {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(server_url())
+        .unwrap()
+        .options([("search_path", store.schema())])
+        .application_name("test-observer");
+    sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_with(options).await.unwrap()
 }
 
 /// A simulator with `records` records and the given switches, serving on a free port.

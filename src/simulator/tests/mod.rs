@@ -1,6 +1,7 @@
 //! The simulator as its users see it: the data it generates, the changes it applies, and
 //! the API over real HTTP.
 
+mod cost;
 mod data;
 mod http;
 mod mutations;
