@@ -16,7 +16,7 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use operation::{execute, find_created, OperationError, Outcome};
+pub use operation::{execute, find_created, FetchedFile, OperationError, Outcome};
 
 use crate::{
     diff::{self, EventSource},
@@ -223,8 +223,8 @@ impl Worker {
                 store::insert_events(&mut tx, &[event]).await?;
             }
         }
-        for (deal_key, file, content, content_type) in &outcome.files {
-            store::upsert_deal_file(&mut tx, deal_key, file, content.as_deref(), content_type.as_deref()).await?;
+        for f in &outcome.files {
+            store::upsert_deal_file(&mut tx, &f.deal_key, &f.file, f.content.as_deref(), f.content_type.as_deref()).await?;
         }
         if !store::succeed_in(&mut tx, id, &self.name, &outcome.result).await? {
             tx.rollback().await?;

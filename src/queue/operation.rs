@@ -17,10 +17,20 @@ pub struct Outcome {
     pub records: Vec<(ObjectKind, Value)>,
     /// A record the API no longer returns after a delete: mark it deleted.
     pub gone: Option<(ObjectKind, String)>,
-    /// Deal attachments: (deal key, file metadata, content, content type).
-    pub files: Vec<(String, Value, Option<Vec<u8>>, Option<String>)>,
+    /// Deal attachments, content included.
+    pub files: Vec<FetchedFile>,
     /// What goes in `write_queue.result`.
     pub result: Value,
+}
+
+/// One deal attachment as the API listed it, with its downloaded content.
+#[derive(Debug)]
+pub struct FetchedFile {
+    pub deal_key: String,
+    /// `{key, name, field_key}` as listed.
+    pub file: Value,
+    pub content: Option<Vec<u8>>,
+    pub content_type: Option<String>,
 }
 
 /// Why an operation could not run.
@@ -132,7 +142,7 @@ pub async fn execute(
                     }
                     None => (None, None),
                 };
-                fetched.push((key.to_owned(), file.clone(), content, content_type));
+                fetched.push(FetchedFile { deal_key: key.to_owned(), file: file.clone(), content, content_type });
             }
             Ok(Outcome { files: fetched, result: serde_json::json!({"deal_files": files}), ..Outcome::default() })
         }

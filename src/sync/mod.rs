@@ -149,6 +149,7 @@ pub struct Syncer {
 }
 
 /// One listing to read to its end, and what to do with it.
+#[derive(Clone)]
 struct Listing {
     kind: ObjectKind,
     path: String,
@@ -274,7 +275,7 @@ impl Syncer {
         let requests_before = self.api.requests_sent();
         let run_id = self.store.start_run(kind, run, Some((0, until)), &self.holder).await?;
         let span = info_span!("sync_pass", object = %kind, run = run.as_str(), run_id, window_end = until);
-        let result = self.read_everything(kind, until, source, emit_events, run_id, None, lease).instrument(span).await;
+        let result = self.read_everything(self.scan_template(kind, source, emit_events, run_id, None, lease), until).instrument(span).await;
         self.finish(kind, run, run_id, requests_before, result).await
     }
 
@@ -295,7 +296,7 @@ impl Syncer {
         let span = info_span!("sync_pass", object = %kind, run = "reconcile", run_id, window_end = until);
         let result = async {
             let seen = Arc::new(Mutex::new(HashSet::new()));
-            self.read_everything(kind, until, EventSource::Reconcile, true, run_id, Some(seen.clone()), lease).await?;
+            self.read_everything(self.scan_template(kind, EventSource::Reconcile, true, run_id, Some(seen.clone()), lease), until).await?;
             let seen = std::mem::take(&mut *seen.lock().expect("no panics while holding it"));
             match self.store.mark_vanished(kind, &seen, until, self.settings.reconcile_max_delete_share, Some(lease)).await? {
                 ReconcileOutcome::Deleted { keys, live } => {
@@ -315,31 +316,36 @@ impl Syncer {
 
     /// Reads every record created up to `until`, then moves the cursor to `until` (changes
     /// made during the read have a later `updated_at`, so the next poll reads them).
-    async fn read_everything(
+    /// What every window of a scan shares.
+    fn scan_template(
         &self,
         kind: ObjectKind,
-        until: i64,
         source: EventSource,
         emit_events: bool,
         run_id: i64,
         seen: Option<Arc<Mutex<HashSet<String>>>>,
         lease: &Lease,
-    ) -> Result<(), SyncError> {
+    ) -> Listing {
+        Listing {
+            kind,
+            path: String::new(),
+            query: ListQuery::default(),
+            created_range: None,
+            source,
+            emit_events,
+            run_id,
+            advance: None,
+            seen,
+            lease: lease.clone(),
+        }
+    }
+
+    async fn read_everything(&self, template: Listing, until: i64) -> Result<(), SyncError> {
+        let kind = template.kind;
         let listings = self.scan_listings(kind, until).await?;
-        stream::iter(listings.into_iter().map(|(path, query, created_range)| {
-            self.read(Listing {
-                kind,
-                path,
-                query,
-                created_range,
-                source,
-                emit_events,
-                run_id,
-                advance: None,
-                seen: seen.clone(),
-                lease: lease.clone(),
-            })
-        }))
+        stream::iter(
+            listings.into_iter().map(|(path, query, created_range)| self.read(Listing { path, query, created_range, ..template.clone() })),
+        )
         .buffer_unordered(self.settings.backfill_concurrency)
         .try_collect::<Vec<()>>()
         .await?;
@@ -350,7 +356,7 @@ impl Syncer {
             backfill_completed: true,
             rescan_completed: true,
         };
-        self.store.advance(kind, &advance, Some(lease)).await?;
+        self.store.advance(kind, &advance, Some(&template.lease)).await?;
         Ok(())
     }
 
