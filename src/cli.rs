@@ -199,6 +199,13 @@ async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Exit
     };
     let http = tokio::spawn(crate::http::serve(listener, endpoint, shutdown.clone()));
     let watchdog = tokio::spawn(crate::service::watchdog(syncer.progress(), shutdown.clone()));
+    let workers = tokio::spawn(crate::queue::run_workers(
+        syncer.api().clone(),
+        syncer.store().clone(),
+        crate::queue::QueueSettings::from_config(&config.queue),
+        syncer.holder().to_owned(),
+        shutdown.clone(),
+    ));
     crate::service::ready(&format!("migrations applied; syncing {} objects as {}", config.sync.objects.len(), syncer.holder()));
     tracing::info!(objects = config.sync.objects.len(), holder = syncer.holder(), http = %config.http.listen, "daemon started");
 
@@ -206,6 +213,7 @@ async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Exit
     crate::service::stopping();
     shutdown.cancel();
     let _ = watchdog.await;
+    let _ = workers.await;
     http.await.context("HTTP endpoint task")?.context("HTTP endpoint failed")?;
     result?;
     tracing::info!("daemon stopped");

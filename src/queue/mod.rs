@@ -243,7 +243,7 @@ fn backoff(settings: &QueueSettings, attempt: u32) -> Duration {
 }
 
 /// Runs `settings.workers` workers until `shutdown`.
-pub async fn run_workers(api: ApiClient, store: Store, settings: QueueSettings, holder: &str, shutdown: CancellationToken) {
+pub async fn run_workers(api: ApiClient, store: Store, settings: QueueSettings, holder: String, shutdown: CancellationToken) {
     let handles: Vec<_> = (0..settings.workers)
         .map(|n| tokio::spawn(Worker::new(api.clone(), store.clone(), settings.clone(), &format!("{holder}#{n}")).run(shutdown.clone())))
         .collect();

@@ -7,6 +7,7 @@ mod crash;
 mod doctor;
 mod events;
 mod operations;
+// pending simulator write endpoints: mod queue;
 mod reconcile;
 mod sync_backfill;
 mod sync_changes;

@@ -57,6 +57,11 @@ pub async fn store() -> Store {
     store
 }
 
+/// Another connection pool on the same schema (a second daemon, say).
+pub async fn store_for(store: &Store) -> Store {
+    Store::connect(server_url(), store.schema(), 4).await.expect("connect")
+}
+
 /// A second view of `store`'s schema under another application name, for tests that cut
 /// the mirror's own connections.
 pub async fn observer(store: &Store) -> sqlx::PgPool {
