@@ -223,13 +223,67 @@ async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Exit
 async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let syncer = app::syncer(&config, shutdown).await?;
     let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
-    print_summary(&scheduler::poll_all(&syncer, &objects, full).await)
+    let bar = progress_bar(&syncer);
+    let summary = scheduler::poll_all(&syncer, &objects, full).await;
+    bar.finish();
+    print_summary(&summary)
+}
+
+/// A live line on a terminal while a long pass (a backfill) runs: pages, records, rate.
+/// Nothing when stderr is not a terminal.
+struct ProgressLine {
+    bar: Option<indicatif::ProgressBar>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressLine {
+    fn finish(self) {
+        if let Some(task) = self.task {
+            task.abort();
+        }
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn progress_bar(syncer: &crate::sync::Syncer) -> ProgressLine {
+    use std::{io::IsTerminal, sync::atomic::Ordering};
+    if !std::io::stderr().is_terminal() {
+        return ProgressLine { bar: None, task: None };
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let progress = syncer.progress();
+    let ticker = bar.clone();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(async move {
+        loop {
+            let records = progress.records.load(Ordering::Relaxed);
+            ticker.set_message(format!(
+                "pages {} | records {} ({:.0}/s) | rows written {} | events {}",
+                progress.pages.load(Ordering::Relaxed),
+                records,
+                records as f64 / started.elapsed().as_secs_f64().max(0.001),
+                progress.rows_written.load(Ordering::Relaxed),
+                progress.events_written.load(Ordering::Relaxed),
+            ));
+            ticker.tick();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    ProgressLine { bar: Some(bar), task: Some(task) }
 }
 
 async fn reconcile(config: Config, objects: Vec<ObjectKind>, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let syncer = app::syncer(&config, shutdown).await?;
     let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
-    print_summary(&scheduler::reconcile_all(&syncer, &objects).await)
+    let bar = progress_bar(&syncer);
+    let summary = scheduler::reconcile_all(&syncer, &objects).await;
+    bar.finish();
+    print_summary(&summary)
 }
 
 fn print_summary(summary: &scheduler::PassSummary) -> anyhow::Result<ExitCode> {

@@ -385,7 +385,7 @@ fn is_loopback(url: &Url) -> bool {
 impl RawSync {
     fn validate(self) -> Result<SyncConfig, ConfigError> {
         let objects = if self.objects.is_empty() {
-            ObjectKind::ALL.to_vec()
+            ObjectKind::default_set()
         } else {
             let mut kinds = Vec::new();
             for name in &self.objects {
@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(c.partnerstack.page_size, 250);
         assert_eq!(c.sync.lookback, Duration::from_secs(600));
         assert_eq!(c.sync.settle, Duration::from_secs(5));
-        assert_eq!(c.sync.objects.len(), ObjectKind::ALL.len());
+        assert_eq!(c.sync.objects.len(), ObjectKind::ALL.len() - 1, "team members are opt-in");
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:9187");
     }
 

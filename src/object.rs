@@ -207,6 +207,13 @@ impl ObjectKind {
         ObjectKind::PartnerTeamMember,
     ];
 
+    /// What `sync.objects` means when it is empty: everything except partner-team members,
+    /// which the API only lists one team at a time (one request per partnership team on
+    /// every rescan), so an operator opts in to that cost.
+    pub fn default_set() -> Vec<ObjectKind> {
+        ObjectKind::ALL.into_iter().filter(|k| *k != ObjectKind::PartnerTeamMember).collect()
+    }
+
     /// The mirror table, in the configured schema.
     pub fn table(self) -> &'static str {
         match self {

@@ -1,4 +1,8 @@
 //! API failures, classified once, at the boundary.
+//!
+//! Every caller (the sync, the write-back queue, `doctor`) asks [`ApiError::class`] what a
+//! failure means instead of matching statuses itself, so "is a 409 worth a retry?" has one
+//! answer in the whole program.
 
 use std::time::Duration;
 
@@ -9,21 +13,23 @@ pub enum ErrorClass {
     Retryable,
     /// Nothing will work until a person acts: bad credentials, bad configuration.
     Fatal,
-    /// This request will not work; others may: 404, validation errors.
+    /// This request will not work; others may: 404, validation errors, a broken listing.
     Skip,
 }
 
-/// A failed API call. Messages never contain the credentials.
+/// A failed API call. Neither the messages nor `Debug` ever contain the credentials: the
+/// key travels only in the `Authorization` header, which no error keeps.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("PartnerStack rejected the credentials ({status}): {message}")]
     Unauthorized { status: u16, message: String },
     #[error("not found (404): {message}")]
     NotFound { message: String },
-    #[error("rate limited (429){}", retry_after.map(|d| format!(", Retry-After {}s", d.as_secs())).unwrap_or_default())]
+    #[error("rate limited (429){}", wait_hint(*retry_after))]
     RateLimited { retry_after: Option<Duration> },
-    #[error("PartnerStack server error ({status}): {message}")]
-    Server { status: u16, message: String },
+    /// `retry_after` is kept because a 503 may say when to come back, like a 429.
+    #[error("PartnerStack server error ({status}): {message}{}", wait_hint(*retry_after))]
+    Server { status: u16, message: String, retry_after: Option<Duration> },
     #[error("PartnerStack rejected the request ({status}): {message}")]
     Rejected { status: u16, message: String },
     #[error("request timed out")]
@@ -36,6 +42,10 @@ pub enum ApiError {
         source: serde_json::Error,
         snippet: String,
     },
+    /// The API said there is more but gave no usable cursor: following it would loop or stop
+    /// early without anyone noticing, so the listing ends with this error instead.
+    #[error("listing {path} cannot continue: {reason}")]
+    Pagination { path: String, reason: &'static str },
     #[error("invalid client configuration: {0}")]
     Config(String),
 }
@@ -50,11 +60,11 @@ impl ApiError {
             | ApiError::Server { .. }
             | ApiError::Malformed { .. } => ErrorClass::Retryable,
             ApiError::Unauthorized { .. } | ApiError::Config(_) => ErrorClass::Fatal,
-            ApiError::NotFound { .. } | ApiError::Rejected { .. } => ErrorClass::Skip,
+            ApiError::NotFound { .. } | ApiError::Rejected { .. } | ApiError::Pagination { .. } => ErrorClass::Skip,
         }
     }
 
-    /// The HTTP status, when the API answered.
+    /// The HTTP status, when the API answered with an error status.
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Unauthorized { status, .. } | ApiError::Server { status, .. } | ApiError::Rejected { status, .. } => Some(*status),
@@ -64,10 +74,10 @@ impl ApiError {
         }
     }
 
-    /// The wait the API asked for, if any.
+    /// The wait the API asked for (`Retry-After` on a 429 or 5xx), if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } => *retry_after,
+            ApiError::RateLimited { retry_after } | ApiError::Server { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -81,22 +91,45 @@ impl ApiError {
             401 | 403 => ApiError::Unauthorized { status, message },
             404 => ApiError::NotFound { message },
             429 => ApiError::RateLimited { retry_after },
-            500..=599 => ApiError::Server { status, message },
+            500..=599 => ApiError::Server { status, message, retry_after },
             _ => ApiError::Rejected { status, message },
+        }
+    }
+
+    /// A body that is not the JSON we expected; the start of it helps whoever reads the log.
+    pub(crate) fn malformed(source: serde_json::Error, body: &[u8]) -> ApiError {
+        ApiError::Malformed { source, snippet: shorten(&String::from_utf8_lossy(body), 80) }
+    }
+
+    /// Sorts a `reqwest` failure: a timeout is reported as such, everything else (refused
+    /// connection, dropped connection, body cut short) is transport trouble.
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout(e)
+        } else {
+            ApiError::Transport(e)
         }
     }
 }
 
-/// The `message` of a `{"message": …, "status": …}` body, shortened.
+fn wait_hint(retry_after: Option<Duration>) -> String {
+    retry_after.map(|d| format!(", Retry-After {}s", d.as_secs())).unwrap_or_default()
+}
+
+/// The `message` of a `{"message": …, "status": …}` body, shortened: validation messages
+/// are what a person needs to fix a queued write, but a runaway body must not flood a log.
 fn message_of(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let message = match value.get("message")? {
+        serde_json::Value::String(s) if s.trim().is_empty() => return None,
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => return None,
         other => other.to_string(),
     };
     Some(shorten(&message, 500))
 }
 
+/// At most `max` bytes of `text`, cut on a character boundary, with an ellipsis when cut.
 pub(crate) fn shorten(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
@@ -111,12 +144,15 @@ mod tests {
 
     #[test]
     fn statuses_are_classified_once() {
-        assert_eq!(ApiError::from_status(401, b"{}", None).class(), ErrorClass::Fatal);
-        assert_eq!(ApiError::from_status(403, b"{}", None).class(), ErrorClass::Fatal);
-        assert_eq!(ApiError::from_status(404, b"{}", None).class(), ErrorClass::Skip);
-        assert_eq!(ApiError::from_status(400, b"{}", None).class(), ErrorClass::Skip);
-        assert_eq!(ApiError::from_status(429, b"{}", None).class(), ErrorClass::Retryable);
-        assert_eq!(ApiError::from_status(503, b"{}", None).class(), ErrorClass::Retryable);
+        let class = |status| ApiError::from_status(status, b"{}", None).class();
+        assert_eq!(class(401), ErrorClass::Fatal);
+        assert_eq!(class(403), ErrorClass::Fatal);
+        assert_eq!(class(404), ErrorClass::Skip);
+        assert_eq!(class(400), ErrorClass::Skip);
+        assert_eq!(class(409), ErrorClass::Skip);
+        assert_eq!(class(429), ErrorClass::Retryable);
+        assert_eq!(class(500), ErrorClass::Retryable);
+        assert_eq!(class(503), ErrorClass::Retryable);
     }
 
     #[test]
@@ -124,5 +160,32 @@ mod tests {
         let e = ApiError::from_status(400, br#"{"message": "'target_type' is a required property", "status": 400}"#, None);
         assert!(e.to_string().contains("'target_type' is a required property"), "{e}");
         assert_eq!(e.status(), Some(400));
+    }
+
+    #[test]
+    fn without_a_message_the_status_text_is_used() {
+        assert!(ApiError::from_status(502, b"<html>Bad gateway</html>", None).to_string().contains("Bad Gateway"));
+        assert!(ApiError::from_status(400, br#"{"message": "", "status": 400}"#, None).to_string().contains("Bad Request"));
+    }
+
+    #[test]
+    fn a_long_message_is_shortened() {
+        let body = serde_json::json!({"message": "x".repeat(5000)}).to_string();
+        let ApiError::Rejected { message, .. } = ApiError::from_status(422, body.as_bytes(), None) else { panic!("422 is a rejection") };
+        assert!(message.len() <= 504, "{}", message.len());
+    }
+
+    #[test]
+    fn shortening_never_splits_a_character() {
+        assert_eq!(shorten("ééé", 3), "é…");
+        assert_eq!(shorten("abc", 3), "abc");
+    }
+
+    #[test]
+    fn retry_after_is_kept_for_429_and_503() {
+        let wait = Some(Duration::from_secs(7));
+        assert_eq!(ApiError::from_status(429, b"", wait).retry_after(), wait);
+        assert_eq!(ApiError::from_status(503, b"", wait).retry_after(), wait);
+        assert_eq!(ApiError::from_status(400, b"", wait).retry_after(), None);
     }
 }

@@ -1,49 +1,49 @@
 //! The PartnerStack vendor API client. Knows nothing of PostgreSQL.
 //!
-//! One `reqwest::Client` (timeouts, user agent) shared by clones; HTTP Basic auth with the
+//! One `reqwest::Client` (timeout, user agent) shared by clones; HTTP Basic auth with the
 //! public key as user and the private key as password; a client-side rate limit on every
-//! request sent (governor); retries with exponential backoff and full jitter (backon's
-//! delays) that wait at least what `Retry-After` asks; list pages kept as raw JSON items so
-//! a record that cannot be stored can be quarantined verbatim.
+//! request sent, retries included; retries with capped exponential backoff and full jitter
+//! that wait at least what `Retry-After` asks; list pages kept as raw JSON items so a record
+//! that cannot be stored can be quarantined verbatim.
+//!
+//! - `error`: what a failure means ([`ApiError::class`]), decided once.
+//! - `exchange`: one HTTP request and its answer; `retry`: when and how long to wait;
+//!   `pagination`: list queries, pages and cursors; `stats`: counters.
 
 mod error;
+mod exchange;
+mod pagination;
+mod retry;
+mod stats;
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    num::NonZeroU32,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use futures::Stream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::{header, Method};
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use reqwest::Method;
+use secrecy::SecretString;
 use serde_json::{value::RawValue, Value};
 use url::Url;
 
 pub use error::{ApiError, ErrorClass};
+pub use stats::ClientStats;
 
-/// How to reach the API.
+/// How to reach the API and how hard to push it.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// e.g. `https://api.partnerstack.com/api/v2`
+    /// e.g. `https://api.partnerstack.com/api/v2`; request paths are appended to its path.
     pub base_url: Url,
     pub public_key: String,
     pub private_key: SecretString,
-    /// Requests sent per second, retries included; `<= 0` means unlimited.
+    /// Requests sent per second, retries included, evenly spaced; `<= 0` means unlimited.
     pub requests_per_second: f64,
+    /// Per request, connection to last byte of the body.
     pub timeout: Duration,
+    /// Retries per request for retryable failures (so at most `max_retries + 1` sends).
     pub max_retries: usize,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Items per list page when [`ListQuery::limit`] is `None`; 1..=250.
     pub page_size: u16,
     pub user_agent: String,
 }
@@ -57,12 +57,15 @@ impl fmt::Debug for ClientConfig {
             .field("requests_per_second", &self.requests_per_second)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
+            .field("min_backoff", &self.min_backoff)
+            .field("max_backoff", &self.max_backoff)
             .field("page_size", &self.page_size)
+            .field("user_agent", &self.user_agent)
             .finish()
     }
 }
 
-/// Filters of a list request (epoch milliseconds).
+/// Filters of a list request, in epoch milliseconds as the API takes them.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     pub min_created: Option<i64>,
@@ -74,52 +77,27 @@ pub struct ListQuery {
 }
 
 /// One page of a listing.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Page {
-    /// Each item's exact text.
+    /// Each item's exact text, so a record that cannot be stored is kept as it came.
     pub items: Vec<Box<RawValue>>,
     /// A missing `has_more` counts as false.
     pub has_more: bool,
-    /// The `key` of the last item: the next `starting_after`.
+    /// The `key` of the last item: the next `starting_after`. `None` when that item has no
+    /// string key.
     pub last_key: Option<String>,
     /// The response's `Date` header.
     pub server_date: Option<DateTime<Utc>>,
-}
-
-/// Requests sent, by endpoint and outcome.
-#[derive(Clone, Debug, Default)]
-pub struct ClientStats {
-    /// `(endpoint, status)` → count; status is the HTTP code, `timeout` or `transport`.
-    pub requests: BTreeMap<(String, String), u64>,
-}
-
-#[derive(Deserialize)]
-struct ListEnvelope {
-    data: ListData,
-}
-
-#[derive(Deserialize)]
-struct ListData {
-    #[serde(default)]
-    items: Vec<Box<RawValue>>,
-    #[serde(default)]
-    has_more: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct KeyOnly {
-    key: Option<Value>,
 }
 
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
     limiter: Option<DefaultDirectRateLimiter>,
-    sent: AtomicU64,
-    stats: Mutex<BTreeMap<(String, String), u64>>,
+    counters: stats::Counters,
 }
 
-/// The API client; cheap to clone.
+/// The API client; clones share one connection pool, rate limit and set of counters.
 #[derive(Clone)]
 pub struct ApiClient {
     inner: Arc<Inner>,
@@ -127,113 +105,60 @@ pub struct ApiClient {
 
 impl fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiClient").field("config", &self.inner.config).finish()
+        f.debug_struct("ApiClient").field("config", &self.inner.config).finish_non_exhaustive()
     }
 }
 
-/// A successful answer: the `Date` header and the body.
-struct Answer {
-    date: Option<DateTime<Utc>>,
-    body: bytes::Bytes,
-}
-
 impl ApiClient {
+    /// Checks the configuration and builds the HTTP client once.
     pub fn new(config: ClientConfig) -> Result<ApiClient, ApiError> {
         if !(1..=250).contains(&config.page_size) {
             return Err(ApiError::Config(format!("page size {} is outside 1..=250", config.page_size)));
         }
+        if config.base_url.cannot_be_a_base() || !matches!(config.base_url.scheme(), "http" | "https") {
+            return Err(ApiError::Config(format!("base URL {} is not an http(s) URL", config.base_url)));
+        }
+        if config.timeout.is_zero() {
+            return Err(ApiError::Config("the request timeout must be positive".into()));
+        }
+        if config.min_backoff > config.max_backoff {
+            return Err(ApiError::Config(format!("min_backoff {:?} is above max_backoff {:?}", config.min_backoff, config.max_backoff)));
+        }
+        let limiter = rate_limiter(config.requests_per_second)?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(config.user_agent.clone())
             .build()
-            .map_err(|e| ApiError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let limiter = (config.requests_per_second > 0.0).then(|| {
-            let period = Duration::from_secs_f64(1.0 / config.requests_per_second);
-            let burst = NonZeroU32::new(config.requests_per_second.ceil().max(1.0) as u32).expect("at least 1");
-            let quota = Quota::with_period(period).expect("a positive period").allow_burst(burst);
-            RateLimiter::direct(quota)
-        });
-        Ok(ApiClient { inner: Arc::new(Inner { http, config, limiter, sent: AtomicU64::new(0), stats: Mutex::default() }) })
+            .map_err(|e| ApiError::Config(format!("cannot build the HTTP client: {}", crate::telemetry::error_chain(&e))))?;
+        Ok(ApiClient { inner: Arc::new(Inner { http, config, limiter, counters: stats::Counters::default() }) })
     }
 
     /// HTTP requests actually sent, retries included.
     pub fn requests_sent(&self) -> u64 {
-        self.inner.sent.load(Ordering::Relaxed)
+        self.inner.counters.sent()
     }
 
+    /// A snapshot of the counters.
     pub fn stats(&self) -> ClientStats {
-        ClientStats { requests: self.inner.stats.lock().expect("no panics while holding it").clone() }
+        self.inner.counters.snapshot()
     }
 
-    /// Requests by endpoint and status, for `/metrics`.
+    /// Requests by endpoint and outcome, for `/metrics`.
     pub fn request_counts(&self) -> Vec<(String, String, u64)> {
-        self.stats().requests.into_iter().map(|((endpoint, status), n)| (endpoint, status, n)).collect()
+        self.stats().requests.into_iter().map(|((endpoint, outcome), n)| (endpoint, outcome, n)).collect()
     }
 
-    /// One list page, with retries.
-    pub async fn list_page(&self, path: &str, query: &ListQuery, starting_after: Option<&str>) -> Result<Page, ApiError> {
-        let mut url = self.url(path)?;
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("limit", &query.limit.unwrap_or(self.inner.config.page_size).to_string());
-            for (name, value) in [
-                ("min_created", query.min_created),
-                ("max_created", query.max_created),
-                ("min_updated", query.min_updated),
-                ("max_updated", query.max_updated),
-            ] {
-                if let Some(v) = value {
-                    q.append_pair(name, &v.to_string());
-                }
-            }
-            if let Some(key) = starting_after {
-                q.append_pair("starting_after", key);
-            }
-        }
-        self.with_retries(true, path, || async {
-            let answer = self.send(Method::GET, url.clone(), None, path).await?;
-            let envelope: ListEnvelope = serde_json::from_slice(&answer.body).map_err(|source| malformed(source, &answer.body))?;
-            let last_key =
-                envelope.data.items.last().and_then(|raw| serde_json::from_str::<KeyOnly>(raw.get()).ok()).and_then(|k| match k.key {
-                    Some(Value::String(s)) => Some(s),
-                    _ => None,
-                });
-            Ok(Page { items: envelope.data.items, has_more: envelope.data.has_more.unwrap_or(false), last_key, server_date: answer.date })
-        })
-        .await
-    }
-
-    /// Every page of a listing, following `has_more` with `starting_after`; ends after the
-    /// first error.
-    pub fn list<'a>(&'a self, path: &'a str, query: ListQuery) -> impl Stream<Item = Result<Page, ApiError>> + Send + 'a {
-        futures::stream::unfold(Some(None::<String>), move |cursor| {
-            let query = query.clone();
-            async move {
-                let after = cursor?;
-                match self.list_page(path, &query, after.as_deref()).await {
-                    Ok(page) => {
-                        let next = match (&page.last_key, page.has_more) {
-                            (Some(k), true) => Some(Some(k.clone())),
-                            _ => None,
-                        };
-                        Some((Ok(page), next))
-                    }
-                    Err(e) => Some((Err(e), None)),
-                }
-            }
-        })
-    }
-
-    /// Any JSON call: returns the envelope's `data` (or the whole body when there is none).
-    /// Retries only when `idempotent`: a create is never sent twice by the client.
+    /// Any JSON call (a single GET, a write): returns the envelope's `data`, or the whole
+    /// body when it has none, or `null` for an empty body. Retries only when `idempotent`:
+    /// a create whose answer was lost must be looked up, not sent again.
     pub async fn request_json(&self, method: Method, path: &str, body: Option<&Value>, idempotent: bool) -> Result<Value, ApiError> {
         let url = self.url(path)?;
         self.with_retries(idempotent, path, || async {
             let answer = self.send(method.clone(), url.clone(), body, path).await?;
-            if answer.body.is_empty() {
+            if answer.body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Null);
             }
-            let mut value: Value = serde_json::from_slice(&answer.body).map_err(|source| malformed(source, &answer.body))?;
+            let mut value: Value = serde_json::from_slice(&answer.body).map_err(|source| ApiError::malformed(source, &answer.body))?;
             Ok(match value.get_mut("data") {
                 Some(data) => data.take(),
                 None => value,
@@ -242,148 +167,54 @@ impl ApiClient {
         .await
     }
 
-    /// Downloads a file (deal attachments), with credentials only for the API's own host.
+    /// Downloads a file (deal attachments) with retries; returns its bytes and content type.
+    /// `url` may be absolute or a path under the API. The credentials go only to the API's
+    /// own origin, never to a storage host the API links to.
     pub async fn download(&self, url: &str) -> Result<(Vec<u8>, Option<String>), ApiError> {
-        let url = Url::parse(url).or_else(|_| self.url(url)).map_err(|_| ApiError::Config(format!("bad file URL {url}")))?;
-        let same_host = url.host_str() == self.inner.config.base_url.host_str();
+        let url = match Url::parse(url) {
+            Ok(absolute) => absolute,
+            Err(_) => self.url(url)?,
+        };
+        let own_origin = url.origin() == self.inner.config.base_url.origin();
         self.with_retries(true, "file", || async {
-            self.throttle().await;
-            self.inner.sent.fetch_add(1, Ordering::Relaxed);
             let mut request = self.inner.http.get(url.clone());
-            if same_host {
-                request = request.basic_auth(&self.inner.config.public_key, Some(self.inner.config.private_key.expose_secret()));
+            if own_origin {
+                request = self.authenticated(request);
             }
-            let response = request.send().await.map_err(transport)?;
-            let status = response.status();
-            let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let body = response.bytes().await.map_err(transport)?;
-            self.count("file", &status.as_u16().to_string());
-            if !status.is_success() {
-                return Err(ApiError::from_status(status.as_u16(), &body, None));
-            }
-            Ok((body.to_vec(), content_type))
+            let answer = self.exchange(request, "file").await?;
+            Ok((answer.body.to_vec(), answer.content_type))
         })
         .await
     }
 
+    /// `path` appended to the base URL's path segment by segment (so `/api/v2` is kept and
+    /// a key with `?`, `#` or a space cannot change the URL's meaning).
     fn url(&self, path: &str) -> Result<Url, ApiError> {
-        let base = self.inner.config.base_url.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}/{}", path.trim_start_matches('/'))).map_err(|e| ApiError::Config(format!("bad URL for {path}: {e}")))
-    }
-
-    async fn throttle(&self) {
-        if let Some(limiter) = &self.inner.limiter {
-            limiter.until_ready().await;
-        }
-    }
-
-    fn count(&self, path: &str, status: &str) {
-        *self.inner.stats.lock().expect("no panics while holding it").entry((endpoint(path), status.to_owned())).or_default() += 1;
-    }
-
-    /// One HTTP exchange; non-2xx answers become errors.
-    async fn send(&self, method: Method, url: Url, body: Option<&Value>, path: &str) -> Result<Answer, ApiError> {
-        self.throttle().await;
-        self.inner.sent.fetch_add(1, Ordering::Relaxed);
-        let mut request = self
-            .inner
-            .http
-            .request(method, url)
-            .basic_auth(&self.inner.config.public_key, Some(self.inner.config.private_key.expose_secret()))
-            .header(header::ACCEPT, "application/json");
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.count(path, if e.is_timeout() { "timeout" } else { "transport" });
-                return Err(transport(e));
-            }
-        };
-        let status = response.status();
-        let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let date = response
-            .headers()
-            .get(header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-            .map(|d| d.with_timezone(&Utc));
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                self.count(path, "transport");
-                return Err(transport(e));
-            }
-        };
-        self.count(path, &status.as_u16().to_string());
-        if !status.is_success() {
-            return Err(ApiError::from_status(status.as_u16(), &body, retry_after));
-        }
-        Ok(Answer { date, body })
-    }
-
-    /// Runs `attempt` until it succeeds, fails for good, or the retries run out.
-    async fn with_retries<T, F, Fut>(&self, retry: bool, path: &str, attempt: F) -> Result<T, ApiError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ApiError>>,
-    {
-        let c = &self.inner.config;
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(c.min_backoff)
-            .with_max_delay(c.max_backoff)
-            .with_max_times(c.max_retries)
-            .with_jitter()
-            .build();
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let error = match attempt().await {
-                Ok(value) => return Ok(value),
-                Err(e) => e,
-            };
-            if !retry || error.class() != ErrorClass::Retryable {
-                return Err(error);
-            }
-            let Some(delay) = delays.next() else { return Err(error) };
-            let delay = delay.max(error.retry_after().unwrap_or_default());
-            tracing::warn!(path, attempt = tries, wait_ms = delay.as_millis() as u64, error = %error, "retrying PartnerStack request");
-            tokio::time::sleep(delay).await;
-        }
+        let mut url = self.inner.config.base_url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        url.path_segments_mut()
+            .map_err(|()| ApiError::Config(format!("base URL {} cannot take a path", self.inner.config.base_url)))?
+            .pop_if_empty()
+            .extend(path.trim_matches('/').split('/'));
+        Ok(url)
     }
 }
 
-fn transport(e: reqwest::Error) -> ApiError {
-    if e.is_timeout() {
-        ApiError::Timeout(e)
-    } else {
-        ApiError::Transport(e)
+/// Evenly spaced requests (burst of one): an operator's "5 per second" then holds in every
+/// one-second window, which matters against a vendor whose limits are unpublished.
+fn rate_limiter(requests_per_second: f64) -> Result<Option<DefaultDirectRateLimiter>, ApiError> {
+    if requests_per_second.is_nan() || requests_per_second.is_infinite() {
+        return Err(ApiError::Config(format!("requests_per_second {requests_per_second} is not a number of requests")));
     }
-}
-
-fn malformed(source: serde_json::Error, body: &[u8]) -> ApiError {
-    ApiError::Malformed { source, snippet: error::shorten(&String::from_utf8_lossy(body), 80) }
-}
-
-/// `Retry-After` in seconds or as an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(seconds) = value.trim().parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)));
+    if requests_per_second <= 0.0 {
+        return Ok(None);
     }
-    let when = DateTime::parse_from_rfc2822(value.trim()).ok()?.with_timezone(&Utc);
-    Some((when - Utc::now()).to_std().unwrap_or_default())
-}
-
-/// The metrics label for a path: its resource, with record keys folded (`deals/{key}/convert`).
-fn endpoint(path: &str) -> String {
-    let mut parts = path.trim_matches('/').split('/');
-    let mut label = parts.next().unwrap_or_default().to_owned();
-    for (i, part) in parts.enumerate() {
-        label.push('/');
-        label.push_str(if i % 2 == 0 && !matches!(part, "tags" | "convert" | "files" | "file" | "member") { "{key}" } else { part });
-    }
-    label
+    let quota = Duration::try_from_secs_f64(1.0 / requests_per_second)
+        .ok()
+        .and_then(Quota::with_period)
+        .ok_or_else(|| ApiError::Config(format!("requests_per_second {requests_per_second} is out of range; use 0 for unlimited")))?;
+    Ok(Some(RateLimiter::direct(quota)))
 }
 
 #[cfg(test)]

@@ -150,10 +150,7 @@ impl Worker {
                 match e.class() {
                     ErrorClass::Retryable => {
                         let message = if ambiguous && creates { format!("{NO_ANSWER}: {}", error_chain(&e)) } else { error_chain(&e) };
-                        let retry_after = match &e {
-                            ApiError::RateLimited { retry_after } => *retry_after,
-                            _ => None,
-                        };
+                        let retry_after = e.retry_after();
                         self.retry_or_fail(&request, &message, status, retry_after).await
                     }
                     ErrorClass::Fatal | ErrorClass::Skip => {

@@ -1,6 +1,9 @@
 //! Leases: one instance at a time syncs an object, fenced by an epoch.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use sqlx::{Postgres, Transaction};
 
@@ -8,12 +11,22 @@ use super::{Store, StoreError};
 use crate::object::ObjectKind;
 
 /// The right to write one object, as granted at `epoch`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Lease {
     pub kind: ObjectKind,
     pub holder: String,
     pub epoch: i64,
     pub ttl: Duration,
+    /// When the lease was last extended (shared by clones: every window of a pass renews
+    /// the same lease).
+    renewed: Arc<Mutex<Instant>>,
+}
+
+impl Lease {
+    /// True when a third of the lease has passed since it was last extended.
+    pub fn due_for_renewal(&self) -> bool {
+        self.renewed.lock().expect("no panics while holding it").elapsed() >= self.ttl / 3
+    }
 }
 
 impl Store {
@@ -35,7 +48,7 @@ impl Store {
         .bind(ttl.as_secs_f64())
         .fetch_optional(self.pool())
         .await?;
-        Ok(epoch.map(|epoch| Lease { kind, holder: holder.to_owned(), epoch, ttl }))
+        Ok(epoch.map(|epoch| Lease { kind, holder: holder.to_owned(), epoch, ttl, renewed: Arc::new(Mutex::new(Instant::now())) }))
     }
 
     /// Gives the lease up at once (a clean shutdown or the end of a pass).
@@ -50,21 +63,42 @@ impl Store {
     }
 }
 
-/// Checks, inside a write transaction, that `lease` still holds, and renews it. The row
-/// stays locked until commit, so the lease cannot change hands while this transaction runs.
+/// Checks, inside a write transaction, that `lease` still holds. The shared row lock lasts
+/// until commit: concurrent windows of the same pass write side by side, while another
+/// instance's takeover (an UPDATE of the row) waits until they have committed, so the lease
+/// cannot change hands under a write.
 pub async fn fence(tx: &mut Transaction<'_, Postgres>, lease: &Lease) -> Result<(), StoreError> {
     let held: Option<i32> = sqlx::query_scalar(
-        "UPDATE sync_leases SET expires_at = now() + make_interval(secs => $4) \
-         WHERE object = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() RETURNING 1",
+        "SELECT 1 FROM sync_leases WHERE object = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE",
     )
     .bind(lease.kind.table())
     .bind(&lease.holder)
     .bind(lease.epoch)
-    .bind(lease.ttl.as_secs_f64())
     .fetch_optional(&mut **tx)
     .await?;
     match held {
         Some(_) => Ok(()),
         None => Err(StoreError::Fenced { object: lease.kind.table().to_owned() }),
+    }
+}
+
+impl Store {
+    /// Extends the lease by its TTL, if it is still ours.
+    pub async fn renew_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE sync_leases SET expires_at = now() + make_interval(secs => $4) \
+             WHERE object = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()",
+        )
+        .bind(lease.kind.table())
+        .bind(&lease.holder)
+        .bind(lease.epoch)
+        .bind(lease.ttl.as_secs_f64())
+        .execute(self.pool())
+        .await?;
+        if renewed.rows_affected() == 0 {
+            return Err(StoreError::Fenced { object: lease.kind.table().to_owned() });
+        }
+        *lease.renewed.lock().expect("no panics while holding it") = Instant::now();
+        Ok(())
     }
 }

@@ -1,0 +1,72 @@
+//! One HTTP exchange: wait for the rate limit, send, read the whole body, classify.
+//!
+//! Every request the client sends goes through [`ApiClient::exchange`], so the rate limit,
+//! the request counters and the status classification cannot be skipped by a new caller.
+
+use chrono::{DateTime, Utc};
+use reqwest::{header, Method, RequestBuilder};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use url::Url;
+
+use super::{retry::parse_retry_after, ApiClient, ApiError};
+
+/// A successful (2xx) answer.
+pub(super) struct Answer {
+    /// The `Date` header: the server's clock, which the sync uses instead of ours.
+    pub date: Option<DateTime<Utc>>,
+    pub content_type: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+impl ApiClient {
+    /// An authenticated JSON request to the API.
+    pub(super) async fn send(&self, method: Method, url: Url, body: Option<&Value>, path: &str) -> Result<Answer, ApiError> {
+        let mut request = self.authenticated(self.inner.http.request(method, url)).header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.exchange(request, path).await
+    }
+
+    /// Adds HTTP Basic auth: public key as user, private key as password.
+    pub(super) fn authenticated(&self, request: RequestBuilder) -> RequestBuilder {
+        let config = &self.inner.config;
+        request.basic_auth(&config.public_key, Some(config.private_key.expose_secret()))
+    }
+
+    /// Sends `request` once and reads all of its answer; a non-2xx status becomes an error.
+    pub(super) async fn exchange(&self, request: RequestBuilder, path: &str) -> Result<Answer, ApiError> {
+        self.throttle().await;
+        let counters = &self.inner.counters;
+        counters.count_sent();
+        let failed = |e: reqwest::Error| {
+            counters.count_outcome(path, if e.is_timeout() { "timeout" } else { "transport" });
+            ApiError::from_reqwest(e)
+        };
+        let response = request.send().await.map_err(failed)?;
+        let status = response.status();
+        let headers = response.headers();
+        let text = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let retry_after = text(header::RETRY_AFTER).and_then(|v| parse_retry_after(&v, Utc::now()));
+        let date = text(header::DATE).and_then(|d| DateTime::parse_from_rfc2822(&d).ok()).map(|d| d.with_timezone(&Utc));
+        let content_type = text(header::CONTENT_TYPE);
+        // Reading the body is part of the exchange: a connection dropped halfway through is
+        // transport trouble like any other, and retried as such.
+        let body = response.bytes().await.map_err(failed)?;
+        counters.count_outcome(path, status.as_str());
+        if !status.is_success() {
+            return Err(ApiError::from_status(status.as_u16(), &body, retry_after));
+        }
+        Ok(Answer { date, content_type, body })
+    }
+
+    /// Waits for the client-side rate limit, counting the requests that had to wait.
+    async fn throttle(&self) {
+        let Some(limiter) = &self.inner.limiter else { return };
+        if limiter.check().is_err() {
+            self.inner.counters.count_throttled();
+            limiter.until_ready().await;
+        }
+    }
+}
