@@ -58,11 +58,19 @@ async fn main() -> anyhow::Result<()> {
     println!("queued {requests} requests with one INSERT each in {:.2}s", t.elapsed().as_secs_f64());
 
     let shutdown = CancellationToken::new();
-    let settings = QueueSettings { workers, max_attempts: 10, lease: Duration::from_secs(60), poll: Duration::from_millis(50), min_backoff: Duration::from_millis(20), max_backoff: Duration::from_secs(1) };
+    let settings = QueueSettings {
+        workers,
+        max_attempts: 10,
+        lease: Duration::from_secs(60),
+        poll: Duration::from_millis(50),
+        min_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_secs(1),
+    };
     let t = Instant::now();
     let pool = tokio::spawn(queue::run_workers(api.clone(), store.clone(), settings, "bench".into(), shutdown.clone()));
     loop {
-        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status IN ('pending', 'running')").fetch_one(store.pool()).await?;
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status IN ('pending', 'running')").fetch_one(store.pool()).await?;
         if open == 0 {
             break;
         }

@@ -68,14 +68,13 @@ impl Store {
 /// instance's takeover (an UPDATE of the row) waits until they have committed, so the lease
 /// cannot change hands under a write.
 pub async fn fence(tx: &mut Transaction<'_, Postgres>, lease: &Lease) -> Result<(), StoreError> {
-    let held: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM sync_leases WHERE object = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE",
-    )
-    .bind(lease.kind.table())
-    .bind(&lease.holder)
-    .bind(lease.epoch)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let held: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM sync_leases WHERE object = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE")
+            .bind(lease.kind.table())
+            .bind(&lease.holder)
+            .bind(lease.epoch)
+            .fetch_optional(&mut **tx)
+            .await?;
     match held {
         Some(_) => Ok(()),
         None => Err(StoreError::Fenced { object: lease.kind.table().to_owned() }),

@@ -207,7 +207,7 @@ async fn three_daemons_share_the_work_survive_a_kill_and_event_each_change_once(
             .fetch_one(store.pool())
             .await
             .unwrap_or(0)
-            >= (ObjectKind::ALL.len() as i64)
+            >= (ObjectKind::default_set().len() as i64)
     };
     wait_for("the backfill", Duration::from_secs(120), backfilled).await;
     let holders: i64 = sqlx::query_scalar("SELECT count(DISTINCT holder) FROM sync_runs").fetch_one(store.pool()).await.unwrap();
