@@ -131,7 +131,8 @@ enum EventsCommand {
 
 /// Runs the parsed command line.
 pub async fn main(cli: Cli) -> ExitCode {
-    telemetry::init(cli.log_format);
+    // The demo's live progress line is its output; logs would scroll it away.
+    telemetry::init(cli.log_format, if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" });
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 

@@ -279,7 +279,7 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut daemons = Vec::new();
     for name in ["daemon-a", "daemon-b"] {
-        let w = Worker::new(support::client(&sim, 250), support::store_for(&store).await, settings(), name);
+        let w = Worker::new(support::client(&sim, 250), Store::connect(&support::database_url(), store.schema(), 4).await.unwrap(), settings(), name);
         daemons.push(tokio::spawn(w.run(shutdown.clone())));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -48,18 +48,13 @@ pub fn database_url() -> String {
 /// A store in a schema of its own, migrated. `TEST_LOG=1` shows the program's logs.
 pub async fn store() -> Store {
     if std::env::var_os("TEST_LOG").is_some() {
-        partnerstack_mirror::telemetry::init(Some(partnerstack_mirror::telemetry::LogFormat::Pretty));
+        partnerstack_mirror::telemetry::init(Some(partnerstack_mirror::telemetry::LogFormat::Pretty), "info");
     }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let schema = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let store = Store::connect(server_url(), &schema, 8).await.expect("connect");
     store.migrate().await.expect("migrate");
     store
-}
-
-/// Another connection pool on the same schema (a second daemon, say).
-pub async fn store_for(store: &Store) -> Store {
-    Store::connect(server_url(), store.schema(), 4).await.expect("connect")
 }
 
 /// A second view of `store`'s schema under another application name, for tests that cut
