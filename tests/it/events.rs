@@ -85,3 +85,54 @@ async fn listeners_are_notified_when_events_commit() {
         }
     }
 }
+
+fn tail_command(store: &Store, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_partnerstack-mirror"));
+    command
+        .args(["--config", "/dev/null", "events", "tail"])
+        .args(args)
+        .env("DATABASE_URL", support::database_url())
+        .env("PSM_DATABASE__SCHEMA", store.schema())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn events_tail_prints_json_lines_after_an_id_filtered_by_type() {
+    let store = support::store().await;
+    let mut tx = store.pool().begin().await.unwrap();
+    let mut lead = event(9);
+    lead.event_type = "lead.approved".into();
+    lead.object_type = "lead";
+    insert_events(&mut tx, &[event(1), lead, event(2), event(3)]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let output = tail_command(&store, &["--after", "1", "--type", "deal.*"]).output().await.unwrap();
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ids: Vec<i64> = lines.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [3, 4], "after id 1, deal events only, in order");
+    assert_eq!(lines[0]["event_type"], "deal.updated");
+    assert_eq!(lines[0]["data"]["key"], "deal_2");
+}
+
+#[tokio::test]
+async fn events_tail_follow_prints_new_events_as_they_commit() {
+    use tokio::io::AsyncBufReadExt;
+    let store = support::store().await;
+    let mut child = tail_command(&store, &["--follow"]).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+
+    for n in 1..=3 {
+        let mut tx = store.pool().begin().await.unwrap();
+        insert_events(&mut tx, &[event(n)]).await.unwrap();
+        tx.commit().await.unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await.expect("printed in time").unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["object_key"], format!("deal_{n}"));
+    }
+    child.kill().await.unwrap();
+}
