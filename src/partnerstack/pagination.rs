@@ -106,8 +106,11 @@ fn add_query(url: &mut Url, query: &ListQuery, page_size: u16, starting_after: O
 fn parse_page(body: &[u8], server_date: Option<DateTime<Utc>>) -> Result<Page, ApiError> {
     let envelope: ListEnvelope = serde_json::from_slice(body).map_err(|source| ApiError::malformed(source, body))?;
     let ListData { items, has_more } = envelope.data;
-    let last_key = items.last().and_then(|raw| serde_json::from_str::<KeyOnly>(raw.get()).ok()).and_then(|k| match k.key {
-        Some(Value::String(s)) => Some(s),
+    // The last item that has a key: a broken record without one (it goes to quarantine)
+    // must not end the listing; the next page starts after the last good key and lists the
+    // broken record again, which is harmless.
+    let last_key = items.iter().rev().find_map(|raw| match serde_json::from_str::<KeyOnly>(raw.get()).ok()?.key {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
     });
     Ok(Page { items, has_more: has_more.unwrap_or(false), last_key, server_date })
@@ -121,7 +124,7 @@ fn next_cursor(path: &str, page: &Page, current: Option<&str>) -> Result<Option<
     let broken = |reason| Err(ApiError::Pagination { path: path.to_owned(), reason });
     match page.last_key.as_deref() {
         None if page.items.is_empty() => broken("the page says has_more but has no items"),
-        None => broken("the page says has_more but its last item has no string key"),
+        None => broken("the page says has_more but none of its items has a string key"),
         Some(key) if Some(key) == current => broken("the next page would start from the same key again"),
         Some(key) => Ok(Some(key.to_owned())),
     }
@@ -153,6 +156,7 @@ mod tests {
     fn the_last_key_is_none_unless_it_is_a_string() {
         assert_eq!(page(r#"{"data": {"items": [{"key": 7}]}}"#).last_key, None);
         assert_eq!(page(r#"{"data": {"items": [{"name": "no key"}]}}"#).last_key, None);
+        assert_eq!(page(r#"{"data": {"items": [{"key": "a"}, {"name": "no key"}]}}"#).last_key.as_deref(), Some("a"));
         assert_eq!(page(r#"{"data": {"items": ["not an object"]}}"#).last_key, None);
         assert_eq!(page(r#"{"data": {"items": [{"key": "a"}, {"key": "b", "k": {"key": "c"}}]}}"#).last_key.as_deref(), Some("b"));
     }
