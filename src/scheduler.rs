@@ -18,6 +18,22 @@ use crate::{
     sync::{PassReport, SyncError, Syncer},
 };
 
+/// The passes that run on their own cron schedule.
+#[derive(Clone, Copy)]
+enum Pass {
+    Rescan,
+    Reconcile,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Rescan => "rescan",
+            Pass::Reconcile => "reconcile",
+        }
+    }
+}
+
 /// The outcome of one pass over several objects.
 #[derive(Debug, Default)]
 pub struct PassSummary {
@@ -91,27 +107,20 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
         }
     };
 
-    {
+    // Rescans and key scans wait for a running poll rather than skip: they are rare and
+    // must happen.
+    for (pass, cron) in [(Pass::Rescan, &config.rescan_schedule), (Pass::Reconcile, &config.reconcile_schedule)] {
         let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
         scheduler
-            .add(Job::new_async(config.rescan_schedule.as_str(), move |_, _| {
+            .add(Job::new_async(cron.as_str(), move |_, _| {
                 let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
                 Box::pin(async move {
                     let _guard = busy.lock().await;
-                    log_summary("rescan", rescan_all(&syncer, &objects).await);
-                })
-            })?)
-            .await?;
-    }
-
-    {
-        let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
-        scheduler
-            .add(Job::new_async(config.reconcile_schedule.as_str(), move |_, _| {
-                let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
-                Box::pin(async move {
-                    let _guard = busy.lock().await;
-                    log_summary("reconcile", reconcile_all(&syncer, &objects).await);
+                    let summary = match pass {
+                        Pass::Rescan => rescan_all(&syncer, &objects).await,
+                        Pass::Reconcile => reconcile_all(&syncer, &objects).await,
+                    };
+                    log_summary(pass.name(), summary);
                 })
             })?)
             .await?;

@@ -2,35 +2,21 @@
 //! and of incremental passes with concurrent changes, restarted, and the mirror still equals
 //! the simulator, with every change evented exactly once.
 
-use std::{collections::HashMap, process::Stdio, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use partnerstack_mirror::{
     object::ObjectKind,
-    simulator::{Applied, Mutation, RunningSimulator, SimulatorConfig},
+    simulator::{Applied, Mutation, RunningSimulator},
     store::Store,
 };
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::support;
 
-fn sync_process(sim: &RunningSimulator, store: &Store, database_url: &str) -> Child {
-    let defaults = SimulatorConfig::default();
-    Command::new(env!("CARGO_BIN_EXE_partnerstack-mirror"))
-        .args(["--log-format", "json", "--config", "/dev/null", "sync"])
-        .env("DATABASE_URL", database_url)
-        .env("PSM_DATABASE__SCHEMA", store.schema())
-        .env("PSM_PARTNERSTACK__API_URL", &sim.base_url)
-        .env("PARTNERSTACK_PUBLIC_KEY", defaults.public_key)
-        .env("PARTNERSTACK_PRIVATE_KEY", defaults.private_key)
-        .env("PSM_PARTNERSTACK__PAGE_SIZE", "20")
-        .env("PSM_PARTNERSTACK__REQUESTS_PER_SECOND", "0")
-        .env("PSM_SYNC__SETTLE", "0s")
+fn sync_process(sim: &RunningSimulator, store: &Store) -> Child {
+    support::binary(sim, store, &["sync"])
         .env("PSM_SYNC__BACKFILL_CONCURRENCY", "3")
         .env("PSM_SYNC__LEASE_TTL", "1s")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn the binary")
 }
@@ -44,13 +30,12 @@ async fn pages_written(store: &Store) -> i64 {
 async fn run_and_kill(
     sim: &RunningSimulator,
     store: &Store,
-    url: &str,
     pages: i64,
     changes: &mut impl FnMut() -> Option<Applied>,
     applied: &mut Vec<Applied>,
 ) {
     let start = pages_written(store).await;
-    let mut child = sync_process(sim, store, url);
+    let mut child = sync_process(sim, store);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(a) = changes() {
@@ -83,7 +68,6 @@ async fn run_and_kill(
 async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no_event() {
     let sim = support::simulator(2_500, |_| {}).await;
     let store = support::store().await;
-    let url = support::database_url();
 
     // Distinct records for each change, so each record's events can be checked exactly.
     let mut candidates: Vec<(ObjectKind, String)> = [ObjectKind::Deal, ObjectKind::Partnership, ObjectKind::Lead, ObjectKind::Customer]
@@ -112,11 +96,11 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
 
     // Kill points spread over the backfill and over the incremental passes after it.
     for round in 0..14 {
-        run_and_kill(&sim, &store, &url, 1 + (round % 5), &mut changes, &mut applied).await;
+        run_and_kill(&sim, &store, 1 + (round % 5), &mut changes, &mut applied).await;
     }
     // Then let two passes finish undisturbed.
     for _ in 0..2 {
-        let status = sync_process(&sim, &store, &url).wait().await.unwrap();
+        let status = sync_process(&sim, &store).wait().await.unwrap();
         assert!(status.success());
     }
 

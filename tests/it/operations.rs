@@ -1,13 +1,13 @@
 //! The daemon as an operator runs it: systemd notifications, the HTTP endpoint, SIGTERM,
 //! leases with fencing, several instances on one database.
 
-use std::{collections::HashMap, os::unix::net::UnixDatagram, process::Stdio, time::Duration};
+use std::{collections::HashMap, os::unix::net::UnixDatagram, time::Duration};
 
 use partnerstack_mirror::{
     diff::EventSource,
     http::{self, Endpoint},
     object::ObjectKind,
-    simulator::{Mutation, RunningSimulator, SimulatorConfig},
+    simulator::{Mutation, RunningSimulator},
     store::{PageWrite, Store, StoreError},
 };
 use tokio::process::{Child, Command};
@@ -16,25 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::support;
 
 fn daemon(sim: &RunningSimulator, store: &Store, extra_env: &[(&str, String)]) -> Child {
-    let defaults = SimulatorConfig::default();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_partnerstack-mirror"));
-    command
-        .args(["--log-format", "json", "--config", "/dev/null", "run"])
-        .env("DATABASE_URL", support::database_url())
-        .env("PSM_DATABASE__SCHEMA", store.schema())
-        .env("PSM_PARTNERSTACK__API_URL", &sim.base_url)
-        .env("PARTNERSTACK_PUBLIC_KEY", defaults.public_key)
-        .env("PARTNERSTACK_PRIVATE_KEY", defaults.private_key)
-        .env("PSM_PARTNERSTACK__PAGE_SIZE", "20")
-        .env("PSM_PARTNERSTACK__REQUESTS_PER_SECOND", "0")
-        .env("PSM_SYNC__INTERVAL", "200ms")
-        .env("PSM_SYNC__SETTLE", "0s")
-        .env("PSM_SYNC__LEASE_TTL", "2s")
-        .env("PSM_HTTP__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = support::binary(sim, store, &["run"]);
+    command.env("PSM_SYNC__INTERVAL", "200ms").env("PSM_HTTP__LISTEN", "127.0.0.1:0");
     for (k, v) in extra_env {
         command.env(k, v);
     }

@@ -151,3 +151,27 @@ pub async fn rescan_all(syncer: &Syncer) {
         syncer.rescan(kind).await.unwrap_or_else(|e| panic!("{kind}: {}", e.chain()));
     }
 }
+
+/// The real binary, configured through the environment for `sim` and `store`'s schema, as
+/// an operator would run it (small pages, no settle, short leases).
+pub fn binary(sim: &RunningSimulator, store: &Store, args: &[&str]) -> tokio::process::Command {
+    let defaults = SimulatorConfig::default();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_partnerstack-mirror"));
+    command
+        .args(["--log-format", "json", "--config", "/dev/null"])
+        .args(args)
+        .env("DATABASE_URL", database_url())
+        .env("PSM_DATABASE__SCHEMA", store.schema())
+        .env("PSM_PARTNERSTACK__API_URL", &sim.base_url)
+        .env("PARTNERSTACK_PUBLIC_KEY", defaults.public_key)
+        .env("PARTNERSTACK_PRIVATE_KEY", defaults.private_key)
+        .env("PSM_PARTNERSTACK__PAGE_SIZE", "20")
+        .env("PSM_PARTNERSTACK__REQUESTS_PER_SECOND", "0")
+        .env("PSM_SYNC__SETTLE", "0s")
+        .env("PSM_SYNC__LEASE_TTL", "2s")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
