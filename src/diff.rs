@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, value::RawValue, Map, Value};
 
 use crate::object::ObjectKind;
 
@@ -33,7 +33,7 @@ impl EventSource {
 }
 
 /// One row for the `events` table (the id and `detected_at` come from the database).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct NewEvent {
     pub event_type: String,
     pub object_type: &'static str,
@@ -42,27 +42,41 @@ pub struct NewEvent {
     pub occurred_ms: i64,
     pub source: EventSource,
     pub changes: Option<Value>,
-    pub data: Value,
+    /// The record's JSON text (after the change; before it, for deletes).
+    pub data: Box<RawValue>,
+}
+
+fn text_of(v: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v).expect("a JSON value always serializes")
 }
 
 /// The events for one record: `old` is the stored raw JSON, `None` for a record never seen.
 /// An unchanged record yields nothing.
-pub fn diff(kind: ObjectKind, old: Option<&Value>, new: &Value, occurred_ms: i64, source: EventSource) -> Vec<NewEvent> {
+/// `new_text` is `new`'s exact JSON text, used as the events' `data`.
+pub fn diff(
+    kind: ObjectKind,
+    old: Option<&Value>,
+    new: &Value,
+    new_text: &RawValue,
+    occurred_ms: i64,
+    source: EventSource,
+) -> Vec<NewEvent> {
     let key = new.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let event = |suffix: &str, changes: Option<Value>, data: &Value| NewEvent {
+    let event = |suffix: &str, changes: Option<Value>, data: Box<RawValue>| NewEvent {
         event_type: format!("{}.{suffix}", kind.singular()),
         object_type: kind.singular(),
         object_key: key.clone(),
         occurred_ms,
         source,
         changes,
-        data: data.clone(),
+        data,
     };
+    let text = || new_text.to_owned();
 
     let Some(old) = old else {
-        let mut events = vec![event("created", None, new)];
+        let mut events = vec![event("created", None, text())];
         if kind == ObjectKind::PartnerTeamMember {
-            events.push(event("member_joined", None, new));
+            events.push(event("member_joined", None, text()));
         }
         return events;
     };
@@ -71,7 +85,7 @@ pub fn diff(kind: ObjectKind, old: Option<&Value>, new: &Value, occurred_ms: i64
     }
 
     let changes = field_changes(old, new);
-    let mut events = vec![event("updated", Some(Value::Object(changes.clone())), new)];
+    let mut events = vec![event("updated", Some(Value::Object(changes.clone())), text())];
     let only = |fields: &[&str]| {
         let subset: Map<String, Value> =
             changes.iter().filter(|(k, _)| fields.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -80,43 +94,43 @@ pub fn diff(kind: ObjectKind, old: Option<&Value>, new: &Value, occurred_ms: i64
     let changed = |field: &str| changes.contains_key(field);
 
     match kind {
-        ObjectKind::Deal if changed("stage") => events.push(event("stage_updated", only(&["stage"]), new)),
+        ObjectKind::Deal if changed("stage") => events.push(event("stage_updated", only(&["stage"]), text())),
         ObjectKind::Lead => {
             if changed("approved") {
                 match new.get("approved") {
-                    Some(Value::Bool(true)) => events.push(event("approved", only(&["approved"]), new)),
-                    Some(Value::Bool(false)) => events.push(event("declined", only(&["approved"]), new)),
+                    Some(Value::Bool(true)) => events.push(event("approved", only(&["approved"]), text())),
+                    Some(Value::Bool(false)) => events.push(event("declined", only(&["approved"]), text())),
                     _ => {}
                 }
             }
             if changed("status") {
-                events.push(event("status_updated", only(&["status"]), new));
+                events.push(event("status_updated", only(&["status"]), text()));
             }
         }
         ObjectKind::Partnership => {
             if group_key(old) != group_key(new) {
-                events.push(event("group_updated", only(&["group", "group_key"]), new));
+                events.push(event("group_updated", only(&["group", "group_key"]), text()));
             }
             let (before, after) = (tag_set(old), tag_set(new));
             if before != after {
                 let mut c = only(&["tags"]).unwrap_or_default();
                 c["tags_added"] = json!(after.difference(&before).collect::<Vec<_>>());
                 c["tags_removed"] = json!(before.difference(&after).collect::<Vec<_>>());
-                events.push(event("tags_updated", Some(c), new));
+                events.push(event("tags_updated", Some(c), text()));
             }
         }
         ObjectKind::Application if changed("approved") => match new.get("approved") {
-            Some(Value::Bool(true)) => events.push(event("approved", only(&["approved"]), new)),
-            Some(Value::Bool(false)) => events.push(event("declined", only(&["approved"]), new)),
+            Some(Value::Bool(true)) => events.push(event("approved", only(&["approved"]), text())),
+            Some(Value::Bool(false)) => events.push(event("declined", only(&["approved"]), text())),
             _ => {}
         },
-        ObjectKind::Reward if changed("reward_status") => events.push(event("status_updated", only(&["reward_status"]), new)),
+        ObjectKind::Reward if changed("reward_status") => events.push(event("status_updated", only(&["reward_status"]), text())),
         _ => {}
     }
 
     match (is_archived(old), is_archived(new)) {
-        (false, true) => events.push(event("deleted", only(&["archived"]), old)),
-        (true, false) => events.push(event("restored", only(&["archived"]), new)),
+        (false, true) => events.push(event("deleted", only(&["archived"]), text_of(old))),
+        (true, false) => events.push(event("restored", only(&["archived"]), text())),
         _ => {}
     }
     events
@@ -131,12 +145,12 @@ pub fn vanished(kind: ObjectKind, old: &Value, scan_ms: i64) -> NewEvent {
         occurred_ms: scan_ms,
         source: EventSource::Reconcile,
         changes: None,
-        data: old.clone(),
+        data: text_of(old),
     }
 }
 
 /// A record marked deleted by a key scan that the API lists again.
-pub fn reappeared(kind: ObjectKind, new: &Value, occurred_ms: i64, source: EventSource) -> NewEvent {
+pub fn reappeared(kind: ObjectKind, new: &Value, new_text: &RawValue, occurred_ms: i64, source: EventSource) -> NewEvent {
     NewEvent {
         event_type: format!("{}.restored", kind.singular()),
         object_type: kind.singular(),
@@ -144,7 +158,7 @@ pub fn reappeared(kind: ObjectKind, new: &Value, occurred_ms: i64, source: Event
         occurred_ms,
         source,
         changes: None,
-        data: new.clone(),
+        data: new_text.to_owned(),
     }
 }
 
@@ -182,6 +196,14 @@ fn is_archived(v: &Value) -> bool {
 mod tests {
     use super::*;
 
+    fn diff(kind: ObjectKind, old: Option<&Value>, new: &Value, occurred_ms: i64, source: EventSource) -> Vec<NewEvent> {
+        super::diff(kind, old, new, &text_of(new), occurred_ms, source)
+    }
+
+    fn data(e: &NewEvent) -> Value {
+        serde_json::from_str(e.data.get()).unwrap()
+    }
+
     fn types(events: &[NewEvent]) -> Vec<&str> {
         events.iter().map(|e| e.event_type.as_str()).collect()
     }
@@ -201,7 +223,7 @@ mod tests {
         assert_eq!(types(&events), ["deal.updated", "deal.stage_updated"]);
         assert_eq!(events[0].changes.as_ref().unwrap()["stage"], json!({"old": "open", "new": "won"}));
         assert_eq!(events[1].changes, Some(json!({"stage": {"old": "open", "new": "won"}})));
-        assert_eq!(events[1].data, new);
+        assert_eq!(data(&events[1]), new);
     }
 
     #[test]
@@ -247,7 +269,7 @@ mod tests {
         let gone = json!({"key": "c", "archived": true});
         let events = diff(ObjectKind::Customer, Some(&live), &gone, 1, EventSource::Poll);
         assert_eq!(types(&events), ["customer.updated", "customer.deleted"]);
-        assert_eq!(events[1].data, live);
+        assert_eq!(data(&events[1]), live);
         assert_eq!(types(&diff(ObjectKind::Customer, Some(&gone), &live, 1, EventSource::Poll)), ["customer.updated", "customer.restored"]);
     }
 

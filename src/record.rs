@@ -37,6 +37,9 @@ pub struct Record {
     pub updated_ms: Option<i64>,
     pub archived: bool,
     pub raw: Value,
+    /// The record's exact JSON text: written into the row and the events as is, so a page's
+    /// payloads never clone or re-serialize the parsed tree.
+    pub text: Box<RawValue>,
     /// Typed column name → JSON value in the shape `jsonb_to_recordset` converts exactly
     /// (timestamps stay epoch milliseconds; the SQL converts them).
     pub columns: Map<String, Value>,
@@ -59,11 +62,15 @@ pub fn check(kind: ObjectKind, raw: &RawValue) -> Result<Record, Rejected> {
         return Err(reject(key, RecordError::TooLarge { bytes: text.len(), limit: MAX_RECORD_BYTES }));
     }
     let value: Value = serde_json::from_str(text).map_err(|e| reject(None, RecordError::NotJson(e.to_string())))?;
-    from_value(kind, value).map_err(|(key, error)| reject(key, error))
+    parsed(kind, value, Some(raw.to_owned())).map_err(|(key, error)| reject(key, error))
 }
 
 /// Checks an already parsed record (write-back results, single GETs).
 pub fn from_value(kind: ObjectKind, value: Value) -> Result<Record, (Option<String>, RecordError)> {
+    parsed(kind, value, None)
+}
+
+fn parsed(kind: ObjectKind, value: Value, text: Option<Box<RawValue>>) -> Result<Record, (Option<String>, RecordError)> {
     let Value::Object(map) = &value else {
         return Err((None, RecordError::NotAnObject));
     };
@@ -87,7 +94,11 @@ pub fn from_value(kind: ObjectKind, value: Value) -> Result<Record, (Option<Stri
         let converted = convert(column.ty, found, &field).map_err(fail)?;
         columns.insert(column.name.to_owned(), converted);
     }
-    Ok(Record { key, created_ms, updated_ms, archived, raw: value, columns })
+    let text = match text {
+        Some(t) => t,
+        None => serde_json::value::to_raw_value(&value).map_err(|e| (Some(key.clone()), RecordError::NotJson(e.to_string())))?,
+    };
+    Ok(Record { key, created_ms, updated_ms, archived, raw: value, text, columns })
 }
 
 fn lookup<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {

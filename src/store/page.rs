@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::OnceLock};
 
-use serde_json::{json, Value};
+use serde_json::{json, value::RawValue, Value};
 use sqlx::{types::Json, Postgres, Transaction};
 
 use super::{state::CursorAdvance, Store, StoreError};
@@ -90,9 +90,9 @@ pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'
         }
         if page.emit_events {
             let occurred = record.updated_ms.or(record.created_ms).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-            events.extend(diff::diff(kind, old, &record.raw, occurred, page.source));
+            events.extend(diff::diff(kind, old, &record.raw, &record.text, occurred, page.source));
             if vanished {
-                events.push(diff::reappeared(kind, &record.raw, occurred, page.source));
+                events.push(diff::reappeared(kind, &record.raw, &record.text, occurred, page.source));
             }
         }
         changed.push(row_json(record));
@@ -100,7 +100,7 @@ pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'
 
     let rows_written = changed.len();
     if !changed.is_empty() {
-        sqlx::query(upsert_sql(kind)).bind(Json(Value::Array(changed))).execute(&mut **tx).await?;
+        sqlx::query(upsert_sql(kind)).bind(Json(&changed)).execute(&mut **tx).await?;
     }
     if !page.rejected.is_empty() {
         quarantine(tx, kind, page.rejected).await?;
@@ -200,14 +200,21 @@ fn dedupe(records: Vec<Record>) -> Vec<Record> {
     out
 }
 
-fn row_json(r: &Record) -> Value {
-    let mut row = r.columns.clone();
-    row.insert("key".into(), Value::String(r.key.clone()));
-    row.insert("created_at".into(), r.created_ms.into());
-    row.insert("updated_at".into(), r.updated_ms.into());
-    row.insert("archived".into(), r.archived.into());
-    row.insert("raw".into(), r.raw.clone());
-    Value::Object(row)
+/// One element of the upsert's `jsonb_to_recordset` input. `raw` is the record's own text,
+/// written as is: no tree is cloned or serialized again.
+#[derive(serde::Serialize)]
+struct RowOut<'a> {
+    key: &'a str,
+    created_at: Option<i64>,
+    updated_at: Option<i64>,
+    archived: bool,
+    raw: &'a RawValue,
+    #[serde(flatten)]
+    columns: &'a serde_json::Map<String, Value>,
+}
+
+fn row_json(r: &Record) -> RowOut<'_> {
+    RowOut { key: &r.key, created_at: r.created_ms, updated_at: r.updated_ms, archived: r.archived, raw: &r.text, columns: &r.columns }
 }
 
 /// `INSERT … SELECT FROM jsonb_to_recordset … ON CONFLICT DO UPDATE`, built once per object.

@@ -20,7 +20,7 @@ fn event(n: usize) -> NewEvent {
         occurred_ms: 1_700_000_000_000,
         source: EventSource::Poll,
         changes: Some(json!({})),
-        data: json!({"key": format!("deal_{n}")}),
+        data: serde_json::value::to_raw_value(&json!({"key": format!("deal_{n}")})).unwrap(),
     }
 }
 
