@@ -94,9 +94,21 @@ fn list(state: &State, kind: ObjectKind, params: &[(String, String)]) -> Result<
     }
     let table = state.table(kind);
     let show_archived = state.config.archived_listed;
-    let page = listing::page(table, &q, show_archived, Scope::All).map_err(|m| Reply::error(400, &m))?;
+    let mut page = listing::page(table, &q, show_archived, Scope::All).map_err(|m| Reply::error(400, &m))?;
     // Like the real API, only actions carry a total; consumers must not rely on it.
     let total = (kind == ObjectKind::Action).then(|| listing::count(table, &q, show_archived));
+    if state.poisoned.keys().any(|(k, _)| *k == kind) {
+        let spoiled: Vec<Option<Box<RawValue>>> = page
+            .items
+            .iter()
+            .map(|raw| {
+                let key = super::poison::key_of(raw)?;
+                state.poisoned.get(&(kind, key)).map(|p| super::poison::spoil(kind, raw, *p))
+            })
+            .collect();
+        page.items = page.items.iter().zip(&spoiled).map(|(raw, s)| s.as_deref().unwrap_or(raw)).collect();
+        return Ok(page_reply(page, total));
+    }
     Ok(page_reply(page, total))
 }
 

@@ -19,6 +19,7 @@ mod fake;
 mod generate;
 mod listing;
 mod mutation;
+mod poison;
 mod server;
 mod state;
 mod table;
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use mutation::{Applied, Mutation, MutationError};
+pub use poison::Poison;
 
 use crate::object::ObjectKind;
 use state::State;
@@ -237,6 +239,19 @@ impl Simulator {
         } else {
             self.lock().hooks.push((n, hook));
         }
+    }
+
+    /// Serves `key` broken (see [`Poison`]) in list pages from now on, with a new
+    /// `updated_at` so polls list it.
+    pub fn poison(&self, kind: ObjectKind, key: &str, poison: Poison) {
+        let _ = self.apply(Mutation::Touch { kind, key: key.to_owned() });
+        self.lock().poisoned.insert((kind, key.to_owned()), poison);
+    }
+
+    /// Serves `key` clean again, changed, so the next poll brings its clean copy.
+    pub fn cure(&self, kind: ObjectKind, key: &str) {
+        self.lock().poisoned.remove(&(kind, key.to_owned()));
+        let _ = self.apply(Mutation::Touch { kind, key: key.to_owned() });
     }
 
     /// Every HTTP request received, failed ones included.

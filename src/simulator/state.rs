@@ -25,6 +25,8 @@ pub(super) struct State {
     /// Hooks with the number of list pages still to be served before they run.
     pub hooks: Vec<(usize, PageHook)>,
     bucket: Option<Bucket>,
+    /// Records served broken in list pages (the poison switch).
+    pub poisoned: BTreeMap<(ObjectKind, String), super::Poison>,
 }
 
 fn index(kind: ObjectKind) -> usize {
@@ -47,6 +49,7 @@ impl State {
             faults: VecDeque::new(),
             hooks: Vec::new(),
             bucket: None,
+            poisoned: BTreeMap::new(),
         };
         generate::populate(&mut state, anchor);
         state

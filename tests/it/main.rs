@@ -8,7 +8,7 @@ mod doctor;
 mod events;
 mod operations;
 // pending simulator write endpoints: mod queue;
-// pending simulator poison switch: mod quarantine;
+mod quarantine;
 mod reconcile;
 mod sync_backfill;
 mod sync_changes;

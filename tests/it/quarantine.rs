@@ -31,7 +31,10 @@ async fn each_kind_of_bad_record_is_quarantined_and_the_rest_is_stored() {
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deals").fetch_one(store.pool()).await.unwrap();
     assert_eq!(rows as usize, keys.len() - POISONS.len(), "every good record is stored");
     let errors: Vec<(Option<String>, String, i64)> =
-        sqlx::query_as("SELECT key, error, length(raw)::bigint FROM quarantine WHERE object = 'deals' ORDER BY id").fetch_all(store.pool()).await.unwrap();
+        sqlx::query_as("SELECT key, error, length(raw)::bigint FROM quarantine WHERE object = 'deals' ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
     assert_eq!(errors.len(), POISONS.len(), "{errors:?}");
     for (_, expected) in POISONS {
         assert!(errors.iter().any(|(_, e, _)| e.contains(expected)), "no quarantine row says {expected:?}: {errors:?}");
