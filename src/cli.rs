@@ -74,6 +74,10 @@ enum Command {
         records: usize,
         #[arg(long, default_value_t = 0.0)]
         mutations_per_sec: f64,
+        /// Serve this many records of each object broken (NUL characters, wrong types, no
+        /// key, bad timestamps, huge strings in turn), to watch quarantine work.
+        #[arg(long, default_value_t = 0)]
+        poison: usize,
     },
     /// Simulator + private Postgres + daemon, with live progress.
     Demo {
@@ -160,8 +164,8 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Events { command: EventsCommand::Tail { after, follow, type_pattern } } => {
             tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern }, shutdown).await
         }
-        Command::Simulate { listen, seed, records, mutations_per_sec } => {
-            simulate(listen, seed, records, mutations_per_sec, shutdown).await
+        Command::Simulate { listen, seed, records, mutations_per_sec, poison } => {
+            simulate(listen, SimulatorConfig { seed, records, mutations_per_sec, ..SimulatorConfig::default() }, poison, shutdown).await
         }
         Command::Demo { records, mutations_per_sec, seed } => {
             demo::run(demo::DemoOptions { records, mutations_per_sec, seed }, shutdown).await
@@ -395,16 +399,17 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     Ok(if report.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn simulate(
-    listen: SocketAddr,
-    seed: u64,
-    records: usize,
-    mutations_per_sec: f64,
-    shutdown: CancellationToken,
-) -> anyhow::Result<ExitCode> {
-    let config = SimulatorConfig { seed, records, mutations_per_sec, ..SimulatorConfig::default() };
+async fn simulate(listen: SocketAddr, config: SimulatorConfig, poison: usize, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    use crate::simulator::Poison;
     let (public_key, private_key) = (config.public_key.clone(), config.private_key.clone());
-    let running = Simulator::new(config).start(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let simulator = Simulator::new(config);
+    let kinds = [Poison::NulCharacter, Poison::WrongType, Poison::MissingKey, Poison::BadTimestamp, Poison::Huge];
+    for kind in ObjectKind::ALL {
+        for (i, key) in simulator.keys(kind).into_iter().take(poison).enumerate() {
+            simulator.poison(kind, &key, kinds[i % kinds.len()]);
+        }
+    }
+    let running = simulator.start(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     println!("PartnerStack simulator at {}", running.base_url);
     println!("  public key {public_key}  private key {private_key}");
     println!("  curl -u {public_key}:{private_key} '{}/deals?limit=2'", running.base_url);
