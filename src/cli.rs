@@ -268,8 +268,9 @@ fn progress_bar(syncer: &crate::sync::Syncer) -> ProgressLine {
     let task = tokio::spawn(async move {
         loop {
             let records = progress.records.load(Ordering::Relaxed);
+            let eta = progress.eta(started.elapsed()).map(|d| format!(" | ETA {}s", d.as_secs())).unwrap_or_default();
             ticker.set_message(format!(
-                "pages {} | records {} ({:.0}/s) | rows written {} | events {}",
+                "pages {} | records {} ({:.0}/s) | rows written {} | events {}{eta}",
                 progress.pages.load(Ordering::Relaxed),
                 records,
                 records as f64 / started.elapsed().as_secs_f64().max(0.001),

@@ -108,6 +108,19 @@ pub struct Progress {
     /// (benchmarks print where a backfill's time goes).
     pub fetch_micros: AtomicU64,
     pub write_micros: AtomicU64,
+    /// Listings (backfill and rescan windows, poll windows) planned and finished: the basis
+    /// of the progress line's ETA.
+    pub listings_planned: AtomicU64,
+    pub listings_done: AtomicU64,
+}
+
+impl Progress {
+    /// Time left at the pace so far, once at least one listing has finished.
+    pub fn eta(&self, elapsed: Duration) -> Option<Duration> {
+        let planned = self.listings_planned.load(Ordering::Relaxed);
+        let done = self.listings_done.load(Ordering::Relaxed);
+        (done > 0 && planned >= done).then(|| elapsed.mul_f64((planned - done) as f64 / done as f64))
+    }
 }
 
 /// One object's share of [`Progress`] (Prometheus counters).
@@ -250,6 +263,7 @@ impl Syncer {
         };
         let requests_before = self.api.requests_sent();
         let run_id = self.store.start_run(kind, RunKind::Poll, Some((from, until)), &self.holder).await?;
+        self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
         let listing = Listing {
             kind,
             path: kind.api_path().to_owned(),
@@ -347,6 +361,7 @@ impl Syncer {
     async fn read_everything(&self, template: Listing, until: i64) -> Result<(), SyncError> {
         let kind = template.kind;
         let listings = self.scan_listings(kind, until).await?;
+        self.progress.listings_planned.fetch_add(listings.len() as u64, Ordering::Relaxed);
         stream::iter(
             listings.into_iter().map(|(path, query, created_range)| self.read(Listing { path, query, created_range, ..template.clone() })),
         )
@@ -460,6 +475,7 @@ impl Syncer {
                 break;
             }
         }
+        self.progress.listings_done.fetch_add(1, Ordering::Relaxed);
         if let (Some(advance), false) = (&listing.advance, advanced) {
             self.store.advance(listing.kind, advance, Some(&listing.lease)).await?;
         }
@@ -491,5 +507,21 @@ impl Syncer {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_extrapolates_the_pace_of_finished_listings() {
+        let p = Progress::default();
+        assert_eq!(p.eta(Duration::from_secs(10)), None, "nothing finished yet");
+        p.listings_planned.store(4, Ordering::Relaxed);
+        p.listings_done.store(1, Ordering::Relaxed);
+        assert_eq!(p.eta(Duration::from_secs(10)), Some(Duration::from_secs(30)));
+        p.listings_done.store(4, Ordering::Relaxed);
+        assert_eq!(p.eta(Duration::from_secs(10)), Some(Duration::ZERO));
     }
 }
