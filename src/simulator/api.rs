@@ -1,8 +1,8 @@
 //! The vendor API's endpoints: which path means what, and the answer in the API's
 //! envelopes. Knows nothing of sockets, faults or rate limits (see `server`).
 //!
-//! Only reads exist so far; writes (POST/PATCH/DELETE) become more `Route` variants and
-//! arms of `answer`, built on `State::apply`.
+//! Reads are answered here; writes (POST/PATCH/DELETE) go to `writes`, deal attachments
+//! to `files`.
 
 use axum::http::Method;
 use serde::Serialize;
@@ -11,8 +11,12 @@ use serde_json::{json, value::RawValue, Value};
 use crate::object::{ChangeFilter, ObjectKind};
 
 use super::{
+    files,
     listing::{self, ListQuery, Page, Scope, Span},
+    lookup,
+    schema::WriteError,
     state::State,
+    writes,
 };
 
 /// What a request path names.
@@ -22,8 +26,16 @@ pub(super) enum Route {
     List(ObjectKind),
     /// `GET /api/v2/partner-team/{team_key}`: that team's members.
     TeamMembers(String),
-    /// `GET /api/v2/{deals,…}/{key}`
+    /// `GET`, `PATCH` or `DELETE /api/v2/{deals,…}/{key}`
     One(ObjectKind, String),
+    /// `GET /api/v2/deals/{key}/files`
+    DealFiles(String),
+    /// `GET /api/v2/deals/{key}/file/{file_key}`
+    DealFile(String, String),
+    /// `PATCH /api/v2/partnerships/{key}/tags`
+    Tags(String),
+    /// `POST /api/v2/{deals,leads}/{key}/convert`
+    Convert(ObjectKind, String),
     Unknown,
 }
 
@@ -38,13 +50,19 @@ pub(super) struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: &Value) -> Reply {
+    pub fn json(status: u16, body: &Value) -> Reply {
         Reply { status, body: serde_json::to_vec(body).expect("JSON values serialize"), headers: Vec::new(), list_page: false }
     }
 
     /// The API's error body: `{"message", "status"}` with the same HTTP status.
     pub fn error(status: u16, message: &str) -> Reply {
         Reply::json(status, &json!({"message": message, "status": status}))
+    }
+}
+
+impl From<WriteError> for Reply {
+    fn from(e: WriteError) -> Reply {
+        Reply::error(e.status(), &e.to_string())
     }
 }
 
@@ -57,7 +75,14 @@ fn collection(segment: &str) -> Option<ObjectKind> {
 pub(super) fn route(path: &str) -> Route {
     let Some(rest) = path.strip_prefix("/api/v2/") else { return Route::Unknown };
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let id = |segment: &str| percent_decode(segment);
     match segments.as_slice() {
+        ["deals", key, "files"] if !key.is_empty() => Route::DealFiles(id(key)),
+        ["deals", key, "file", file] if !key.is_empty() && !file.is_empty() => Route::DealFile(id(key), id(file)),
+        ["partnerships", key, "tags"] if !key.is_empty() => Route::Tags(id(key)),
+        [name @ ("deals" | "leads"), key, "convert"] if !key.is_empty() => {
+            collection(name).map_or(Route::Unknown, |k| Route::Convert(k, id(key)))
+        }
         // The docs are unsure between `partner-team` and `partner_team`; accept both.
         ["partner-team" | "partner_team", team] if !team.is_empty() => Route::TeamMembers(percent_decode(team)),
         [name] => collection(name).map_or(Route::Unknown, Route::List),
@@ -66,18 +91,34 @@ pub(super) fn route(path: &str) -> Route {
     }
 }
 
-/// Answers an authenticated request.
-pub(super) fn answer(state: &State, method: &Method, route: Route, params: &[(String, String)]) -> Reply {
+/// The storage link of a deal attachment, `/files/{deal_key}/{file_key}` (outside the API).
+pub(super) fn storage_route(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/files/")?;
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [deal, file] if !deal.is_empty() && !file.is_empty() => Some((percent_decode(deal), percent_decode(file))),
+        _ => None,
+    }
+}
+
+/// Answers an authenticated request; `origin` (`http://host:port`) prefixes the links
+/// the API hands out.
+pub(super) fn answer(state: &mut State, method: &Method, route: Route, params: &[(String, String)], body: &[u8], origin: &str) -> Reply {
     if route == Route::Unknown {
         return Reply::error(404, "Not found");
     }
+    if writes::is_write(method) {
+        return writes::answer(state, method, route, body);
+    }
     if method != Method::GET {
-        return Reply::error(405, "Method not allowed (the simulator serves reads only)");
+        return Reply::error(405, "The method is not allowed for the requested URL.");
     }
     let result = match route {
         Route::List(kind) => list(state, kind, params),
         Route::TeamMembers(team) => team_members(state, &team, params),
         Route::One(kind, key) => one(state, kind, &key),
+        Route::DealFiles(key) => files::listing(state, &key).map_err(Reply::from),
+        Route::DealFile(key, file) => files::link(state, &key, &file, origin).map_err(Reply::from),
+        Route::Tags(_) | Route::Convert(..) => Err(Reply::error(405, "The method is not allowed for the requested URL.")),
         Route::Unknown => unreachable!("answered above"),
     };
     result.unwrap_or_else(|reply| reply)
@@ -146,26 +187,9 @@ fn page_reply(page: Page<'_>, total: Option<usize>) -> Reply {
     Reply { status: 200, body, headers: Vec::new(), list_page: true }
 }
 
-/// The fields a path may name a record by besides its `key` (research notes §4.11).
-fn external_ids(kind: ObjectKind) -> &'static [&'static str] {
-    match kind {
-        ObjectKind::Customer => &["customer_key"],
-        ObjectKind::Partnership => &["partner_key", "email"],
-        ObjectKind::Deal | ObjectKind::Lead => &["external_key"],
-        _ => &[],
-    }
-}
-
 /// A single record by key or external identifier; archived ones too (hard-deleted: 404).
 fn one(state: &State, kind: ObjectKind, id: &str) -> Result<Reply, Reply> {
-    let table = state.table(kind);
-    let by_field = |field: &&str| {
-        // Records are stored as compact JSON, so a match contains `"field":"id"`; the
-        // substring test spares parsing every record.
-        let needle = format!("\"{field}\":{}", Value::from(id));
-        table.newest_first().find(|r| r.raw().get().contains(&needle) && r.value().get(*field).and_then(Value::as_str) == Some(id))
-    };
-    let row = table.get(id).or_else(|| external_ids(kind).iter().find_map(by_field));
+    let row = lookup::find(state.table(kind), kind, id);
     let row = row.ok_or_else(|| Reply::error(404, &format!("No {} found with key '{id}'", kind.singular())))?;
     let body = serde_json::to_vec(&json!({"data": row.raw(), "message": "Record retrieved successfully", "status": 200}))
         .expect("JSON serializes");
@@ -209,5 +233,16 @@ mod tests {
         for unknown in ["/api/v2/partner-team", "/api/v2/partner_team_members", "/api/v1/deals", "/api/v2/widgets", "/api/v2/deals/a/b"] {
             assert_eq!(route(unknown), Route::Unknown, "{unknown}");
         }
+    }
+
+    #[test]
+    fn paths_name_deal_files_tags_conversions_and_storage_links() {
+        assert_eq!(route("/api/v2/deals/deal_1/files"), Route::DealFiles("deal_1".into()));
+        assert_eq!(route("/api/v2/deals/deal_1/file/dfil_2"), Route::DealFile("deal_1".into(), "dfil_2".into()));
+        assert_eq!(route("/api/v2/partnerships/part_1/tags"), Route::Tags("part_1".into()));
+        assert_eq!(route("/api/v2/leads/a%40b.io/convert"), Route::Convert(ObjectKind::Lead, "a@b.io".into()));
+        assert_eq!(route("/api/v2/customers/c/convert"), Route::Unknown);
+        assert_eq!(storage_route("/files/deal_1/dfil_2"), Some(("deal_1".into(), "dfil_2".into())));
+        assert_eq!(storage_route("/files/deal_1"), None);
     }
 }

@@ -242,6 +242,11 @@ pub(super) fn transaction(f: &mut Fake, account: &Account, customer: &Value, t: 
     })
 }
 
+/// USD per unit of `currency` (unknown currencies count as USD), for `amount_usd`.
+pub(super) fn usd_rate(currency: &str) -> f64 {
+    CURRENCIES.iter().find(|(c, _)| c.eq_ignore_ascii_case(currency)).map_or(1.0, |(_, rate)| *rate)
+}
+
 /// What a reward pays for.
 pub(super) enum Source<'a> {
     Transaction(&'a Value),

@@ -82,6 +82,12 @@ impl Fake {
         }
     }
 
+    /// Marks an identifier a client chose as taken, so the generator never hands it out
+    /// too; `false` when it already was.
+    pub fn claim(&mut self, id: &str) -> bool {
+        self.taken.insert(id.to_owned())
+    }
+
     /// A new unique key such as `deal_Xk3pQ9aZ0bWm2L`.
     pub fn key(&mut self, prefix: &str) -> String {
         self.unique(|rng| format!("{prefix}{}", alnum(rng, 14)))

@@ -9,22 +9,35 @@
 //! account; tests then change it through [`Simulator::apply`], inject faults with
 //! [`Simulator::inject`], and land changes between two pages with [`Simulator::after_pages`].
 //!
+//! It also takes the writes the mirror's write-back queue sends (creates, updates,
+//! archives, tags, conversions) and serves deal attachments, logging every write request
+//! ([`Simulator::writes`]) so tests can check that each reached the API exactly once.
+//!
 //! Layout: `state` (everything behind the lock), `table` (one object type and its
 //! indexes), `listing` (queries and pages), `api` (paths and envelopes), `server` (HTTP,
-//! faults, rate limit, auth), `generate`/`build`/`fake` (the data), `mutation` (changes).
+//! faults, rate limit, auth), `generate`/`build`/`fake` (the data), `mutation` (changes);
+//! for writes `writes` (routing), `schema` (body validation), `create`, `update`,
+//! `convert`, `lookup` (records by external identifiers), `files` (deal attachments).
 
 mod api;
 mod build;
+mod convert;
+mod create;
 mod fake;
+mod files;
 mod generate;
 mod listing;
+mod lookup;
 mod mutation;
 mod poison;
+mod schema;
 mod server;
 mod state;
 mod table;
 #[cfg(test)]
 mod tests;
+mod update;
+mod writes;
 
 use std::{
     net::SocketAddr,
@@ -125,6 +138,21 @@ pub enum Fault {
     Truncated,
     /// Status 200 with an HTML body (a proxy's error page).
     NotJson,
+    /// For the next write request (POST, PATCH, DELETE) only: the write is applied, then
+    /// the connection closes without an answer, so the client cannot know it happened
+    /// (the case a write-back queue must not repeat). Reads pass untouched and leave it
+    /// queued.
+    ApplyThenDrop,
+}
+
+/// One write request (POST, PATCH or DELETE) the API received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRequest {
+    pub method: String,
+    /// The request path, e.g. `/api/v2/customers`.
+    pub path: String,
+    /// The HTTP status answered; 0 when the connection was dropped instead.
+    pub status: u16,
 }
 
 /// Code run between two list pages; see [`Simulator::after_pages`].
@@ -252,6 +280,12 @@ impl Simulator {
     pub fn cure(&self, kind: ObjectKind, key: &str) {
         self.lock().poisoned.remove(&(kind, key.to_owned()));
         let _ = self.apply(Mutation::Touch { kind, key: key.to_owned() });
+    }
+
+    /// Every write request received, in arrival order, failed and dropped ones included,
+    /// for asserting that a change reached the API exactly once.
+    pub fn writes(&self) -> Vec<WriteRequest> {
+        self.lock().writes.clone()
     }
 
     /// Every HTTP request received, failed ones included.

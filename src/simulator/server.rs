@@ -1,11 +1,13 @@
-//! The HTTP side: every request is counted, may meet an injected fault, then the rate
-//! limit, then Basic auth, and only then reaches the API (`api`). Also the background
-//! mutation generator that runs while the server does.
+//! The HTTP side: every request is counted (writes also logged), may meet an injected
+//! fault, then the rate limit, then Basic auth, and only then reaches the API (`api`).
+//! Storage links of deal attachments (`/files/…`) skip the rate limit and auth, as a
+//! signed URL on another host would. Also the background mutation generator that runs
+//! while the server does.
 
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::atomic::Ordering,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
@@ -21,8 +23,25 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     api::{self, Reply},
-    Fault, RunningSimulator, Simulator, SimulatorConfig,
+    files, writes, Fault, RunningSimulator, Simulator, SimulatorConfig,
 };
+
+/// What every request handler gets: the account, and the origin (`http://host:port`)
+/// the links the API hands out point at.
+#[derive(Clone)]
+struct Served {
+    sim: Simulator,
+    origin: Arc<str>,
+}
+
+/// One request as received.
+struct Incoming<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    origin: &'a str,
+}
 
 /// Binds `addr` and serves the simulator until the returned handle stops or drops.
 pub(super) async fn start(sim: Simulator, addr: SocketAddr) -> io::Result<RunningSimulator> {
@@ -33,9 +52,10 @@ pub(super) async fn start(sim: Simulator, addr: SocketAddr) -> io::Result<Runnin
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    let base_url = format!("http://{}/api/v2", SocketAddr::new(host, local.port()));
+    let origin = format!("http://{}", SocketAddr::new(host, local.port()));
+    let base_url = format!("{origin}/api/v2");
     let shutdown = CancellationToken::new();
-    let app = Router::new().fallback(handle).with_state(sim.clone());
+    let app = Router::new().fallback(handle).with_state(Served { sim: sim.clone(), origin: origin.into() });
     let token = shutdown.clone();
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await {
@@ -46,36 +66,67 @@ pub(super) async fn start(sim: Simulator, addr: SocketAddr) -> io::Result<Runnin
     Ok(RunningSimulator { base_url, simulator: sim, shutdown, tasks: vec![server, mutator] })
 }
 
-async fn handle(State(sim): State<Simulator>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn handle(State(served): State<Served>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let sim = &served.sim;
     sim.shared.requests.fetch_add(1, Ordering::Relaxed);
-    let fault = sim.lock().take_fault();
-    match fault {
-        None => respond(serve(&sim, &method, &uri, &headers)),
+    let write = writes::is_write(&method);
+    let (fault, logged) = {
+        let mut state = sim.lock();
+        let logged = write.then(|| state.log_write(method.as_str(), uri.path()));
+        (state.take_fault(write), logged)
+    };
+    let request = Incoming { method: &method, uri: &uri, headers: &headers, body: &body, origin: &served.origin };
+    // The response and the status logged for a write (0: no answer).
+    let (response, status) = match fault {
+        None => answered(serve(sim, &request)),
         Some(Fault::Slow(delay)) => {
             tokio::time::sleep(delay).await;
-            respond(serve(&sim, &method, &uri, &headers))
+            answered(serve(sim, &request))
         }
         Some(Fault::ServerError(status)) => {
             let status = if StatusCode::from_u16(status).is_ok() { status } else { 500 };
-            respond(Reply::error(status, "Injected server error"))
+            answered(Reply::error(status, "Injected server error"))
         }
-        Some(Fault::DropConnection) => dropped_connection(),
+        Some(Fault::DropConnection) => (dropped_connection(), 0),
+        Some(Fault::ApplyThenDrop) => {
+            serve(sim, &request);
+            (dropped_connection(), 0)
+        }
         Some(Fault::Truncated) => {
-            let mut reply = serve(&sim, &method, &uri, &headers);
+            let mut reply = serve(sim, &request);
             reply.body.truncate(reply.body.len() / 2);
             reply.status = 200;
-            respond(reply)
+            answered(reply)
         }
-        Some(Fault::NotJson) => Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .body(Body::from("<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"))
-            .expect("a valid response"),
+        Some(Fault::NotJson) => {
+            let page = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .body(Body::from("<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"))
+                .expect("a valid response");
+            (page, 200)
+        }
+    };
+    if let Some(i) = logged {
+        sim.lock().writes[i].status = status;
     }
+    response
+}
+
+fn answered(reply: Reply) -> (Response, u16) {
+    let status = reply.status;
+    (respond(reply), status)
 }
 
 /// Rate limit, auth, then the API; runs the page hooks once a list page is fixed.
-fn serve(sim: &Simulator, method: &Method, uri: &Uri, headers: &HeaderMap) -> Reply {
+fn serve(sim: &Simulator, request: &Incoming<'_>) -> Reply {
+    let Incoming { method, uri, headers, body, origin } = *request;
+    if let Some((deal, file)) = api::storage_route(uri.path()) {
+        if *method != Method::GET {
+            return Reply::error(405, "The method is not allowed for the requested URL.");
+        }
+        return files::download(&sim.lock(), &deal, &file).unwrap_or_else(Reply::from);
+    }
     let reply = {
         let mut state = sim.lock();
         if !state.admit() {
@@ -94,7 +145,7 @@ fn serve(sim: &Simulator, method: &Method, uri: &Uri, headers: &HeaderMap) -> Re
             Ok(Query(params)) => params,
             Err(e) => return Reply::error(400, &format!("Malformed query string: {e}")),
         };
-        api::answer(&state, method, api::route(uri.path()), &params)
+        api::answer(&mut state, method, api::route(uri.path()), &params, body, origin)
     };
     if reply.list_page {
         sim.page_served();
@@ -116,7 +167,10 @@ fn authorized(config: &SimulatorConfig, headers: &HeaderMap) -> bool {
 
 fn respond(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::builder().status(status).header(header::CONTENT_TYPE, "application/json");
+    let mut response = Response::builder().status(status);
+    if !reply.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+        response = response.header(header::CONTENT_TYPE, "application/json");
+    }
     for (name, value) in reply.headers {
         response = response.header(name, value);
     }

@@ -8,7 +8,7 @@ use std::{
 
 use crate::object::ObjectKind;
 
-use super::{build::Account, fake::Fake, generate, table::Table, Clock, Fault, PageHook, SimulatorConfig};
+use super::{build::Account, fake::Fake, generate, table::Table, Clock, Fault, PageHook, SimulatorConfig, WriteRequest};
 
 pub(super) struct State {
     pub config: SimulatorConfig,
@@ -27,6 +27,8 @@ pub(super) struct State {
     bucket: Option<Bucket>,
     /// Records served broken in list pages (the poison switch).
     pub poisoned: BTreeMap<(ObjectKind, String), super::Poison>,
+    /// Write requests in arrival order; the status is filled in once answered.
+    pub writes: Vec<WriteRequest>,
 }
 
 fn index(kind: ObjectKind) -> usize {
@@ -50,6 +52,7 @@ impl State {
             hooks: Vec::new(),
             bucket: None,
             poisoned: BTreeMap::new(),
+            writes: Vec::new(),
         };
         generate::populate(&mut state, anchor);
         state
@@ -76,15 +79,25 @@ impl State {
         }
     }
 
-    /// The fault the next request gets, if any.
-    pub fn take_fault(&mut self) -> Option<Fault> {
+    /// The fault the next request gets, if any. `ApplyThenDrop` waits for a write: a
+    /// read meets no fault and leaves it queued.
+    pub fn take_fault(&mut self, write: bool) -> Option<Fault> {
         let (fault, left) = self.faults.front_mut()?;
+        if *fault == Fault::ApplyThenDrop && !write {
+            return None;
+        }
         let fault = fault.clone();
         *left -= 1;
         if *left == 0 {
             self.faults.pop_front();
         }
         Some(fault)
+    }
+
+    /// Logs a write request as it arrives (status 0 until answered); its index in the log.
+    pub fn log_write(&mut self, method: &str, path: &str) -> usize {
+        self.writes.push(WriteRequest { method: method.to_owned(), path: path.to_owned(), status: 0 });
+        self.writes.len() - 1
     }
 
     /// Whether the rate limit lets one more request through now.

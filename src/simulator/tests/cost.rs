@@ -24,9 +24,9 @@ fn a_backfill_of_200_000_records_costs_the_simulator_little() {
         loop {
             let mut params = vec![("limit".to_owned(), "250".to_owned())];
             params.extend(after.take().map(|k| ("starting_after".to_owned(), k)));
-            let state = sim.lock();
+            let mut state = sim.lock();
             let t = Instant::now();
-            let reply = api::answer(&state, &Method::GET, Route::List(kind), &params);
+            let reply = api::answer(&mut state, &Method::GET, Route::List(kind), &params, b"", "http://127.0.0.1");
             serving += t.elapsed();
             drop(state);
             pages += 1;

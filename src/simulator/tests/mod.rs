@@ -1,12 +1,17 @@
 //! The simulator as its users see it: the data it generates, the changes it applies, and
 //! the API over real HTTP.
 
+mod changes;
 mod cost;
+mod creates;
 mod data;
 mod http;
 mod mutations;
+mod transport;
 
 use serde_json::Value;
+
+use reqwest::{Method, StatusCode};
 
 use super::{RunningSimulator, Simulator, SimulatorConfig};
 
@@ -29,4 +34,29 @@ async fn serve(records: usize, configure: impl FnOnce(&mut SimulatorConfig)) -> 
 
 fn key(v: &Value) -> String {
     v["key"].as_str().expect("records have string keys").to_owned()
+}
+
+/// An API answer: the status and the JSON body.
+struct Reply {
+    status: StatusCode,
+    body: Value,
+}
+
+/// One authenticated request to the API with an optional JSON body.
+async fn call(sim: &RunningSimulator, method: Method, path: &str, body: Option<Value>) -> Reply {
+    let d = SimulatorConfig::default();
+    let mut request =
+        reqwest::Client::new().request(method, format!("{}/{path}", sim.base_url)).basic_auth(&d.public_key, Some(&d.private_key));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("an answer");
+    let status = response.status();
+    Reply { status, body: response.json().await.expect("a JSON body") }
+}
+
+/// A live partnership's `partner_key` and its record.
+fn live_partner(sim: &Simulator) -> (String, Value) {
+    let p = sim.records(crate::object::ObjectKind::Partnership).into_iter().find(|p| p["archived"] == false).expect("a live partnership");
+    (p["partner_key"].as_str().expect("partner keys are strings").to_owned(), p)
 }

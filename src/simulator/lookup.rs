@@ -1,0 +1,41 @@
+//! Finding records by the identifiers the API accepts in paths and bodies besides the
+//! `key`: a customer's `customer_key`, a partnership's `partner_key`, a deal's or lead's
+//! `external_key` (research notes §4.11).
+
+use serde_json::Value;
+
+use crate::object::ObjectKind;
+
+use super::table::{Row, Table};
+
+/// The fields a path may name a record by besides its `key`.
+pub(super) fn external_ids(kind: ObjectKind) -> &'static [&'static str] {
+    match kind {
+        ObjectKind::Customer => &["customer_key"],
+        ObjectKind::Partnership => &["partner_key", "email"],
+        ObjectKind::Deal | ObjectKind::Lead => &["external_key"],
+        _ => &[],
+    }
+}
+
+/// The newest record whose top-level `field` is the string `value`.
+pub(super) fn by_field<'a>(table: &'a Table, field: &str, value: &str) -> Option<&'a Row> {
+    // Records are stored as compact JSON, so a match contains `"field":"value"`; the
+    // substring test spares parsing every record (nested objects may match too, hence
+    // the check on the parsed record).
+    let needle = format!("\"{field}\":{}", Value::from(value));
+    table.newest_first().find(|r| r.raw().get().contains(&needle) && r.value().get(field).and_then(Value::as_str) == Some(value))
+}
+
+/// A record by key or external identifier; archived ones too.
+pub(super) fn find<'a>(table: &'a Table, kind: ObjectKind, id: &str) -> Option<&'a Row> {
+    table.get(id).or_else(|| external_ids(kind).iter().find_map(|field| by_field(table, field, id)))
+}
+
+/// The `key` of a record found by [`find`].
+pub(super) fn find_key(table: &Table, kind: ObjectKind, id: &str) -> Option<String> {
+    if table.get(id).is_some() {
+        return Some(id.to_owned());
+    }
+    find(table, kind, id).and_then(|row| row.value()["key"].as_str().map(str::to_owned))
+}
