@@ -13,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 use rand::Rng;
 use serde_json::Value;
 use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -23,7 +24,7 @@ use crate::{
     object::ObjectKind,
     partnerstack::{ApiClient, ApiError, ErrorClass},
     record,
-    store::{self, PageWrite, QueuedRequest, Store, StoreError},
+    store::{self, FailedAttempt, PageWrite, QueuedRequest, Store, StoreError},
     telemetry::error_chain,
 };
 
@@ -53,9 +54,6 @@ impl QueueSettings {
         }
     }
 }
-
-/// Marker kept in `last_error` when an attempt of a create ended without an answer.
-const NO_ANSWER: &str = "no answer from the API (connection dropped or timed out)";
 
 /// One worker.
 #[derive(Clone)]
@@ -87,27 +85,21 @@ impl Worker {
         Ok(Some(self.handle(request).await?))
     }
 
-    /// Works until `shutdown`, woken by `NOTIFY partnerstack_write_queue` or the poll.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = match PgListener::connect_with(self.store.pool()).await {
-            Ok(mut l) => l.listen("partnerstack_write_queue").await.ok().map(|_| l),
-            Err(_) => None,
-        };
+    /// Works until `shutdown`, woken by `wake` (the daemon's one `LISTEN`) or the poll.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
+            // Registered before looking for work, so an INSERT in between still wakes us.
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             match self.work_one().await {
                 Ok(Some(_)) => continue,
                 Ok(None) => {}
-                Err(error) => warn!(error = %error, "write-back worker: database error"),
+                Err(error) => warn!(error = %error_chain(&error), "write-back worker: database error"),
             }
-            let wake = async {
-                match listener.as_mut() {
-                    Some(l) => drop(l.recv().await),
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = wake => {}
+                _ = notified => {}
                 _ = tokio::time::sleep(self.settings.poll) => {}
             }
         }
@@ -122,8 +114,8 @@ impl Worker {
         let payload = &request.payload.0;
         let creates = matches!(request.operation.as_str(), "create" | "convert");
 
-        // A previous attempt of a create got no answer: it may have happened.
-        if creates && request.last_error.as_deref().is_some_and(|e| e.starts_with(NO_ANSWER)) {
+        // A previous attempt of a create may have happened: look before sending again.
+        if creates && request.outcome_unknown {
             let lookup_kind = if request.operation == "convert" { ObjectKind::Customer } else { kind };
             match find_created(&self.api, lookup_kind, payload, request.created_at.timestamp_millis()).await {
                 Ok(Some(found)) => {
@@ -133,12 +125,14 @@ impl Worker {
                 }
                 Ok(None) => {}
                 Err(OperationError::Unsupported(why)) => {
-                    let message =
-                        format!("{NO_ANSWER}; not retried, to avoid a duplicate: {why}; check PartnerStack and queue again if needed");
+                    let message = format!(
+                        "an earlier attempt may have reached the API; not sent again, to avoid a duplicate: {why}; \
+                         check PartnerStack and queue a new request if the record is missing"
+                    );
                     self.store.fail(id, &self.name, &message, None).await?;
                     return Ok(Handled::Failed(id));
                 }
-                Err(e) => return self.retry_or_fail(&request, &error_chain(&e), None, None).await,
+                Err(e) => return self.retry_or_fail(&request, &error_chain(&e), None, None, false).await,
             }
         }
 
@@ -149,9 +143,7 @@ impl Worker {
                 let ambiguous = matches!(e, ApiError::Transport(_) | ApiError::Timeout(_));
                 match e.class() {
                     ErrorClass::Retryable => {
-                        let message = if ambiguous && creates { format!("{NO_ANSWER}: {}", error_chain(&e)) } else { error_chain(&e) };
-                        let retry_after = e.retry_after();
-                        self.retry_or_fail(&request, &message, status, retry_after).await
+                        self.retry_or_fail(&request, &error_chain(&e), status, e.retry_after(), ambiguous && creates).await
                     }
                     ErrorClass::Fatal | ErrorClass::Skip => {
                         self.store.fail(id, &self.name, &error_chain(&e), status).await?;
@@ -173,6 +165,7 @@ impl Worker {
         message: &str,
         status: Option<u16>,
         retry_after: Option<Duration>,
+        outcome_unknown: bool,
     ) -> Result<Handled, StoreError> {
         let max = request.max_attempts.map_or(self.settings.max_attempts, |m| m.max(1) as u32);
         if request.attempts as u32 >= max {
@@ -181,7 +174,8 @@ impl Worker {
             return Ok(Handled::Failed(request.id));
         }
         let delay = backoff(&self.settings, request.attempts as u32).max(retry_after.unwrap_or_default());
-        self.store.retry_later(request.id, &self.name, delay, message, status).await?;
+        let attempt = FailedAttempt { delay, error: message, http_status: status, outcome_unknown };
+        self.store.retry_later(request.id, &self.name, &attempt).await?;
         Ok(Handled::Retrying(request.id))
     }
 
@@ -239,12 +233,50 @@ fn backoff(settings: &QueueSettings, attempt: u32) -> Duration {
     Duration::from_millis(millis).max(settings.min_backoff / 2)
 }
 
-/// Runs `settings.workers` workers until `shutdown`.
+/// Runs `settings.workers` workers until `shutdown`, all woken by one `LISTEN` connection.
 pub async fn run_workers(api: ApiClient, store: Store, settings: QueueSettings, holder: String, shutdown: CancellationToken) {
-    let handles: Vec<_> = (0..settings.workers)
-        .map(|n| tokio::spawn(Worker::new(api.clone(), store.clone(), settings.clone(), &format!("{holder}#{n}")).run(shutdown.clone())))
+    let wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen(store.clone(), settings.poll, wake.clone(), shutdown.clone()));
+    let workers: Vec<_> = (0..settings.workers)
+        .map(|n| {
+            let worker = Worker::new(api.clone(), store.clone(), settings.clone(), &format!("{holder}#{n}"));
+            tokio::spawn(worker.run(wake.clone(), shutdown.clone()))
+        })
         .collect();
-    for h in handles {
-        let _ = h.await;
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = listener.await;
+}
+
+/// Wakes the workers on `NOTIFY partnerstack_write_queue` for this schema. A lost connection
+/// is re-established on the next receive; until then, the workers' poll covers.
+async fn listen(store: Store, pause: Duration, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut listener: Option<PgListener> = None;
+    while !shutdown.is_cancelled() {
+        let received = async {
+            if listener.is_none() {
+                let mut l = PgListener::connect_with(store.pool()).await?;
+                l.listen("partnerstack_write_queue").await?;
+                listener = Some(l);
+            }
+            listener.as_mut().expect("connected").recv().await
+        };
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = received => r,
+        };
+        match received {
+            Ok(n) if n.payload() == store.schema() => wake.notify_waiters(),
+            Ok(_) => {}
+            Err(error) => {
+                warn!(error = %error_chain(&error), "write-back wake-ups: LISTEN failed; polling until it is back");
+                listener = None;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause.max(Duration::from_secs(1))) => {}
+                }
+            }
+        }
     }
 }

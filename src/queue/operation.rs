@@ -72,7 +72,29 @@ fn record(kind: ObjectKind, value: Value) -> Vec<(ObjectKind, Value)> {
     }
 }
 
-/// Runs one request against the API.
+/// What a record looks like after a write that succeeded.
+enum ReadBack {
+    Found(Value),
+    Gone,
+    /// The read failed: the write still counts (sending it again would repeat it); the next
+    /// poll mirrors the record.
+    Unknown,
+}
+
+async fn read_back(api: &ApiClient, kind: ObjectKind, id: &str) -> ReadBack {
+    match api.request_json(Method::GET, &format!("{}/{id}", kind.api_path()), None, true).await {
+        Ok(now) => ReadBack::Found(now),
+        Err(ApiError::NotFound { .. }) => ReadBack::Gone,
+        Err(error) => {
+            tracing::warn!(error = %crate::telemetry::error_chain(&error), "reading a record back after a write failed; the next poll will mirror it");
+            ReadBack::Unknown
+        }
+    }
+}
+
+/// Runs one request against the API. Each write is sent once per attempt: the queue, not the
+/// client, retries it (durably, with the attempt counted in `write_queue.attempts`). Reads
+/// that follow a write may be retried by the client.
 pub async fn execute(
     api: &ApiClient,
     store: &Store,
@@ -90,30 +112,32 @@ pub async fn execute(
         }
         "update" => {
             let id = path_id(store, kind, key).await?;
-            let updated = api.request_json(Method::PATCH, &format!("{path}/{id}"), Some(payload), true).await?;
+            let updated = api.request_json(Method::PATCH, &format!("{path}/{id}"), Some(payload), false).await?;
             Ok(Outcome { records: record(kind, updated.clone()), result: updated, ..Outcome::default() })
         }
         "delete" => {
             let id = path_id(store, kind, key).await?;
-            let answer = api.request_json(Method::DELETE, &format!("{path}/{id}"), None, true).await?;
+            let answer = api.request_json(Method::DELETE, &format!("{path}/{id}"), None, false).await?;
             // DELETE archives (or deletes): read the record back to mirror what it is now.
-            match api.request_json(Method::GET, &format!("{path}/{id}"), None, true).await {
-                Ok(now) => Ok(Outcome { records: record(kind, now), result: answer, ..Outcome::default() }),
-                Err(ApiError::NotFound { .. }) => Ok(Outcome { gone: Some((kind, key.to_owned())), result: answer, ..Outcome::default() }),
-                Err(e) => Err(e.into()),
-            }
+            Ok(match read_back(api, kind, &id).await {
+                ReadBack::Found(now) => Outcome { records: record(kind, now), result: answer, ..Outcome::default() },
+                ReadBack::Gone => Outcome { gone: Some((kind, key.to_owned())), result: answer, ..Outcome::default() },
+                ReadBack::Unknown => Outcome { result: answer, ..Outcome::default() },
+            })
         }
         "modify_tags" => {
             // SPEC 9.6: the body is undocumented; we send `{"add": [...], "remove": [...]}` as
             // queued, then read the partnership back whatever the answer's shape.
-            api.request_json(Method::PATCH, &format!("{path}/{key}/tags"), Some(payload), true).await?;
-            let now = api.request_json(Method::GET, &format!("{path}/{key}"), None, true).await?;
-            Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() })
+            let answer = api.request_json(Method::PATCH, &format!("{path}/{key}/tags"), Some(payload), false).await?;
+            Ok(match read_back(api, kind, key).await {
+                ReadBack::Found(now) => Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() },
+                ReadBack::Gone | ReadBack::Unknown => Outcome { result: answer, ..Outcome::default() },
+            })
         }
         "convert" => {
             let customer = api.request_json(Method::POST, &format!("{path}/{key}/convert"), Some(payload), false).await?;
             let mut records = record(ObjectKind::Customer, customer.clone());
-            if let Ok(source) = api.request_json(Method::GET, &format!("{path}/{key}"), None, true).await {
+            if let ReadBack::Found(source) = read_back(api, kind, key).await {
                 records.extend(record(kind, source));
             }
             Ok(Outcome { records, result: customer, ..Outcome::default() })

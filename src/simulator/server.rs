@@ -85,7 +85,11 @@ async fn handle(State(served): State<Served>, method: Method, uri: Uri, headers:
         }
         Some(Fault::ServerError(status)) => {
             let status = if StatusCode::from_u16(status).is_ok() { status } else { 500 };
-            answered(Reply::error(status, "Injected server error"))
+            let mut reply = Reply::error(status, "Injected server error");
+            if status == 429 && sim.lock().config.retry_after_header {
+                reply.headers.push(("retry-after", "1".into()));
+            }
+            answered(reply)
         }
         Some(Fault::DropConnection) => (dropped_connection(), 0),
         Some(Fault::ApplyThenDrop) => {

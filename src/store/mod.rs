@@ -21,7 +21,7 @@ use sqlx::{
 
 pub use lease::{fence, Lease};
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
-pub use queue::{succeed_in, upsert_deal_file, QueueRow, QueuedRequest};
+pub use queue::{succeed_in, upsert_deal_file, FailedAttempt, QueueRow, QueuedRequest};
 pub use reconcile::ReconcileOutcome;
 pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
 pub use status::{MetricsSnapshot, ObjectFreshness, ObjectStatus, StatusReport};

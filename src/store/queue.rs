@@ -20,9 +20,20 @@ pub struct QueuedRequest {
     pub attempts: i32,
     pub max_attempts: Option<i32>,
     pub created_at: DateTime<Utc>,
-    /// Set when a previous attempt of a create ended without an answer.
     pub last_error: Option<String>,
+    /// A previous attempt of this create or convert may have happened at the API: it ended
+    /// without an answer, or its worker stopped while holding it.
+    pub outcome_unknown: bool,
     pub http_status: Option<i32>,
+}
+
+/// Why an attempt failed, and when to try again.
+#[derive(Clone, Debug)]
+pub struct FailedAttempt<'a> {
+    pub delay: Duration,
+    pub error: &'a str,
+    pub http_status: Option<u16>,
+    pub outcome_unknown: bool,
 }
 
 /// One row of `queue list`.
@@ -41,16 +52,19 @@ pub struct QueueRow {
 
 impl Store {
     /// Takes the oldest request that is due: pending, or running with an expired lease (its
-    /// worker died). Several workers and daemons claim concurrently without blocking.
+    /// worker died). Several workers and daemons claim concurrently without blocking. A create
+    /// or convert taken over from a dead worker may already have reached the API, so it is
+    /// marked `outcome_unknown`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<QueuedRequest>, StoreError> {
         Ok(sqlx::query_as(
             "UPDATE write_queue q SET status = 'running', attempts = q.attempts + 1, locked_by = $1, \
-                 locked_until = now() + make_interval(secs => $2), updated_at = now() \
+                 locked_until = now() + make_interval(secs => $2), updated_at = now(), \
+                 outcome_unknown = q.outcome_unknown OR (q.status = 'running' AND q.operation IN ('create', 'convert')) \
              WHERE q.id = (SELECT id FROM write_queue \
                            WHERE (status = 'pending' AND run_after <= now()) OR (status = 'running' AND locked_until < now()) \
                            ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1) \
              RETURNING q.id, q.operation, q.object_type, q.object_key, q.payload, q.attempts, q.max_attempts, q.created_at, \
-                       q.last_error, q.http_status",
+                       q.last_error, q.http_status, q.outcome_unknown",
         )
         .bind(worker)
         .bind(lease.as_secs_f64())
@@ -58,25 +72,20 @@ impl Store {
         .await?)
     }
 
-    /// Puts a request back for another attempt after `delay`.
-    pub async fn retry_later(
-        &self,
-        id: i64,
-        worker: &str,
-        delay: Duration,
-        error: &str,
-        http_status: Option<u16>,
-    ) -> Result<bool, StoreError> {
+    /// Puts a request back for another attempt after `delay`. `outcome_unknown`: this attempt
+    /// may have happened at the API (the flag is never cleared).
+    pub async fn retry_later(&self, id: i64, worker: &str, attempt: &FailedAttempt<'_>) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE write_queue SET status = 'pending', run_after = now() + make_interval(secs => $3), locked_until = NULL, \
-                 locked_by = NULL, last_error = $4, http_status = $5, updated_at = now() \
+                 locked_by = NULL, last_error = $4, http_status = $5, outcome_unknown = outcome_unknown OR $6, updated_at = now() \
              WHERE id = $1 AND locked_by = $2 AND status = 'running'",
         )
         .bind(id)
         .bind(worker)
-        .bind(delay.as_secs_f64())
-        .bind(error)
-        .bind(http_status.map(i32::from))
+        .bind(attempt.delay.as_secs_f64())
+        .bind(attempt.error)
+        .bind(attempt.http_status.map(i32::from))
+        .bind(attempt.outcome_unknown)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)

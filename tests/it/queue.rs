@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use partnerstack_mirror::{
     object::ObjectKind,
-    queue::{QueueSettings, Worker},
+    queue::{self, Handled, QueueSettings, Worker},
     simulator::{Fault, RunningSimulator},
     store::Store,
 };
@@ -198,8 +198,49 @@ async fn rate_limits_and_server_errors_are_retried_with_backoff() {
     let id = enqueue(&store, "update", "deal", Some(&deal), json!({"amount": 4242})).await;
     drain(&worker(&store, &sim, "w1"), &store).await;
     let o = outcome(&store, id).await;
-    assert_eq!(o.status, "succeeded", "{o:?}");
+    assert_eq!((o.status.as_str(), o.attempts), ("succeeded", 3), "two answered failures, then success: {o:?}");
     assert_eq!(sim.simulator.record(ObjectKind::Deal, &deal).unwrap()["amount"], 4242);
+    let statuses: Vec<u16> = sim.simulator.writes().iter().map(|w| w.status).collect();
+    assert_eq!(statuses, [503, 503, 200], "each attempt was one PATCH");
+}
+
+#[tokio::test]
+async fn a_rate_limited_request_waits_at_least_the_retry_after_it_was_given() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    sim.simulator.inject(Fault::ServerError(429), 1);
+    let id = enqueue(&store, "update", "deal", Some(&deal), json!({"amount": 77})).await;
+    let w = worker(&store, &sim, "w1");
+    assert_eq!(w.work_one().await.unwrap(), Some(Handled::Retrying(id)));
+    // The backoff alone is at most 40 ms here; the simulator said `Retry-After: 1`.
+    let (status, http_status, wait): (String, Option<i32>, f64) =
+        sqlx::query_as("SELECT status, http_status, extract(epoch FROM run_after - updated_at)::float8 FROM write_queue WHERE id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), http_status), ("pending", Some(429)));
+    assert!(wait >= 0.99, "run_after is {wait}s out");
+    drain(&w, &store).await;
+    assert_eq!(outcome(&store, id).await.status, "succeeded");
+}
+
+#[tokio::test]
+async fn attempts_run_out_and_the_last_error_is_kept() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    sim.simulator.inject(Fault::ServerError(502), 10);
+    let id = sqlx::query_scalar("INSERT INTO write_queue (operation, object_type, object_key, payload, max_attempts) VALUES ('update', 'deal', $1, '{\"amount\": 5}', 2) RETURNING id")
+        .bind(&deal)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    drain(&worker(&store, &sim, "w1"), &store).await;
+    let o = outcome(&store, id).await;
+    assert_eq!((o.status.as_str(), o.attempts, o.http_status), ("failed", 2, Some(502)), "{o:?}");
+    assert!(o.last_error.unwrap().contains("gave up after 2 attempts"));
 }
 
 #[tokio::test]
@@ -233,7 +274,7 @@ async fn a_request_whose_worker_died_is_claimed_again_when_its_lease_expires() {
         assert!(tokio::time::Instant::now() < deadline, "the lease expires");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(handled, partnerstack_mirror::queue::Handled::Succeeded(id));
+    assert_eq!(handled, Handled::Succeeded(id));
     assert_eq!(outcome(&store, id).await.attempts, 2);
 }
 
@@ -253,6 +294,47 @@ async fn a_create_whose_answer_was_lost_reaches_the_api_once() {
     assert_eq!(matching, 1, "exactly one customer at the API");
     let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST" && w.path.ends_with("/customers")).count();
     assert_eq!(posts, 1, "the create was sent once");
+}
+
+#[tokio::test]
+async fn a_create_taken_over_from_a_dead_worker_is_looked_up_before_it_is_sent_again() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
+    let payload = json!({"customer_key": "orphan-1", "email": "o@example.test", "partner_key": partner_key});
+    let id = enqueue(&store, "create", "customer", None, payload.clone()).await;
+    // A worker claims it, sends the create, and dies before recording anything.
+    store.claim("dead-worker", Duration::from_millis(200)).await.unwrap().expect("claimable");
+    support::client(&sim, 250).request_json(reqwest::Method::POST, "customers", Some(&payload), false).await.unwrap();
+
+    let alive = worker(&store, &sim, "w2");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let handled = loop {
+        if let Some(h) = alive.work_one().await.unwrap() {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the lease expires");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(handled, Handled::Succeeded(id));
+    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    assert_eq!(posts, 1, "the surviving worker found the customer and did not create it again");
+    let mirrored: i64 = sqlx::query_scalar("SELECT count(*) FROM customers WHERE customer_key = 'orphan-1'").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(mirrored, 1);
+}
+
+#[tokio::test]
+async fn a_lost_create_without_a_natural_key_fails_rather_than_risk_a_duplicate() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    sim.simulator.inject(Fault::ApplyThenDrop, 1);
+    let id = enqueue(&store, "create", "reward", None, json!({"amount": 100, "description": "once"})).await;
+    drain(&worker(&store, &sim, "w1"), &store).await;
+    let o = outcome(&store, id).await;
+    assert_eq!(o.status, "failed", "{o:?}");
+    assert!(o.last_error.unwrap().contains("not sent again"));
+    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    assert_eq!(posts, 1);
 }
 
 #[tokio::test]
@@ -279,8 +361,9 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut daemons = Vec::new();
     for name in ["daemon-a", "daemon-b"] {
-        let w = Worker::new(support::client(&sim, 250), Store::connect(&support::database_url(), store.schema(), 4).await.unwrap(), settings(), name);
-        daemons.push(tokio::spawn(w.run(shutdown.clone())));
+        let own_pool = Store::connect(&support::database_url(), store.schema(), 4).await.unwrap();
+        let settings = QueueSettings { workers: 2, ..settings() };
+        daemons.push(tokio::spawn(queue::run_workers(support::client(&sim, 250), own_pool, settings, name.into(), shutdown.clone())));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -297,6 +380,8 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
     }
     let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
     assert_eq!(posts, n as usize, "each request reached the API once");
-    let workers: i64 = sqlx::query_scalar("SELECT count(DISTINCT locked_by) FROM write_queue").fetch_one(store.pool()).await.unwrap();
-    assert!(workers >= 1);
+    let (daemons, most_attempts): (i64, i32) =
+        sqlx::query_as("SELECT count(DISTINCT split_part(locked_by, '#', 1)), max(attempts) FROM write_queue").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(daemons, 2, "both daemons took requests");
+    assert_eq!(most_attempts, 1, "no request was claimed twice");
 }
