@@ -129,6 +129,9 @@ pub struct SyncConfig {
 pub struct QueueConfig {
     pub workers: usize,
     pub max_attempts: u32,
+    /// How long a claimed request is its worker's; a dead worker's requests are claimed
+    /// again after it. Longer than the slowest request (timeouts and downloads included).
+    pub lease: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -237,11 +240,13 @@ impl Default for RawSync {
 struct RawQueue {
     workers: usize,
     max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    lease: Duration,
 }
 
 impl Default for RawQueue {
     fn default() -> Self {
-        RawQueue { workers: 2, max_attempts: 10 }
+        RawQueue { workers: 2, max_attempts: 10, lease: Duration::from_secs(300) }
     }
 }
 
@@ -438,7 +443,10 @@ impl RawQueue {
         if self.max_attempts == 0 {
             return Err(invalid("queue.max_attempts", "must be at least 1"));
         }
-        Ok(QueueConfig { workers: self.workers, max_attempts: self.max_attempts })
+        if self.lease < Duration::from_secs(1) {
+            return Err(invalid("queue.lease", "must be at least 1s"));
+        }
+        Ok(QueueConfig { workers: self.workers, max_attempts: self.max_attempts, lease: self.lease })
     }
 }
 

@@ -47,7 +47,7 @@ impl QueueSettings {
         QueueSettings {
             workers: c.workers,
             max_attempts: c.max_attempts,
-            lease: Duration::from_secs(300),
+            lease: c.lease,
             poll: Duration::from_secs(1),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(600),
@@ -235,6 +235,9 @@ fn backoff(settings: &QueueSettings, attempt: u32) -> Duration {
 
 /// Runs `settings.workers` workers until `shutdown`, all woken by one `LISTEN` connection.
 pub async fn run_workers(api: ApiClient, store: Store, settings: QueueSettings, holder: String, shutdown: CancellationToken) {
+    if settings.workers == 0 {
+        return;
+    }
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(listen(store.clone(), settings.poll, wake.clone(), shutdown.clone()));
     let workers: Vec<_> = (0..settings.workers)

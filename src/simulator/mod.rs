@@ -143,6 +143,10 @@ pub enum Fault {
     /// (the case a write-back queue must not repeat). Reads pass untouched and leave it
     /// queued.
     ApplyThenDrop,
+    /// For the next write only: the write is applied and the answer never comes; the
+    /// request hangs until the client gives up or the simulator stops (a worker killed
+    /// while waiting for an answer).
+    ApplyThenHang,
 }
 
 /// One write request (POST, PATCH or DELETE) the API received.

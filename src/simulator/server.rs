@@ -32,6 +32,8 @@ use super::{
 struct Served {
     sim: Simulator,
     origin: Arc<str>,
+    /// Ends hanging requests when the simulator stops.
+    shutdown: CancellationToken,
 }
 
 /// One request as received.
@@ -55,7 +57,8 @@ pub(super) async fn start(sim: Simulator, addr: SocketAddr) -> io::Result<Runnin
     let origin = format!("http://{}", SocketAddr::new(host, local.port()));
     let base_url = format!("{origin}/api/v2");
     let shutdown = CancellationToken::new();
-    let app = Router::new().fallback(handle).with_state(Served { sim: sim.clone(), origin: origin.into() });
+    let served = Served { sim: sim.clone(), origin: origin.into(), shutdown: shutdown.clone() };
+    let app = Router::new().fallback(handle).with_state(served);
     let token = shutdown.clone();
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await {
@@ -94,6 +97,11 @@ async fn handle(State(served): State<Served>, method: Method, uri: Uri, headers:
         Some(Fault::DropConnection) => (dropped_connection(), 0),
         Some(Fault::ApplyThenDrop) => {
             serve(sim, &request);
+            (dropped_connection(), 0)
+        }
+        Some(Fault::ApplyThenHang) => {
+            serve(sim, &request);
+            served.shutdown.cancelled().await;
             (dropped_connection(), 0)
         }
         Some(Fault::Truncated) => {

@@ -79,11 +79,11 @@ impl State {
         }
     }
 
-    /// The fault the next request gets, if any. `ApplyThenDrop` waits for a write: a
-    /// read meets no fault and leaves it queued.
+    /// The fault the next request gets, if any. `ApplyThenDrop` and `ApplyThenHang` wait
+    /// for a write: a read meets no fault and leaves them queued.
     pub fn take_fault(&mut self, write: bool) -> Option<Fault> {
         let (fault, left) = self.faults.front_mut()?;
-        if *fault == Fault::ApplyThenDrop && !write {
+        if matches!(fault, Fault::ApplyThenDrop | Fault::ApplyThenHang) && !write {
             return None;
         }
         let fault = fault.clone();

@@ -46,7 +46,10 @@ async fn drain(worker: &Worker, store: &Store) {
         if worker.work_one().await.unwrap().is_some() {
             continue;
         }
-        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status IN ('pending', 'running')").fetch_one(store.pool()).await.unwrap();
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status IN ('pending', 'running')")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         if open == 0 {
             return;
         }
@@ -65,7 +68,11 @@ struct Outcome {
 }
 
 async fn outcome(store: &Store, id: i64) -> Outcome {
-    sqlx::query_as("SELECT status, attempts, last_error, http_status, result FROM write_queue WHERE id = $1").bind(id).fetch_one(store.pool()).await.unwrap()
+    sqlx::query_as("SELECT status, attempts, last_error, http_status, result FROM write_queue WHERE id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
 }
 
 fn result_key(o: &Outcome) -> String {
@@ -89,14 +96,25 @@ async fn every_operation_runs_end_to_end_from_an_sql_insert() {
     let s = &sim.simulator;
     let partnership = s.records(ObjectKind::Partnership).into_iter().find(|p| p["archived"] == false).unwrap();
     let partner_key = partnership["partner_key"].as_str().unwrap().to_owned();
-    let live = |kind| s.records(kind).into_iter().filter(|r| r["archived"] == false).map(|r| r["key"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let live = |kind| {
+        s.records(kind).into_iter().filter(|r| r["archived"] == false).map(|r| r["key"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
     let (deals, leads, customers) = (live(ObjectKind::Deal), live(ObjectKind::Lead), live(ObjectKind::Customer));
 
     let creates = [
-        (ObjectKind::Customer, json!({"customer_key": "wb-cust-1", "email": "wb1@example.test", "partner_key": partner_key, "name": "WB One"})),
+        (
+            ObjectKind::Customer,
+            json!({"customer_key": "wb-cust-1", "email": "wb1@example.test", "partner_key": partner_key, "name": "WB One"}),
+        ),
         (ObjectKind::Deal, json!({"partner_key": partner_key, "external_key": "wb-deal-1", "account_name": "WB", "amount": 1234})),
-        (ObjectKind::Lead, json!({"partner_key": partner_key, "external_key": "wb-lead@example.test", "status": "open", "meta": {"first_name": "A", "last_name": "B"}})),
-        (ObjectKind::Partnership, json!({"email": "wb-partner@example.test", "first_name": "W", "last_name": "B", "partner_key": "wb-partner"})),
+        (
+            ObjectKind::Lead,
+            json!({"partner_key": partner_key, "external_key": "wb-lead@example.test", "status": "open", "meta": {"first_name": "A", "last_name": "B"}}),
+        ),
+        (
+            ObjectKind::Partnership,
+            json!({"email": "wb-partner@example.test", "first_name": "W", "last_name": "B", "partner_key": "wb-partner"}),
+        ),
         (ObjectKind::Transaction, json!({"key": "wb-txn-1", "customer_external_key": "wb-cust-1", "amount": 990, "currency": "USD"})),
         (ObjectKind::Action, json!({"target_type": "partnership", "target_key": partner_key, "type": "webinar", "value": 1})),
         (ObjectKind::Reward, json!({"amount": 500, "description": "bonus"})),
@@ -108,7 +126,8 @@ async fn every_operation_runs_end_to_end_from_an_sql_insert() {
     let update = enqueue(&store, "update", "deal", Some(&deals[0]), json!({"stage": "Closed Won"})).await;
     let delete = enqueue(&store, "delete", "lead", Some(&leads[0]), json!({})).await;
     let tags = enqueue(&store, "modify_tags", "partnership", partnership["key"].as_str(), json!({"add": ["wb-tag"]})).await;
-    let convert_deal = enqueue(&store, "convert", "deal", Some(&deals[1]), json!({"email": "converted@example.test", "customer_key": "wb-conv-1"})).await;
+    let convert_deal =
+        enqueue(&store, "convert", "deal", Some(&deals[1]), json!({"email": "converted@example.test", "customer_key": "wb-conv-1"})).await;
     let convert_lead = enqueue(&store, "convert", "lead", Some(&leads[1]), json!({"customer_key": "wb-conv-2"})).await;
     let refresh = enqueue(&store, "refresh", "customer", Some(&customers[0]), json!({})).await;
     let files: Vec<i64> = {
@@ -126,8 +145,11 @@ async fn every_operation_runs_end_to_end_from_an_sql_insert() {
         assert_eq!(o.status, "succeeded", "{kind}: {o:?}");
         let key = result_key(&o);
         assert!(s.record(kind, &key).is_some(), "{kind} {key} exists at the API");
-        let raw: sqlx::types::Json<Value> =
-            sqlx::query_scalar(&format!("SELECT raw FROM {} WHERE key = $1", kind.table())).bind(&key).fetch_one(store.pool()).await.unwrap();
+        let raw: sqlx::types::Json<Value> = sqlx::query_scalar(&format!("SELECT raw FROM {} WHERE key = $1", kind.table()))
+            .bind(&key)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(raw.0["key"], key.as_str());
         assert_eq!(write_back_events(&store, kind, &key).await, [format!("{}.created", kind.singular())]);
     }
@@ -137,26 +159,35 @@ async fn every_operation_runs_end_to_end_from_an_sql_insert() {
     assert!(write_back_events(&store, ObjectKind::Deal, &deals[0]).await.contains(&"deal.stage_updated".to_owned()));
 
     assert_eq!(outcome(&store, delete).await.status, "succeeded");
-    let archived: bool = sqlx::query_scalar("SELECT archived FROM leads WHERE key = $1").bind(&leads[0]).fetch_one(store.pool()).await.unwrap();
+    let archived: bool =
+        sqlx::query_scalar("SELECT archived FROM leads WHERE key = $1").bind(&leads[0]).fetch_one(store.pool()).await.unwrap();
     assert!(archived);
     assert!(write_back_events(&store, ObjectKind::Lead, &leads[0]).await.contains(&"lead.deleted".to_owned()));
 
     assert_eq!(outcome(&store, tags).await.status, "succeeded");
-    let tag_list: Vec<String> = sqlx::query_scalar("SELECT tags FROM partnerships WHERE key = $1").bind(partnership["key"].as_str()).fetch_one(store.pool()).await.unwrap();
+    let tag_list: Vec<String> = sqlx::query_scalar("SELECT tags FROM partnerships WHERE key = $1")
+        .bind(partnership["key"].as_str())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert!(tag_list.contains(&"wb-tag".to_owned()));
 
     for id in [convert_deal, convert_lead] {
         let o = outcome(&store, id).await;
         assert_eq!(o.status, "succeeded", "{o:?}");
         let customer = result_key(&o);
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM customers WHERE key = $1").bind(&customer).fetch_one(store.pool()).await.unwrap();
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM customers WHERE key = $1").bind(&customer).fetch_one(store.pool()).await.unwrap();
         assert_eq!(rows, 1, "the converted customer is mirrored");
     }
     assert_eq!(outcome(&store, refresh).await.status, "succeeded");
     for id in files {
         assert_eq!(outcome(&store, id).await.status, "succeeded");
     }
-    let (files, bytes): (i64, Option<i64>) = sqlx::query_as("SELECT count(*), sum(size)::bigint FROM deal_files WHERE content IS NOT NULL").fetch_one(store.pool()).await.unwrap();
+    let (files, bytes): (i64, Option<i64>) = sqlx::query_as("SELECT count(*), sum(size)::bigint FROM deal_files WHERE content IS NOT NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert!(files > 0 && bytes.unwrap_or(0) > 0, "attachments were fetched with their content");
 }
 
@@ -247,7 +278,14 @@ async fn attempts_run_out_and_the_last_error_is_kept() {
 async fn a_validation_error_fails_at_once_with_the_api_message() {
     let sim = support::simulator(300, |_| {}).await;
     let store = support::store().await;
-    let id = enqueue(&store, "create", "customer", None, json!({"customer_key": "x-1", "email": "x@example.test", "partner_key": "no-such-partner"})).await;
+    let id = enqueue(
+        &store,
+        "create",
+        "customer",
+        None,
+        json!({"customer_key": "x-1", "email": "x@example.test", "partner_key": "no-such-partner"}),
+    )
+    .await;
     drain(&worker(&store, &sim, "w1"), &store).await;
     let o = outcome(&store, id).await;
     assert_eq!((o.status.as_str(), o.attempts, o.http_status), ("failed", 1, Some(400)), "{o:?}");
@@ -284,7 +322,14 @@ async fn a_create_whose_answer_was_lost_reaches_the_api_once() {
     let store = support::store().await;
     let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
     sim.simulator.inject(Fault::ApplyThenDrop, 1);
-    let id = enqueue(&store, "create", "customer", None, json!({"customer_key": "lost-answer-1", "email": "l@example.test", "partner_key": partner_key})).await;
+    let id = enqueue(
+        &store,
+        "create",
+        "customer",
+        None,
+        json!({"customer_key": "lost-answer-1", "email": "l@example.test", "partner_key": partner_key}),
+    )
+    .await;
 
     drain(&worker(&store, &sim, "w1"), &store).await;
 
@@ -319,7 +364,8 @@ async fn a_create_taken_over_from_a_dead_worker_is_looked_up_before_it_is_sent_a
     assert_eq!(handled, Handled::Succeeded(id));
     let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
     assert_eq!(posts, 1, "the surviving worker found the customer and did not create it again");
-    let mirrored: i64 = sqlx::query_scalar("SELECT count(*) FROM customers WHERE customer_key = 'orphan-1'").fetch_one(store.pool()).await.unwrap();
+    let mirrored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM customers WHERE customer_key = 'orphan-1'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(mirrored, 1);
 }
 
@@ -356,7 +402,14 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
     let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
     let n = 80;
     for i in 0..n {
-        enqueue(&store, "create", "customer", None, json!({"customer_key": format!("pair-{i}"), "email": format!("p{i}@example.test"), "partner_key": partner_key})).await;
+        enqueue(
+            &store,
+            "create",
+            "customer",
+            None,
+            json!({"customer_key": format!("pair-{i}"), "email": format!("p{i}@example.test"), "partner_key": partner_key}),
+        )
+        .await;
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut daemons = Vec::new();
@@ -367,7 +420,8 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status = 'succeeded'").fetch_one(store.pool()).await.unwrap();
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status = 'succeeded'").fetch_one(store.pool()).await.unwrap();
         if done == n {
             break;
         }
@@ -381,7 +435,69 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
     let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
     assert_eq!(posts, n as usize, "each request reached the API once");
     let (daemons, most_attempts): (i64, i32) =
-        sqlx::query_as("SELECT count(DISTINCT split_part(locked_by, '#', 1)), max(attempts) FROM write_queue").fetch_one(store.pool()).await.unwrap();
+        sqlx::query_as("SELECT count(DISTINCT split_part(locked_by, '#', 1)), max(attempts) FROM write_queue")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     assert_eq!(daemons, 2, "both daemons took requests");
     assert_eq!(most_attempts, 1, "no request was claimed twice");
+}
+
+/// The real daemon, draining the queue (and syncing) with a short queue lease.
+fn daemon(sim: &RunningSimulator, store: &Store) -> tokio::process::Child {
+    support::binary(sim, store, &["run"])
+        .env("PSM_SYNC__INTERVAL", "1s")
+        .env("PSM_HTTP__LISTEN", "127.0.0.1:0")
+        .env("PSM_QUEUE__WORKERS", "1")
+        .env("PSM_QUEUE__LEASE", "2s")
+        .spawn()
+        .expect("spawn the daemon")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_while_its_create_is_in_flight_leaves_exactly_one_record() {
+    let sim = support::simulator(200, |_| {}).await;
+    let store = support::store().await;
+    let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
+    // The create lands at the API, and its answer never comes back.
+    sim.simulator.inject(Fault::ApplyThenHang, 1);
+    let id = enqueue(
+        &store,
+        "create",
+        "customer",
+        None,
+        json!({"customer_key": "killed-1", "email": "k@example.test", "partner_key": partner_key}),
+    )
+    .await;
+    let posts = || sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+
+    let mut first = daemon(&sim, &store);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while posts() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the first daemon sends the create");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().await.unwrap();
+
+    let _second = daemon(&sim, &store);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let o = loop {
+        let o = outcome(&store, id).await;
+        if o.status != "pending" && o.status != "running" {
+            break o;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the second daemon finishes the request: {o:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((o.status.as_str(), o.attempts), ("succeeded", 2), "{o:?}");
+    assert_eq!(posts(), 1, "the create was sent once");
+    let at_api = sim.simulator.records(ObjectKind::Customer).into_iter().filter(|c| c["customer_key"] == "killed-1").count();
+    assert_eq!(at_api, 1);
+    let key = result_key(&o);
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE object_key = $1 AND event_type = 'customer.created'")
+        .bind(&key)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(created, 1, "one created event, whichever of the poll and the write-back saw it first");
 }
