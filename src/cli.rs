@@ -87,6 +87,9 @@ enum Command {
         mutations_per_sec: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The schema the demo mirrors into.
+        #[arg(long, default_value = "partnerstack")]
+        schema: String,
     },
 }
 
@@ -167,8 +170,8 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Simulate { listen, seed, records, mutations_per_sec, poison } => {
             simulate(listen, SimulatorConfig { seed, records, mutations_per_sec, ..SimulatorConfig::default() }, poison, shutdown).await
         }
-        Command::Demo { records, mutations_per_sec, seed } => {
-            demo::run(demo::DemoOptions { records, mutations_per_sec, seed }, shutdown).await
+        Command::Demo { records, mutations_per_sec, seed, schema } => {
+            demo::run(demo::DemoOptions { records, mutations_per_sec, seed, schema }, shutdown).await
         }
     };
     match result {

@@ -1,6 +1,6 @@
 //! `partnerstack-mirror demo`: the first thing a new user runs. A simulator with live
 //! mutations, a private PostgreSQL server (unless `DATABASE_URL` is set), and the daemon,
-//! with a live progress line. Ctrl-C stops and removes everything.
+//! and its write-back workers, with a live progress line. Ctrl-C stops and removes everything.
 
 use std::{
     io::{IsTerminal, Write},
@@ -16,21 +16,22 @@ use crate::{
     app,
     config::Config,
     private_postgres::PrivatePostgres,
+    queue::{self, QueueSettings},
     scheduler,
     simulator::{Simulator, SimulatorConfig},
 };
 
 /// What `demo` was asked for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DemoOptions {
     pub records: usize,
     pub mutations_per_sec: f64,
     pub seed: u64,
+    pub schema: String,
 }
 
-const SCHEMA: &str = "partnerstack";
-
 pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let schema = &options.schema;
     let (database_url, private) = match std::env::var("DATABASE_URL") {
         Ok(url) => (url, None),
         Err(_) => {
@@ -54,7 +55,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         r#"
         [database]
         url = "{database_url}"
-        schema = "{SCHEMA}"
+        schema = "{schema}"
         max_connections = 10
         [partnerstack]
         api_url = "{api}"
@@ -72,16 +73,29 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     ))?;
     let syncer = app::syncer(&config, shutdown.clone()).await?;
 
-    let psql = psql_command(&database_url);
+    let psql = psql_command(&database_url, schema);
     eprintln!(
-        "\nThe mirror is filling schema `{SCHEMA}`. In another terminal:\n\n  {psql}\n\n\
+        "\nThe mirror is filling schema `{schema}`. In another terminal:\n\n  {psql}\n\n\
          Try:\n  SELECT stage, count(*), sum(amount)/100 AS dollars FROM deals GROUP BY stage ORDER BY 2 DESC;\n  \
          SELECT id, event_type, object_key, changes FROM events WHERE source <> 'backfill' ORDER BY id DESC LIMIT 10;\n  \
          SELECT p.partner_key, count(c.*) AS customers FROM partnerships p JOIN customers c ON c.partnership_key = p.key\n    \
-         GROUP BY 1 ORDER BY 2 DESC LIMIT 5;\n\nPress Ctrl-C to stop; everything the demo started is removed.\n"
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 5;\n\n\
+         Change PartnerStack from SQL (the write-back queue):\n  \
+         INSERT INTO write_queue (operation, object_type, object_key, payload)\n    \
+         SELECT 'update', 'deal', key, '{{\"stage\": \"Closed Won\"}}' FROM deals WHERE NOT archived LIMIT 1;\n  \
+         SELECT id, status, attempts, result->>'stage' AS stage FROM write_queue ORDER BY id DESC LIMIT 5;\n  \
+         SELECT id, event_type, object_key, changes FROM events WHERE source = 'write_back' ORDER BY id DESC LIMIT 5;\n\n\
+         Press Ctrl-C to stop; everything the demo started is removed.\n"
     );
 
     let progress = syncer.progress();
+    let workers = tokio::spawn(queue::run_workers(
+        syncer.api().clone(),
+        syncer.store().clone(),
+        QueueSettings::from_config(&config.queue),
+        syncer.holder().to_owned(),
+        shutdown.clone(),
+    ));
     let daemon = tokio::spawn(scheduler::run(syncer, config.sync.clone(), shutdown.clone()));
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
@@ -111,6 +125,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     }
     eprintln!("\nStopping…");
     let _ = daemon.await;
+    let _ = workers.await;
     simulator.stop().await;
     if let Some(pg) = private {
         pg.stop().await.context("cannot stop the private PostgreSQL server")?;
@@ -118,6 +133,6 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn psql_command(database_url: &str) -> String {
-    format!("PGOPTIONS='-c search_path={SCHEMA}' psql '{database_url}'")
+fn psql_command(database_url: &str, schema: &str) -> String {
+    format!("PGOPTIONS='-c search_path={schema}' psql '{database_url}'")
 }

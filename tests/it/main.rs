@@ -4,6 +4,7 @@
 mod support;
 
 mod crash;
+mod demo;
 mod doctor;
 mod events;
 mod operations;

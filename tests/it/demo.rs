@@ -1,0 +1,90 @@
+//! The quick start's first command: `demo` brings up a simulator, a database and the
+//! daemon, mirrors the account, and carries out a write-back queued with a plain INSERT.
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+};
+
+use crate::support;
+
+async fn wait_for(what: &str, pool: &sqlx::PgPool, sql: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if sqlx::query_scalar::<_, bool>(sql).fetch_one(pool).await.unwrap_or(false) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_mirrors_the_account_and_carries_out_a_queued_write() {
+    // The test run's server when DATABASE_URL is set, in a schema of its own; otherwise the
+    // demo starts its own private server, as on a fresh machine.
+    let schema = format!("demo_{}", std::process::id());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_partnerstack-mirror"));
+    command.args(["demo", "--records", "400", "--schema", &schema]).stderr(Stdio::piped()).stdout(Stdio::null()).kill_on_drop(true);
+    let mut demo = command.spawn().expect("spawn the demo");
+    let mut lines = BufReader::new(demo.stderr.take().unwrap()).lines();
+
+    // The demo prints the psql command to look at the mirror; it names the database.
+    let url = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(" psql '") {
+                return line.rsplit('\'').nth(1).unwrap().to_owned();
+            }
+        }
+        panic!("the demo ended without printing how to connect");
+    })
+    .await
+    .expect("the demo says how to connect");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect({
+            let schema = schema.clone();
+            move |conn, _| {
+                let set = format!("SET search_path = \"{schema}\"");
+                Box::pin(async move { sqlx::Executor::execute(conn, set.as_str()).await.map(drop) })
+            }
+        })
+        .connect(&url)
+        .await
+        .unwrap();
+    wait_for("the backfill", &pool, "SELECT (SELECT count(*) FROM deals) > 0 AND (SELECT count(*) FROM customers) > 0").await;
+
+    let deal: String = sqlx::query_scalar(
+        "INSERT INTO write_queue (operation, object_type, object_key, payload) \
+         SELECT 'update', 'deal', key, '{\"stage\": \"Closed Won\"}' FROM deals WHERE NOT archived LIMIT 1 RETURNING object_key",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    wait_for("the write-back", &pool, "SELECT bool_and(status NOT IN ('pending', 'running')) FROM write_queue").await;
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM write_queue").fetch_one(&pool).await.unwrap();
+    assert_eq!(status, "succeeded", "{error:?}");
+    let stage: String = sqlx::query_scalar("SELECT stage FROM deals WHERE key = $1").bind(&deal).fetch_one(&pool).await.unwrap();
+    assert_eq!(stage, "Closed Won");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE source = 'write_back' AND object_key = $1")
+        .bind(&deal)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(events >= 1, "the write-back wrote its event");
+    pool.close().await;
+
+    let pid = demo.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(60), demo.wait()).await.expect("the demo stops on Ctrl-C").unwrap();
+    assert!(status.success(), "{status}");
+    if std::env::var_os("DATABASE_URL").is_some() {
+        let store = support::store().await;
+        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(store.pool()).await.unwrap();
+    }
+}
