@@ -95,7 +95,7 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum QueueCommand {
-    /// Queue a request, e.g. `queue add update deal deal_abc '{"stage": "won"}'`.
+    /// Queue a request, e.g. `queue add update deal deal_abc --payload '{"amount": 1}'`.
     Add {
         operation: String,
         object_type: String,

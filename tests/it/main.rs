@@ -10,6 +10,7 @@ mod events;
 mod operations;
 mod quarantine;
 mod queue;
+mod queue_cli;
 mod reconcile;
 mod sync_backfill;
 mod sync_changes;
