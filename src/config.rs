@@ -129,8 +129,9 @@ pub struct SyncConfig {
 pub struct QueueConfig {
     pub workers: usize,
     pub max_attempts: u32,
-    /// How long a claimed request is its worker's; a dead worker's requests are claimed
-    /// again after it. Longer than the slowest request (timeouts and downloads included).
+    /// How long a claimed request is its worker's without news from it. The worker renews it
+    /// every third of this while the request runs; a dead worker's requests are claimed again
+    /// once it runs out.
     pub lease: Duration,
 }
 
@@ -246,7 +247,7 @@ struct RawQueue {
 
 impl Default for RawQueue {
     fn default() -> Self {
-        RawQueue { workers: 2, max_attempts: 10, lease: Duration::from_secs(300) }
+        RawQueue { workers: 2, max_attempts: 10, lease: Duration::from_secs(60) }
     }
 }
 
@@ -485,6 +486,8 @@ mod tests {
         assert!(err.contains("sync.objects") && err.contains("widgets"), "{err}");
         let err = Config::from_toml("[sync]\nschedule = \"every minute\"").unwrap_err().to_string();
         assert!(err.contains("sync.schedule"), "{err}");
+        let err = Config::from_toml("[queue]\nlease = \"10ms\"").unwrap_err().to_string();
+        assert!(err.contains("queue.lease"), "{err}");
     }
 
     #[test]

@@ -105,7 +105,28 @@ impl Worker {
         }
     }
 
+    /// Carries out a request while renewing its lease, so a slow request (a long download, a
+    /// slow API) is never taken over by another worker while this one still waits for it.
     async fn handle(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
+        let id = request.id;
+        let work = self.carry_out(request);
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(self.settings.lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                handled = &mut work => return handled,
+                _ = renew.tick() => match self.store.renew_claim(id, &self.name, self.settings.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => warn!(id, "the request's lease was lost to another worker; its outcome will not be recorded here"),
+                    Err(error) => warn!(id, error = %error_chain(&error), "could not renew the request's lease"),
+                },
+            }
+        }
+    }
+
+    async fn carry_out(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
         let id = request.id;
         let Ok(kind) = request.object_type.parse::<ObjectKind>() else {
             self.store.fail(id, &self.name, &format!("unknown object_type {}", request.object_type), None).await?;

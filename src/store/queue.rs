@@ -91,6 +91,19 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Extends the lease of a request this worker still holds. `false`: it is no longer ours.
+    pub async fn renew_claim(&self, id: i64, worker: &str, lease: Duration) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE write_queue SET locked_until = now() + make_interval(secs => $3) WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Gives up on a request, keeping the API's message.
     pub async fn fail(&self, id: i64, worker: &str, error: &str, http_status: Option<u16>) -> Result<bool, StoreError> {
         let done = sqlx::query(

@@ -316,6 +316,41 @@ async fn a_request_whose_worker_died_is_claimed_again_when_its_lease_expires() {
     assert_eq!(outcome(&store, id).await.attempts, 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_slower_than_its_lease_stays_with_its_worker() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    sim.simulator.inject(Fault::Slow(Duration::from_millis(1_500)), 1);
+    let id = enqueue(&store, "update", "deal", Some(&deal), json!({"amount": 31})).await;
+    let short = QueueSettings { lease: Duration::from_millis(300), ..settings() };
+    let slow = Worker::new(support::client(&sim, 250), store.clone(), short.clone(), "slow");
+    let other = Worker::new(support::client(&sim, 250), store.clone(), short, "other");
+
+    let first = tokio::spawn(async move { slow.work_one().await.unwrap() });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, Option<String>>("SELECT locked_by FROM write_queue WHERE id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the slow worker claims it");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut looked = 0;
+    while !first.is_finished() {
+        assert_eq!(other.work_one().await.unwrap(), None, "taken over while its worker still waited for the answer");
+        looked += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(looked > 20, "the other worker kept looking for the whole request");
+    assert_eq!(first.await.unwrap(), Some(Handled::Succeeded(id)));
+    assert_eq!(outcome(&store, id).await.attempts, 1);
+    assert_eq!(sim.simulator.writes().len(), 1);
+}
+
 #[tokio::test]
 async fn a_create_whose_answer_was_lost_reaches_the_api_once() {
     let sim = support::simulator(300, |_| {}).await;

@@ -26,7 +26,8 @@ async fn a_shell_user_queues_lists_cancels_and_retries_requests() {
     let sim = support::simulator(100, |_| {}).await;
     let store = support::store().await;
 
-    let added = cli(&sim, &store, &["add", "update", "deal", "deal_cli", "--payload", r#"{"amount": 5}"#, "--idempotency-key", "cli-1"]).await;
+    let added =
+        cli(&sim, &store, &["add", "update", "deal", "deal_cli", "--payload", r#"{"amount": 5}"#, "--idempotency-key", "cli-1"]).await;
     assert!(added.status.success(), "{}", text(&added.stderr));
     let id: i64 = text(&added.stdout).trim().strip_prefix("queued request ").expect("prints the id").parse().unwrap();
 
@@ -35,7 +36,11 @@ async fn a_shell_user_queues_lists_cancels_and_retries_requests() {
 
     let malformed = cli(&sim, &store, &["add", "modify_tags", "deal", "deal_cli", "--payload", r#"{"add": ["x"]}"#]).await;
     assert!(!malformed.status.success());
-    assert!(text(&malformed.stderr).contains(r#"operation "modify_tags" is not allowed for object_type "deal""#), "{}", text(&malformed.stderr));
+    assert!(
+        text(&malformed.stderr).contains(r#"operation "modify_tags" is not allowed for object_type "deal""#),
+        "{}",
+        text(&malformed.stderr)
+    );
 
     let not_json = cli(&sim, &store, &["add", "update", "deal", "deal_cli", "--payload", "{amount: 5"]).await;
     assert!(text(&not_json.stderr).contains("--payload is not valid JSON"), "{}", text(&not_json.stderr));
