@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         poll: Duration::from_millis(50),
         min_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_secs(1),
+        lookup_grace: Duration::from_secs(600),
     };
     let t = Instant::now();
     let pool = tokio::spawn(queue::run_workers(api.clone(), store.clone(), settings, "bench".into(), shutdown.clone()));

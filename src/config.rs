@@ -133,6 +133,9 @@ pub struct QueueConfig {
     /// every third of this while the request runs; a dead worker's requests are claimed again
     /// once it runs out.
     pub lease: Duration,
+    /// A create whose outcome is unknown is sent again only after it has stayed unfindable
+    /// this long (PartnerStack can take minutes to show a new record).
+    pub lookup_grace: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -243,11 +246,13 @@ struct RawQueue {
     max_attempts: u32,
     #[serde(with = "humantime_serde")]
     lease: Duration,
+    #[serde(with = "humantime_serde")]
+    lookup_grace: Duration,
 }
 
 impl Default for RawQueue {
     fn default() -> Self {
-        RawQueue { workers: 2, max_attempts: 10, lease: Duration::from_secs(60) }
+        RawQueue { workers: 2, max_attempts: 10, lease: Duration::from_secs(60), lookup_grace: Duration::from_secs(600) }
     }
 }
 
@@ -447,7 +452,7 @@ impl RawQueue {
         if self.lease < Duration::from_secs(1) {
             return Err(invalid("queue.lease", "must be at least 1s"));
         }
-        Ok(QueueConfig { workers: self.workers, max_attempts: self.max_attempts, lease: self.lease })
+        Ok(QueueConfig { workers: self.workers, max_attempts: self.max_attempts, lease: self.lease, lookup_grace: self.lookup_grace })
     }
 }
 

@@ -40,6 +40,9 @@ pub struct QueueSettings {
     pub poll: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a create whose outcome is unknown must stay unfindable before it is sent
+    /// again: PartnerStack can take minutes to show a new record.
+    pub lookup_grace: Duration,
 }
 
 impl QueueSettings {
@@ -51,6 +54,7 @@ impl QueueSettings {
             poll: Duration::from_secs(1),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(600),
+            lookup_grace: c.lookup_grace,
         }
     }
 }
@@ -136,15 +140,30 @@ impl Worker {
         let creates = matches!(request.operation.as_str(), "create" | "convert");
 
         // A previous attempt of a create may have happened: look before sending again.
-        if creates && request.outcome_unknown {
-            let lookup_kind = if request.operation == "convert" { ObjectKind::Customer } else { kind };
-            match find_created(&self.api, lookup_kind, payload, request.created_at.timestamp_millis()).await {
+        if let Some(unknown_for) = request.outcome_unknown_for.filter(|_| creates) {
+            let (lookup_kind, lookup) = match request.operation.as_str() {
+                "convert" => {
+                    (ObjectKind::Customer, operation::conversion_lookup(&self.store, kind, request.object_key.as_deref(), payload).await?)
+                }
+                _ => (kind, payload.clone()),
+            };
+            match find_created(&self.api, lookup_kind, &lookup, request.created_at.timestamp_millis()).await {
                 Ok(Some(found)) => {
                     info!(id, "the earlier attempt had created the record; not sending again");
                     let outcome = Outcome { records: vec![(lookup_kind, found.clone())], result: found, ..Outcome::default() };
                     return self.succeed(id, outcome).await;
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    let waited = Duration::from_secs_f64(unknown_for.max(0.0));
+                    if let Some(remaining) = self.settings.lookup_grace.checked_sub(waited).filter(|r| !r.is_zero()) {
+                        let message = format!(
+                            "an earlier attempt may have reached the API, and PartnerStack can take minutes to show a new \
+                             record: looking again in {}s before sending",
+                            remaining.as_secs()
+                        );
+                        return self.retry_or_fail(&request, &message, None, Some(remaining), false).await;
+                    }
+                }
                 Err(OperationError::Unsupported(why)) => {
                     let message = format!(
                         "an earlier attempt may have reached the API; not sent again, to avoid a duplicate: {why}; \

@@ -174,6 +174,27 @@ pub async fn execute(
     }
 }
 
+/// What identifies the customer a conversion creates: the payload's `customer_key`, which
+/// for a lead defaults to the lead's `external_key` (research notes §2.5).
+pub async fn conversion_lookup(
+    store: &Store,
+    kind: ObjectKind,
+    key: Option<&str>,
+    payload: &Value,
+) -> Result<Value, crate::store::StoreError> {
+    if payload.get("customer_key").and_then(Value::as_str).is_some_and(|k| !k.is_empty()) || kind != ObjectKind::Lead {
+        return Ok(payload.clone());
+    }
+    let external: Option<Option<String>> = sqlx::query_scalar("SELECT raw->>'external_key' FROM leads WHERE key = $1")
+        .bind(key.unwrap_or_default())
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(match external.flatten() {
+        Some(external_key) => serde_json::json!({"customer_key": external_key}),
+        None => payload.clone(),
+    })
+}
+
 /// After a create ended without an answer: the record, if the API has it under the natural
 /// key the request carried. `Ok(None)`: not there (safe to send again). `Err(Unsupported)`:
 /// this kind of record has no natural key to look for, so resending could duplicate it.

@@ -96,6 +96,9 @@ pub struct SimulatorConfig {
     pub archived_listed: bool,
     /// Random mutations per second while the server runs (0: none).
     pub mutations_per_sec: f64,
+    /// A record is served by a single GET only once it is this old: the real API was seen
+    /// to take 2–6 minutes (research notes §5). Lists are not affected.
+    pub read_after_write_lag: Duration,
 }
 
 impl Default for SimulatorConfig {
@@ -113,6 +116,7 @@ impl Default for SimulatorConfig {
             created_only_ignore_updated_filter: true,
             archived_listed: true,
             mutations_per_sec: 0.0,
+            read_after_write_lag: Duration::ZERO,
         }
     }
 }

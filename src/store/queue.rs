@@ -21,9 +21,10 @@ pub struct QueuedRequest {
     pub max_attempts: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub last_error: Option<String>,
-    /// A previous attempt of this create or convert may have happened at the API: it ended
-    /// without an answer, or its worker stopped while holding it.
-    pub outcome_unknown: bool,
+    /// Seconds since a previous attempt of this create or convert may have happened at the
+    /// API (it ended without an answer, or its worker stopped while holding it); `None`:
+    /// every earlier attempt had a definite answer. Measured by the database's clock.
+    pub outcome_unknown_for: Option<f64>,
     pub http_status: Option<i32>,
 }
 
@@ -54,17 +55,19 @@ impl Store {
     /// Takes the oldest request that is due: pending, or running with an expired lease (its
     /// worker died). Several workers and daemons claim concurrently without blocking. A create
     /// or convert taken over from a dead worker may already have reached the API, so it is
-    /// marked `outcome_unknown`.
+    /// marked with `outcome_unknown_since`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<QueuedRequest>, StoreError> {
         Ok(sqlx::query_as(
             "UPDATE write_queue q SET status = 'running', attempts = q.attempts + 1, locked_by = $1, \
                  locked_until = now() + make_interval(secs => $2), updated_at = now(), \
-                 outcome_unknown = q.outcome_unknown OR (q.status = 'running' AND q.operation IN ('create', 'convert')) \
+                 outcome_unknown_since = coalesce(q.outcome_unknown_since, \
+                     CASE WHEN q.status = 'running' AND q.operation IN ('create', 'convert') THEN q.locked_until END) \
              WHERE q.id = (SELECT id FROM write_queue \
                            WHERE (status = 'pending' AND run_after <= now()) OR (status = 'running' AND locked_until < now()) \
                            ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1) \
              RETURNING q.id, q.operation, q.object_type, q.object_key, q.payload, q.attempts, q.max_attempts, q.created_at, \
-                       q.last_error, q.http_status, q.outcome_unknown",
+                       q.last_error, q.http_status, \
+                       extract(epoch FROM now() - q.outcome_unknown_since)::float8 AS outcome_unknown_for",
         )
         .bind(worker)
         .bind(lease.as_secs_f64())
@@ -73,11 +76,11 @@ impl Store {
     }
 
     /// Puts a request back for another attempt after `delay`. `outcome_unknown`: this attempt
-    /// may have happened at the API (the flag is never cleared).
+    /// may have happened at the API (the earliest such moment is kept).
     pub async fn retry_later(&self, id: i64, worker: &str, attempt: &FailedAttempt<'_>) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE write_queue SET status = 'pending', run_after = now() + make_interval(secs => $3), locked_until = NULL, \
-                 locked_by = NULL, last_error = $4, http_status = $5, outcome_unknown = outcome_unknown OR $6, updated_at = now() \
+                 locked_by = NULL, last_error = $4, http_status = $5, outcome_unknown_since = coalesce(outcome_unknown_since, CASE WHEN $6 THEN now() END), updated_at = now() \
              WHERE id = $1 AND locked_by = $2 AND status = 'running'",
         )
         .bind(id)

@@ -21,6 +21,7 @@ fn settings() -> QueueSettings {
         poll: Duration::from_millis(20),
         min_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(40),
+        lookup_grace: Duration::ZERO,
     }
 }
 
@@ -402,6 +403,49 @@ async fn a_create_taken_over_from_a_dead_worker_is_looked_up_before_it_is_sent_a
     let mirrored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM customers WHERE customer_key = 'orphan-1'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(mirrored, 1);
+}
+
+#[tokio::test]
+async fn a_lost_create_is_not_sent_again_while_the_api_may_still_be_catching_up() {
+    // The API shows a new record to single GETs only after a while (research notes §5).
+    let sim = support::simulator(300, |c| c.read_after_write_lag = Duration::from_millis(800)).await;
+    let store = support::store().await;
+    let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
+    sim.simulator.inject(Fault::ApplyThenDrop, 1);
+    let id = enqueue(
+        &store,
+        "create",
+        "customer",
+        None,
+        json!({"customer_key": "slow-to-show", "email": "s@example.test", "partner_key": partner_key}),
+    )
+    .await;
+    let patient = QueueSettings { lookup_grace: Duration::from_millis(1_500), ..settings() };
+    let w = Worker::new(support::client(&sim, 250), store.clone(), patient, "w1");
+
+    drain(&w, &store).await;
+
+    let o = outcome(&store, id).await;
+    assert_eq!(o.status, "succeeded", "{o:?}");
+    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    assert_eq!(posts, 1, "the create was not sent again while the record was still invisible");
+    assert!(o.attempts >= 3, "sent, looked up too early, looked up again: {o:?}");
+}
+
+#[tokio::test]
+async fn a_lost_conversion_of_a_lead_is_found_by_the_lead_external_key() {
+    let sim = support::simulator(400, |_| {}).await;
+    let store = support::store().await;
+    support::sync_all(&support::syncer(&store, &sim, 250, support::settings())).await;
+    let lead = sim.simulator.records(ObjectKind::Lead).into_iter().find(|l| l["archived"] == false).unwrap();
+    sim.simulator.inject(Fault::ApplyThenDrop, 1);
+    let id = enqueue(&store, "convert", "lead", lead["key"].as_str(), json!({})).await;
+    drain(&worker(&store, &sim, "w1"), &store).await;
+    let o = outcome(&store, id).await;
+    assert_eq!(o.status, "succeeded", "{o:?}");
+    assert_eq!(o.result.as_ref().unwrap().0["customer_key"], lead["external_key"]);
+    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    assert_eq!(posts, 1, "the conversion was sent once");
 }
 
 #[tokio::test]
