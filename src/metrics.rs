@@ -56,6 +56,9 @@ pub fn render(progress: &Progress, requests: &RequestCounts, db: &MetricsSnapsho
         queue.get_or_create(&vec![("status", status.clone())]).set(*n);
     }
     registry.register("queue_depth", "Write-back requests by status", queue);
+    let oldest: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    oldest.set(db.queue_oldest_due_seconds);
+    registry.register("queue_oldest_due_seconds", "How long the oldest due write-back request has waited for a worker", oldest);
 
     let quarantine: Family<Labels, Gauge> = Family::default();
     for (object, n) in &db.quarantine {

@@ -101,6 +101,8 @@ impl fmt::Display for StatusReport {
 pub struct MetricsSnapshot {
     pub objects: Vec<ObjectFreshness>,
     pub queue: Vec<(String, i64)>,
+    /// How long the oldest due pending request has waited past its `run_after` (0: none).
+    pub queue_oldest_due_seconds: f64,
     pub quarantine: Vec<(String, i64)>,
     pub last_event_id: i64,
 }
@@ -130,15 +132,24 @@ impl Store {
         })
         .collect();
         let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL").fetch_one(self.pool()).await?;
-        let queue = if has_queue {
-            sqlx::query_as("SELECT status, count(*) FROM write_queue GROUP BY status ORDER BY status").fetch_all(self.pool()).await?
+        let (queue, queue_oldest_due_seconds) = if has_queue {
+            let depth =
+                sqlx::query_as("SELECT status, count(*) FROM write_queue GROUP BY status ORDER BY status").fetch_all(self.pool()).await?;
+            // Reads the claimable index: cheap however many finished requests the table keeps.
+            let oldest: f64 = sqlx::query_scalar(
+                "SELECT coalesce(extract(epoch FROM now() - min(run_after)), 0)::float8 FROM write_queue \
+                 WHERE status = 'pending' AND run_after <= now()",
+            )
+            .fetch_one(self.pool())
+            .await?;
+            (depth, oldest)
         } else {
-            Vec::new()
+            (Vec::new(), 0.0)
         };
         let quarantine =
             sqlx::query_as("SELECT object, count(*) FROM quarantine GROUP BY object ORDER BY object").fetch_all(self.pool()).await?;
         // max(id) reads one end of the primary key index.
         let last_event_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(self.pool()).await?;
-        Ok(MetricsSnapshot { objects, queue, quarantine, last_event_id })
+        Ok(MetricsSnapshot { objects, queue, queue_oldest_due_seconds, quarantine, last_event_id })
     }
 }

@@ -100,7 +100,20 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
     syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
     assert_eq!(client.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
 
+    // A write-back request no worker has taken for a minute.
+    sqlx::query("INSERT INTO write_queue (operation, object_type, object_key, run_after) VALUES ('refresh', 'deal', 'd', now() - interval '60 seconds')")
+        .execute(store.pool())
+        .await
+        .unwrap();
     let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("partnerstack_mirror_queue_depth{status=\"pending\"} 1"), "{metrics}");
+    let waited: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("partnerstack_mirror_queue_oldest_due_seconds "))
+        .expect("the oldest due request's wait is reported")
+        .parse()
+        .unwrap();
+    assert!((60.0..120.0).contains(&waited), "{waited}");
     let deals: i64 = sqlx::query_scalar("SELECT count(*) FROM deals").fetch_one(store.pool()).await.unwrap();
     assert!(metrics.contains(&format!("partnerstack_mirror_rows_written_total{{object=\"deals\"}} {deals}")), "{metrics}");
     assert!(metrics.contains("partnerstack_mirror_api_requests_total{"), "{metrics}");
