@@ -187,10 +187,10 @@ fn page_reply(page: Page<'_>, total: Option<usize>) -> Reply {
     Reply { status: 200, body, headers: Vec::new(), list_page: true }
 }
 
-/// A single record by key or external identifier; archived ones too (hard-deleted: 404).
+/// A single record by the identifier its path takes; archived ones too (hard-deleted: 404).
 fn one(state: &State, kind: ObjectKind, id: &str) -> Result<Reply, Reply> {
     let visible_from = state.now() - state.config.read_after_write_lag.as_millis() as i64;
-    let row = lookup::find(state.table(kind), kind, id).filter(|row| row.created <= visible_from);
+    let row = lookup::in_path(state.table(kind), kind, id).filter(|row| row.created <= visible_from);
     let row = row.ok_or_else(|| Reply::error(404, &format!("No {} found with key '{id}'", kind.singular())))?;
     let body = serde_json::to_vec(&json!({"data": row.raw(), "message": "Record retrieved successfully", "status": 200}))
         .expect("JSON serializes");

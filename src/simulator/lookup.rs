@@ -32,10 +32,13 @@ pub(super) fn find<'a>(table: &'a Table, kind: ObjectKind, id: &str) -> Option<&
     table.get(id).or_else(|| external_ids(kind).iter().find_map(|field| by_field(table, field, id)))
 }
 
-/// The `key` of a record found by [`find`].
-pub(super) fn find_key(table: &Table, kind: ObjectKind, id: &str) -> Option<String> {
-    if table.get(id).is_some() {
-        return Some(id.to_owned());
+/// The record a URL path names. Customers are addressed by their `customer_key` only
+/// (`/v2/customers/{customer_key}`, research notes §4.11), so a client that puts
+/// PartnerStack's `key` there gets a 404, as it would for real; other kinds by key or
+/// external identifier.
+pub(super) fn in_path<'a>(table: &'a Table, kind: ObjectKind, id: &str) -> Option<&'a Row> {
+    match kind {
+        ObjectKind::Customer => by_field(table, "customer_key", id),
+        _ => find(table, kind, id),
     }
-    find(table, kind, id).and_then(|row| row.value()["key"].as_str().map(str::to_owned))
 }

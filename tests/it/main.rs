@@ -10,7 +10,6 @@ mod events;
 mod operations;
 mod quarantine;
 mod queue;
-mod queue_cli;
 mod reconcile;
 mod sync_backfill;
 mod sync_changes;

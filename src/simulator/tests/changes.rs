@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{call, key, live_partner, serve, HISTORY_END};
+use super::{call, key, live_partner, path_id, serve, HISTORY_END};
 use crate::{object::ObjectKind, simulator::Clock};
 
 const NOW: i64 = HISTORY_END + 120_000;
@@ -84,13 +84,14 @@ async fn delete_archives_and_an_unlisted_archive_is_still_found_by_key() {
     s.set_clock(Clock::Frozen(NOW));
     for kind in [ObjectKind::Lead, ObjectKind::Deal, ObjectKind::Customer, ObjectKind::Partnership] {
         let k = s.keys(kind)[0].clone();
-        let answer = call(&sim, Method::DELETE, &format!("{}/{k}", kind.api_path()), None).await;
+        let id = path_id(kind, &s.record(kind, &k).unwrap());
+        let answer = call(&sim, Method::DELETE, &format!("{}/{id}", kind.api_path()), None).await;
         assert_eq!((answer.status, answer.body["status"].clone()), (StatusCode::OK, json!(200)), "{kind}");
         assert!(answer.body["message"].is_string() && answer.body.get("data").is_none(), "{kind}: {}", answer.body);
-        let record = call(&sim, Method::GET, &format!("{}/{k}", kind.api_path()), None).await.body["data"].clone();
+        let record = call(&sim, Method::GET, &format!("{}/{id}", kind.api_path()), None).await.body["data"].clone();
         assert_eq!((record["archived"].clone(), record["updated_at"].clone()), (json!(true), json!(NOW)), "{kind}");
         assert!(!polled(&sim, kind, &k).await, "{kind}: gone from lists");
-        let again = call(&sim, Method::DELETE, &format!("{}/{k}", kind.api_path()), None).await;
+        let again = call(&sim, Method::DELETE, &format!("{}/{id}", kind.api_path()), None).await;
         assert_eq!(again.status, StatusCode::OK, "{kind}: deleting again is harmless");
     }
     assert_eq!(call(&sim, Method::DELETE, "customers/nobody", None).await.status, StatusCode::NOT_FOUND);

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{call, key, live_partner, serve, HISTORY_END};
+use super::{call, key, live_partner, path_id, serve, HISTORY_END};
 use crate::{
     object::{ColumnType, ObjectKind},
     simulator::Clock,
@@ -92,7 +92,11 @@ async fn each_kind_is_created_from_its_body_and_is_then_listed_and_found() {
         assert_eq!(s.keys(kind)[0], k, "{kind}: the newest record");
         let listed = call(&sim, Method::GET, &format!("{}?limit=1", kind.api_path()), None).await;
         assert_eq!(listed.body["data"]["items"][0], *record, "{kind}: first in the list");
-        assert_eq!(call(&sim, Method::GET, &format!("{}/{k}", kind.api_path()), None).await.body["data"], *record, "{kind}");
+        assert_eq!(
+            call(&sim, Method::GET, &format!("{}/{}", kind.api_path(), path_id(kind, record)), None).await.body["data"],
+            *record,
+            "{kind}"
+        );
     }
     let customer = s.records(ObjectKind::Customer)[0].clone();
     assert_eq!((customer["customer_key"].clone(), customer["partnership_key"].clone()), (json!("acct-new-1"), partnership["key"].clone()));

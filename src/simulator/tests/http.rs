@@ -242,7 +242,9 @@ async fn single_gets_find_records_by_key_or_external_key_and_404_otherwise() {
     let sim = serve(200, |_| {}).await;
     let customer = sim.simulator.records(ObjectKind::Customer)[0].clone();
     let by_key = get(&sim, &format!("customers/{}", key(&customer))).await;
-    assert_eq!(by_key.body["data"], customer);
+    assert_eq!(by_key.status, StatusCode::NOT_FOUND, "customers are addressed by customer_key only");
+    let deal = sim.simulator.records(ObjectKind::Deal)[0].clone();
+    assert_eq!(get(&sim, &format!("deals/{}", key(&deal))).await.body["data"], deal);
     let by_external = get(&sim, &format!("customers/{}", customer["customer_key"].as_str().unwrap())).await;
     assert_eq!(by_external.body["data"], customer);
     let missing = get(&sim, "customers/cust_nope").await;

@@ -36,6 +36,14 @@ fn key(v: &Value) -> String {
     v["key"].as_str().expect("records have string keys").to_owned()
 }
 
+/// The identifier a record's URL path takes: a customer's `customer_key`, else its `key`.
+fn path_id(kind: crate::object::ObjectKind, v: &Value) -> String {
+    match kind {
+        crate::object::ObjectKind::Customer => v["customer_key"].as_str().expect("customers have a customer_key").to_owned(),
+        _ => key(v),
+    }
+}
+
 /// An API answer: the status and the JSON body.
 struct Reply {
     status: StatusCode,

@@ -1,0 +1,95 @@
+//! Write-back: an SQL INSERT becomes exactly one API call, retried when it may be, and its
+//! result lands in the mirror with `write_back` events.
+
+use std::time::Duration;
+
+use partnerstack_mirror::{
+    object::ObjectKind,
+    queue::{self, Handled, QueueSettings, Worker},
+    simulator::{Fault, RunningSimulator},
+    store::Store,
+};
+use serde_json::{json, Value};
+
+use crate::support;
+
+mod cli;
+mod exactly_once;
+mod operations;
+mod retries;
+
+pub(super) fn settings() -> QueueSettings {
+    QueueSettings {
+        workers: 1,
+        max_attempts: 5,
+        lease: Duration::from_secs(30),
+        poll: Duration::from_millis(20),
+        min_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(40),
+        lookup_grace: Duration::ZERO,
+    }
+}
+
+pub(super) fn worker(store: &Store, sim: &RunningSimulator, name: &str) -> Worker {
+    Worker::new(support::client(sim, 250), store.clone(), settings(), name)
+}
+
+pub(super) async fn enqueue(store: &Store, operation: &str, object_type: &str, object_key: Option<&str>, payload: Value) -> i64 {
+    sqlx::query_scalar("INSERT INTO write_queue (operation, object_type, object_key, payload) VALUES ($1, $2, $3, $4) RETURNING id")
+        .bind(operation)
+        .bind(object_type)
+        .bind(object_key)
+        .bind(payload)
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{operation} {object_type}: {e}"))
+}
+
+/// Works until no request is pending or running (retries wait out their backoff).
+pub(super) async fn drain(worker: &Worker, store: &Store) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if worker.work_one().await.unwrap().is_some() {
+            continue;
+        }
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status IN ('pending', 'running')")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if open == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{open} requests still open");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[derive(sqlx::FromRow, Debug)]
+pub(super) struct Outcome {
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub http_status: Option<i32>,
+    pub result: Option<sqlx::types::Json<Value>>,
+}
+
+pub(super) async fn outcome(store: &Store, id: i64) -> Outcome {
+    sqlx::query_as("SELECT status, attempts, last_error, http_status, result FROM write_queue WHERE id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+pub(super) fn result_key(o: &Outcome) -> String {
+    o.result.as_ref().and_then(|r| r.0.get("key")).and_then(Value::as_str).expect("the result carries the record").to_owned()
+}
+
+pub(super) async fn write_back_events(store: &Store, kind: ObjectKind, key: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_type FROM events WHERE source = 'write_back' AND object_type = $1 AND object_key = $2 ORDER BY id")
+        .bind(kind.singular())
+        .bind(key)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}

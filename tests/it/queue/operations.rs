@@ -1,0 +1,176 @@
+//! Every operation, from an SQL INSERT to the API, the mirror, its events and `result`; and
+//! what the INSERT itself refuses.
+
+use super::*;
+
+#[tokio::test]
+async fn every_operation_runs_end_to_end_from_an_sql_insert() {
+    let sim = support::simulator(600, |_| {}).await;
+    let store = support::store().await;
+    support::sync_all(&support::syncer(&store, &sim, 250, support::settings())).await;
+    let s = &sim.simulator;
+    let partnership = s.records(ObjectKind::Partnership).into_iter().find(|p| p["archived"] == false).unwrap();
+    let partner_key = partnership["partner_key"].as_str().unwrap().to_owned();
+    let live = |kind| {
+        s.records(kind).into_iter().filter(|r| r["archived"] == false).map(|r| r["key"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let (deals, leads, customers) = (live(ObjectKind::Deal), live(ObjectKind::Lead), live(ObjectKind::Customer));
+
+    let creates = [
+        (
+            ObjectKind::Customer,
+            json!({"customer_key": "wb-cust-1", "email": "wb1@example.test", "partner_key": partner_key, "name": "WB One"}),
+        ),
+        (ObjectKind::Deal, json!({"partner_key": partner_key, "external_key": "wb-deal-1", "account_name": "WB", "amount": 1234})),
+        (
+            ObjectKind::Lead,
+            json!({"partner_key": partner_key, "external_key": "wb-lead@example.test", "status": "open", "meta": {"first_name": "A", "last_name": "B"}}),
+        ),
+        (
+            ObjectKind::Partnership,
+            json!({"email": "wb-partner@example.test", "first_name": "W", "last_name": "B", "partner_key": "wb-partner"}),
+        ),
+        (ObjectKind::Transaction, json!({"key": "wb-txn-1", "customer_external_key": "wb-cust-1", "amount": 990, "currency": "USD"})),
+        (ObjectKind::Action, json!({"target_type": "partnership", "target_key": partner_key, "type": "webinar", "value": 1})),
+        (ObjectKind::Reward, json!({"amount": 500, "description": "bonus"})),
+    ];
+    let mut created = Vec::new();
+    for (kind, payload) in creates {
+        created.push((kind, enqueue(&store, "create", kind.singular(), None, payload).await));
+    }
+    let update = enqueue(&store, "update", "deal", Some(&deals[0]), json!({"stage": "Closed Won"})).await;
+    let delete = enqueue(&store, "delete", "lead", Some(&leads[0]), json!({})).await;
+    // Customers are addressed by their customer_key at the API; the queue takes the mirror key.
+    let other_updates = [
+        ("customer", customers[1].clone(), json!({"name": "Renamed by write-back"})),
+        ("lead", leads[2].clone(), json!({"status": "closed won"})),
+        ("partnership", partnership["key"].as_str().unwrap().to_owned(), json!({"first_name": "Renamed"})),
+    ];
+    let mut updates = Vec::new();
+    for (object_type, key, payload) in &other_updates {
+        updates.push((*object_type, key.clone(), enqueue(&store, "update", object_type, Some(key), payload.clone()).await));
+    }
+    let other_deletes = [("customer", customers[2].clone()), ("deal", deals[8].clone())];
+    let mut deletes = Vec::new();
+    for (object_type, key) in &other_deletes {
+        deletes.push((*object_type, key.clone(), enqueue(&store, "delete", object_type, Some(key), json!({})).await));
+    }
+    let tags = enqueue(&store, "modify_tags", "partnership", partnership["key"].as_str(), json!({"add": ["wb-tag"]})).await;
+    let convert_deal =
+        enqueue(&store, "convert", "deal", Some(&deals[1]), json!({"email": "converted@example.test", "customer_key": "wb-conv-1"})).await;
+    let convert_lead = enqueue(&store, "convert", "lead", Some(&leads[1]), json!({"customer_key": "wb-conv-2"})).await;
+    let refresh = enqueue(&store, "refresh", "customer", Some(&customers[0]), json!({})).await;
+    let files: Vec<i64> = {
+        let mut ids = Vec::new();
+        for deal in deals.iter().skip(2).take(6) {
+            ids.push(enqueue(&store, "fetch_attachments", "deal", Some(deal), json!({})).await);
+        }
+        ids
+    };
+
+    drain(&worker(&store, &sim, "w1"), &store).await;
+
+    for (kind, id) in created {
+        let o = outcome(&store, id).await;
+        assert_eq!(o.status, "succeeded", "{kind}: {o:?}");
+        let key = result_key(&o);
+        assert!(s.record(kind, &key).is_some(), "{kind} {key} exists at the API");
+        let raw: sqlx::types::Json<Value> = sqlx::query_scalar(&format!("SELECT raw FROM {} WHERE key = $1", kind.table()))
+            .bind(&key)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(raw.0["key"], key.as_str());
+        assert_eq!(write_back_events(&store, kind, &key).await, [format!("{}.created", kind.singular())]);
+    }
+    assert_eq!(outcome(&store, update).await.status, "succeeded");
+    let stage: String = sqlx::query_scalar("SELECT stage FROM deals WHERE key = $1").bind(&deals[0]).fetch_one(store.pool()).await.unwrap();
+    assert_eq!(stage, "Closed Won");
+    assert!(write_back_events(&store, ObjectKind::Deal, &deals[0]).await.contains(&"deal.stage_updated".to_owned()));
+
+    assert_eq!(outcome(&store, delete).await.status, "succeeded");
+    let archived: bool =
+        sqlx::query_scalar("SELECT archived FROM leads WHERE key = $1").bind(&leads[0]).fetch_one(store.pool()).await.unwrap();
+    assert!(archived);
+    assert!(write_back_events(&store, ObjectKind::Lead, &leads[0]).await.contains(&"lead.deleted".to_owned()));
+
+    for (object_type, key, id) in updates {
+        let o = outcome(&store, id).await;
+        assert_eq!(o.status, "succeeded", "update {object_type}: {o:?}");
+        let kind: ObjectKind = object_type.parse().unwrap();
+        assert!(write_back_events(&store, kind, &key).await.iter().any(|e| e.ends_with("updated")), "update {object_type}");
+    }
+    for (object_type, key, id) in deletes {
+        let o = outcome(&store, id).await;
+        assert_eq!(o.status, "succeeded", "delete {object_type}: {o:?}");
+        let kind: ObjectKind = object_type.parse().unwrap();
+        assert!(write_back_events(&store, kind, &key).await.contains(&format!("{object_type}.deleted")), "delete {object_type}");
+    }
+
+    assert_eq!(outcome(&store, tags).await.status, "succeeded");
+    let tag_list: Vec<String> = sqlx::query_scalar("SELECT tags FROM partnerships WHERE key = $1")
+        .bind(partnership["key"].as_str())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(tag_list.contains(&"wb-tag".to_owned()));
+
+    for id in [convert_deal, convert_lead] {
+        let o = outcome(&store, id).await;
+        assert_eq!(o.status, "succeeded", "{o:?}");
+        let customer = result_key(&o);
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM customers WHERE key = $1").bind(&customer).fetch_one(store.pool()).await.unwrap();
+        assert_eq!(rows, 1, "the converted customer is mirrored");
+    }
+    assert_eq!(outcome(&store, refresh).await.status, "succeeded");
+    for id in files {
+        assert_eq!(outcome(&store, id).await.status, "succeeded");
+    }
+    let (files, bytes): (i64, Option<i64>) = sqlx::query_as("SELECT count(*), sum(size)::bigint FROM deal_files WHERE content IS NOT NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(files > 0 && bytes.unwrap_or(0) > 0, "attachments were fetched with their content");
+}
+
+#[tokio::test]
+async fn malformed_inserts_are_rejected_with_a_message_naming_the_problem() {
+    let store = support::store().await;
+    let cases = [
+        ("frobnicate", "deal", Some("d"), json!({}), "unknown operation \"frobnicate\""),
+        ("modify_tags", "deal", Some("d"), json!({"add": ["x"]}), "not allowed for object_type \"deal\""),
+        ("update", "deal", None, json!({}), "needs object_key"),
+        ("create", "customer", None, json!({"email": "a@b.test"}), "missing required field(s): customer_key, partner_key"),
+        ("create", "transaction", None, json!({"amount": 1, "currency": "USD"}), "exactly one of customer_key"),
+        ("modify_tags", "partnership", Some("p"), json!({"add": "vip"}), "must be an array"),
+        ("update", "deal", Some("d"), json!([1, 2]), "payload must be a JSON object"),
+    ];
+    for (operation, object_type, key, payload, expected) in cases {
+        let err = sqlx::query("INSERT INTO write_queue (operation, object_type, object_key, payload) VALUES ($1, $2, $3, $4)")
+            .bind(operation)
+            .bind(object_type)
+            .bind(key)
+            .bind(payload)
+            .execute(store.pool())
+            .await
+            .expect_err(expected);
+        assert!(err.to_string().contains(expected), "{operation} {object_type}: {err}");
+    }
+    // The same idempotency key cannot be queued twice.
+    let insert = "INSERT INTO write_queue (operation, object_type, object_key, idempotency_key) VALUES ('refresh', 'deal', 'd', 'once')";
+    sqlx::query(insert).execute(store.pool()).await.unwrap();
+    assert!(sqlx::query(insert).execute(store.pool()).await.is_err());
+}
+
+#[tokio::test]
+async fn cancelled_requests_are_never_sent() {
+    let sim = support::simulator(200, |_| {}).await;
+    let store = support::store().await;
+    let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    let id = enqueue(&store, "update", "deal", Some(&deal), json!({"amount": 1})).await;
+    assert!(store.cancel(id).await.unwrap());
+    drain(&worker(&store, &sim, "w1"), &store).await;
+    assert_eq!(outcome(&store, id).await.status, "cancelled");
+    assert!(sim.simulator.writes().is_empty());
+}
