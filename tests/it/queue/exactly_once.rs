@@ -7,16 +7,8 @@ use super::*;
 async fn a_create_whose_answer_was_lost_reaches_the_api_once() {
     let sim = support::simulator(300, |_| {}).await;
     let store = support::store().await;
-    let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
     sim.simulator.inject(Fault::ApplyThenDrop, 1);
-    let id = enqueue(
-        &store,
-        "create",
-        "customer",
-        None,
-        json!({"customer_key": "lost-answer-1", "email": "l@example.test", "partner_key": partner_key}),
-    )
-    .await;
+    let id = enqueue_customer(&store, &sim, "lost-answer-1").await;
 
     drain(&worker(&store, &sim, "w1"), &store).await;
 
@@ -24,7 +16,7 @@ async fn a_create_whose_answer_was_lost_reaches_the_api_once() {
     assert_eq!(o.status, "succeeded", "{o:?}");
     let matching = sim.simulator.records(ObjectKind::Customer).into_iter().filter(|c| c["customer_key"] == "lost-answer-1").count();
     assert_eq!(matching, 1, "exactly one customer at the API");
-    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST" && w.path.ends_with("/customers")).count();
+    let posts = posts(&sim);
     assert_eq!(posts, 1, "the create was sent once");
 }
 
@@ -32,7 +24,7 @@ async fn a_create_whose_answer_was_lost_reaches_the_api_once() {
 async fn a_create_taken_over_from_a_dead_worker_is_looked_up_before_it_is_sent_again() {
     let sim = support::simulator(300, |_| {}).await;
     let store = support::store().await;
-    let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
+    let partner_key = a_partner_key(&sim);
     let payload = json!({"customer_key": "orphan-1", "email": "o@example.test", "partner_key": partner_key});
     let id = enqueue(&store, "create", "customer", None, payload.clone()).await;
     // A worker claims it, sends the create, and dies before recording anything.
@@ -40,16 +32,9 @@ async fn a_create_taken_over_from_a_dead_worker_is_looked_up_before_it_is_sent_a
     support::client(&sim, 250).request_json(reqwest::Method::POST, "customers", Some(&payload), false).await.unwrap();
 
     let alive = worker(&store, &sim, "w2");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let handled = loop {
-        if let Some(h) = alive.work_one().await.unwrap() {
-            break h;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the lease expires");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let handled = first_claim(&alive).await;
     assert_eq!(handled, Handled::Succeeded(id));
-    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    let posts = posts(&sim);
     assert_eq!(posts, 1, "the surviving worker found the customer and did not create it again");
     let mirrored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM customers WHERE customer_key = 'orphan-1'").fetch_one(store.pool()).await.unwrap();
@@ -61,16 +46,8 @@ async fn a_lost_create_is_not_sent_again_while_the_api_may_still_be_catching_up(
     // The API shows a new record to single GETs only after a while (research notes §5).
     let sim = support::simulator(300, |c| c.read_after_write_lag = Duration::from_millis(800)).await;
     let store = support::store().await;
-    let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
     sim.simulator.inject(Fault::ApplyThenDrop, 1);
-    let id = enqueue(
-        &store,
-        "create",
-        "customer",
-        None,
-        json!({"customer_key": "slow-to-show", "email": "s@example.test", "partner_key": partner_key}),
-    )
-    .await;
+    let id = enqueue_customer(&store, &sim, "slow-to-show").await;
     let patient = QueueSettings { lookup_grace: Duration::from_millis(1_500), ..settings() };
     let w = Worker::new(support::client(&sim, 250), store.clone(), patient, "w1");
 
@@ -78,7 +55,7 @@ async fn a_lost_create_is_not_sent_again_while_the_api_may_still_be_catching_up(
 
     let o = outcome(&store, id).await;
     assert_eq!(o.status, "succeeded", "{o:?}");
-    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    let posts = posts(&sim);
     assert_eq!(posts, 1, "the create was not sent again while the record was still invisible");
     assert!(o.attempts >= 3, "sent, looked up too early, looked up again: {o:?}");
 }
@@ -95,7 +72,7 @@ async fn a_lost_conversion_of_a_lead_is_found_by_the_lead_external_key() {
     let o = outcome(&store, id).await;
     assert_eq!(o.status, "succeeded", "{o:?}");
     assert_eq!(o.result.as_ref().unwrap().0["customer_key"], lead["external_key"]);
-    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    let posts = posts(&sim);
     assert_eq!(posts, 1, "the conversion was sent once");
 }
 
@@ -109,7 +86,7 @@ async fn a_lost_create_without_a_natural_key_fails_rather_than_risk_a_duplicate(
     let o = outcome(&store, id).await;
     assert_eq!(o.status, "failed", "{o:?}");
     assert!(o.last_error.unwrap().contains("not sent again"));
-    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    let posts = posts(&sim);
     assert_eq!(posts, 1);
 }
 
@@ -117,17 +94,9 @@ async fn a_lost_create_without_a_natural_key_fails_rather_than_risk_a_duplicate(
 async fn two_daemons_draining_one_queue_send_each_request_once() {
     let sim = support::simulator(400, |_| {}).await;
     let store = support::store().await;
-    let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
     let n = 80;
     for i in 0..n {
-        enqueue(
-            &store,
-            "create",
-            "customer",
-            None,
-            json!({"customer_key": format!("pair-{i}"), "email": format!("p{i}@example.test"), "partner_key": partner_key}),
-        )
-        .await;
+        enqueue_customer(&store, &sim, format!("pair-{i}")).await;
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut daemons = Vec::new();
@@ -150,7 +119,7 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
     for d in daemons {
         d.await.unwrap();
     }
-    let posts = sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    let posts = posts(&sim);
     assert_eq!(posts, n as usize, "each request reached the API once");
     let (daemons, most_attempts): (i64, i32) =
         sqlx::query_as("SELECT count(DISTINCT split_part(locked_by, '#', 1)), max(attempts) FROM write_queue")
@@ -176,22 +145,13 @@ fn daemon(sim: &RunningSimulator, store: &Store) -> tokio::process::Child {
 async fn a_daemon_killed_while_its_create_is_in_flight_leaves_exactly_one_record() {
     let sim = support::simulator(200, |_| {}).await;
     let store = support::store().await;
-    let partner_key = sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned();
     // The create lands at the API, and its answer never comes back.
     sim.simulator.inject(Fault::ApplyThenHang, 1);
-    let id = enqueue(
-        &store,
-        "create",
-        "customer",
-        None,
-        json!({"customer_key": "killed-1", "email": "k@example.test", "partner_key": partner_key}),
-    )
-    .await;
-    let posts = || sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count();
+    let id = enqueue_customer(&store, &sim, "killed-1").await;
 
     let mut first = daemon(&sim, &store);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while posts() == 0 {
+    while posts(&sim) == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the first daemon sends the create");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -208,7 +168,7 @@ async fn a_daemon_killed_while_its_create_is_in_flight_leaves_exactly_one_record
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!((o.status.as_str(), o.attempts), ("succeeded", 2), "{o:?}");
-    assert_eq!(posts(), 1, "the create was sent once");
+    assert_eq!(posts(&sim), 1, "the create was sent once");
     let at_api = sim.simulator.records(ObjectKind::Customer).into_iter().filter(|c| c["customer_key"] == "killed-1").count();
     assert_eq!(at_api, 1);
     let key = result_key(&o);

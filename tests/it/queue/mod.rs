@@ -64,6 +64,41 @@ pub(super) async fn drain(worker: &Worker, store: &Store) {
     }
 }
 
+/// What `worker` does with the first request it can claim (waiting out other leases).
+pub(super) async fn first_claim(worker: &Worker) -> Handled {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(h) = worker.work_one().await.unwrap() {
+            return h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing became claimable (a lease did not expire)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Queues the create of a customer with this `customer_key` (its natural key).
+pub(super) async fn enqueue_customer(store: &Store, sim: &RunningSimulator, customer_key: impl std::fmt::Display) -> i64 {
+    let email = format!("{customer_key}@example.test");
+    enqueue(
+        store,
+        "create",
+        "customer",
+        None,
+        json!({"customer_key": customer_key.to_string(), "email": email, "partner_key": a_partner_key(sim)}),
+    )
+    .await
+}
+
+/// How many creates (POSTs) reached the API.
+pub(super) fn posts(sim: &RunningSimulator) -> usize {
+    sim.simulator.writes().into_iter().filter(|w| w.method == "POST").count()
+}
+
+/// A partner that customers, deals and leads can be created for.
+pub(super) fn a_partner_key(sim: &RunningSimulator) -> String {
+    sim.simulator.records(ObjectKind::Partnership)[0]["partner_key"].as_str().unwrap().to_owned()
+}
+
 #[derive(sqlx::FromRow, Debug)]
 pub(super) struct Outcome {
     pub status: String,

@@ -86,14 +86,7 @@ async fn a_request_whose_worker_died_is_claimed_again_when_its_lease_expires() {
     let alive = worker(&store, &sim, "w2");
     assert_eq!(alive.work_one().await.unwrap(), None, "leased to the dead worker");
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let handled = loop {
-        if let Some(h) = alive.work_one().await.unwrap() {
-            break h;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the lease expires");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let handled = first_claim(&alive).await;
     assert_eq!(handled, Handled::Succeeded(id));
     assert_eq!(outcome(&store, id).await.attempts, 2);
 }
