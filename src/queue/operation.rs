@@ -195,44 +195,62 @@ pub async fn conversion_lookup(
     })
 }
 
-/// After a create ended without an answer: the record, if the API has it under the natural
-/// key the request carried. `Ok(None)`: not there (safe to send again). `Err(Unsupported)`:
-/// this kind of record has no natural key to look for, so resending could duplicate it.
+/// The natural-key fields a create's payload carries, as `(field, value)`, most specific
+/// first: what identifies the record the create would make.
+fn natural_keys(kind: ObjectKind, payload: &Value) -> Vec<(&'static str, String)> {
+    let fields: &[&'static str] = match kind {
+        ObjectKind::Customer => &["customer_key"],
+        ObjectKind::Deal | ObjectKind::Lead => &["external_key"],
+        ObjectKind::Partnership => &["partner_key", "email"],
+        ObjectKind::Transaction => &["key"],
+        _ => &[],
+    };
+    fields.iter().filter_map(|f| payload.get(*f).and_then(Value::as_str).filter(|v| !v.is_empty()).map(|v| (*f, v.to_owned()))).collect()
+}
+
+/// After a create ended without an answer: the record, if the API has it under a natural
+/// key the request carried. `Ok(None)`: not found (yet). `Err(Unsupported)`: this request
+/// carries no natural key to look for, so resending could duplicate the record.
+///
+/// First a single GET by the identifier, where the API has one; then, because which
+/// identifiers a path accepts is not documented for every object (SPEC 9), the records
+/// created since the request was queued, from the list.
 pub async fn find_created(api: &ApiClient, kind: ObjectKind, payload: &Value, since_ms: i64) -> Result<Option<Value>, OperationError> {
-    let text = |f: &str| payload.get(f).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let identifier = match kind {
-        ObjectKind::Customer => text("customer_key"),
-        ObjectKind::Deal | ObjectKind::Lead => text("external_key"),
-        ObjectKind::Partnership => text("partner_key").or_else(|| text("email")),
-        ObjectKind::Transaction => {
-            let Some(wanted) = text("key") else {
-                return Err(OperationError::Unsupported("a transaction without `key` has no natural key to look for".into()));
-            };
-            // No single GET for transactions: look through those created since the request.
-            let query = crate::partnerstack::ListQuery { min_created: Some(since_ms - 60_000), ..Default::default() };
-            let mut pages = std::pin::pin!(api.list("transactions", query));
-            while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
-                for raw in &page.items {
-                    if let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
-                        if v.get("key").and_then(Value::as_str) == Some(wanted) {
-                            return Ok(Some(v));
-                        }
-                    }
+    let wanted = natural_keys(kind, payload);
+    if wanted.is_empty() {
+        return Err(OperationError::Unsupported(format!(
+            "a {} create without a natural key ({}) cannot be checked after a lost answer",
+            kind.singular(),
+            match kind {
+                ObjectKind::Transaction => "`key`",
+                ObjectKind::Customer => "`customer_key`",
+                ObjectKind::Deal | ObjectKind::Lead => "`external_key`",
+                ObjectKind::Partnership => "`partner_key` or `email`",
+                _ => "none exists for this object",
+            }
+        )));
+    }
+    let matches = |record: &Value| wanted.iter().any(|(field, value)| record.get(*field).and_then(Value::as_str) == Some(value.as_str()));
+    if kind != ObjectKind::Transaction {
+        for (_, value) in &wanted {
+            match api.request_json(Method::GET, &format!("{}/{value}", kind.api_path()), None, true).await {
+                Ok(found) if matches(&found) => return Ok(Some(found)),
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    // A minute of slack for the difference between our clock and PartnerStack's.
+    let query = crate::partnerstack::ListQuery { min_created: Some(since_ms - 60_000), ..Default::default() };
+    let mut pages = std::pin::pin!(api.list(kind.api_path(), query));
+    while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
+        for raw in &page.items {
+            if let Ok(record) = serde_json::from_str::<Value>(raw.get()) {
+                if matches(&record) {
+                    return Ok(Some(record));
                 }
             }
-            return Ok(None);
         }
-        _ => None,
-    };
-    let Some(id) = identifier else {
-        return Err(OperationError::Unsupported(format!(
-            "a {} create without a natural key cannot be checked after a dropped connection",
-            kind.singular()
-        )));
-    };
-    match api.request_json(Method::GET, &format!("{}/{id}", kind.api_path()), None, true).await {
-        Ok(found) => Ok(Some(found)),
-        Err(ApiError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
     }
+    Ok(None)
 }

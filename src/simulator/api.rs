@@ -125,7 +125,13 @@ pub(super) fn answer(state: &mut State, method: &Method, route: Route, params: &
 }
 
 fn query(state: &State, params: &[(String, String)]) -> Result<ListQuery, Reply> {
-    ListQuery::parse(params, state.config.bounds).map_err(|message| Reply::error(400, &message))
+    let mut q = ListQuery::parse(params, state.config.bounds).map_err(|message| Reply::error(400, &message))?;
+    // Records younger than the read-after-write lag are not listed yet.
+    let lag = state.config.read_after_write_lag.as_millis() as i64;
+    if lag > 0 {
+        q.created.hi = q.created.hi.min(state.now() - lag);
+    }
+    Ok(q)
 }
 
 fn list(state: &State, kind: ObjectKind, params: &[(String, String)]) -> Result<Reply, Reply> {
@@ -190,7 +196,7 @@ fn page_reply(page: Page<'_>, total: Option<usize>) -> Reply {
 /// A single record by the identifier its path takes; archived ones too (hard-deleted: 404).
 fn one(state: &State, kind: ObjectKind, id: &str) -> Result<Reply, Reply> {
     let visible_from = state.now() - state.config.read_after_write_lag.as_millis() as i64;
-    let row = lookup::in_path(state.table(kind), kind, id).filter(|row| row.created <= visible_from);
+    let row = lookup::in_path(state.table(kind), kind, id, state.config.external_ids_in_paths).filter(|row| row.created <= visible_from);
     let row = row.ok_or_else(|| Reply::error(404, &format!("No {} found with key '{id}'", kind.singular())))?;
     let body = serde_json::to_vec(&json!({"data": row.raw(), "message": "Record retrieved successfully", "status": 200}))
         .expect("JSON serializes");

@@ -34,11 +34,12 @@ pub(super) fn find<'a>(table: &'a Table, kind: ObjectKind, id: &str) -> Option<&
 
 /// The record a URL path names. Customers are addressed by their `customer_key` only
 /// (`/v2/customers/{customer_key}`, research notes §4.11), so a client that puts
-/// PartnerStack's `key` there gets a 404, as it would for real; other kinds by key or
-/// external identifier.
-pub(super) fn in_path<'a>(table: &'a Table, kind: ObjectKind, id: &str) -> Option<&'a Row> {
+/// PartnerStack's `key` there gets a 404, as it would for real; other kinds by key, and by
+/// external identifier when `external_ids` (`SimulatorConfig::external_ids_in_paths`).
+pub(super) fn in_path<'a>(table: &'a Table, kind: ObjectKind, id: &str, external_ids: bool) -> Option<&'a Row> {
     match kind {
         ObjectKind::Customer => by_field(table, "customer_key", id),
-        _ => find(table, kind, id),
+        _ if external_ids => find(table, kind, id),
+        _ => table.get(id),
     }
 }

@@ -96,9 +96,13 @@ pub struct SimulatorConfig {
     pub archived_listed: bool,
     /// Random mutations per second while the server runs (0: none).
     pub mutations_per_sec: f64,
-    /// A record is served by a single GET only once it is this old: the real API was seen
-    /// to take 2–6 minutes (research notes §5). Lists are not affected.
+    /// A record is served (by a single GET or in a list) only once it is this old: the real
+    /// API was seen to take 2–6 minutes to show a new customer (research notes §5).
     pub read_after_write_lag: Duration,
+    /// Whether single-record paths of deals, leads and partnerships also take their external
+    /// identifiers (`external_key`, `partner_key`, email) besides the `key`; the docs leave
+    /// it open (research notes §2). Customers always go by `customer_key`.
+    pub external_ids_in_paths: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -117,6 +121,7 @@ impl Default for SimulatorConfig {
             archived_listed: true,
             mutations_per_sec: 0.0,
             read_after_write_lag: Duration::ZERO,
+            external_ids_in_paths: true,
         }
     }
 }

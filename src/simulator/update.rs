@@ -23,7 +23,7 @@ pub(super) const UPDATABLE: &[ObjectKind] = &[ObjectKind::Customer, ObjectKind::
 
 /// The key of the record a path names (by key or external identifier), else a 404.
 pub(super) fn target(state: &State, kind: ObjectKind, id: &str) -> Result<String, WriteError> {
-    lookup::in_path(state.table(kind), kind, id)
+    lookup::in_path(state.table(kind), kind, id, state.config.external_ids_in_paths)
         .and_then(|row| row.value()["key"].as_str().map(str::to_owned))
         .ok_or_else(|| WriteError::NotFound(format!("No {} found with key '{id}'", kind.singular())))
 }

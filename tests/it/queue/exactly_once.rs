@@ -61,6 +61,24 @@ async fn a_lost_create_is_not_sent_again_while_the_api_may_still_be_catching_up(
 }
 
 #[tokio::test]
+async fn a_lost_create_is_found_in_the_list_when_the_api_will_not_get_it_by_its_external_key() {
+    // Whether `/deals/{external_key}` works is undocumented; here it does not.
+    let sim = support::simulator(300, |c| c.external_ids_in_paths = false).await;
+    let store = support::store().await;
+    sim.simulator.inject(Fault::ApplyThenDrop, 1);
+    let id =
+        enqueue(&store, "create", "deal", None, json!({"partner_key": a_partner_key(&sim), "external_key": "crm-lost-1", "amount": 1}))
+            .await;
+
+    drain(&worker(&store, &sim, "w1"), &store).await;
+
+    let o = outcome(&store, id).await;
+    assert_eq!(o.status, "succeeded", "{o:?}");
+    assert_eq!(o.result.as_ref().unwrap().0["external_key"], "crm-lost-1");
+    assert_eq!(posts(&sim), 1, "found in the list, not created again");
+}
+
+#[tokio::test]
 async fn a_lost_conversion_of_a_lead_is_found_by_the_lead_external_key() {
     let sim = support::simulator(400, |_| {}).await;
     let store = support::store().await;
