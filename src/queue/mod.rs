@@ -176,7 +176,7 @@ impl Worker {
             }
         }
 
-        match execute(&self.api, &self.store, &request.operation, kind, request.object_key.as_deref(), payload).await {
+        match execute(&self.api, &self.store, kind, &request).await {
             Ok(outcome) => self.succeed(id, outcome).await,
             Err(OperationError::Api(e)) => {
                 let status = e.status();

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::{
     object::ObjectKind,
     partnerstack::{ApiClient, ApiError},
-    store::Store,
+    store::{QueuedRequest, Store},
 };
 
 /// What an operation brought back for the mirror.
@@ -95,17 +95,11 @@ async fn read_back(api: &ApiClient, kind: ObjectKind, id: &str) -> ReadBack {
 /// Runs one request against the API. Each write is sent once per attempt: the queue, not the
 /// client, retries it (durably, with the attempt counted in `write_queue.attempts`). Reads
 /// that follow a write may be retried by the client.
-pub async fn execute(
-    api: &ApiClient,
-    store: &Store,
-    operation: &str,
-    kind: ObjectKind,
-    key: Option<&str>,
-    payload: &Value,
-) -> Result<Outcome, OperationError> {
+pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: &QueuedRequest) -> Result<Outcome, OperationError> {
     let path = kind.api_path();
-    let key = key.unwrap_or_default();
-    match operation {
+    let key = request.object_key.as_deref().unwrap_or_default();
+    let payload = &request.payload.0;
+    match request.operation.as_str() {
         "create" => {
             let created = api.request_json(Method::POST, path, Some(payload), false).await?;
             Ok(Outcome { records: record(kind, created.clone()), result: created, ..Outcome::default() })
@@ -117,7 +111,15 @@ pub async fn execute(
         }
         "delete" => {
             let id = path_id(store, kind, key).await?;
-            let answer = api.request_json(Method::DELETE, &format!("{path}/{id}"), None, false).await?;
+            let answer = match api.request_json(Method::DELETE, &format!("{path}/{id}"), None, false).await {
+                Ok(answer) => answer,
+                // An earlier attempt got no answer or a 5xx, and the record is gone now: the
+                // end state asked for. (A first attempt's 404 is a wrong key, and fails.)
+                Err(ApiError::NotFound { .. }) if request.attempts > 1 => {
+                    return Ok(Outcome { gone: Some((kind, key.to_owned())), ..Outcome::default() });
+                }
+                Err(e) => return Err(e.into()),
+            };
             // DELETE archives (or deletes): read the record back to mirror what it is now.
             Ok(match read_back(api, kind, &id).await {
                 ReadBack::Found(now) => Outcome { records: record(kind, now), result: answer, ..Outcome::default() },

@@ -6,7 +6,7 @@ use std::time::Duration;
 use partnerstack_mirror::{
     object::ObjectKind,
     queue::{self, Handled, QueueSettings, Worker},
-    simulator::{Fault, RunningSimulator},
+    simulator::{Fault, Mutation, RunningSimulator},
     store::Store,
 };
 use serde_json::{json, Value};

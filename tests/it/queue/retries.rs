@@ -125,3 +125,37 @@ async fn a_request_slower_than_its_lease_stays_with_its_worker() {
     assert_eq!(outcome(&store, id).await.attempts, 1);
     assert_eq!(sim.simulator.writes().len(), 1);
 }
+
+#[tokio::test]
+async fn a_delete_retried_after_the_record_went_away_succeeds() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    support::sync_all(&support::syncer(&store, &sim, 250, support::settings())).await;
+    let deal =
+        sim.simulator.records(ObjectKind::Deal).into_iter().find(|d| d["archived"] == false).unwrap()["key"].as_str().unwrap().to_owned();
+    sim.simulator.inject(Fault::ServerError(503), 1);
+    let id = enqueue(&store, "delete", "deal", Some(&deal), json!({})).await;
+    let w = worker(&store, &sim, "w1");
+    assert_eq!(w.work_one().await.unwrap(), Some(Handled::Retrying(id)));
+    // Before the retry, the record disappears (another tool, or a first attempt that did land).
+    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Deal, key: deal.clone() }).unwrap();
+
+    drain(&w, &store).await;
+
+    assert_eq!(outcome(&store, id).await.status, "succeeded");
+    let deleted: bool =
+        sqlx::query_scalar("SELECT deleted_at IS NOT NULL FROM deals WHERE key = $1").bind(&deal).fetch_one(store.pool()).await.unwrap();
+    assert!(deleted, "the mirror marks it deleted");
+    assert_eq!(write_back_events(&store, ObjectKind::Deal, &deal).await, ["deal.deleted"]);
+}
+
+#[tokio::test]
+async fn a_first_delete_of_an_unknown_key_fails_with_the_api_message() {
+    let sim = support::simulator(100, |_| {}).await;
+    let store = support::store().await;
+    let id = enqueue(&store, "delete", "deal", Some("deal_no_such_thing"), json!({})).await;
+    drain(&worker(&store, &sim, "w1"), &store).await;
+    let o = outcome(&store, id).await;
+    assert_eq!((o.status.as_str(), o.http_status), ("failed", Some(404)), "{o:?}");
+    assert!(o.last_error.unwrap().contains("deal_no_such_thing"));
+}
