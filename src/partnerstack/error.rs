@@ -74,6 +74,18 @@ impl ApiError {
         }
     }
 
+    /// Whether a write that ended with this error may still have taken effect: no answer
+    /// came (timeout, dropped connection), the answer was a success we could not read, or a
+    /// 500/502/504, which a server or gateway may give after the work was done. A 429 or 503
+    /// says the request was turned away.
+    pub fn may_have_been_applied(&self) -> bool {
+        match self {
+            ApiError::Timeout(_) | ApiError::Transport(_) | ApiError::Malformed { .. } => true,
+            ApiError::Server { status, .. } => matches!(status, 500 | 502 | 504),
+            _ => false,
+        }
+    }
+
     /// The wait the API asked for (`Retry-After` on a 429 or 5xx), if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -187,5 +199,14 @@ mod tests {
         assert_eq!(ApiError::from_status(429, b"", wait).retry_after(), wait);
         assert_eq!(ApiError::from_status(503, b"", wait).retry_after(), wait);
         assert_eq!(ApiError::from_status(400, b"", wait).retry_after(), None);
+    }
+
+    #[test]
+    fn only_answers_that_may_follow_the_work_leave_a_write_in_doubt() {
+        let applied = |status| ApiError::from_status(status, b"", None).may_have_been_applied();
+        assert!(applied(500) && applied(502) && applied(504));
+        assert!(!applied(503) && !applied(429) && !applied(400) && !applied(404));
+        let unreadable = ApiError::Malformed { source: serde_json::from_str::<u8>("x").unwrap_err(), snippet: "{\"da".into() };
+        assert!(unreadable.may_have_been_applied(), "a 2xx we could not read was a success");
     }
 }

@@ -22,7 +22,7 @@ pub use operation::{execute, find_created, FetchedFile, OperationError, Outcome}
 use crate::{
     diff::{self, EventSource},
     object::ObjectKind,
-    partnerstack::{ApiClient, ApiError, ErrorClass},
+    partnerstack::{ApiClient, ErrorClass},
     record,
     store::{self, FailedAttempt, PageWrite, QueuedRequest, Store, StoreError},
     telemetry::error_chain,
@@ -180,7 +180,7 @@ impl Worker {
             Ok(outcome) => self.succeed(id, outcome).await,
             Err(OperationError::Api(e)) => {
                 let status = e.status();
-                let ambiguous = matches!(e, ApiError::Transport(_) | ApiError::Timeout(_));
+                let ambiguous = e.may_have_been_applied();
                 match e.class() {
                     ErrorClass::Retryable => {
                         self.retry_or_fail(&request, &error_chain(&e), status, e.retry_after(), ambiguous && creates).await

@@ -21,6 +21,22 @@ async fn a_create_whose_answer_was_lost_reaches_the_api_once() {
 }
 
 #[tokio::test]
+async fn a_create_whose_success_could_not_be_read_is_not_sent_again() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    // Status 200, the JSON cut in half: the customer exists, and we cannot tell its key.
+    sim.simulator.inject(Fault::Truncated, 1);
+    let id = enqueue_customer(&store, &sim, "garbled-1").await;
+
+    drain(&worker(&store, &sim, "w1"), &store).await;
+
+    let o = outcome(&store, id).await;
+    assert_eq!(o.status, "succeeded", "{o:?}");
+    assert_eq!(o.result.as_ref().unwrap().0["customer_key"], "garbled-1");
+    assert_eq!(posts(&sim), 1);
+}
+
+#[tokio::test]
 async fn a_create_taken_over_from_a_dead_worker_is_looked_up_before_it_is_sent_again() {
     let sim = support::simulator(300, |_| {}).await;
     let store = support::store().await;
