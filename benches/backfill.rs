@@ -1,4 +1,5 @@
-//! Backfill benchmark: `cargo bench --bench backfill` (BENCH_RECORDS=200000 by default).
+//! Backfill benchmark: `cargo bench --bench backfill` (BENCH_RECORDS=200000,
+//! BENCH_CONCURRENCY=4 by default; BENCH_EVENTS=0 loads without `created` events).
 //!
 //! Starts the simulator in its own process (so its memory is not counted), a private
 //! PostgreSQL server (or uses DATABASE_URL), backfills every object, and prints records per
@@ -79,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         lookback: Duration::from_secs(600),
         settle: Duration::from_secs(1),
         backfill_concurrency: concurrency,
-        emit_backfill_events: true,
+        emit_backfill_events: std::env::var("BENCH_EVENTS").map_or(true, |v| v != "0"),
         reconcile_max_delete_share: 0.1,
         lease_ttl: Duration::from_secs(30),
     };
