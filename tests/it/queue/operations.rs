@@ -173,4 +173,12 @@ async fn cancelled_requests_are_never_sent() {
     drain(&worker(&store, &sim, "w1"), &store).await;
     assert_eq!(outcome(&store, id).await.status, "cancelled");
     assert!(sim.simulator.writes().is_empty());
+
+    // A request a worker has started may already have reached the API: it cannot be cancelled.
+    let running = enqueue(&store, "update", "deal", Some(&deal), json!({"amount": 2})).await;
+    store.claim("some-worker", Duration::from_secs(30)).await.unwrap().expect("claimable");
+    let err =
+        sqlx::query("UPDATE write_queue SET status = 'cancelled' WHERE id = $1").bind(running).execute(store.pool()).await.unwrap_err();
+    assert!(err.to_string().contains("is running; only pending requests can be cancelled"), "{err}");
+    assert!(!store.cancel(running).await.unwrap(), "queue cancel says no too");
 }
