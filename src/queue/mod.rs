@@ -133,8 +133,7 @@ impl Worker {
     async fn carry_out(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
         let id = request.id;
         let Ok(kind) = request.object_type.parse::<ObjectKind>() else {
-            self.store.fail(id, &self.name, &format!("unknown object_type {}", request.object_type), None).await?;
-            return Ok(Handled::Failed(id));
+            return self.fail(&request, &format!("unknown object_type {}", request.object_type), None).await;
         };
         let payload = &request.payload.0;
         let creates = matches!(request.operation.as_str(), "create" | "convert");
@@ -151,7 +150,7 @@ impl Worker {
                 Ok(Some(found)) => {
                     info!(id, "the earlier attempt had created the record; not sending again");
                     let outcome = Outcome { records: vec![(lookup_kind, found.clone())], result: found, ..Outcome::default() };
-                    return self.succeed(id, outcome).await;
+                    return self.succeed(&request, outcome).await;
                 }
                 Ok(None) => {
                     let waited = Duration::from_secs_f64(unknown_for.max(0.0));
@@ -169,15 +168,14 @@ impl Worker {
                         "an earlier attempt may have reached the API; not sent again, to avoid a duplicate: {why}; \
                          check PartnerStack and queue a new request if the record is missing"
                     );
-                    self.store.fail(id, &self.name, &message, None).await?;
-                    return Ok(Handled::Failed(id));
+                    return self.fail(&request, &message, None).await;
                 }
                 Err(e) => return self.retry_or_fail(&request, &error_chain(&e), None, None, false).await,
             }
         }
 
         match execute(&self.api, &self.store, kind, &request).await {
-            Ok(outcome) => self.succeed(id, outcome).await,
+            Ok(outcome) => self.succeed(&request, outcome).await,
             Err(OperationError::Api(e)) => {
                 let status = e.status();
                 let ambiguous = e.may_have_been_applied();
@@ -185,17 +183,11 @@ impl Worker {
                     ErrorClass::Retryable => {
                         self.retry_or_fail(&request, &error_chain(&e), status, e.retry_after(), ambiguous && creates).await
                     }
-                    ErrorClass::Fatal | ErrorClass::Skip => {
-                        self.store.fail(id, &self.name, &error_chain(&e), status).await?;
-                        Ok(Handled::Failed(id))
-                    }
+                    ErrorClass::Fatal | ErrorClass::Skip => self.fail(&request, &error_chain(&e), status).await,
                 }
             }
             Err(OperationError::Store(e)) => Err(e),
-            Err(e) => {
-                self.store.fail(id, &self.name, &e.to_string(), None).await?;
-                Ok(Handled::Failed(id))
-            }
+            Err(e) => self.fail(&request, &e.to_string(), None).await,
         }
     }
 
@@ -210,17 +202,41 @@ impl Worker {
         let max = request.max_attempts.map_or(self.settings.max_attempts, |m| m.max(1) as u32);
         if request.attempts as u32 >= max {
             let message = format!("{message} (gave up after {} attempts)", request.attempts);
-            self.store.fail(request.id, &self.name, &message, status).await?;
-            return Ok(Handled::Failed(request.id));
+            return self.fail(request, &message, status).await;
         }
         let delay = backoff(&self.settings, request.attempts as u32).max(retry_after.unwrap_or_default());
+        info!(
+            id = request.id,
+            operation = %request.operation,
+            object_type = %request.object_type,
+            attempt = request.attempts,
+            retry_in_ms = delay.as_millis() as u64,
+            error = message,
+            "write-back request will be tried again"
+        );
         let attempt = FailedAttempt { delay, error: message, http_status: status, outcome_unknown };
         self.store.retry_later(request.id, &self.name, &attempt).await?;
         Ok(Handled::Retrying(request.id))
     }
 
+    /// Gives up on a request, keeping the reason in `last_error`.
+    async fn fail(&self, request: &QueuedRequest, message: &str, status: Option<u16>) -> Result<Handled, StoreError> {
+        warn!(
+            id = request.id,
+            operation = %request.operation,
+            object_type = %request.object_type,
+            object_key = request.object_key.as_deref().unwrap_or("-"),
+            http_status = status,
+            error = message,
+            "write-back request failed"
+        );
+        self.store.fail(request.id, &self.name, message, status).await?;
+        Ok(Handled::Failed(request.id))
+    }
+
     /// Records success with the mirror rows, events and files, in one transaction.
-    async fn succeed(&self, id: i64, outcome: Outcome) -> Result<Handled, StoreError> {
+    async fn succeed(&self, request: &QueuedRequest, outcome: Outcome) -> Result<Handled, StoreError> {
+        let id = request.id;
         let mut tx = self.store.pool().begin().await?;
         for (kind, value) in &outcome.records {
             match record::from_value(*kind, value.clone()) {
@@ -262,6 +278,14 @@ impl Worker {
             return Ok(Handled::Lost(id));
         }
         tx.commit().await?;
+        info!(
+            id,
+            operation = %request.operation,
+            object_type = %request.object_type,
+            object_key = request.object_key.as_deref().unwrap_or("-"),
+            attempt = request.attempts,
+            "write-back request succeeded"
+        );
         Ok(Handled::Succeeded(id))
     }
 }
