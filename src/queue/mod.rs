@@ -11,7 +11,6 @@ mod operation;
 use std::{sync::Arc, time::Duration};
 
 use rand::Rng;
-use serde_json::Value;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,7 @@ use tracing::{info, warn};
 pub use operation::{execute, find_created, FetchedFile, OperationError, Outcome};
 
 use crate::{
-    diff::{self, EventSource},
+    diff::EventSource,
     object::ObjectKind,
     partnerstack::{ApiClient, ErrorClass},
     record,
@@ -257,18 +256,7 @@ impl Worker {
             }
         }
         if let Some((kind, key)) = &outcome.gone {
-            let old: Option<sqlx::types::Json<Value>> = sqlx::query_scalar(&format!(
-                "UPDATE {} SET deleted_at = now(), synced_at = now() WHERE key = $1 AND deleted_at IS NULL RETURNING raw",
-                kind.table()
-            ))
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(old) = old {
-                let mut event = diff::vanished(*kind, &old.0, chrono::Utc::now().timestamp_millis());
-                event.source = EventSource::WriteBack;
-                store::insert_events(&mut tx, &[event]).await?;
-            }
+            store::mark_gone_in(&mut tx, *kind, key, EventSource::WriteBack).await?;
         }
         for f in &outcome.files {
             store::upsert_deal_file(&mut tx, &f.deal_key, &f.file, f.content.as_deref(), f.content_type.as_deref()).await?;

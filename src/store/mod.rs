@@ -22,7 +22,7 @@ use sqlx::{
 pub use lease::{fence, Lease};
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
 pub use queue::{succeed_in, upsert_deal_file, FailedAttempt, QueueRow, QueuedRequest};
-pub use reconcile::ReconcileOutcome;
+pub use reconcile::{mark_gone_in, ReconcileOutcome};
 pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
 pub use status::{MetricsSnapshot, ObjectFreshness, ObjectStatus, StatusReport};
 pub use tail::{like_pattern, TailOptions};

@@ -2,10 +2,13 @@
 
 use std::collections::HashSet;
 
-use sqlx::types::Json;
+use sqlx::{types::Json, Postgres, Transaction};
 
 use super::{page::insert_events, Store, StoreError};
-use crate::{diff, object::ObjectKind};
+use crate::{
+    diff::{self, EventSource},
+    object::ObjectKind,
+};
 
 /// What a reconcile did (or refused to do).
 #[derive(Clone, Debug, PartialEq)]
@@ -72,4 +75,26 @@ impl Store {
         tx.commit().await?;
         Ok(ReconcileOutcome::Deleted { keys, live })
     }
+}
+
+/// Marks one row deleted (the API answers 404 for it now) with its `<object>.deleted` event,
+/// inside the caller's transaction. `false`: no live row had that key.
+pub async fn mark_gone_in(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: ObjectKind,
+    key: &str,
+    source: EventSource,
+) -> Result<bool, StoreError> {
+    let old: Option<Json<serde_json::Value>> = sqlx::query_scalar(&format!(
+        "UPDATE {} SET deleted_at = now(), synced_at = now() WHERE key = $1 AND deleted_at IS NULL RETURNING raw",
+        kind.table()
+    ))
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(old) = old else { return Ok(false) };
+    let mut event = diff::vanished(kind, &old.0, chrono::Utc::now().timestamp_millis());
+    event.source = source;
+    insert_events(tx, &[event]).await?;
+    Ok(true)
 }
