@@ -87,9 +87,11 @@ async fn main() -> anyhow::Result<()> {
     let syncer = Syncer::new(api.clone(), store.clone(), settings, CancellationToken::new());
 
     // Pass 1: backfill.
+    let cpu_before = (cpu_seconds(Some("postgres")), cpu_seconds(None));
     let t = Instant::now();
     let summary = scheduler::poll_all(&syncer, &ObjectKind::default_set(), false).await;
     let elapsed = t.elapsed().as_secs_f64();
+    let (pg_cpu, own_cpu) = (cpu_seconds(Some("postgres")) - cpu_before.0, cpu_seconds(None) - cpu_before.1);
     anyhow::ensure!(
         summary.failures.is_empty(),
         "backfill failed: {:?}",
@@ -107,6 +109,13 @@ async fn main() -> anyhow::Result<()> {
     println!("time             {elapsed:.2}s");
     println!("records/s        {:.0}", read as f64 / elapsed);
     println!("peak memory      {} MiB (this process; the simulator runs in its own)", peak_rss_kib() / 1024);
+    // CPU time, unlike wall time, hardly moves with other load on the machine: compare
+    // variants by it.
+    println!(
+        "CPU              PostgreSQL {pg_cpu:.1}s ({:.0} µs/record), this process {own_cpu:.1}s ({:.0} µs/record)",
+        pg_cpu * 1e6 / read as f64,
+        own_cpu * 1e6 / read as f64
+    );
     let progress = syncer.progress();
     println!(
         "time in pages    fetch {:.1}s, write {:.1}s (summed over {concurrency} concurrent readers)",
@@ -161,6 +170,31 @@ fn copy_escape(text: &str) -> String {
 }
 
 /// VmHWM: the resident set's high-water mark.
+/// CPU seconds (user + system) used so far by the live processes named `comm`, or by this
+/// process when `None`, from `/proc` (Linux; 100 clock ticks a second). A server backend
+/// that exits is no longer counted, so measure with the pool's connections open.
+fn cpu_seconds(comm: Option<&str>) -> f64 {
+    let ticks = |stat: &str| -> Option<u64> {
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        if comm.is_some_and(|c| name != c) {
+            return None;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    };
+    let total: u64 = match comm {
+        None => std::fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(ticks).unwrap_or(0),
+        Some(_) => std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter_map(|stat| ticks(&stat))
+            .sum(),
+    };
+    total as f64 / 100.0
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
