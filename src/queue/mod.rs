@@ -2,9 +2,9 @@
 //! outcome together with the mirror rows it changed, in one transaction.
 //!
 //! Exactly once, as far as the API can tell: updates, deletes and tag changes are idempotent
-//! and simply retried; a create or convert whose first attempt ended without an answer is
-//! not sent again until the record has been looked up by its natural key, and a match counts
-//! as success.
+//! and simply retried; a create or convert whose attempt may have taken effect without a
+//! usable answer is not sent again until the record has been looked up by its natural key
+//! (and stayed unfindable for the lookup grace), and a match counts as success.
 
 mod operation;
 
@@ -32,8 +32,8 @@ use crate::{
 pub struct QueueSettings {
     pub workers: usize,
     pub max_attempts: u32,
-    /// A claimed request is the worker's for this long; a crashed worker's requests are
-    /// claimed again after it.
+    /// A claimed request is the worker's for this long, renewed every third of it while the
+    /// request runs; a crashed worker's requests are claimed again once it lapses.
     pub lease: Duration,
     /// Polling covers missed notifications.
     pub poll: Duration,
@@ -333,5 +333,37 @@ async fn listen(store: Store, pause: Duration, wake: Arc<Notify>, shutdown: Canc
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> QueueSettings {
+        QueueSettings {
+            workers: 1,
+            max_attempts: 10,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(1),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            lookup_grace: Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_its_cap_with_jitter_below_it() {
+        let s = settings();
+        for attempt in 0..30 {
+            let cap = Duration::from_secs(1 << attempt.min(20)).min(s.max_backoff);
+            for _ in 0..50 {
+                let wait = backoff(&s, attempt);
+                assert!(wait >= s.min_backoff / 2 && wait <= cap, "attempt {attempt}: {wait:?} outside [0.5s, {cap:?}]");
+            }
+        }
+        let late: Vec<Duration> = (0..200).map(|_| backoff(&s, 12)).collect();
+        assert!(late.iter().any(|w| *w > Duration::from_secs(300)), "late attempts can wait long");
+        assert!(late.iter().any(|w| *w != late[0]), "waits are jittered");
     }
 }
