@@ -110,6 +110,8 @@ impl Worker {
 
     /// Carries out a request while renewing its lease, so a slow request (a long download, a
     /// slow API) is never taken over by another worker while this one still waits for it.
+    /// Everything logged meanwhile carries the request's id (one span per request).
+    #[tracing::instrument(name = "write_back", skip_all, fields(id = request.id, operation = %request.operation, object_type = %request.object_type))]
     async fn handle(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
         let id = request.id;
         let work = self.carry_out(request);

@@ -44,6 +44,9 @@ pub enum OperationError {
     Store(#[from] crate::store::StoreError),
     #[error("unsupported request: {0}")]
     Unsupported(String),
+    /// The API said yes, and the record shows otherwise.
+    #[error("{0}")]
+    NotApplied(String),
 }
 
 /// The identifier the API path wants for a mirror key: customers are addressed by their
@@ -70,6 +73,15 @@ fn record(kind: ObjectKind, value: Value) -> Vec<(ObjectKind, Value)> {
     } else {
         Vec::new()
     }
+}
+
+/// What a `modify_tags` request asked for that the partnership's `tags` do not show, if any.
+fn tags_not_applied(payload: &Value, partnership: &Value) -> Option<String> {
+    let tags: Vec<&str> = partnership.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let listed = |field: &str| payload.get(field).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+    let mut wrong: Vec<String> = listed("add").filter(|t| !tags.contains(t)).map(|t| format!("{t:?} not added")).collect();
+    wrong.extend(listed("remove").filter(|t| tags.contains(t)).map(|t| format!("{t:?} not removed")));
+    (!wrong.is_empty()).then(|| wrong.join(", "))
 }
 
 /// What a record looks like after a write that succeeded.
@@ -130,11 +142,22 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
         "modify_tags" => {
             // SPEC 9.6: the body is undocumented; we send `{"add": [...], "remove": [...]}` as
             // queued, then read the partnership back whatever the answer's shape.
+            // The read-back also checks that the change happened: an API expecting another body
+            // shape could answer 200 and change nothing, and that must not pass for success.
             let answer = api.request_json(Method::PATCH, &format!("{path}/{key}/tags"), Some(payload), false).await?;
-            Ok(match read_back(api, kind, key).await {
-                ReadBack::Found(now) => Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() },
-                ReadBack::Gone | ReadBack::Unknown => Outcome { result: answer, ..Outcome::default() },
-            })
+            match read_back(api, kind, key).await {
+                ReadBack::Found(now) => {
+                    if let Some(missing) = tags_not_applied(payload, &now) {
+                        return Err(OperationError::NotApplied(format!(
+                            "PartnerStack accepted the tag change but the partnership's tags do not show it ({missing}); \
+                             the body of PATCH /partnerships/{{key}}/tags is undocumented (SPEC 9.6) and this API may expect \
+                             another shape"
+                        )));
+                    }
+                    Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() })
+                }
+                ReadBack::Gone | ReadBack::Unknown => Ok(Outcome { result: answer, ..Outcome::default() }),
+            }
         }
         "convert" => {
             let customer = api.request_json(Method::POST, &format!("{path}/{key}/convert"), Some(payload), false).await?;

@@ -103,6 +103,10 @@ pub struct SimulatorConfig {
     /// identifiers (`external_key`, `partner_key`, email) besides the `key`; the docs leave
     /// it open (research notes §2). Customers always go by `customer_key`.
     pub external_ids_in_paths: bool,
+    /// Whether `PATCH /partnerships/{key}/tags` understands `{"add": [...], "remove": [...]}`
+    /// (SPEC 9.6: the body is undocumented). `false`: it answers 200 and changes nothing, as
+    /// an API expecting another shape might.
+    pub tags_body_understood: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -122,6 +126,7 @@ impl Default for SimulatorConfig {
             mutations_per_sec: 0.0,
             read_after_write_lag: Duration::ZERO,
             external_ids_in_paths: true,
+            tags_body_understood: true,
         }
     }
 }

@@ -65,6 +65,9 @@ pub(super) fn tags(state: &mut State, id: &str, body: &Body, now: i64) -> Result
         Ok(v.as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)).collect())
     };
     let (add, remove) = (list("add")?, list("remove")?);
+    if !state.config.tags_body_understood {
+        return Ok(stored(state, ObjectKind::Partnership, &key));
+    }
     state.apply(Mutation::PartnershipTags { key: key.clone(), add, remove }, now).map_err(|e| WriteError::NotFound(e.to_string()))?;
     Ok(stored(state, ObjectKind::Partnership, &key))
 }

@@ -182,3 +182,17 @@ async fn cancelled_requests_are_never_sent() {
     assert!(err.to_string().contains("is running; only pending requests can be cancelled"), "{err}");
     assert!(!store.cancel(running).await.unwrap(), "queue cancel says no too");
 }
+
+#[tokio::test]
+async fn a_tag_change_the_api_accepts_but_ignores_fails_instead_of_passing_for_success() {
+    // SPEC 9.6: the body of PATCH /partnerships/{key}/tags is undocumented.
+    let sim = support::simulator(200, |c| c.tags_body_understood = false).await;
+    let store = support::store().await;
+    let partnership = sim.simulator.keys(ObjectKind::Partnership)[0].clone();
+    let id = enqueue(&store, "modify_tags", "partnership", Some(&partnership), json!({"add": ["vip"]})).await;
+    drain(&worker(&store, &sim, "w1"), &store).await;
+    let o = outcome(&store, id).await;
+    assert_eq!((o.status.as_str(), o.attempts), ("failed", 1), "{o:?}");
+    let error = o.last_error.unwrap();
+    assert!(error.contains("\"vip\" not added") && error.contains("SPEC 9.6"), "{error}");
+}
