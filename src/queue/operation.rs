@@ -62,8 +62,11 @@ async fn path_id(store: &Store, kind: ObjectKind, key: &str) -> Result<String, O
         .map_err(crate::store::StoreError::from)?;
     match found {
         Some(Some(customer_key)) => Ok(customer_key),
-        // A key the user already gave as the customer_key works as is.
-        Some(None) | None => Ok(key.to_owned()),
+        Some(None) => Err(OperationError::Unsupported(format!(
+            "customer {key} has no customer_key, and PartnerStack addresses customers by customer_key only"
+        ))),
+        // Not mirrored (yet): a key the user gave as the customer_key works as is.
+        None => Ok(key.to_owned()),
     }
 }
 
@@ -169,13 +172,10 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
         }
         "refresh" => {
             let id = path_id(store, kind, key).await?;
-            match api.request_json(Method::GET, &format!("{path}/{id}"), None, true).await {
-                Ok(now) => Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() }),
-                Err(ApiError::NotFound { .. }) => {
-                    Ok(Outcome { gone: Some((kind, key.to_owned())), result: Value::Null, ..Outcome::default() })
-                }
-                Err(e) => Err(e.into()),
-            }
+            // A 404 fails the request and leaves the row alone: a record can be too new to read
+            // back for minutes, so deciding deletions is the key scans' job, behind their brake.
+            let now = api.request_json(Method::GET, &format!("{path}/{id}"), None, true).await?;
+            Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() })
         }
         "fetch_attachments" => {
             let listing = api.request_json(Method::GET, &format!("deals/{key}/files"), None, true).await?;

@@ -196,3 +196,29 @@ async fn a_tag_change_the_api_accepts_but_ignores_fails_instead_of_passing_for_s
     let error = o.last_error.unwrap();
     assert!(error.contains("\"vip\" not added") && error.contains("SPEC 9.6"), "{error}");
 }
+
+#[tokio::test]
+async fn a_refresh_that_finds_nothing_fails_and_leaves_the_row_to_the_key_scans() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    support::sync_all(&support::syncer(&store, &sim, 250, support::settings())).await;
+    let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Deal, key: deal.clone() }).unwrap();
+    // And a customer the API cannot be asked about: it has no customer_key.
+    let customer = sim.simulator.keys(ObjectKind::Customer)[0].clone();
+    sqlx::query("UPDATE customers SET customer_key = NULL WHERE key = $1").bind(&customer).execute(store.pool()).await.unwrap();
+
+    let gone = enqueue(&store, "refresh", "deal", Some(&deal), json!({})).await;
+    let unaddressable = enqueue(&store, "refresh", "customer", Some(&customer), json!({})).await;
+    drain(&worker(&store, &sim, "w1"), &store).await;
+
+    let o = outcome(&store, gone).await;
+    assert_eq!((o.status.as_str(), o.http_status), ("failed", Some(404)), "{o:?}");
+    let deleted: bool =
+        sqlx::query_scalar("SELECT deleted_at IS NOT NULL FROM deals WHERE key = $1").bind(&deal).fetch_one(store.pool()).await.unwrap();
+    assert!(!deleted, "a 404 on one read does not delete the row");
+    let o = outcome(&store, unaddressable).await;
+    assert_eq!(o.status, "failed");
+    assert!(o.last_error.unwrap().contains("no customer_key"), "{:?}", outcome(&store, unaddressable).await);
+    assert!(sim.simulator.writes().is_empty());
+}
