@@ -40,8 +40,8 @@ pub struct Record {
     /// The record's exact JSON text: written into the row and the events as is, so a page's
     /// payloads never clone or re-serialize the parsed tree.
     pub text: Box<RawValue>,
-    /// Typed column name → JSON value in the shape `jsonb_to_recordset` converts exactly
-    /// (timestamps stay epoch milliseconds; the SQL converts them).
+    /// Typed column name → its value, normalized for its column type (timestamps stay epoch
+    /// milliseconds; the SQL converts them). Pages bind them as one array per column.
     pub columns: Map<String, Value>,
 }
 

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::OnceLock};
 
-use serde_json::{json, value::RawValue, Value};
+use serde_json::{json, Value};
 use sqlx::{types::Json, Postgres, Transaction};
 
 use super::{state::CursorAdvance, Store, StoreError};
@@ -95,12 +95,12 @@ pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'
                 events.push(diff::reappeared(kind, &record.raw, &record.text, occurred, page.source));
             }
         }
-        changed.push(row_json(record));
+        changed.push(record);
     }
 
     let rows_written = changed.len();
     if !changed.is_empty() {
-        sqlx::query(upsert_sql(kind)).bind(Json(&changed)).execute(&mut **tx).await?;
+        bind_rows(sqlx::query(upsert_sql(kind)), kind, &changed).execute(&mut **tx).await?;
     }
     if !page.rejected.is_empty() {
         quarantine(tx, kind, page.rejected).await?;
@@ -142,15 +142,21 @@ pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'
 
 /// Inserts events in the given order; their ids follow that order.
 pub async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[NewEvent]) -> Result<(), StoreError> {
+    // One array per column, like the rows: only `changes` and `data` are parsed as JSON.
     sqlx::query(
         "INSERT INTO events (event_type, object_type, object_key, occurred_at, source, changes, data) \
          SELECT e.event_type, e.object_type, e.object_key, epoch_ms_to_timestamptz(e.occurred_ms), e.source, e.changes, e.data \
-         FROM ROWS FROM (jsonb_to_recordset($1) AS (event_type text, object_type text, object_key text, occurred_ms bigint, \
-              source text, changes jsonb, data jsonb)) WITH ORDINALITY \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[]) WITH ORDINALITY \
               AS e(event_type, object_type, object_key, occurred_ms, source, changes, data, ord) \
          ORDER BY e.ord",
     )
-    .bind(Json(events))
+    .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.object_type).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.object_key.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.occurred_ms).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.source.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.changes.as_ref().map(Json)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| Json(e.data.as_ref())).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -200,24 +206,42 @@ fn dedupe(records: Vec<Record>) -> Vec<Record> {
     out
 }
 
-/// One element of the upsert's `jsonb_to_recordset` input. `raw` is the record's own text,
-/// written as is: no tree is cloned or serialized again.
-#[derive(serde::Serialize)]
-struct RowOut<'a> {
-    key: &'a str,
-    created_at: Option<i64>,
-    updated_at: Option<i64>,
-    archived: bool,
-    raw: &'a RawValue,
-    #[serde(flatten)]
-    columns: &'a serde_json::Map<String, Value>,
+/// Binds a page's rows as one array per column, in the order [`build_upsert`] unnests them:
+/// the server then parses only each record's `raw` (as `jsonb`), and nothing has to be pulled
+/// out of a JSON batch.
+fn bind_rows<'q>(
+    mut query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    kind: ObjectKind,
+    rows: &[&'q Record],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query = query
+        .bind(rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.created_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.updated_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.archived).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| Json(r.text.as_ref())).collect::<Vec<_>>());
+    for column in kind.columns() {
+        let values = rows.iter().map(|r| r.columns.get(column.name).filter(|v| !v.is_null()));
+        query = match column.ty {
+            ColumnType::Text | ColumnType::Date => query.bind(values.map(|v| v.and_then(Value::as_str)).collect::<Vec<_>>()),
+            ColumnType::BigInt | ColumnType::Timestamp => query.bind(values.map(|v| v.and_then(Value::as_i64)).collect::<Vec<_>>()),
+            ColumnType::Bool => query.bind(values.map(|v| v.and_then(Value::as_bool)).collect::<Vec<_>>()),
+            ColumnType::TextArray => query.bind(values.map(|v| v.and_then(Value::as_array).map(|a| array_literal(a))).collect::<Vec<_>>()),
+        };
+    }
+    query
 }
 
-fn row_json(r: &Record) -> RowOut<'_> {
-    RowOut { key: &r.key, created_at: r.created_ms, updated_at: r.updated_ms, archived: r.archived, raw: &r.text, columns: &r.columns }
+/// A `text[]` literal (`{"a","b"}`) for one row's array column: arrays of arrays cannot be
+/// unnested row by row, so each travels as text and is cast back in SQL.
+fn array_literal(items: &[Value]) -> String {
+    let quoted: Vec<String> =
+        items.iter().filter_map(Value::as_str).map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+    format!("{{{}}}", quoted.join(","))
 }
 
-/// `INSERT … SELECT FROM jsonb_to_recordset … ON CONFLICT DO UPDATE`, built once per object.
+/// `INSERT … SELECT FROM unnest(<one array per column>) … ON CONFLICT DO UPDATE`, built once per
+/// object.
 fn upsert_sql(kind: ObjectKind) -> &'static str {
     static CACHE: OnceLock<HashMap<ObjectKind, String>> = OnceLock::new();
     CACHE.get_or_init(|| ObjectKind::ALL.into_iter().map(|k| (k, build_upsert(k))).collect())[&kind].as_str()
@@ -241,18 +265,25 @@ fn build_upsert(kind: ObjectKind) -> String {
     ];
     selects.extend(typed.iter().map(|c| match c.ty {
         ColumnType::Timestamp => format!("epoch_ms_to_timestamptz(r.{})", quote(c.name)),
+        ColumnType::Date => format!("r.{}::date", quote(c.name)),
+        ColumnType::TextArray => format!("r.{}::text[]", quote(c.name)),
         _ => format!("r.{}", quote(c.name)),
     }));
     selects.push("now()".into());
 
-    let mut defs = vec!["key text", "created_at bigint", "updated_at bigint", "archived boolean", "raw jsonb"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-    defs.extend(typed.iter().map(|c| {
-        let ty = if c.ty == ColumnType::Timestamp { "bigint" } else { c.ty.sql() };
-        format!("{} {ty}", quote(c.name))
-    }));
+    // `unnest` parameters and the names its columns take, in the order `bind_rows` binds them.
+    let mut arrays: Vec<String> =
+        ["text", "bigint", "bigint", "boolean", "jsonb"].iter().enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
+    let mut names: Vec<String> = ["key", "created_at", "updated_at", "archived", "raw"].map(String::from).to_vec();
+    for c in typed {
+        let ty = match c.ty {
+            ColumnType::Timestamp | ColumnType::BigInt => "bigint",
+            ColumnType::Bool => "boolean",
+            ColumnType::Text | ColumnType::Date | ColumnType::TextArray => "text",
+        };
+        arrays.push(format!("${}::{ty}[]", arrays.len() + 1));
+        names.push(quote(c.name));
+    }
 
     let table = kind.table();
     let mut sets: Vec<String> =
@@ -261,11 +292,12 @@ fn build_upsert(kind: ObjectKind) -> String {
     sets.push(format!("deleted_at = CASE WHEN excluded.archived THEN coalesce({table}.deleted_at, excluded.deleted_at) END"));
 
     format!(
-        "INSERT INTO {table} ({targets}) SELECT {selects} FROM jsonb_to_recordset($1) AS r({defs}) \
+        "INSERT INTO {table} ({targets}) SELECT {selects} FROM unnest({arrays}) AS r({names}) \
          ON CONFLICT (key) DO UPDATE SET {sets}",
         targets = targets.join(", "),
         selects = selects.join(", "),
-        defs = defs.join(", "),
+        arrays = arrays.join(", "),
+        names = names.join(", "),
         sets = sets.join(", "),
     )
 }

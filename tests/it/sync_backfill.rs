@@ -118,3 +118,43 @@ async fn the_first_load_emits_created_events_marked_backfill_unless_switched_off
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deals").fetch_one(quiet.pool()).await.unwrap();
     assert!(rows > 0);
 }
+
+#[tokio::test]
+async fn every_typed_column_survives_the_trip_into_its_table() {
+    use partnerstack_mirror::{diff::EventSource, record, store::PageWrite};
+    let store = support::store().await;
+    let sim = support::simulator(200, |_| {}).await;
+    let mut partnership = sim.simulator.records(ObjectKind::Partnership)[0].clone();
+    let awkward = ["quote \" inside", "back\\slash", "comma, too", "{braces}", "NULL", "", "ünïcödé"];
+    partnership["tags"] = serde_json::json!(awkward);
+    let mut deal = sim.simulator.records(ObjectKind::Deal)[0].clone();
+    deal["close_date"] = "2024-02-29".into();
+    deal["amount"] = 9_007_199_254_740_993_i64.into();
+    for (kind, value) in [(ObjectKind::Partnership, partnership.clone()), (ObjectKind::Deal, deal.clone())] {
+        let page = PageWrite {
+            kind,
+            records: vec![record::from_value(kind, value).unwrap()],
+            rejected: &[],
+            source: EventSource::Poll,
+            emit_events: true,
+            run_id: None,
+            advance: None,
+            lease: None,
+        };
+        store.write_page(page).await.unwrap();
+    }
+    let tags: Vec<String> = sqlx::query_scalar("SELECT tags FROM partnerships WHERE key = $1")
+        .bind(partnership["key"].as_str())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(tags, awkward);
+    let (close_date, amount, raw): (String, i64, serde_json::Value) =
+        sqlx::query_as("SELECT close_date::text, amount, raw FROM deals WHERE key = $1")
+            .bind(deal["key"].as_str())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((close_date.as_str(), amount), ("2024-02-29", 9_007_199_254_740_993));
+    assert_eq!(raw, deal, "raw is the record as the API sent it");
+}
