@@ -9,14 +9,13 @@ ALTER TABLE write_queue ADD COLUMN outcome_unknown_since timestamptz;
 
 -- Only a request no worker has started can be cancelled: a running one may already have
 -- reached the API, and a finished one has its outcome.
-CREATE FUNCTION write_queue_guard_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The WHEN clause keeps the workers' own status updates free of any trigger call.
+CREATE FUNCTION write_queue_refuse_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.status = 'cancelled' AND OLD.status NOT IN ('pending', 'cancelled') THEN
-        RAISE EXCEPTION 'write_queue: request % is %; only pending requests can be cancelled', OLD.id, OLD.status
-            USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
+    RAISE EXCEPTION 'write_queue: request % is %; only pending requests can be cancelled', OLD.id, OLD.status
+        USING ERRCODE = 'check_violation';
 END
 $$;
-CREATE TRIGGER write_queue_guard_cancel BEFORE UPDATE OF status ON write_queue
-    FOR EACH ROW EXECUTE FUNCTION write_queue_guard_cancel();
+CREATE TRIGGER write_queue_refuse_cancel BEFORE UPDATE OF status ON write_queue
+    FOR EACH ROW WHEN (NEW.status = 'cancelled' AND OLD.status NOT IN ('pending', 'cancelled'))
+    EXECUTE FUNCTION write_queue_refuse_cancel();
