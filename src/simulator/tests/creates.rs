@@ -5,11 +5,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{call, key, live_partner, path_id, serve, HISTORY_END};
-use crate::{
-    object::{ColumnType, ObjectKind},
-    simulator::Clock,
-};
+use super::{call, key, live_partner, path_id, serve, typed_column, HISTORY_END};
+use crate::{object::ObjectKind, simulator::Clock};
 
 const NOW: i64 = HISTORY_END + 60_000;
 
@@ -17,20 +14,7 @@ const NOW: i64 = HISTORY_END + 60_000;
 /// like a generated record.
 fn assert_mirror_shape(kind: ObjectKind, record: &Value) {
     for column in kind.columns() {
-        let (parent, leaf) = column.path.split_at(column.path.len() - 1);
-        let holder = parent.iter().fold(record, |v, p| &v[p]);
-        if holder.is_null() {
-            continue;
-        }
-        let v = holder.get(leaf[0]).unwrap_or_else(|| panic!("{kind}.{} missing in {record}", column.name));
-        let typed = match column.ty {
-            ColumnType::Text => v.is_string(),
-            ColumnType::BigInt | ColumnType::Timestamp => v.is_i64(),
-            ColumnType::Bool => v.is_boolean(),
-            ColumnType::Date => v.as_str().is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
-            ColumnType::TextArray => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-        };
-        assert!(v.is_null() || typed, "{kind}.{} is {v}", column.name);
+        typed_column(kind, record, column);
     }
     assert_eq!(record["archived"], json!(false), "{kind}");
 }

@@ -4,11 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::{config, key, simulator, HISTORY_END};
-use crate::{
-    object::{ColumnType, ObjectKind},
-    simulator::Simulator,
-};
+use super::{config, key, simulator, typed_column, HISTORY_END};
+use crate::{object::ObjectKind, simulator::Simulator};
 
 #[test]
 fn the_same_seed_gives_the_same_account_and_another_seed_another() {
@@ -45,22 +42,9 @@ fn every_catalogued_column_is_generated_with_its_json_type() {
         for column in kind.columns() {
             let mut filled = 0;
             for r in &records {
-                let (parent, leaf) = column.path.split_at(column.path.len() - 1);
-                let holder = parent.iter().fold(r, |v, p| &v[p]);
-                if holder.is_null() {
-                    continue;
+                if let Some(v) = typed_column(kind, r, column) {
+                    filled += usize::from(!v.is_null());
                 }
-                assert!(holder.get(leaf[0]).is_some(), "{kind}.{} missing in {r}", column.name);
-                let v = &holder[leaf[0]];
-                let typed = match column.ty {
-                    ColumnType::Text => v.is_string(),
-                    ColumnType::BigInt | ColumnType::Timestamp => v.is_i64(),
-                    ColumnType::Bool => v.is_boolean(),
-                    ColumnType::Date => v.as_str().is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
-                    ColumnType::TextArray => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-                };
-                assert!(v.is_null() || typed, "{kind}.{} is {v}", column.name);
-                filled += usize::from(!v.is_null());
             }
             assert!(filled > 0, "{kind}.{} is never filled", column.name);
         }
