@@ -188,7 +188,8 @@ impl ApiClient {
     }
 
     /// `path` appended to the base URL's path segment by segment (so `/api/v2` is kept and
-    /// a key with `?`, `#` or a space cannot change the URL's meaning).
+    /// a key with `?`, `#` or a space cannot change the URL's meaning). Segments made with
+    /// [`segment`] keep a `/` or `%` of their own.
     fn url(&self, path: &str) -> Result<Url, ApiError> {
         let mut url = self.inner.config.base_url.clone();
         url.set_query(None);
@@ -196,9 +197,16 @@ impl ApiClient {
         url.path_segments_mut()
             .map_err(|()| ApiError::Config(format!("base URL {} cannot take a path", self.inner.config.base_url)))?
             .pop_if_empty()
-            .extend(path.trim_matches('/').split('/'));
+            .extend(path.trim_matches('/').split('/').map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy()));
         Ok(url)
     }
+}
+
+/// An identifier as one path segment of a request path, whatever it holds: a user's external
+/// key may contain `/` or `%`, which would otherwise split the path or read as an escape.
+pub fn segment(id: &str) -> String {
+    const SPLITS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'/').add(b'%');
+    percent_encoding::utf8_percent_encode(id, SPLITS).to_string()
 }
 
 /// Evenly spaced requests (burst of one): an operator's "5 per second" then holds in every

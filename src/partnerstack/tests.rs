@@ -363,3 +363,9 @@ fn debug_output_never_shows_the_private_key() {
     assert!(!text.contains(PRIVATE_KEY), "{text}");
     assert!(text.contains("pk_test") && text.contains("[redacted]"));
 }
+
+#[test]
+fn segments_keep_slashes_and_percent_signs_whole() {
+    assert_eq!(super::segment("acct/42%2Fx"), "acct%2F42%252Fx");
+    assert_eq!(super::segment("plain_key-1.2"), "plain_key-1.2");
+}

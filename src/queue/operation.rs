@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{
     object::ObjectKind,
-    partnerstack::{ApiClient, ApiError},
+    partnerstack::{segment, ApiClient, ApiError},
     store::{QueuedRequest, Store},
 };
 
@@ -97,7 +97,7 @@ enum ReadBack {
 }
 
 async fn read_back(api: &ApiClient, kind: ObjectKind, id: &str) -> ReadBack {
-    match api.request_json(Method::GET, &format!("{}/{id}", kind.api_path()), None, true).await {
+    match api.request_json(Method::GET, &format!("{}/{}", kind.api_path(), segment(id)), None, true).await {
         Ok(now) => ReadBack::Found(now),
         Err(ApiError::NotFound { .. }) => ReadBack::Gone,
         Err(error) => {
@@ -121,12 +121,12 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
         }
         "update" => {
             let id = path_id(store, kind, key).await?;
-            let updated = api.request_json(Method::PATCH, &format!("{path}/{id}"), Some(payload), false).await?;
+            let updated = api.request_json(Method::PATCH, &format!("{path}/{}", segment(&id)), Some(payload), false).await?;
             Ok(Outcome { records: record(kind, updated.clone()), result: updated, ..Outcome::default() })
         }
         "delete" => {
             let id = path_id(store, kind, key).await?;
-            let answer = match api.request_json(Method::DELETE, &format!("{path}/{id}"), None, false).await {
+            let answer = match api.request_json(Method::DELETE, &format!("{path}/{}", segment(&id)), None, false).await {
                 Ok(answer) => answer,
                 // An earlier attempt got no answer or a 5xx, and the record is gone now: the
                 // end state asked for. (A first attempt's 404 is a wrong key, and fails.)
@@ -147,7 +147,7 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
             // queued, then read the partnership back whatever the answer's shape.
             // The read-back also checks that the change happened: an API expecting another body
             // shape could answer 200 and change nothing, and that must not pass for success.
-            let answer = api.request_json(Method::PATCH, &format!("{path}/{key}/tags"), Some(payload), false).await?;
+            let answer = api.request_json(Method::PATCH, &format!("{path}/{}/tags", segment(key)), Some(payload), false).await?;
             match read_back(api, kind, key).await {
                 ReadBack::Found(now) => {
                     if let Some(missing) = tags_not_applied(payload, &now) {
@@ -163,7 +163,7 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
             }
         }
         "convert" => {
-            let customer = api.request_json(Method::POST, &format!("{path}/{key}/convert"), Some(payload), false).await?;
+            let customer = api.request_json(Method::POST, &format!("{path}/{}/convert", segment(key)), Some(payload), false).await?;
             let mut records = record(ObjectKind::Customer, customer.clone());
             if let ReadBack::Found(source) = read_back(api, kind, key).await {
                 records.extend(record(kind, source));
@@ -174,16 +174,16 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
             let id = path_id(store, kind, key).await?;
             // A 404 fails the request and leaves the row alone: a record can be too new to read
             // back for minutes, so deciding deletions is the key scans' job, behind their brake.
-            let now = api.request_json(Method::GET, &format!("{path}/{id}"), None, true).await?;
+            let now = api.request_json(Method::GET, &format!("{path}/{}", segment(&id)), None, true).await?;
             Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() })
         }
         "fetch_attachments" => {
-            let listing = api.request_json(Method::GET, &format!("deals/{key}/files"), None, true).await?;
+            let listing = api.request_json(Method::GET, &format!("deals/{}/files", segment(key)), None, true).await?;
             let files = listing.get("deal_files").and_then(Value::as_array).cloned().unwrap_or_default();
             let mut fetched = Vec::new();
             for file in &files {
                 let Some(file_key) = file.get("key").and_then(Value::as_str) else { continue };
-                let link = api.request_json(Method::GET, &format!("deals/{key}/file/{file_key}"), None, true).await?;
+                let link = api.request_json(Method::GET, &format!("deals/{}/file/{}", segment(key), segment(file_key)), None, true).await?;
                 let (content, content_type) = match link.get("url").and_then(Value::as_str) {
                     Some(url) => {
                         let (bytes, ty) = api.download(url).await?;
@@ -258,7 +258,7 @@ pub async fn find_created(api: &ApiClient, kind: ObjectKind, payload: &Value, si
     let matches = |record: &Value| wanted.iter().any(|(field, value)| record.get(*field).and_then(Value::as_str) == Some(value.as_str()));
     if kind != ObjectKind::Transaction {
         for (_, value) in &wanted {
-            match api.request_json(Method::GET, &format!("{}/{value}", kind.api_path()), None, true).await {
+            match api.request_json(Method::GET, &format!("{}/{}", kind.api_path(), segment(value)), None, true).await {
                 Ok(found) if matches(&found) => return Ok(Some(found)),
                 Ok(_) | Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),

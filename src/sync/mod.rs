@@ -386,7 +386,10 @@ impl Syncer {
                 .fetch_all(self.store.pool())
                 .await
                 .map_err(StoreError::from)?;
-            return Ok(teams.into_iter().map(|t| (format!("{}/{t}", kind.api_path()), ListQuery::default(), None)).collect());
+            return Ok(teams
+                .into_iter()
+                .map(|t| (format!("{}/{}", kind.api_path(), crate::partnerstack::segment(&t)), ListQuery::default(), None))
+                .collect());
         }
         let oldest =
             if self.settings.backfill_concurrency > 1 { window::oldest_created(&self.api, kind.api_path(), until).await? } else { None };

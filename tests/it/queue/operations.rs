@@ -222,3 +222,24 @@ async fn a_refresh_that_finds_nothing_fails_and_leaves_the_row_to_the_key_scans(
     assert!(o.last_error.unwrap().contains("no customer_key"), "{:?}", outcome(&store, unaddressable).await);
     assert!(sim.simulator.writes().is_empty());
 }
+
+#[tokio::test]
+async fn identifiers_with_slashes_and_percent_signs_reach_their_record() {
+    let sim = support::simulator(200, |_| {}).await;
+    let store = support::store().await;
+    // A lost create is looked up by its customer_key, which goes into the path.
+    sim.simulator.inject(Fault::ApplyThenDrop, 1);
+    let created = enqueue_customer(&store, &sim, "acct/42%2Fx").await;
+    let w = worker(&store, &sim, "w1");
+    drain(&w, &store).await;
+    let o = outcome(&store, created).await;
+    assert_eq!(o.status, "succeeded", "{o:?}");
+    assert_eq!(posts(&sim), 1, "found through /customers/acct%2F42%252Fx, not created again");
+
+    // And the mirror key of that customer is sent to the API as its customer_key.
+    let key = result_key(&o);
+    let renamed = enqueue(&store, "update", "customer", Some(&key), json!({"name": "Slashed"})).await;
+    drain(&w, &store).await;
+    assert_eq!(outcome(&store, renamed).await.status, "succeeded");
+    assert_eq!(sim.simulator.record(ObjectKind::Customer, &key).unwrap()["name"], "Slashed");
+}
