@@ -68,7 +68,9 @@ async fn main() -> anyhow::Result<()> {
         lookup_grace: Duration::from_secs(600),
     };
     let t = Instant::now();
-    let pool = tokio::spawn(queue::run_workers(api.clone(), store.clone(), settings, "bench".into(), shutdown.clone()));
+    let workers_pool =
+        queue::WorkerPool { api: api.clone(), store: store.clone(), settings, holder: "bench".into(), counters: Default::default() };
+    let pool = tokio::spawn(workers_pool.run(shutdown.clone()));
     loop {
         let open: i64 =
             sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status IN ('pending', 'running')").fetch_one(store.pool()).await?;

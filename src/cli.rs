@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app,
     config::Config,
+    daemon::{self, Daemon},
     demo,
     object::ObjectKind,
     scheduler,
@@ -178,10 +178,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.chain().any(|c| {
-                c.downcast_ref::<app::WiringError>()
-                    .is_some_and(|w| matches!(w, app::WiringError::NoDatabase | app::WiringError::NoCredentials))
-            }) {
+            if e.chain().any(|c| c.downcast_ref::<daemon::WiringError>().is_some_and(daemon::WiringError::is_configuration)) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
@@ -194,42 +191,12 @@ async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Exit
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
-    let syncer = app::syncer(&config, shutdown.clone()).await?;
-    let endpoint = crate::http::Endpoint {
-        store: syncer.store().clone(),
-        progress: syncer.progress(),
-        requests: {
-            let api = syncer.api().clone();
-            std::sync::Arc::new(move || api.request_counts())
-        },
-        freshness: config.sync.freshness,
-        objects: config.sync.objects.clone(),
-    };
-    let http = tokio::spawn(crate::http::serve(listener, endpoint, shutdown.clone()));
-    let watchdog = tokio::spawn(crate::service::watchdog(syncer.progress(), shutdown.clone()));
-    let workers = tokio::spawn(crate::queue::run_workers(
-        syncer.api().clone(),
-        syncer.store().clone(),
-        crate::queue::QueueSettings::from_config(&config.queue),
-        syncer.holder().to_owned(),
-        shutdown.clone(),
-    ));
-    crate::service::ready(&format!("migrations applied; syncing {} objects as {}", config.sync.objects.len(), syncer.holder()));
-    tracing::info!(objects = config.sync.objects.len(), holder = syncer.holder(), http = %config.http.listen, "daemon started");
-
-    let result = scheduler::run(syncer, config.sync.clone(), shutdown.clone()).await.context("scheduler failed");
-    crate::service::stopping();
-    shutdown.cancel();
-    let _ = watchdog.await;
-    let _ = workers.await;
-    http.await.context("HTTP endpoint task")?.context("HTTP endpoint failed")?;
-    result?;
-    tracing::info!("daemon stopped");
-    Ok(ExitCode::SUCCESS)
+    let daemon = Daemon::build(config, shutdown).await?;
+    Ok(daemon.run(listener).await)
 }
 
 async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let syncer = app::syncer(&config, shutdown).await?;
+    let syncer = daemon::syncer(&config, shutdown).await?;
     let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
     let bar = progress_bar(&syncer);
     let summary = scheduler::poll_all(&syncer, &objects, full).await;
@@ -288,7 +255,7 @@ fn progress_bar(syncer: &crate::sync::Syncer) -> ProgressLine {
 }
 
 async fn reconcile(config: Config, objects: Vec<ObjectKind>, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let syncer = app::syncer(&config, shutdown).await?;
+    let syncer = daemon::syncer(&config, shutdown).await?;
     let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
     let bar = progress_bar(&syncer);
     let summary = scheduler::reconcile_all(&syncer, &objects).await;
@@ -319,20 +286,20 @@ fn print_summary(summary: &scheduler::PassSummary) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
-    let store = app::store(&config).await?;
+    let store = daemon::store(&config).await?;
     store.migrate().await?;
     println!("migrations applied to schema {}", store.schema());
     Ok(ExitCode::SUCCESS)
 }
 
 async fn status(config: Config) -> anyhow::Result<ExitCode> {
-    let store = app::store(&config).await?;
+    let store = daemon::store(&config).await?;
     print!("{}", store.status().await.context("cannot read the mirror's state (run `partnerstack-mirror migrate` first?)")?);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
-    let store = app::store(&config).await?;
+    let store = daemon::store(&config).await?;
     store.migrate().await?;
     match command {
         QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
@@ -379,7 +346,7 @@ async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode
 
 async fn tail(config: Config, options: crate::store::TailOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let store = app::store(&config).await?;
+    let store = daemon::store(&config).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut broken_pipe = false;
@@ -397,7 +364,7 @@ async fn tail(config: Config, options: crate::store::TailOptions, shutdown: Canc
 }
 
 async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
-    let api = app::api_client(&config)?;
+    let api = daemon::api_client(&config)?;
     let report = crate::doctor::examine(&api, &config.partnerstack).await;
     print!("{report}");
     Ok(if report.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })

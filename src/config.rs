@@ -62,6 +62,8 @@ pub struct DatabaseConfig {
     pub url: Option<SecretString>,
     pub schema: String,
     pub max_connections: u32,
+    /// Every statement of the mirror's is cut off after this (migrations excepted).
+    pub statement_timeout: Duration,
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -70,6 +72,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &self.url.as_ref().map(|_| "[redacted]"))
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -161,11 +164,13 @@ struct RawDatabase {
     url: Option<SecretString>,
     schema: String,
     max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    statement_timeout: Duration,
 }
 
 impl Default for RawDatabase {
     fn default() -> Self {
-        RawDatabase { url: None, schema: "partnerstack".into(), max_connections: 10 }
+        RawDatabase { url: None, schema: "partnerstack".into(), max_connections: 10, statement_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -339,7 +344,15 @@ impl RawDatabase {
                 return Err(invalid("database.url", "must start with postgres:// or postgresql://"));
             }
         }
-        Ok(DatabaseConfig { url: self.url, schema: self.schema, max_connections: self.max_connections })
+        if self.statement_timeout < Duration::from_millis(100) {
+            return Err(invalid("database.statement_timeout", "must be at least 100ms"));
+        }
+        Ok(DatabaseConfig {
+            url: self.url,
+            schema: self.schema,
+            max_connections: self.max_connections,
+            statement_timeout: self.statement_timeout,
+        })
     }
 }
 

@@ -13,11 +13,9 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app,
     config::Config,
+    daemon::Daemon,
     private_postgres::PrivatePostgres,
-    queue::{self, QueueSettings},
-    scheduler,
     simulator::{Simulator, SimulatorConfig},
 };
 
@@ -71,7 +69,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         "#,
         api = simulator.base_url,
     ))?;
-    let syncer = app::syncer(&config, shutdown.clone()).await?;
+    let daemon = Daemon::build(config, shutdown.clone()).await?;
+    // The daemon's endpoint, on a free port so a second demo does not collide.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot open the HTTP endpoint")?;
+    let endpoint = listener.local_addr()?;
 
     let psql = psql_command(&database_url, schema);
     eprintln!(
@@ -85,18 +86,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
          SELECT 'update', 'deal', key, '{{\"stage\": \"Closed Won\"}}' FROM deals WHERE NOT archived LIMIT 1;\n  \
          SELECT id, status, attempts, result->>'stage' AS stage FROM write_queue ORDER BY id DESC LIMIT 5;\n  \
          SELECT id, event_type, object_key, changes FROM events WHERE source = 'write_back' ORDER BY id DESC LIMIT 5;\n\n\
+         Metrics and readiness: curl http://{endpoint}/metrics  (and /readyz)\n\n\
          Press Ctrl-C to stop; everything the demo started is removed.\n"
     );
 
-    let progress = syncer.progress();
-    let workers = tokio::spawn(queue::run_workers(
-        syncer.api().clone(),
-        syncer.store().clone(),
-        QueueSettings::from_config(&config.queue),
-        syncer.holder().to_owned(),
-        shutdown.clone(),
-    ));
-    let daemon = tokio::spawn(scheduler::run(syncer, config.sync.clone(), shutdown.clone()));
+    let progress = daemon.progress();
+    let daemon = tokio::spawn(daemon.run(listener));
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(if terminal { Duration::from_millis(500) } else { Duration::from_secs(5) });
@@ -124,13 +119,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         }
     }
     eprintln!("\nStopping…");
-    let _ = daemon.await;
-    let _ = workers.await;
+    let code = daemon.await.context("the daemon task")?;
     simulator.stop().await;
     if let Some(pg) = private {
         pg.stop().await.context("cannot stop the private PostgreSQL server")?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 fn psql_command(database_url: &str, schema: &str) -> String {

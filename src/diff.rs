@@ -78,6 +78,22 @@ pub fn diff(
         if kind == ObjectKind::PartnerTeamMember {
             events.push(event("member_joined", None, text()));
         }
+        // First sight: the decisions the record already carries are news too (an application
+        // PartnerStack approved before the next poll must still reach an automation waiting
+        // for `application.approved`). A backfill is a snapshot, not news.
+        if source != EventSource::Backfill {
+            let seen = |field: &str| Some(json!({ field: {"old": null, "new": new.get(field)} }));
+            if matches!(kind, ObjectKind::Application | ObjectKind::Lead) {
+                match new.get("approved") {
+                    Some(Value::Bool(true)) => events.push(event("approved", seen("approved"), text())),
+                    Some(Value::Bool(false)) => events.push(event("declined", seen("approved"), text())),
+                    _ => {}
+                }
+            }
+            if is_archived(new) {
+                events.push(event("deleted", seen("archived"), text()));
+            }
+        }
         return events;
     };
     if old == new {
@@ -284,6 +300,28 @@ mod tests {
             types(&diff(ObjectKind::Application, Some(&old), &new, 1, EventSource::Poll)),
             ["application.updated", "application.declined"]
         );
+    }
+
+    #[test]
+    fn a_record_first_seen_by_a_poll_reports_the_decisions_it_already_carries() {
+        let approved = json!({"key": "appl_1", "approved": true});
+        let events = diff(ObjectKind::Application, None, &approved, 1, EventSource::Poll);
+        assert_eq!(types(&events), ["application.created", "application.approved"]);
+        assert_eq!(events[1].changes, Some(json!({"approved": {"old": null, "new": true}})));
+        let declined = json!({"key": "lead_1", "approved": false, "status": "dead"});
+        assert_eq!(types(&diff(ObjectKind::Lead, None, &declined, 1, EventSource::Poll)), ["lead.created", "lead.declined"]);
+        let undecided = json!({"key": "appl_2", "approved": null});
+        assert_eq!(types(&diff(ObjectKind::Application, None, &undecided, 1, EventSource::Poll)), ["application.created"]);
+        let archived = json!({"key": "deal_1", "archived": true});
+        let events = diff(ObjectKind::Deal, None, &archived, 1, EventSource::Poll);
+        assert_eq!(types(&events), ["deal.created", "deal.deleted"]);
+        assert_eq!(data(&events[1]), archived);
+    }
+
+    #[test]
+    fn a_backfill_is_a_snapshot_with_created_events_only() {
+        let approved = json!({"key": "appl_1", "approved": true, "archived": true});
+        assert_eq!(types(&diff(ObjectKind::Application, None, &approved, 1, EventSource::Backfill)), ["application.created"]);
     }
 
     #[test]

@@ -7,30 +7,38 @@
 //! - [`partnerstack`]: the HTTP client for the vendor API (knows nothing of Postgres).
 //! - [`record`]: one API record checked and turned into typed column values.
 //! - [`diff`]: old row + new record → change events (pure).
-//! - [`store`]: PostgreSQL: migrations, page writes, bookkeeping (knows nothing of HTTP).
+//! - [`store`]: PostgreSQL: migrations, page writes, bookkeeping, queue SQL (knows nothing of HTTP).
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
+//! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
+//! - [`progress`]: what this process has done, counted by the sync and read by the edges.
+//! - [`liveness`]: the loops' promises, which tell waiting from hanging.
+//! - [`daemon`]: the composition root: builds the parts, supervises the loops, stops them.
+//! - [`systemd`]: the notify protocol (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`).
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the Prometheus text.
 //! - [`simulator`]: a faithful local PartnerStack API for the demo and the tests.
 //! - [`private_postgres`]: a throwaway PostgreSQL server for the demo and the tests.
 //! - [`doctor`]: read-only probes of the live API's undocumented behaviours.
-//! - [`demo`], [`cli`], [`app`], [`telemetry`]: the edges.
+//! - [`demo`]: the first thing a new user runs; [`cli`]: the command line; [`telemetry`]: logs.
 
-pub mod app;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod diff;
 pub mod doctor;
 pub mod http;
+pub mod liveness;
 pub mod metrics;
 pub mod object;
 pub mod partnerstack;
 pub mod private_postgres;
+pub mod progress;
 pub mod queue;
 pub mod record;
 pub mod scheduler;
-pub mod service;
 pub mod simulator;
 pub mod store;
 pub mod sync;
+pub mod systemd;
 pub mod telemetry;

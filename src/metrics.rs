@@ -1,8 +1,9 @@
-//! `/metrics` in Prometheus text format (prometheus-client). Counters come from the
-//! process's own tallies; lag, queue depth and quarantine come from the database at scrape
-//! time, so every instance reports the shared truth.
+//! `/metrics` in Prometheus text format (prometheus-client). Counters come from the process's
+//! own tallies (the API client, the sync, the write-back workers) and are always there; lag,
+//! queue depth and quarantine come from the database at scrape time, so every instance
+//! reports the shared truth, and are left out when the database does not answer.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::{
     encoding::text::encode,
@@ -10,36 +11,92 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{object::ObjectKind, store::MetricsSnapshot, sync::Progress};
+use crate::{object::ObjectKind, partnerstack::ApiClient, progress::Progress, queue::WorkerCounters, store::MetricsSnapshot};
 
 type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// Requests the API client sent, by endpoint and status (`"200"`, `"429"`, `"transport"`, …).
-pub type RequestCounts = Vec<(String, String, u64)>;
+/// What this process knows by itself.
+pub struct ProcessView<'a> {
+    pub progress: &'a Progress,
+    pub api: &'a ApiClient,
+    pub queue: &'a WorkerCounters,
+}
 
 /// Renders every series. Names follow Prometheus conventions: base units, `_total` counters,
-/// no per-record labels.
-pub fn render(progress: &Progress, requests: &RequestCounts, db: &MetricsSnapshot) -> String {
+/// no per-record labels. `db`: `None` when the database did not answer.
+pub fn render(process: &ProcessView<'_>, db: Option<&MetricsSnapshot>) -> String {
     let mut registry = Registry::with_prefix("partnerstack_mirror");
+    register_process(&mut registry, process);
+    let up: Gauge = Gauge::default();
+    up.set(i64::from(db.is_some()));
+    registry.register("database_up", "Whether the database answered this scrape (its gauges are left out when not)", up);
+    if let Some(db) = db {
+        register_database(&mut registry, db);
+    }
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
 
+fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
     let api: Family<Labels, Counter> = Family::default();
-    for (endpoint, status, n) in requests {
-        api.get_or_create(&vec![("endpoint", endpoint.clone()), ("status", status.clone())]).inc_by(*n);
+    for (endpoint, status, n) in process.api.request_counts() {
+        api.get_or_create(&vec![("endpoint", endpoint), ("status", status)]).inc_by(n);
     }
     registry.register("api_requests", "PartnerStack API requests sent, retries included", api);
+    let throttled: Counter<f64, AtomicU64> = Counter::default();
+    throttled.inc_by(process.api.throttled_seconds());
+    registry.register(
+        "api_throttled_seconds",
+        "Wall-clock seconds the API client spent paused by PartnerStack's rate limit (429)",
+        throttled,
+    );
+    let rejected: Gauge = Gauge::default();
+    rejected.set(i64::from(process.api.credentials_rejected().is_some()));
+    registry.register(
+        "api_credentials_rejected",
+        "1 while PartnerStack rejects the credentials (401/403): sync and write-back are paused",
+        rejected,
+    );
 
     let rows: Family<Labels, Counter> = Family::default();
     let events: Family<Labels, Counter> = Family::default();
     for kind in ObjectKind::ALL {
-        let o = progress.object(kind);
+        let o = process.progress.object(kind);
         rows.get_or_create(&vec![("object", kind.table().to_owned())]).inc_by(o.rows_written.load(Ordering::Relaxed));
         events.get_or_create(&vec![("object", kind.table().to_owned())]).inc_by(o.events_written.load(Ordering::Relaxed));
     }
     registry.register("rows_written", "Mirror rows inserted or updated by this process", rows);
     registry.register("events_written", "Events written by this process", events);
 
-    let lag: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
-    let success: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+    let handled: Family<Labels, Counter> = Family::default();
+    let q = process.queue;
+    for (outcome, n) in [("succeeded", &q.succeeded), ("retrying", &q.retried), ("failed", &q.failed), ("paused", &q.paused)] {
+        handled.get_or_create(&vec![("outcome", outcome.to_owned())]).inc_by(n.load(Ordering::Relaxed));
+    }
+    registry.register(
+        "queue_attempts",
+        "Write-back attempts this process's workers finished, by outcome (paused: put back uncharged, credentials rejected)",
+        handled,
+    );
+
+    if let Some(p) = process_stats() {
+        let cpu: Counter<f64, AtomicU64> = Counter::default();
+        cpu.inc_by(p.cpu_seconds);
+        registry.register("process_cpu_seconds", "CPU time of this process, user and system", cpu);
+        let rss: Gauge = Gauge::default();
+        rss.set(p.resident_bytes);
+        registry.register("process_resident_memory_bytes", "Resident memory of this process", rss);
+    }
+    let start: FloatGauge = Gauge::default();
+    start.set(process_start_unix());
+    registry.register("process_start_time_seconds", "Unix time this process started", start);
+}
+
+fn register_database(registry: &mut Registry, db: &MetricsSnapshot) {
+    let lag: Family<Labels, FloatGauge> = Family::default();
+    let success: Family<Labels, FloatGauge> = Family::default();
     for o in &db.objects {
         if let Some(seconds) = o.lag_seconds {
             lag.get_or_create(&vec![("object", o.object.clone())]).set(seconds);
@@ -56,7 +113,7 @@ pub fn render(progress: &Progress, requests: &RequestCounts, db: &MetricsSnapsho
         queue.get_or_create(&vec![("status", status.clone())]).set(*n);
     }
     registry.register("queue_depth", "Write-back requests by status", queue);
-    let oldest: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    let oldest: FloatGauge = Gauge::default();
     oldest.set(db.queue_oldest_due_seconds);
     registry.register("queue_oldest_due_seconds", "How long the oldest due write-back request has waited for a worker", oldest);
 
@@ -69,8 +126,32 @@ pub fn render(progress: &Progress, requests: &RequestCounts, db: &MetricsSnapsho
     let last_event: Gauge = Gauge::default();
     last_event.set(db.last_event_id);
     registry.register("last_event_id", "Largest id in the events table", last_event);
+}
 
-    let mut text = String::new();
-    encode(&mut text, &registry).expect("writing to a String cannot fail");
-    text
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: i64,
+}
+
+/// CPU time and resident memory from `/proc/self/stat` (Linux; `None` elsewhere).
+fn process_stats() -> Option<ProcessStats> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name; rss is 24.
+    let cpu_seconds = (ticks(11)? + ticks(12)?) / clock_ticks_per_second();
+    let resident_bytes = fields.get(21)?.parse::<i64>().ok()? * 4096;
+    Some(ProcessStats { cpu_seconds, resident_bytes })
+}
+
+/// `sysconf(_SC_CLK_TCK)` is 100 on every Linux this runs on.
+fn clock_ticks_per_second() -> f64 {
+    100.0
+}
+
+/// When this process started (first called at start, by the daemon).
+pub fn process_start_unix() -> f64 {
+    static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| chrono::Utc::now().timestamp_millis() as f64 / 1000.0)
 }

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{Schedule, SyncConfig},
+    liveness::{self, Liveness},
     object::{ChangeFilter, ObjectKind},
     sync::{PassReport, SyncError, Syncer},
 };
@@ -87,22 +88,32 @@ pub async fn reconcile_all(syncer: &Syncer, objects: &[ObjectKind]) -> PassSumma
 }
 
 /// Runs passes on their schedules until `shutdown` is cancelled. The first poll pass starts
-/// at once (a new mirror backfills right away).
-pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken) -> Result<(), tokio_cron_scheduler::JobSchedulerError> {
+/// at once (a new mirror backfills right away). While PartnerStack rejects the credentials,
+/// no pass starts; they resume once it accepts them. Rescans and key scans run as loops of
+/// their own in `liveness`, the poll in the caller's.
+pub async fn run(
+    syncer: Syncer,
+    config: SyncConfig,
+    liveness: Arc<Liveness>,
+    shutdown: CancellationToken,
+) -> Result<(), tokio_cron_scheduler::JobSchedulerError> {
     let busy = Arc::new(Mutex::new(()));
     let objects: Arc<[ObjectKind]> = config.objects.clone().into();
     let mut scheduler = JobScheduler::new().await?;
 
     let poll = {
-        let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+        let (syncer, busy, objects, shutdown) = (syncer.clone(), busy.clone(), objects.clone(), shutdown.clone());
         move || {
-            let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+            let (syncer, busy, objects, shutdown) = (syncer.clone(), busy.clone(), objects.clone(), shutdown.clone());
             async move {
+                if !credentials_accepted(&syncer, &shutdown).await {
+                    return;
+                }
                 let Ok(_guard) = busy.try_lock() else {
                     info!("previous pass still running; skipping this tick");
                     return;
                 };
-                log_summary("poll", poll_all(&syncer, &objects, false).await);
+                log_summary(&syncer, "poll", poll_all(&syncer, &objects, false).await);
             }
         }
     };
@@ -110,17 +121,30 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
     // Rescans and key scans wait for a running poll rather than skip: they are rare and
     // must happen.
     for (pass, cron) in [(Pass::Rescan, &config.rescan_schedule), (Pass::Reconcile, &config.reconcile_schedule)] {
-        let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+        let (syncer, busy, objects, liveness, shutdown) =
+            (syncer.clone(), busy.clone(), objects.clone(), liveness.clone(), shutdown.clone());
         scheduler
             .add(Job::new_async(cron.as_str(), move |_, _| {
-                let (syncer, busy, objects) = (syncer.clone(), busy.clone(), objects.clone());
+                let (syncer, busy, objects, liveness, shutdown) =
+                    (syncer.clone(), busy.clone(), objects.clone(), liveness.clone(), shutdown.clone());
                 Box::pin(async move {
-                    let _guard = busy.lock().await;
-                    let summary = match pass {
-                        Pass::Rescan => rescan_all(&syncer, &objects).await,
-                        Pass::Reconcile => reconcile_all(&syncer, &objects).await,
+                    let job = async {
+                        if !credentials_accepted(&syncer, &shutdown).await {
+                            return;
+                        }
+                        // Waiting for a running poll is waiting on purpose: that poll is
+                        // watched as a loop of its own.
+                        let _guard = tokio::select! {
+                            guard = busy.lock() => guard,
+                            _ = keep_promising(&shutdown) => return,
+                        };
+                        let summary = match pass {
+                            Pass::Rescan => rescan_all(&syncer, &objects).await,
+                            Pass::Reconcile => reconcile_all(&syncer, &objects).await,
+                        };
+                        log_summary(&syncer, pass.name(), summary);
                     };
-                    log_summary(pass.name(), summary);
+                    liveness.scope(pass.name(), job).await;
                 })
             })?)
             .await?;
@@ -128,8 +152,13 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
 
     let interval = match &config.schedule {
         Schedule::Cron(expr) => {
-            let poll = poll.clone();
-            scheduler.add(Job::new_async(expr.as_str(), move |_, _| Box::pin(poll()))?).await?;
+            let (poll, liveness) = (poll.clone(), liveness.clone());
+            scheduler
+                .add(Job::new_async(expr.as_str(), move |_, _| {
+                    let (poll, liveness) = (poll.clone(), liveness.clone());
+                    Box::pin(async move { liveness.scope("poll", poll()).await })
+                })?)
+                .await?;
             None
         }
         Schedule::Every(every) => Some(*every),
@@ -144,20 +173,19 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
         if shutdown.is_cancelled() {
             break;
         }
-        // Wait in one-second steps, beating the heartbeat: an idle scheduler is alive.
-        let resume = interval.map(|i| tokio::time::Instant::now() + i);
-        loop {
-            syncer.progress().heartbeat.beat();
-            if resume.is_some_and(|r| tokio::time::Instant::now() >= r) {
+        match interval {
+            Some(pause) => {
+                liveness::wait_for(pause);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            // Cron polls run as jobs; this loop only waits for shutdown.
+            None => {
+                keep_promising(&shutdown).await;
                 break;
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1).min(interval.unwrap_or(Duration::from_secs(1)))) => {}
-            }
-        }
-        if shutdown.is_cancelled() {
-            break;
         }
     }
     scheduler.shutdown().await?;
@@ -166,10 +194,30 @@ pub async fn run(syncer: Syncer, config: SyncConfig, shutdown: CancellationToken
     Ok(())
 }
 
-fn log_summary(pass: &str, summary: PassSummary) {
+/// Waits until `shutdown`, promising a second at a time that the wait is on purpose.
+async fn keep_promising(shutdown: &CancellationToken) {
+    const STEP: Duration = Duration::from_secs(1);
+    while !shutdown.is_cancelled() {
+        liveness::wait_for(STEP);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(STEP) => {}
+        }
+    }
+}
+
+/// Waits while PartnerStack rejects the credentials. `false`: shutdown came first.
+async fn credentials_accepted(syncer: &Syncer, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = syncer.api().until_credentials_accepted() => true,
+    }
+}
+
+fn log_summary(syncer: &Syncer, pass: &str, summary: PassSummary) {
     let rows: i64 = summary.reports.iter().map(|r| i64::from(r.totals.rows_written)).sum();
     let events: i64 = summary.reports.iter().map(|r| i64::from(r.totals.events_written)).sum();
-    crate::service::status(&format!(
+    syncer.progress().set_summary(format!(
         "last {pass} pass: {} objects, {rows} rows and {events} events written, {} failed",
         summary.reports.len(),
         summary.failures.len()

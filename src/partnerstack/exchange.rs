@@ -1,4 +1,5 @@
-//! One HTTP exchange: wait for the rate limit, send, read the whole body, classify.
+//! One HTTP exchange: wait out a 429 pause and the rate limit, send, read the whole body,
+//! classify, and tell the gate what the answer says about the key.
 //!
 //! Every request the client sends goes through [`ApiClient::exchange`], so the rate limit,
 //! the request counters and the status classification cannot be skipped by a new caller.
@@ -37,7 +38,10 @@ impl ApiClient {
 
     /// Sends `request` once and reads all of its answer; a non-2xx status becomes an error.
     pub(super) async fn exchange(&self, request: RequestBuilder, path: &str) -> Result<Answer, ApiError> {
+        self.wait_out_rate_limit().await;
         self.throttle().await;
+        // From here the step is bounded by the request timeout.
+        crate::liveness::step();
         let counters = &self.inner.counters;
         counters.count_sent();
         let failed = |e: reqwest::Error| {
@@ -56,16 +60,25 @@ impl ApiClient {
         let body = response.bytes().await.map_err(failed)?;
         counters.count_outcome(path, status.as_str());
         if !status.is_success() {
-            return Err(ApiError::from_status(status.as_u16(), &body, retry_after));
+            let error = ApiError::from_status(status.as_u16(), &body, retry_after);
+            match &error {
+                ApiError::RateLimited { retry_after } => self.inner.gate.pause(*retry_after),
+                ApiError::Unauthorized { status, message } => self.inner.gate.rejected(*status, message),
+                _ => {}
+            }
+            return Err(error);
         }
+        self.inner.gate.accepted();
         Ok(Answer { date, content_type, body })
     }
 
     /// Waits for the client-side rate limit, counting the requests that had to wait.
     async fn throttle(&self) {
+        use governor::clock::{Clock, DefaultClock};
         let Some(limiter) = &self.inner.limiter else { return };
-        if limiter.check().is_err() {
+        if let Err(not_until) = limiter.check() {
             self.inner.counters.count_throttled();
+            crate::liveness::wait_for(not_until.wait_time_from(DefaultClock::default().now()));
             limiter.until_ready().await;
         }
     }

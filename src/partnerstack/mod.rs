@@ -8,10 +8,12 @@
 //!
 //! - `error`: what a failure means ([`ApiError::class`]), decided once.
 //! - `exchange`: one HTTP request and its answer; `retry`: when and how long to wait;
+//! - `gate`: what the API said to every caller at once (429 pauses, rejected credentials);
 //!   `pagination`: list queries, pages and cursors; `stats`: counters.
 
 mod error;
 mod exchange;
+mod gate;
 mod pagination;
 mod retry;
 mod stats;
@@ -26,6 +28,7 @@ use serde_json::{value::RawValue, Value};
 use url::Url;
 
 pub use error::{ApiError, ErrorClass};
+pub use gate::Rejection;
 pub use stats::ClientStats;
 
 /// How to reach the API and how hard to push it.
@@ -95,6 +98,7 @@ struct Inner {
     config: ClientConfig,
     limiter: Option<DefaultDirectRateLimiter>,
     counters: stats::Counters,
+    gate: gate::Gate,
 }
 
 /// The API client; clones share one connection pool, rate limit and set of counters.
@@ -130,7 +134,9 @@ impl ApiClient {
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| ApiError::Config(format!("cannot build the HTTP client: {}", crate::telemetry::error_chain(&e))))?;
-        Ok(ApiClient { inner: Arc::new(Inner { http, config, limiter, counters: stats::Counters::default() }) })
+        Ok(ApiClient {
+            inner: Arc::new(Inner { http, config, limiter, counters: stats::Counters::default(), gate: gate::Gate::default() }),
+        })
     }
 
     /// HTTP requests actually sent, retries included.

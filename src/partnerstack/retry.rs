@@ -38,6 +38,7 @@ impl ApiClient {
             .adjust(|e, scheduled| scheduled.map(|d| wait(full_jitter(config.min_backoff, d), e.retry_after())))
             .notify(|e, wait| {
                 failed_attempts += 1;
+                crate::liveness::wait_for(wait);
                 self.inner.counters.count_retry(wait, e.retry_after() == Some(wait));
                 tracing::warn!(
                     path,

@@ -8,7 +8,13 @@
 
 mod operation;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use rand::Rng;
 use sqlx::postgres::PgListener;
@@ -21,7 +27,7 @@ pub use operation::{execute, find_created, FetchedFile, OperationError, Outcome}
 use crate::{
     diff::EventSource,
     object::ObjectKind,
-    partnerstack::{ApiClient, ErrorClass},
+    partnerstack::{ApiClient, ApiError, ErrorClass},
     record,
     store::{self, FailedAttempt, PageWrite, QueuedRequest, Store, StoreError},
     telemetry::error_chain,
@@ -58,6 +64,16 @@ impl QueueSettings {
     }
 }
 
+/// What this process's workers did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    pub succeeded: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+    /// Put back, uncharged, because PartnerStack rejected the credentials.
+    pub paused: AtomicU64,
+}
+
 /// One worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -65,6 +81,7 @@ pub struct Worker {
     store: Store,
     settings: QueueSettings,
     name: Arc<str>,
+    counters: Arc<WorkerCounters>,
 }
 
 /// What happened to one claimed request.
@@ -75,31 +92,56 @@ pub enum Handled {
     Failed(i64),
     /// The lease was lost to another worker before we could record the outcome.
     Lost(i64),
+    /// PartnerStack rejected the credentials: the request is pending again, its attempt not
+    /// counted, and the worker waits until the keys are accepted.
+    Paused(i64),
 }
 
 impl Worker {
     pub fn new(api: ApiClient, store: Store, settings: QueueSettings, name: &str) -> Worker {
-        Worker { api, store, settings, name: name.into() }
+        Worker { api, store, settings, name: name.into(), counters: Arc::default() }
+    }
+
+    /// Counts outcomes into `counters` (shared by the daemon's workers) instead of its own.
+    pub fn counting_into(self, counters: Arc<WorkerCounters>) -> Worker {
+        Worker { counters, ..self }
     }
 
     /// Claims and carries out one due request. `None`: nothing is due.
     pub async fn work_one(&self) -> Result<Option<Handled>, StoreError> {
         let Some(request) = self.store.claim(&self.name, self.settings.lease).await? else { return Ok(None) };
-        Ok(Some(self.handle(request).await?))
+        let handled = self.handle(request).await?;
+        let counter = match handled {
+            Handled::Succeeded(_) => &self.counters.succeeded,
+            Handled::Retrying(_) => &self.counters.retried,
+            Handled::Failed(_) => &self.counters.failed,
+            Handled::Paused(_) => &self.counters.paused,
+            Handled::Lost(_) => return Ok(Some(handled)),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(handled))
     }
 
-    /// Works until `shutdown`, woken by `wake` (the daemon's one `LISTEN`) or the poll.
+    /// Works until `shutdown`, woken by `wake` (the daemon's one `LISTEN`) or the poll. While
+    /// PartnerStack rejects the credentials it claims nothing, so queued requests stay
+    /// pending and uncharged.
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.api.until_credentials_accepted() => {}
+            }
             // Registered before looking for work, so an INSERT in between still wakes us.
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            crate::liveness::step();
             match self.work_one().await {
                 Ok(Some(_)) => continue,
                 Ok(None) => {}
                 Err(error) => warn!(error = %error_chain(&error), "write-back worker: database error"),
             }
+            crate::liveness::wait_for(self.settings.poll);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = notified => {}
@@ -171,12 +213,14 @@ impl Worker {
                     );
                     return self.fail(&request, &message, None).await;
                 }
+                Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => return self.pause(&request, &e).await,
                 Err(e) => return self.retry_or_fail(&request, &error_chain(&e), None, None, false).await,
             }
         }
 
         match execute(&self.api, &self.store, kind, &request).await {
             Ok(outcome) => self.succeed(&request, outcome).await,
+            Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => self.pause(&request, &e).await,
             Err(OperationError::Api(e)) => {
                 let status = e.status();
                 let ambiguous = e.may_have_been_applied();
@@ -218,6 +262,18 @@ impl Worker {
         let attempt = FailedAttempt { delay, error: message, http_status: status, outcome_unknown };
         self.store.retry_later(request.id, &self.name, &attempt).await?;
         Ok(Handled::Retrying(request.id))
+    }
+
+    /// Puts a request back, its attempt not counted: the keys are at fault, not the request.
+    async fn pause(&self, request: &QueuedRequest, error: &ApiError) -> Result<Handled, StoreError> {
+        warn!(
+            id = request.id,
+            operation = %request.operation,
+            object_type = %request.object_type,
+            "write-back request put back uncharged: PartnerStack rejected the credentials"
+        );
+        self.store.release_uncharged(request.id, &self.name, &error_chain(error), error.status()).await?;
+        Ok(Handled::Paused(request.id))
     }
 
     /// Gives up on a request, keeping the reason in `last_error`.
@@ -287,23 +343,43 @@ fn backoff(settings: &QueueSettings, attempt: u32) -> Duration {
     Duration::from_millis(millis).max(settings.min_backoff / 2)
 }
 
-/// Runs `settings.workers` workers until `shutdown`, all woken by one `LISTEN` connection.
-pub async fn run_workers(api: ApiClient, store: Store, settings: QueueSettings, holder: String, shutdown: CancellationToken) {
-    if settings.workers == 0 {
-        return;
+/// The daemon's write-back workers: `settings.workers` of them, all woken by one `LISTEN`
+/// connection. [`WorkerPool::spawn_into`] hands each loop to the daemon's supervisor.
+pub struct WorkerPool {
+    pub api: ApiClient,
+    pub store: Store,
+    pub settings: QueueSettings,
+    /// This instance's name; workers are `{holder}#{n}`.
+    pub holder: String,
+    pub counters: Arc<WorkerCounters>,
+}
+
+impl WorkerPool {
+    /// The loops to run: `(name, future)`, the `LISTEN` first. None when `workers` is 0.
+    pub fn loops(self, shutdown: &CancellationToken) -> Vec<(String, futures::future::BoxFuture<'static, ()>)> {
+        use futures::FutureExt;
+        if self.settings.workers == 0 {
+            return Vec::new();
+        }
+        let wake = Arc::new(Notify::new());
+        let mut loops = vec![(
+            "write-back wake-ups".to_owned(),
+            listen(self.store.clone(), self.settings.poll, wake.clone(), shutdown.clone()).boxed(),
+        )];
+        for n in 0..self.settings.workers {
+            let name = format!("{}#{n}", self.holder);
+            let worker =
+                Worker::new(self.api.clone(), self.store.clone(), self.settings.clone(), &name).counting_into(self.counters.clone());
+            loops.push((format!("write-back worker {n}"), worker.run(wake.clone(), shutdown.clone()).boxed()));
+        }
+        loops
     }
-    let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen(store.clone(), settings.poll, wake.clone(), shutdown.clone()));
-    let workers: Vec<_> = (0..settings.workers)
-        .map(|n| {
-            let worker = Worker::new(api.clone(), store.clone(), settings.clone(), &format!("{holder}#{n}"));
-            tokio::spawn(worker.run(wake.clone(), shutdown.clone()))
-        })
-        .collect();
-    for w in workers {
-        let _ = w.await;
+
+    /// Runs every loop until `shutdown` (benchmarks and tests; the daemon supervises them
+    /// one by one through [`WorkerPool::loops`]).
+    pub async fn run(self, shutdown: CancellationToken) {
+        futures::future::join_all(self.loops(&shutdown).into_iter().map(|(_, work)| work)).await;
     }
-    let _ = listener.await;
 }
 
 /// Wakes the workers on `NOTIFY partnerstack_write_queue` for this schema. A lost connection

@@ -3,6 +3,7 @@
 //! Every connection has `search_path` set to the configured schema, so all SQL here and in
 //! the migrations is unqualified.
 
+mod daemons;
 mod lease;
 mod page;
 mod queue;
@@ -19,6 +20,7 @@ use sqlx::{
     PgPool,
 };
 
+pub use daemons::DaemonLine;
 pub use lease::{fence, Lease};
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
 pub use queue::{succeed_in, upsert_deal_file, FailedAttempt, QueueRow, QueuedRequest};
@@ -69,9 +71,22 @@ pub struct Store {
 impl Store {
     /// Connects a pool whose every connection works in `schema`.
     pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Self::connect_with_statement_timeout(url, schema, max_connections, None).await
+    }
+
+    /// [`Store::connect`], with every statement cut off after `statement_timeout` (migrations
+    /// excepted): a call that hangs fails instead, and the daemon's watchdog can tell a call
+    /// still within its time from a stuck one.
+    pub async fn connect_with_statement_timeout(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Store, StoreError> {
+        let timeout_ms = statement_timeout.map_or(0, |t| t.as_millis().max(1)).to_string();
         let options = PgConnectOptions::from_str(url)
             .map_err(StoreError::Url)?
-            .options([("search_path", schema)])
+            .options([("search_path", schema), ("statement_timeout", timeout_ms.as_str())])
             // Names the mirror and the process in pg_stat_activity.
             .application_name(&format!("partnerstack-mirror/{schema}/{}", std::process::id()));
         let pool =
@@ -83,7 +98,12 @@ impl Store {
     /// instances at once: sqlx serializes migrators with an advisory lock.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema)).execute(&self.pool).await?;
-        MIGRATOR.run(&self.pool).await?;
+        // A migration over a large table may take longer than any statement should.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await?;
+        let migrated = MIGRATOR.run(&mut *conn).await;
+        sqlx::query("RESET statement_timeout").execute(&mut *conn).await?;
+        migrated?;
         Ok(())
     }
 

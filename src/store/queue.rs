@@ -53,7 +53,10 @@ pub struct QueueRow {
 
 impl Store {
     /// Takes the oldest request that is due: pending, or running with an expired lease (its
-    /// worker died). Several workers and daemons claim concurrently without blocking. A create
+    /// worker died), and not held back by its record: a request waits while an earlier one
+    /// touching the same record (`touches`, filled in at INSERT) is pending or any other one
+    /// is running, so requests for one record are carried out in id order. Several workers
+    /// and daemons claim concurrently without blocking. A create
     /// or convert taken over from a dead worker may already have reached the API, so it is
     /// marked with `outcome_unknown_since`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<QueuedRequest>, StoreError> {
@@ -62,9 +65,12 @@ impl Store {
                  locked_until = now() + make_interval(secs => $2), updated_at = now(), \
                  outcome_unknown_since = coalesce(q.outcome_unknown_since, \
                      CASE WHEN q.status = 'running' AND q.operation IN ('create', 'convert') THEN q.locked_until END) \
-             WHERE q.id = (SELECT id FROM write_queue \
-                           WHERE (status = 'pending' AND run_after <= now()) OR (status = 'running' AND locked_until < now()) \
-                           ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1) \
+             WHERE q.id = (SELECT c.id FROM write_queue c \
+                           WHERE ((c.status = 'pending' AND c.run_after <= now()) OR (c.status = 'running' AND c.locked_until < now())) \
+                             AND NOT EXISTS (SELECT 1 FROM write_queue e \
+                                             WHERE e.touches && c.touches AND e.status IN ('pending', 'running') AND e.id <> c.id \
+                                               AND (e.status = 'running' OR e.id < c.id)) \
+                           ORDER BY c.run_after, c.id FOR UPDATE SKIP LOCKED LIMIT 1) \
              RETURNING q.id, q.operation, q.object_type, q.object_key, q.payload, q.attempts, q.max_attempts, q.created_at, \
                        q.last_error, q.http_status, \
                        extract(epoch FROM now() - q.outcome_unknown_since)::float8 AS outcome_unknown_for",
@@ -102,6 +108,23 @@ impl Store {
         .bind(id)
         .bind(worker)
         .bind(lease.as_secs_f64())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts a request back as pending without counting the attempt just claimed: the API
+    /// rejected the credentials, which is no fault of the request.
+    pub async fn release_uncharged(&self, id: i64, worker: &str, error: &str, http_status: Option<u16>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE write_queue SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, locked_by = NULL, \
+                 last_error = $3, http_status = $4, updated_at = now() \
+             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(error)
+        .bind(http_status.map(i32::from))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)

@@ -16,10 +16,7 @@ mod window;
 
 use std::{
     collections::HashSet,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -28,6 +25,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 
+pub use crate::progress::{ObjectCounters, Progress};
 use crate::{
     diff::EventSource,
     object::{ChangeFilter, ObjectKind},
@@ -89,50 +87,6 @@ impl From<&crate::config::SyncConfig> for SyncSettings {
             reconcile_max_delete_share: c.reconcile_max_delete_share,
             lease_ttl: c.lease_ttl,
         }
-    }
-}
-
-/// Running totals across passes, for progress lines, metrics and the watchdog.
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub pages: AtomicU64,
-    pub records: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub events_written: AtomicU64,
-    pub quarantined: AtomicU64,
-    /// Per object, in [`ObjectKind::ALL`] order.
-    pub objects: [ObjectCounters; ObjectKind::ALL.len()],
-    /// Beaten by every page and every scheduler tick.
-    pub heartbeat: crate::service::Heartbeat,
-    /// Time spent waiting for API pages and writing them, summed over concurrent readers
-    /// (benchmarks print where a backfill's time goes).
-    pub fetch_micros: AtomicU64,
-    pub write_micros: AtomicU64,
-    /// Listings (backfill and rescan windows, poll windows) planned and finished: the basis
-    /// of the progress line's ETA.
-    pub listings_planned: AtomicU64,
-    pub listings_done: AtomicU64,
-}
-
-impl Progress {
-    /// Time left at the pace so far, once at least one listing has finished.
-    pub fn eta(&self, elapsed: Duration) -> Option<Duration> {
-        let planned = self.listings_planned.load(Ordering::Relaxed);
-        let done = self.listings_done.load(Ordering::Relaxed);
-        (done > 0 && planned >= done).then(|| elapsed.mul_f64((planned - done) as f64 / done as f64))
-    }
-}
-
-/// One object's share of [`Progress`] (Prometheus counters).
-#[derive(Debug, Default)]
-pub struct ObjectCounters {
-    pub rows_written: AtomicU64,
-    pub events_written: AtomicU64,
-}
-
-impl Progress {
-    pub fn object(&self, kind: ObjectKind) -> &ObjectCounters {
-        &self.objects[ObjectKind::ALL.iter().position(|k| *k == kind).expect("every kind is in ALL")]
     }
 }
 
@@ -473,7 +427,7 @@ impl Syncer {
             let o = p.object(listing.kind);
             o.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
             o.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
-            p.heartbeat.beat();
+            crate::liveness::step();
             if last {
                 break;
             }
@@ -510,21 +464,5 @@ impl Syncer {
                 Err(e)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_eta_extrapolates_the_pace_of_finished_listings() {
-        let p = Progress::default();
-        assert_eq!(p.eta(Duration::from_secs(10)), None, "nothing finished yet");
-        p.listings_planned.store(4, Ordering::Relaxed);
-        p.listings_done.store(1, Ordering::Relaxed);
-        assert_eq!(p.eta(Duration::from_secs(10)), Some(Duration::from_secs(30)));
-        p.listings_done.store(4, Ordering::Relaxed);
-        assert_eq!(p.eta(Duration::from_secs(10)), Some(Duration::ZERO));
     }
 }

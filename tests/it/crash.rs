@@ -164,7 +164,8 @@ async fn the_daemon_survives_losing_its_database_connections() {
     syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
     let config = partnerstack_mirror::config::Config::from_toml("[sync]\ninterval = \"20ms\"\nobjects = [\"deals\"]").unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let daemon = tokio::spawn(partnerstack_mirror::scheduler::run(syncer, config.sync, shutdown.clone()));
+    let liveness = partnerstack_mirror::liveness::Liveness::new(Duration::from_secs(30));
+    let daemon = tokio::spawn(partnerstack_mirror::scheduler::run(syncer, config.sync, liveness, shutdown.clone()));
     let admin = support::observer(&store).await;
     let app = format!("partnerstack-mirror/{}/%", store.schema());
 

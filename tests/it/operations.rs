@@ -80,11 +80,11 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let api = syncer.api().clone();
     let endpoint = Endpoint {
         store: store.clone(),
         progress: syncer.progress(),
-        requests: std::sync::Arc::new(move || api.request_counts()),
+        api: syncer.api().clone(),
+        queue: Default::default(),
         freshness: Duration::from_secs(60),
         objects: vec![ObjectKind::Deal, ObjectKind::Lead],
     };

@@ -137,7 +137,14 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
     for name in ["daemon-a", "daemon-b"] {
         let own_pool = Store::connect(&support::database_url(), store.schema(), 4).await.unwrap();
         let settings = QueueSettings { workers: 2, ..settings() };
-        daemons.push(tokio::spawn(queue::run_workers(support::client(&sim, 250), own_pool, settings, name.into(), shutdown.clone())));
+        let pool = queue::WorkerPool {
+            api: support::client(&sim, 250),
+            store: own_pool,
+            settings,
+            holder: name.into(),
+            counters: Default::default(),
+        };
+        daemons.push(tokio::spawn(pool.run(shutdown.clone())));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -1,0 +1,370 @@
+//! The composition root: builds the parts from the configuration (for the daemon and the
+//! one-shot commands), starts the daemon's loops under one supervisor, and stops them.
+//!
+//! Stopping is told, then awaited with a deadline: the token is cancelled, every loop
+//! finishes or rolls back what it has in hand, and whatever is still running at the deadline
+//! is named in the log and abandoned. A loop that ends on its own (a panic, or a return
+//! nobody asked for) is logged and stops the daemon with exit 1, so systemd restarts it,
+//! rather than leaving a daemon that looks alive without, say, its write-back workers.
+
+use std::{collections::HashMap, process::ExitCode, sync::Arc, time::Duration};
+
+use futures::{future::BoxFuture, FutureExt};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    liveness::Liveness,
+    partnerstack::{ApiClient, ClientConfig},
+    queue::{QueueSettings, WorkerCounters, WorkerPool},
+    store::Store,
+    sync::{Progress, SyncSettings, Syncer},
+};
+
+/// How long stopping may take before the loops still running are abandoned; under systemd's
+/// `TimeoutStopSec=60`, with room to spare.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(45);
+/// How often this daemon's line in the `daemons` table is brought up to date.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// The client's first and longest pause between retries of one request.
+const API_MIN_BACKOFF: Duration = Duration::from_millis(200);
+const API_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Added to the longest bounded step (a request's timeout, a database call's) before a loop
+/// that has not kept its promise counts as stuck.
+const STEP_SLACK: Duration = Duration::from_secs(10);
+
+/// Why the parts could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("`database.url` is not set (or DATABASE_URL)")]
+    NoDatabase,
+    #[error("`partnerstack.public_key` and `partnerstack.private_key` (or PARTNERSTACK_PUBLIC_KEY / PARTNERSTACK_PRIVATE_KEY, or private_key_file) are required")]
+    NoCredentials,
+    #[error("cannot connect to the database")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot build the PartnerStack client")]
+    Api(#[from] crate::partnerstack::ApiError),
+}
+
+impl WiringError {
+    /// Configuration the operator must fix: exit code 2, and systemd does not restart.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, WiringError::NoDatabase | WiringError::NoCredentials)
+    }
+}
+
+// ---- the parts --------------------------------------------------------------------------
+
+/// Connects to the configured database (migrations are the caller's choice).
+pub async fn store(config: &Config) -> Result<Store, WiringError> {
+    let url = config.database.url.as_ref().ok_or(WiringError::NoDatabase)?;
+    let d = &config.database;
+    Ok(Store::connect_with_statement_timeout(url.expose_secret(), &d.schema, d.max_connections, Some(d.statement_timeout)).await?)
+}
+
+/// The API client for the configured account.
+pub fn api_client(config: &Config) -> Result<ApiClient, WiringError> {
+    let p = &config.partnerstack;
+    let private_key = p.private_key.clone().filter(|_| !p.public_key.is_empty()).ok_or(WiringError::NoCredentials)?;
+    Ok(ApiClient::new(client_config(config, private_key))?)
+}
+
+fn client_config(config: &Config, private_key: SecretString) -> ClientConfig {
+    let p = &config.partnerstack;
+    ClientConfig {
+        base_url: p.api_url.clone(),
+        public_key: p.public_key.clone(),
+        private_key,
+        requests_per_second: p.requests_per_second,
+        timeout: p.timeout,
+        max_retries: p.max_retries,
+        min_backoff: API_MIN_BACKOFF,
+        max_backoff: API_MAX_BACKOFF,
+        page_size: p.page_size,
+        user_agent: concat!("partnerstack-mirror/", env!("CARGO_PKG_VERSION")).to_owned(),
+    }
+}
+
+/// Store (migrated) + client + syncer.
+pub async fn syncer(config: &Config, shutdown: CancellationToken) -> Result<Syncer, WiringError> {
+    let api = api_client(config)?;
+    let store = store(config).await?;
+    store.migrate().await?;
+    Ok(Syncer::new(api, store, SyncSettings::from(&config.sync), shutdown))
+}
+
+/// The longest one bounded step of a loop may take: an API request or a database call, each
+/// within its own timeout.
+fn step_budget(config: &Config) -> Duration {
+    config.partnerstack.timeout + config.database.statement_timeout + STEP_SLACK
+}
+
+// ---- the daemon -------------------------------------------------------------------------
+
+/// The daemon, built and migrated, not yet running.
+pub struct Daemon {
+    config: Config,
+    syncer: Syncer,
+    liveness: Arc<Liveness>,
+    queue_counters: Arc<WorkerCounters>,
+    shutdown: CancellationToken,
+}
+
+impl Daemon {
+    /// Connects, migrates and builds every part.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Daemon, WiringError> {
+        let syncer = syncer(&config, shutdown.clone()).await?;
+        let liveness = Liveness::new(step_budget(&config));
+        Ok(Daemon { config, syncer, liveness, queue_counters: Arc::default(), shutdown })
+    }
+
+    /// What the daemon has done so far (the demo's live line).
+    pub fn progress(&self) -> Arc<Progress> {
+        self.syncer.progress()
+    }
+
+    pub fn store(&self) -> &Store {
+        self.syncer.store()
+    }
+
+    /// Runs every loop until the shutdown token is cancelled or a loop dies; serves the HTTP
+    /// endpoint on `listener`.
+    pub async fn run(self, listener: TcpListener) -> ExitCode {
+        let Daemon { config, syncer, liveness, queue_counters, shutdown } = self;
+        let holder = syncer.holder().to_owned();
+        let api = syncer.api().clone();
+        let store = syncer.store().clone();
+        let progress = syncer.progress();
+        let http_address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mut supervisor = Supervisor::new(liveness.clone());
+        // Migrations ran and the listener is bound: ready, before any loop reports a status.
+        let objects = config.sync.objects.len();
+        crate::systemd::ready(&format!("migrations applied; syncing {objects} objects as {holder}"));
+
+        let endpoint = crate::http::Endpoint {
+            store: store.clone(),
+            progress: progress.clone(),
+            api: api.clone(),
+            queue: queue_counters.clone(),
+            freshness: config.sync.freshness,
+            objects: config.sync.objects.clone(),
+        };
+        supervisor.spawn(
+            "HTTP endpoint",
+            Watch::DeathOnly,
+            crate::http::serve(listener, endpoint, shutdown.clone()).map(|r| Ok(r?)).boxed(),
+        );
+        let pool = WorkerPool {
+            api: api.clone(),
+            store: store.clone(),
+            settings: QueueSettings::from_config(&config.queue),
+            holder: holder.clone(),
+            counters: queue_counters,
+        };
+        for (name, work) in pool.loops(&shutdown) {
+            // The LISTEN loop waits for notifications for as long as there are none, on
+            // purpose; the workers it wakes are watched.
+            let watch = if name.contains("wake-ups") { Watch::DeathOnly } else { Watch::Liveness };
+            supervisor.spawn(&name, watch, work.map(Ok).boxed());
+        }
+        let describe = {
+            let (api, progress) = (api.clone(), progress.clone());
+            move || describe(&api, &progress)
+        };
+        supervisor.spawn(
+            "systemd watchdog",
+            Watch::DeathOnly,
+            crate::systemd::watchdog(liveness.clone(), describe.clone(), shutdown.clone()).map(Ok).boxed(),
+        );
+        supervisor.spawn("daemon report", Watch::Liveness, report(store.clone(), holder.clone(), describe, shutdown.clone()).boxed());
+        supervisor.spawn(
+            "scheduler",
+            Watch::Liveness,
+            crate::scheduler::run(syncer, config.sync.clone(), liveness.clone(), shutdown.clone()).map(|r| Ok(r?)).boxed(),
+        );
+        tracing::info!(objects, holder = %holder, http = %http_address, "daemon started");
+
+        let died = supervisor.until_shutdown_or_death(&shutdown).await;
+        crate::systemd::stopping();
+        shutdown.cancel();
+        supervisor.stop(SHUTDOWN_DEADLINE).await;
+        if let Err(error) = store.forget_daemon(&holder).await {
+            tracing::warn!(error = %crate::telemetry::error_chain(&error), "cannot remove this daemon's line from `daemons`");
+        }
+        match died {
+            Some(name) => {
+                tracing::error!(task = %name, "daemon stopped because a task died; exit 1 (systemd restarts it)");
+                ExitCode::from(1)
+            }
+            None => {
+                tracing::info!("daemon stopped");
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+/// What the daemon does or waits for, in one line: systemd's `STATUS=` and `status`.
+fn describe(api: &ApiClient, progress: &Progress) -> String {
+    if let Some(r) = api.credentials_rejected() {
+        return format!(
+            "paused: PartnerStack rejected the credentials ({}) since {} UTC: {}; resuming when it accepts them",
+            r.status,
+            r.since.format("%Y-%m-%d %H:%M:%S"),
+            r.message
+        );
+    }
+    if let Some(until) = api.rate_limited_until() {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        return format!("PartnerStack rate limit: resuming in {} s", left.as_secs().max(1));
+    }
+    progress.summary().unwrap_or_else(|| "running the first pass".to_owned())
+}
+
+/// Keeps this daemon's line in `daemons` current, for `status` in another process.
+async fn report(store: Store, holder: String, describe: impl Fn() -> String, shutdown: CancellationToken) -> anyhow::Result<()> {
+    while !shutdown.is_cancelled() {
+        crate::liveness::step();
+        let line = describe();
+        let problem = line.starts_with("paused:").then_some(line.as_str());
+        if let Err(error) = store.report_daemon(&holder, env!("CARGO_PKG_VERSION"), &line, problem).await {
+            tracing::debug!(error = %crate::telemetry::error_chain(&error), "cannot update this daemon's line in `daemons`");
+        }
+        crate::liveness::wait_for(REPORT_EVERY);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(REPORT_EVERY) => {}
+        }
+    }
+    Ok(())
+}
+
+// ---- supervision ------------------------------------------------------------------------
+
+/// How a task's health is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Watch {
+    /// A loop that promises its steps (see [`crate::liveness`]); the watchdog checks it.
+    Liveness,
+    /// Only its death counts (a server, a listener waiting for notifications).
+    DeathOnly,
+}
+
+type Task = BoxFuture<'static, anyhow::Result<()>>;
+
+/// The daemon's tasks, by name.
+struct Supervisor {
+    tasks: JoinSet<anyhow::Result<()>>,
+    names: HashMap<tokio::task::Id, String>,
+    liveness: Arc<Liveness>,
+}
+
+impl Supervisor {
+    fn new(liveness: Arc<Liveness>) -> Supervisor {
+        Supervisor { tasks: JoinSet::new(), names: HashMap::new(), liveness }
+    }
+
+    fn spawn(&mut self, name: &str, watch: Watch, work: Task) {
+        let handle = match watch {
+            Watch::Liveness => {
+                let (liveness, name) = (self.liveness.clone(), name.to_owned());
+                self.tasks.spawn(async move { liveness.scope(name, work).await })
+            }
+            Watch::DeathOnly => self.tasks.spawn(work),
+        };
+        self.names.insert(handle.id(), name.to_owned());
+    }
+
+    /// Waits for shutdown; a task that ends before it is logged, and its name returned.
+    async fn until_shutdown_or_death(&mut self, shutdown: &CancellationToken) -> Option<String> {
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            Some(ended) = self.tasks.join_next_with_id() => {
+                let name = match &ended {
+                    Ok((id, _)) => self.names.remove(id),
+                    Err(e) => self.names.remove(&e.id()),
+                }
+                .unwrap_or_else(|| "unnamed task".into());
+                match ended {
+                    Ok((_, Ok(()))) => tracing::error!(task = %name, "task ended on its own"),
+                    Ok((_, Err(error))) => tracing::error!(task = %name, error = format!("{error:#}"), "task failed"),
+                    Err(e) if e.is_panic() => tracing::error!(task = %name, panic = panic_message(e.into_panic()), "task panicked"),
+                    Err(_) => tracing::error!(task = %name, "task was cancelled"),
+                }
+                Some(name)
+            }
+        }
+    }
+
+    /// Awaits every task until `deadline`; logs each failure, and names what is left.
+    async fn stop(mut self, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            match tokio::time::timeout_at(until, self.tasks.join_next_with_id()).await {
+                Ok(None) => return,
+                Ok(Some(ended)) => {
+                    let (id, outcome) = match ended {
+                        Ok((id, Ok(()))) => (id, None),
+                        Ok((id, Err(error))) => (id, Some(format!("{error:#}"))),
+                        Err(e) if e.is_panic() => (e.id(), Some(format!("panicked: {}", panic_message(e.into_panic())))),
+                        Err(e) => (e.id(), Some("cancelled".into())),
+                    };
+                    let name = self.names.remove(&id).unwrap_or_default();
+                    if let Some(error) = outcome {
+                        tracing::error!(task = %name, error, "task failed while stopping");
+                    }
+                }
+                Err(_) => {
+                    let mut left: Vec<&str> = self.names.values().map(String::as_str).collect();
+                    left.sort_unstable();
+                    tracing::error!(
+                        deadline_s = deadline.as_secs(),
+                        ?left,
+                        "tasks still running at the shutdown deadline; abandoning them"
+                    );
+                    self.tasks.abort_all();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_named_and_stops_the_daemon() {
+        let mut supervisor = Supervisor::new(Liveness::new(Duration::from_secs(5)));
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        supervisor.spawn("steady", Watch::DeathOnly, async move { token.cancelled().await }.map(Ok).boxed());
+        supervisor.spawn("fragile", Watch::Liveness, async { panic!("boom") }.boxed());
+        assert_eq!(supervisor.until_shutdown_or_death(&shutdown).await.as_deref(), Some("fragile"));
+        shutdown.cancel();
+        supervisor.stop(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_abandons_what_is_still_running_at_the_deadline() {
+        let mut supervisor = Supervisor::new(Liveness::new(Duration::from_secs(5)));
+        let shutdown = CancellationToken::new();
+        supervisor.spawn("stubborn", Watch::DeathOnly, futures::future::pending::<()>().map(Ok).boxed());
+        shutdown.cancel();
+        assert_eq!(supervisor.until_shutdown_or_death(&shutdown).await, None, "shutdown is not a death");
+        let started = tokio::time::Instant::now();
+        supervisor.stop(Duration::from_secs(3)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+}
