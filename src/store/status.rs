@@ -28,6 +28,8 @@ pub struct StatusReport {
     pub last_event_id: Option<i64>,
     /// `(status, count)`, when the write-back queue exists.
     pub queue: Vec<(String, i64)>,
+    /// The daemons working on this mirror, as they last reported themselves.
+    pub daemons: Vec<super::DaemonLine>,
 }
 
 impl Store {
@@ -62,7 +64,8 @@ impl Store {
         } else {
             Vec::new()
         };
-        Ok(StatusReport { objects, events, last_event_id, queue })
+        let daemons = self.daemons().await?;
+        Ok(StatusReport { objects, events, last_event_id, queue, daemons })
     }
 }
 
@@ -92,9 +95,27 @@ impl fmt::Display for StatusReport {
             let parts: Vec<String> = self.queue.iter().map(|(s, n)| format!("{s} {n}")).collect();
             writeln!(f, "write queue: {}", parts.join(", "))?;
         }
+        if self.daemons.is_empty() {
+            writeln!(f, "daemons: none running")?;
+        }
+        for d in &self.daemons {
+            // A daemon reports every few seconds; one silent for minutes died without a clean stop.
+            let silence = if d.silent_seconds > STALE_DAEMON_SECONDS {
+                format!(" (silent for {:.0}s: stopped without cleaning up?)", d.silent_seconds)
+            } else {
+                String::new()
+            };
+            writeln!(f, "daemon {} v{} since {}{silence}: {}", d.holder, d.version, when(&Some(d.started_at)), d.status)?;
+            if let Some(problem) = &d.problem {
+                writeln!(f, "  PROBLEM: {problem}")?;
+            }
+        }
         Ok(())
     }
 }
+
+/// A daemon silent for longer than this is reported as possibly dead.
+const STALE_DAEMON_SECONDS: f64 = 120.0;
 
 /// What `/metrics` reads from the database at each scrape: cheap queries only.
 #[derive(Clone, Debug, Default)]

@@ -175,3 +175,138 @@ pub fn binary(sim: &RunningSimulator, store: &Store, args: &[&str]) -> tokio::pr
         .kill_on_drop(true);
     command
 }
+
+/// Waits until `condition` holds, checking every 20 ms; panics naming `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real daemon (`run`), polling every 200 ms, its endpoint on a free port.
+pub fn daemon(sim: &RunningSimulator, store: &Store, extra_env: &[(&str, String)]) -> tokio::process::Child {
+    let mut command = binary(sim, store, &["run"]);
+    command.env("PSM_SYNC__INTERVAL", "200ms").env("PSM_HTTP__LISTEN", "127.0.0.1:0");
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    command.spawn().expect("spawn the daemon")
+}
+
+pub async fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(status.success());
+}
+
+/// A free loopback port (for a daemon's endpoint the test must reach).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// What a TCP proxy in front of PostgreSQL does with its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Bytes flow.
+    Up,
+    /// Connections stay open but nothing flows: a call hangs past any timeout of the server's
+    /// (a network partition without resets).
+    Frozen,
+    /// Every connection is closed and new ones are refused: the database is down.
+    Down,
+}
+
+/// A TCP proxy between a daemon and the test's PostgreSQL server, to freeze or cut the link.
+pub struct DatabaseProxy {
+    /// `database_url()` with the proxy's address.
+    pub url: String,
+    link: tokio::sync::watch::Sender<Link>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DatabaseProxy {
+    pub async fn start() -> DatabaseProxy {
+        let upstream: url::Url = database_url().parse().unwrap();
+        let target = format!("{}:{}", upstream.host_str().unwrap(), upstream.port().unwrap_or(5432));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut url = upstream.clone();
+        url.set_port(Some(listener.local_addr().unwrap().port())).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        let (link, watch) = tokio::sync::watch::channel(Link::Up);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { return };
+                if *watch.borrow() == Link::Down {
+                    continue;
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pipe(cr, sw, watch.clone()));
+                tokio::spawn(pipe(sr, cw, watch.clone()));
+            }
+        });
+        DatabaseProxy { url: url.to_string(), link, task }
+    }
+
+    pub fn set(&self, link: Link) {
+        self.link.send_replace(link);
+    }
+}
+
+impl Drop for DatabaseProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies bytes one way while the link is up, holds them while frozen, stops when down.
+async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, mut link: tokio::sync::watch::Receiver<Link>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0_u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read { Ok(0) | Err(_) => return, Ok(n) => n },
+            _ = link.wait_for(|l| *l == Link::Down) => return,
+        };
+        // Held while frozen; dropped with the connection when the link goes down.
+        let Ok(state) = link.wait_for(|l| *l != Link::Frozen).await.map(|l| *l) else { return };
+        if state == Link::Down || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A fake systemd notify socket: what the daemon sends, message by message.
+pub struct NotifySocket {
+    pub path: std::path::PathBuf,
+    socket: tokio::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    pub fn bind() -> NotifySocket {
+        let dir = std::env::temp_dir().join(format!("psm-notify-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        NotifySocket { socket: tokio::net::UnixDatagram::bind(&path).unwrap(), path }
+    }
+
+    /// The next message, or `None` if none comes within `within`.
+    pub async fn next(&self, within: Duration) -> Option<String> {
+        let mut buf = vec![0_u8; 4096];
+        let n = tokio::time::timeout(within, self.socket.recv(&mut buf)).await.ok()?.ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.path.parent().unwrap());
+    }
+}

@@ -16,6 +16,7 @@ use crate::support;
 mod cli;
 mod exactly_once;
 mod operations;
+mod order;
 mod retries;
 
 pub(super) fn settings() -> QueueSettings {
