@@ -223,19 +223,29 @@ fn describe(api: &ApiClient, progress: &Progress) -> String {
     progress.summary().unwrap_or_else(|| "running the first pass".to_owned())
 }
 
-/// Keeps this daemon's line in `daemons` current, for `status` in another process.
+/// Keeps this daemon's line in `daemons` current, for `status` in another process: at once
+/// when what it does changes (a pause for rejected credentials shows within a second),
+/// otherwise every [`REPORT_EVERY`].
 async fn report(store: Store, holder: String, describe: impl Fn() -> String, shutdown: CancellationToken) -> anyhow::Result<()> {
+    const LOOK_EVERY: Duration = Duration::from_secs(1);
+    let mut reported: Option<(String, tokio::time::Instant)> = None;
     while !shutdown.is_cancelled() {
-        crate::liveness::step();
         let line = describe();
-        let problem = line.starts_with("paused:").then_some(line.as_str());
-        if let Err(error) = store.report_daemon(&holder, env!("CARGO_PKG_VERSION"), &line, problem).await {
-            tracing::debug!(error = %crate::telemetry::error_chain(&error), "cannot update this daemon's line in `daemons`");
+        let due = reported.as_ref().is_none_or(|(last, at)| *last != line || at.elapsed() >= REPORT_EVERY);
+        if due {
+            crate::liveness::step();
+            let problem = line.starts_with("paused:").then_some(line.as_str());
+            match store.report_daemon(&holder, env!("CARGO_PKG_VERSION"), &line, problem).await {
+                Ok(()) => reported = Some((line, tokio::time::Instant::now())),
+                Err(error) => {
+                    tracing::debug!(error = %crate::telemetry::error_chain(&error), "cannot update this daemon's line in `daemons`")
+                }
+            }
         }
-        crate::liveness::wait_for(REPORT_EVERY);
+        crate::liveness::wait_for(LOOK_EVERY);
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(REPORT_EVERY) => {}
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ mod demo;
 mod doctor;
 mod events;
 mod operations;
+mod production;
 mod quarantine;
 mod queue;
 mod reconcile;

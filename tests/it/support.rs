@@ -267,7 +267,11 @@ impl Drop for DatabaseProxy {
 }
 
 /// Copies bytes one way while the link is up, holds them while frozen, stops when down.
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, mut link: tokio::sync::watch::Receiver<Link>) {
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut link: tokio::sync::watch::Receiver<Link>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0_u8; 16 * 1024];
     loop {

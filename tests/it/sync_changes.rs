@@ -229,3 +229,37 @@ async fn later_changes_to_transactions_and_rewards_are_caught_by_rescans() {
         );
     }
 }
+
+/// A record a poll sees for the first time already decided or archived reports that too
+/// (SPEC 5, first sight), after its `created`; the backfill before it stays `created` only.
+#[tokio::test]
+async fn a_poll_reports_the_decisions_a_new_record_already_carries() {
+    let sim = support::simulator(600, |_| {}).await;
+    let store = support::store().await;
+    let syncer = support::syncer(&store, &sim, 100, support::settings());
+    for kind in [ObjectKind::Application, ObjectKind::Deal] {
+        syncer.sync_object(kind, false).await.unwrap();
+    }
+    let backfilled: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT event_type FROM events ORDER BY 1").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(backfilled, ["application.created", "deal.created"], "a backfill is a snapshot");
+
+    // Decided before the next poll: PartnerStack approved it automatically, say.
+    let s = &sim.simulator;
+    let application = s.apply(Mutation::Create(ObjectKind::Application)).unwrap().key;
+    s.apply(Mutation::ApplicationDecision { key: application.clone(), approved: true }).unwrap();
+    let deal = s.apply(Mutation::Create(ObjectKind::Deal)).unwrap().key;
+    s.apply(Mutation::Archive { kind: ObjectKind::Deal, key: deal.clone() }).unwrap();
+    for kind in [ObjectKind::Application, ObjectKind::Deal] {
+        syncer.sync_object(kind, false).await.unwrap();
+    }
+
+    assert_eq!(support::event_types(&store, ObjectKind::Application, &application).await, ["application.created", "application.approved"]);
+    assert_eq!(support::event_types(&store, ObjectKind::Deal, &deal).await, ["deal.created", "deal.deleted"]);
+    let source: String = sqlx::query_scalar("SELECT source FROM events WHERE object_key = $1 AND event_type = 'application.approved'")
+        .bind(&application)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(source, "poll");
+}

@@ -4,7 +4,11 @@
 use super::*;
 
 /// Two daemons' worth of workers (two each) on their own connection pools, until `shutdown`.
-async fn two_daemons(store: &Store, sim: &RunningSimulator, shutdown: &tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+async fn two_daemons(
+    store: &Store,
+    sim: &RunningSimulator,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut daemons = Vec::new();
     for name in ["daemon-a", "daemon-b"] {
         let own_pool = Store::connect(&support::database_url(), store.schema(), 4).await.unwrap();
@@ -45,7 +49,8 @@ async fn two_updates_of_one_deal_end_on_the_later_one_under_rate_limits_with_two
         d.await.unwrap();
     }
 
-    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status <> 'succeeded'").fetch_one(store.pool()).await.unwrap();
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status <> 'succeeded'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(failed, 0);
     let throttled = sim.simulator.writes().iter().filter(|w| w.status == 429).count();
     assert!(throttled > 0, "the API must have turned some requests away for this test to mean anything");
