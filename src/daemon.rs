@@ -33,7 +33,7 @@ const API_MIN_BACKOFF: Duration = Duration::from_millis(200);
 const API_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Added to the longest bounded step (a request's timeout, a database call's) before a loop
 /// that has not kept its promise counts as stuck.
-const STEP_SLACK: Duration = Duration::from_secs(10);
+const STEP_SLACK: Duration = Duration::from_secs(5);
 
 /// Why the parts could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -95,10 +95,10 @@ pub async fn syncer(config: &Config, shutdown: CancellationToken) -> Result<Sync
     Ok(Syncer::new(api, store, SyncSettings::from(&config.sync), shutdown))
 }
 
-/// The longest one bounded step of a loop may take: an API request or a database call, each
-/// within its own timeout.
+/// The longest one bounded step of a loop may take: an API request, or a database call
+/// (waiting for a pooled connection, then the statement, each within the statement timeout).
 fn step_budget(config: &Config) -> Duration {
-    config.partnerstack.timeout + config.database.statement_timeout + STEP_SLACK
+    config.partnerstack.timeout + 2 * config.database.statement_timeout + STEP_SLACK
 }
 
 // ---- the daemon -------------------------------------------------------------------------
@@ -115,6 +115,7 @@ pub struct Daemon {
 impl Daemon {
     /// Connects, migrates and builds every part.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Daemon, WiringError> {
+        crate::metrics::process_start_unix();
         let syncer = syncer(&config, shutdown.clone()).await?;
         let liveness = Liveness::new(step_budget(&config));
         Ok(Daemon { config, syncer, liveness, queue_counters: Arc::default(), shutdown })
@@ -290,14 +291,18 @@ impl Supervisor {
     /// Waits for shutdown; a task that ends before it is logged, and its name returned.
     async fn until_shutdown_or_death(&mut self, shutdown: &CancellationToken) -> Option<String> {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => None,
             Some(ended) = self.tasks.join_next_with_id() => {
+                // Told to stop, a task may end before this select sees the token.
+                let told = shutdown.is_cancelled();
                 let name = match &ended {
                     Ok((id, _)) => self.names.remove(id),
                     Err(e) => self.names.remove(&e.id()),
                 }
                 .unwrap_or_else(|| "unnamed task".into());
                 match ended {
+                    Ok((_, Ok(()))) if told => return None,
                     Ok((_, Ok(()))) => tracing::error!(task = %name, "task ended on its own"),
                     Ok((_, Err(error))) => tracing::error!(task = %name, error = format!("{error:#}"), "task failed"),
                     Err(e) if e.is_panic() => tracing::error!(task = %name, panic = panic_message(e.into_panic()), "task panicked"),

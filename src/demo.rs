@@ -91,13 +91,19 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     );
 
     let progress = daemon.progress();
-    let daemon = tokio::spawn(daemon.run(listener));
+    let mut daemon = tokio::spawn(daemon.run(listener));
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
+    let mut died = None;
     let mut ticker = tokio::time::interval(if terminal { Duration::from_millis(500) } else { Duration::from_secs(5) });
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            // The daemon stopped by itself (a task died): its log says why.
+            ended = &mut daemon => {
+                died = Some(ended.context("the daemon task")?);
+                break;
+            }
             _ = ticker.tick() => {
                 let records = progress.records.load(Ordering::Relaxed);
                 let line = format!(
@@ -119,7 +125,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         }
     }
     eprintln!("\nStopping…");
-    let code = daemon.await.context("the daemon task")?;
+    let code = match died {
+        Some(code) => code,
+        None => daemon.await.context("the daemon task")?,
+    };
     simulator.stop().await;
     if let Some(pg) = private {
         pg.stop().await.context("cannot stop the private PostgreSQL server")?;

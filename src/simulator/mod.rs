@@ -144,6 +144,8 @@ pub enum Clock {
 pub enum Fault {
     /// That HTTP status with an API error body.
     ServerError(u16),
+    /// 429 with `Retry-After` set to this many whole seconds: an API asking for a long wait.
+    RateLimited(Duration),
     /// The connection closes without a response.
     DropConnection,
     /// The answer comes after this delay.

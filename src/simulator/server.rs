@@ -94,6 +94,11 @@ async fn handle(State(served): State<Served>, method: Method, uri: Uri, headers:
             }
             answered(reply)
         }
+        Some(Fault::RateLimited(wait)) => {
+            let mut reply = Reply::error(429, "Too many requests: rate limit exceeded");
+            reply.headers.push(("retry-after", wait.as_secs().to_string()));
+            answered(reply)
+        }
         Some(Fault::DropConnection) => (dropped_connection(), 0),
         Some(Fault::ApplyThenDrop) => {
             serve(sim, &request);

@@ -89,8 +89,9 @@ impl Store {
             .options([("search_path", schema), ("statement_timeout", timeout_ms.as_str())])
             // Names the mirror and the process in pg_stat_activity.
             .application_name(&format!("partnerstack-mirror/{schema}/{}", std::process::id()));
-        let pool =
-            PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(30)).connect_with(options).await?;
+        // Waiting for a pooled connection is bounded like a statement.
+        let acquire_timeout = statement_timeout.unwrap_or(Duration::from_secs(30));
+        let pool = PgPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).connect_with(options).await?;
         Ok(Store { pool, schema: schema.to_owned() })
     }
 

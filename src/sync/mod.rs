@@ -149,14 +149,37 @@ impl Syncer {
         &self.holder
     }
 
-    async fn lease(&self, kind: ObjectKind) -> Result<Option<Lease>, SyncError> {
-        Ok(self.store.acquire_lease(kind, &self.holder, self.settings.lease_ttl).await?)
-    }
-
-    async fn release(&self, lease: &Lease) {
-        if let Err(error) = self.store.release_lease(lease).await {
+    /// Runs `work` under the object's lease: taken first (a pass held elsewhere does
+    /// nothing), renewed every third of its TTL while the work runs (also while it waits out
+    /// a long `Retry-After`), released after. A renewal that finds the lease gone only logs:
+    /// the work's next write is fenced off and fails the pass through the normal path.
+    async fn leased<F, Fut>(&self, kind: ObjectKind, run: RunKind, work: F) -> Result<PassReport, SyncError>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: std::future::Future<Output = Result<PassReport, SyncError>>,
+    {
+        let Some(lease) = self.store.acquire_lease(kind, &self.holder, self.settings.lease_ttl).await? else {
+            return Ok(PassReport::nothing(kind, run, true));
+        };
+        let work = work(lease.clone());
+        tokio::pin!(work);
+        let mut renewals = tokio::time::interval(lease.ttl / 3);
+        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renewals.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = renewals.tick() => {
+                    if let Err(error) = self.store.renew_lease(&lease).await {
+                        tracing::warn!(object = %kind, error = %crate::telemetry::error_chain(&error), "cannot renew the lease");
+                    }
+                }
+            }
+        };
+        if let Err(error) = self.store.release_lease(&lease).await {
             tracing::warn!(object = %lease.kind, error = %error, "cannot release the lease; it expires by itself");
         }
+        result
     }
 
     pub fn progress(&self) -> Arc<Progress> {
@@ -174,8 +197,7 @@ impl Syncer {
     /// One pass: a backfill if the object was never loaded (or `full`), otherwise the next
     /// incremental window.
     pub async fn sync_object(&self, kind: ObjectKind, full: bool) -> Result<PassReport, SyncError> {
-        let Some(lease) = self.lease(kind).await? else { return Ok(PassReport::nothing(kind, RunKind::Poll, true)) };
-        let result = async {
+        self.leased(kind, RunKind::Poll, |lease| async move {
             let state = self.store.object_state(kind).await?;
             let first_load = state.backfill_completed_at.is_none();
             match (state.cursor_ms, kind.change_filter()) {
@@ -185,24 +207,19 @@ impl Syncer {
                 (Some(_), ChangeFilter::PerTeam) => Ok(PassReport::nothing(kind, RunKind::Poll, false)),
                 (Some(cursor), filter) => self.poll(kind, cursor, filter, &lease).await,
             }
-        }
-        .await;
-        self.release(&lease).await;
-        result
+        })
+        .await
     }
 
     /// A complete read of the object (all records, no change filter): catches later changes
     /// to objects the API cannot filter by `updated_at`.
     pub async fn rescan(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
-        let Some(lease) = self.lease(kind).await? else { return Ok(PassReport::nothing(kind, RunKind::Rescan, true)) };
-        let result = async {
+        self.leased(kind, RunKind::Rescan, |lease| async move {
             let state = self.store.object_state(kind).await?;
             let run = if state.cursor_ms.is_none() { RunKind::Backfill } else { RunKind::Rescan };
             self.scan(kind, run, state.backfill_completed_at.is_none(), &lease).await
-        }
-        .await;
-        self.release(&lease).await;
-        result
+        })
+        .await
     }
 
     /// The next incremental window.
@@ -255,10 +272,7 @@ impl Syncer {
     /// the live rows it did not see, unless more than the brake allows would go. Only a scan
     /// that finished cleanly gets that far.
     pub async fn reconcile(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
-        let Some(lease) = self.lease(kind).await? else { return Ok(PassReport::nothing(kind, RunKind::Reconcile, true)) };
-        let result = self.reconcile_leased(kind, &lease).await;
-        self.release(&lease).await;
-        result
+        self.leased(kind, RunKind::Reconcile, |lease| async move { self.reconcile_leased(kind, &lease).await }).await
     }
 
     async fn reconcile_leased(&self, kind: ObjectKind, lease: &Lease) -> Result<PassReport, SyncError> {
@@ -362,9 +376,6 @@ impl Syncer {
         let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
         let mut advanced = false;
         loop {
-            if listing.lease.due_for_renewal() {
-                self.store.renew_lease(&listing.lease).await?;
-            }
             let fetch_started = std::time::Instant::now();
             let page = tokio::select! {
                 biased;

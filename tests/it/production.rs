@@ -115,3 +115,97 @@ async fn metrics_answer_while_the_database_is_down() {
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits in time").unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// `WATCHDOG=1` means the loops are alive and doing what they should: waiting out an 8 s
+/// `Retry-After` with a 2 s watchdog period is that, and the pings go on; a database that
+/// stops answering in the middle of a call is not, and the pings stop until it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_pings_through_a_long_retry_after_and_stops_when_a_loop_hangs() {
+    use partnerstack_mirror::simulator::Fault;
+    let sim = support::simulator(300, |_| {}).await;
+    sim.simulator.inject(Fault::RateLimited(Duration::from_secs(8)), 1);
+    let store = support::store().await;
+    let proxy = DatabaseProxy::start().await;
+    let notify = support::NotifySocket::bind();
+    let log = std::env::temp_dir().join(format!("psm-watchdog-{}-{}.log", std::process::id(), rand::random::<u32>()));
+    let mut command = support::binary(&sim, &store, &["run"]);
+    command
+        .env("PSM_SYNC__INTERVAL", "200ms")
+        .env("PSM_HTTP__LISTEN", "127.0.0.1:0")
+        .env("DATABASE_URL", &proxy.url)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env("PSM_PARTNERSTACK__TIMEOUT", "1s")
+        .env("PSM_DATABASE__STATEMENT_TIMEOUT", "3s")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = command.spawn().unwrap();
+
+    // Through the Retry-After: a ping at least every watchdog period, and a STATUS= saying why.
+    let started = tokio::time::Instant::now();
+    let mut last_ping: Option<tokio::time::Instant> = None;
+    let mut heard_wait = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        let message = notify.next(Duration::from_secs(2)).await.expect("the daemon went silent for a whole watchdog period");
+        if message.contains("WATCHDOG=1") {
+            if let Some(previous) = last_ping {
+                assert!(previous.elapsed() < Duration::from_secs(2), "no ping for {:?}", previous.elapsed());
+            }
+            last_ping = Some(tokio::time::Instant::now());
+        }
+        heard_wait |= message.contains("STATUS=PartnerStack rate limit: resuming in");
+    }
+    assert!(heard_wait, "STATUS= never said what the daemon waits for");
+    support::eventually("a pass to finish after the wait", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_runs WHERE outcome = 'succeeded'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("\"level\":\"ERROR\""), "waiting is not an error:\n{logged}");
+
+    // A call that never returns: the daemon's scheduler waits on a lock the test holds, the
+    // link freezes, the lock goes; the statement is done at the server but its answer never
+    // arrives, so no timeout of the server's can end it. The loop breaks its promise and
+    // the pings stop. (A database that refuses connections is not a hang: the calls fail
+    // within the pool's timeout and the loops go on.)
+    let mut blocker = store.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE sync_leases IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    let app = format!("partnerstack-mirror/{}/%", store.schema());
+    support::eventually("the daemon to wait on the lock", Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name LIKE $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&app)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    })
+    .await;
+    proxy.set(Link::Frozen);
+    blocker.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut last_ping = tokio::time::Instant::now();
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "the pings never stopped while a call hung");
+        match notify.next(Duration::from_millis(500)).await {
+            Some(m) if m.contains("WATCHDOG=1") => last_ping = tokio::time::Instant::now(),
+            _ if last_ping.elapsed() > Duration::from_secs(4) => break,
+            _ => {}
+        }
+    }
+    // And they come back when it answers again.
+    proxy.set(Link::Up);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !notify.next(Duration::from_secs(1)).await.is_some_and(|m| m.contains("WATCHDOG=1")) {
+        assert!(tokio::time::Instant::now() < deadline, "the pings did not resume");
+    }
+    support::sigterm(&child).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits in time").unwrap();
+    assert!(status.success(), "{status:?}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("withholding the watchdog ping"), "the hang was not logged:\n{logged}");
+    let _ = std::fs::remove_file(&log);
+}
