@@ -57,4 +57,4 @@ CREATE TRIGGER write_queue_set_touches BEFORE INSERT OR UPDATE OF operation, obj
     FOR EACH ROW EXECUTE FUNCTION write_queue_set_touches();
 
 -- The claim looks for open requests that share a record with a candidate.
-CREATE INDEX write_queue_open_touches_idx ON write_queue USING gin (touches) WHERE status IN ('pending', 'running');
+CREATE INDEX write_queue_open_touches_idx ON write_queue USING gin (touches) WITH (fastupdate = off) WHERE status IN ('pending', 'running');
