@@ -133,7 +133,13 @@ enum EventsCommand {
         /// Only these event types; `*` matches anything, e.g. 'deal.*'.
         #[arg(long = "type", value_name = "PATTERN")]
         type_pattern: Option<String>,
+        /// Resume from this named consumer's position and commit it after each line
+        /// (`commit_events` in SQL); created on first use.
+        #[arg(long, value_name = "NAME", conflicts_with = "after")]
+        consumer: Option<String>,
     },
+    /// Each named consumer: its position, lag in events, and the age of its oldest unread event.
+    Consumers,
 }
 
 /// Runs the parsed command line.
@@ -164,9 +170,10 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Status => status(config.expect("loaded")).await,
         Command::Doctor => doctor(config.expect("loaded")).await,
         Command::Queue { command } => queue(config.expect("loaded"), command).await,
-        Command::Events { command: EventsCommand::Tail { after, follow, type_pattern } } => {
-            tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern }, shutdown).await
+        Command::Events { command: EventsCommand::Tail { after, follow, type_pattern, consumer } } => {
+            tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern, consumer }, shutdown).await
         }
+        Command::Events { command: EventsCommand::Consumers } => consumers(config.expect("loaded")).await,
         Command::Simulate { listen, seed, records, mutations_per_sec, poison } => {
             simulate(listen, SimulatorConfig { seed, records, mutations_per_sec, ..SimulatorConfig::default() }, poison, shutdown).await
         }
@@ -349,17 +356,32 @@ async fn tail(config: Config, options: crate::store::TailOptions, shutdown: Canc
     let store = daemon::store(&config).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut broken_pipe = false;
+    // A consumer's position is committed after each line: the line must have left the buffer.
+    let flush_each = options.follow || options.consumer.is_some();
     store
         .tail(&options, &shutdown, |line| {
             // `| head` closing the pipe ends the command quietly.
-            if !broken_pipe && (writeln!(out, "{line}").is_err() || (options.follow && out.flush().is_err())) {
-                broken_pipe = true;
-                shutdown.cancel();
-            }
+            writeln!(out, "{line}").is_ok() && (!flush_each || out.flush().is_ok())
         })
         .await?;
     let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn consumers(config: Config) -> anyhow::Result<ExitCode> {
+    let store = daemon::store(&config).await?;
+    store.migrate().await?;
+    println!("{:<24} {:>12} {:>10}  {:<19}  oldest unread", "consumer", "position", "lag", "last commit (UTC)");
+    for c in store.consumers().await? {
+        println!(
+            "{:<24} {:>12} {:>10}  {:<19}  {}",
+            c.name,
+            c.position,
+            c.lag,
+            c.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            c.oldest_unread_age_seconds.map_or("caught up".into(), |s| format!("{s:.0}s old"))
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,6 +4,7 @@
 //! the migrations is unqualified.
 
 mod daemons;
+mod events;
 mod lease;
 mod page;
 mod queue;
@@ -21,6 +22,7 @@ use sqlx::{
 };
 
 pub use daemons::DaemonLine;
+pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
 pub use lease::{fence, Lease};
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
 pub use queue::{succeed_in, upsert_deal_file, FailedAttempt, QueueRow, QueuedRequest};

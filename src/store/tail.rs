@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Store, StoreError};
+use super::{EventRow, Store, StoreError, EVENT_COLUMNS};
 
 /// What `events tail` prints.
 #[derive(Clone, Debug, Default)]
@@ -16,6 +16,8 @@ pub struct TailOptions {
     pub follow: bool,
     /// `deal.*`, `*.deleted`, `lead.approved`: `*` matches anything.
     pub type_pattern: Option<String>,
+    /// Resume from this consumer's committed position and commit after each line.
+    pub consumer: Option<String>,
 }
 
 const BATCH: i64 = 1000;
@@ -28,9 +30,16 @@ pub fn like_pattern(pattern: &str) -> String {
 }
 
 impl Store {
-    /// Calls `emit` with each event as one JSON line, in id order, until caught up (or, with
-    /// `follow`, until `shutdown`). Returns the last id emitted.
-    pub async fn tail(&self, options: &TailOptions, shutdown: &CancellationToken, mut emit: impl FnMut(&str)) -> Result<i64, StoreError> {
+    /// Calls `emit` with each event as one line of compact JSON, in id order, until caught up
+    /// (or, with `follow`, until `shutdown`); `emit` returns `false` to stop (a closed pipe).
+    /// With a consumer, starts after its committed position and commits each event once
+    /// `emit` has written it: at least once, never skipping. Returns the last id emitted.
+    pub async fn tail(
+        &self,
+        options: &TailOptions,
+        shutdown: &CancellationToken,
+        mut emit: impl FnMut(&str) -> bool,
+    ) -> Result<i64, StoreError> {
         let pattern = options.type_pattern.as_deref().map(like_pattern);
         let mut listener = if options.follow {
             let mut l = PgListener::connect_with(self.pool()).await?;
@@ -39,23 +48,39 @@ impl Store {
         } else {
             None
         };
-        let mut last = options.after;
+        let mut last = match &options.consumer {
+            Some(name) => self.consumer_position(name).await?.unwrap_or(0).max(options.after),
+            None => options.after,
+        };
         loop {
-            let rows: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT id, json_build_object('id', id, 'event_type', event_type, 'object_type', object_type, \
-                        'object_key', object_key, 'occurred_at', occurred_at, 'detected_at', detected_at, \
-                        'source', source, 'changes', changes, 'data', data)::text \
-                 FROM events WHERE id > $1 AND ($2::text IS NULL OR event_type LIKE $2) ORDER BY id LIMIT $3",
-            )
+            // Everything up to the ceiling is committed (ids are handed out in commit order),
+            // so the position may pass events the pattern left out, but never one not yet read.
+            let ceiling = self.last_event_id().await?;
+            let rows: Vec<EventRow> = sqlx::query_as(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 AND id <= $2 AND ($3::text IS NULL OR event_type LIKE $3) \
+                 ORDER BY id LIMIT $4"
+            ))
             .bind(last)
+            .bind(ceiling)
             .bind(pattern.as_deref())
             .bind(BATCH)
             .fetch_all(self.pool())
             .await?;
             let full = rows.len() as i64 == BATCH;
-            for (id, line) in rows {
-                emit(&line);
-                last = id;
+            for row in rows {
+                if !emit(&row.to_json()) {
+                    return Ok(last);
+                }
+                last = row.id;
+                if let Some(name) = &options.consumer {
+                    self.commit_events(name, last).await?;
+                }
+            }
+            if !full && ceiling > last {
+                if let Some(name) = &options.consumer {
+                    self.commit_events(name, ceiling).await?;
+                }
+                last = ceiling;
             }
             if full {
                 continue;
@@ -67,6 +92,11 @@ impl Store {
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
+    }
+
+    /// The largest event id committed so far (0: none).
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(self.pool()).await?)
     }
 }
 

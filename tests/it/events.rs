@@ -136,3 +136,79 @@ async fn events_tail_follow_prints_new_events_as_they_commit() {
     }
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_named_consumer_reading_next_events_while_writers_commit_misses_nothing() {
+    let store = support::store().await;
+    let (writers, transactions) = (6, 25);
+    let handles: Vec<_> = (0..writers).map(|w| tokio::spawn(writer(store.clone(), w, transactions))).collect();
+
+    let expected = writers * transactions * 3;
+    let mut seen: Vec<i64> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < expected {
+        assert!(tokio::time::Instant::now() < deadline, "the consumer saw only {} of {expected}", seen.len());
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM next_events('crm', 40)").fetch_all(store.pool()).await.unwrap();
+        if let Some(&max) = ids.last() {
+            let committed: i64 = sqlx::query_scalar("SELECT commit_events('crm', $1)").bind(max).fetch_one(store.pool()).await.unwrap();
+            assert_eq!(committed, max);
+        }
+        assert!(ids.len() <= 40, "at most max events per call");
+        seen.extend(ids);
+        tokio::task::yield_now().await;
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM events ORDER BY id").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(seen, all, "every event exactly once, in id order");
+}
+
+#[tokio::test]
+async fn a_consumers_position_only_moves_forward_and_is_created_on_first_use() {
+    let store = support::store().await;
+    let mut tx = store.pool().begin().await.unwrap();
+    insert_events(&mut tx, &(1..=5).map(event).collect::<Vec<_>>()).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let first: Vec<i64> = sqlx::query_scalar("SELECT id FROM next_events('new', 2)").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(first, [1, 2], "a consumer never seen starts at the beginning");
+    assert_eq!(store.consumer_position("new").await.unwrap(), None, "reading does not create it");
+    assert_eq!(store.commit_events("new", 4).await.unwrap(), 4);
+    assert_eq!(store.commit_events("new", 2).await.unwrap(), 4, "a late commit does not move it back");
+    let rest: Vec<i64> = sqlx::query_scalar("SELECT id FROM next_events('new', 100)").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(rest, [5]);
+
+    let consumers = store.consumers().await.unwrap();
+    assert_eq!(consumers.len(), 1);
+    assert_eq!((consumers[0].name.as_str(), consumers[0].position, consumers[0].lag), ("new", 4, 1));
+    assert!(consumers[0].oldest_unread_age_seconds.is_some());
+}
+
+#[tokio::test]
+async fn events_tail_with_a_consumer_resumes_where_it_left_off() {
+    let store = support::store().await;
+    let mut tx = store.pool().begin().await.unwrap();
+    insert_events(&mut tx, &(1..=3).map(event).collect::<Vec<_>>()).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let ids = |output: std::process::Output| -> Vec<i64> {
+        assert!(output.status.success());
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap())
+            .collect()
+    };
+    let output = tail_command(&store, &["--consumer", "ops"]).output().await.unwrap();
+    let line = String::from_utf8_lossy(&output.stdout).lines().next().unwrap().to_owned();
+    assert!(!line.contains(": ") && !line.contains(", "), "compact JSON: {line}");
+    assert_eq!(ids(output), [1, 2, 3]);
+    assert_eq!(store.consumer_position("ops").await.unwrap(), Some(3));
+
+    let mut tx = store.pool().begin().await.unwrap();
+    insert_events(&mut tx, &[event(4)]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ids(tail_command(&store, &["--consumer", "ops"]).output().await.unwrap()), [4], "resumes after its position");
+    assert_eq!(ids(tail_command(&store, &["--consumer", "ops"]).output().await.unwrap()), Vec::<i64>::new());
+}
