@@ -53,6 +53,56 @@ pub struct Config {
     pub sync: SyncConfig,
     pub queue: QueueConfig,
     pub http: HttpConfig,
+    pub events: EventsConfig,
+}
+
+/// How long something is kept: a duration, or forever (`0` in the file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    Keep(Duration),
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    /// `"90d"`, `"12h"`; `0`, `"0"` or `"forever"` keep forever.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Number(0) => Ok(Retention::Forever),
+            Written::Number(n) => {
+                Err(serde::de::Error::custom(format!("{n}: write a duration with its unit, e.g. \"90d\" (0 keeps forever)")))
+            }
+            Written::Text(t) if t.trim() == "forever" => Ok(Retention::Forever),
+            Written::Text(t) => match humantime_serde::re::humantime::parse_duration(t.trim()) {
+                Ok(d) if d.is_zero() => Ok(Retention::Forever),
+                Ok(d) => Ok(Retention::Keep(d)),
+                Err(e) => Err(serde::de::Error::custom(format!("`{t}`: {e}"))),
+            },
+        }
+    }
+}
+
+impl Retention {
+    /// The age past which things go; `None`: kept forever.
+    pub fn max_age(self) -> Option<Duration> {
+        match self {
+            Retention::Forever => None,
+            Retention::Keep(d) => Some(d),
+        }
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+#[derive(Clone, Debug)]
+pub struct EventsConfig {
+    /// Events older than this go, unless an active consumer or delivery has not passed them.
+    pub retain: Retention,
 }
 
 #[derive(Clone)]
@@ -126,6 +176,8 @@ pub struct SyncConfig {
     pub freshness: Duration,
     /// An object's lease lapses this long after its holder's last write.
     pub lease_ttl: Duration,
+    /// `sync_runs` rows older than this go.
+    pub retain_runs: Retention,
 }
 
 #[derive(Clone, Debug)]
@@ -139,6 +191,9 @@ pub struct QueueConfig {
     /// A create whose outcome is unknown is sent again only after it has stayed unfindable
     /// this long (PartnerStack can take minutes to show a new record).
     pub lookup_grace: Duration,
+    /// Finished requests (succeeded, failed, cancelled) older than this go; their
+    /// idempotency keys become free again.
+    pub retain_finished: Retention,
 }
 
 #[derive(Clone, Debug)]
@@ -156,6 +211,19 @@ struct RawConfig {
     sync: RawSync,
     queue: RawQueue,
     http: RawHttp,
+    events: RawEvents,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawEvents {
+    retain: Retention,
+}
+
+impl Default for RawEvents {
+    fn default() -> Self {
+        RawEvents { retain: Retention::Keep(90 * DAY) }
+    }
 }
 
 #[derive(Deserialize)]
@@ -223,6 +291,7 @@ struct RawSync {
     freshness: Duration,
     #[serde(with = "humantime_serde")]
     lease_ttl: Duration,
+    retain_runs: Retention,
 }
 
 impl Default for RawSync {
@@ -240,6 +309,7 @@ impl Default for RawSync {
             reconcile_max_delete_share: 0.10,
             freshness: Duration::from_secs(1800),
             lease_ttl: Duration::from_secs(60),
+            retain_runs: Retention::Keep(30 * DAY),
         }
     }
 }
@@ -253,11 +323,18 @@ struct RawQueue {
     lease: Duration,
     #[serde(with = "humantime_serde")]
     lookup_grace: Duration,
+    retain_finished: Retention,
 }
 
 impl Default for RawQueue {
     fn default() -> Self {
-        RawQueue { workers: 2, max_attempts: 10, lease: Duration::from_secs(60), lookup_grace: Duration::from_secs(600) }
+        RawQueue {
+            workers: 2,
+            max_attempts: 10,
+            lease: Duration::from_secs(60),
+            lookup_grace: Duration::from_secs(600),
+            retain_finished: Retention::Keep(90 * DAY),
+        }
     }
 }
 
@@ -321,6 +398,7 @@ impl RawConfig {
             partnerstack: self.partnerstack.validate()?,
             sync: self.sync.validate()?,
             queue: self.queue.validate()?,
+            events: EventsConfig { retain: self.events.retain },
             http: HttpConfig { listen: self.http.listen.parse().map_err(|e| invalid("http.listen", format!("{e}: expected host:port")))? },
         })
     }
@@ -453,6 +531,7 @@ impl RawSync {
             reconcile_max_delete_share: self.reconcile_max_delete_share,
             freshness: self.freshness,
             lease_ttl: self.lease_ttl,
+            retain_runs: self.retain_runs,
         })
     }
 }
@@ -465,7 +544,13 @@ impl RawQueue {
         if self.lease < Duration::from_secs(1) {
             return Err(invalid("queue.lease", "must be at least 1s"));
         }
-        Ok(QueueConfig { workers: self.workers, max_attempts: self.max_attempts, lease: self.lease, lookup_grace: self.lookup_grace })
+        Ok(QueueConfig {
+            workers: self.workers,
+            max_attempts: self.max_attempts,
+            lease: self.lease,
+            lookup_grace: self.lookup_grace,
+            retain_finished: self.retain_finished,
+        })
     }
 }
 
@@ -541,6 +626,18 @@ mod tests {
         let example = Config::from_toml(include_str!("../config.example.toml")).unwrap();
         let defaults = Config::from_toml("").unwrap();
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn retention_is_a_duration_or_forever() {
+        let c = Config::from_toml("[events]\nretain = \"7d\"\n[queue]\nretain_finished = 0\n[sync]\nretain_runs = \"forever\"").unwrap();
+        assert_eq!(c.events.retain, Retention::Keep(7 * DAY));
+        assert_eq!(c.queue.retain_finished, Retention::Forever);
+        assert_eq!(c.sync.retain_runs, Retention::Forever);
+        assert_eq!(Config::from_toml("[events]\nretain = \"0\"").unwrap().events.retain, Retention::Forever);
+        assert_eq!(Config::from_toml("").unwrap().events.retain, Retention::Keep(90 * DAY));
+        let err = Config::from_toml("[events]\nretain = 90").unwrap_err().to_string();
+        assert!(err.contains("90d") || err.contains("unit"), "{err}");
     }
 
     #[test]

@@ -179,6 +179,11 @@ impl Daemon {
             Watch::DeathOnly,
             crate::systemd::watchdog(liveness.clone(), describe.clone(), shutdown.clone()).map(Ok).boxed(),
         );
+        supervisor.spawn(
+            "retention",
+            Watch::Liveness,
+            crate::retention::run(store.clone(), crate::retention::RetentionSettings::from(&config), shutdown.clone()).boxed(),
+        );
         supervisor.spawn("daemon report", Watch::Liveness, report(store.clone(), holder.clone(), describe, shutdown.clone()).boxed());
         supervisor.spawn(
             "scheduler",

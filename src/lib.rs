@@ -11,6 +11,7 @@
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
+//! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
 //! - [`progress`]: what this process has done, counted by the sync and read by the edges.
 //! - [`liveness`]: the loops' promises, which tell waiting from hanging.
 //! - [`daemon`]: the composition root: builds the parts, supervises the loops, stops them.
@@ -36,6 +37,7 @@ pub mod private_postgres;
 pub mod progress;
 pub mod queue;
 pub mod record;
+pub mod retention;
 pub mod scheduler;
 pub mod simulator;
 pub mod store;

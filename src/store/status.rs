@@ -30,6 +30,8 @@ pub struct StatusReport {
     pub queue: Vec<(String, i64)>,
     /// The daemons working on this mirror, as they last reported themselves.
     pub daemons: Vec<super::DaemonLine>,
+    /// What retention last pruned, per table.
+    pub prunes: Vec<super::PruneLine>,
 }
 
 impl Store {
@@ -65,7 +67,8 @@ impl Store {
             Vec::new()
         };
         let daemons = self.daemons().await?;
-        Ok(StatusReport { objects, events, last_event_id, queue, daemons })
+        let prunes = self.prunes().await?;
+        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes })
     }
 }
 
@@ -94,6 +97,17 @@ impl fmt::Display for StatusReport {
         if !self.queue.is_empty() {
             let parts: Vec<String> = self.queue.iter().map(|(s, n)| format!("{s} {n}")).collect();
             writeln!(f, "write queue: {}", parts.join(", "))?;
+        }
+        for p in &self.prunes {
+            writeln!(
+                f,
+                "pruned {}: {} at {} ({} in all){}",
+                p.target,
+                p.last_removed,
+                when(&Some(p.last_run_at)),
+                p.total_removed,
+                p.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
+            )?;
         }
         if self.daemons.is_empty() {
             writeln!(f, "daemons: none running")?;

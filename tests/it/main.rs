@@ -12,6 +12,7 @@ mod production;
 mod quarantine;
 mod queue;
 mod reconcile;
+mod retention;
 mod sync_backfill;
 mod sync_changes;
 mod sync_failures;
