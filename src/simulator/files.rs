@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::object::ObjectKind;
 
-use super::{api::Reply, schema::WriteError, state::State, update};
+use super::{reply::Reply, schema::WriteError, state::State, update};
 
 /// One attachment of a deal.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,9 +14,9 @@
 //! ([`Simulator::writes`]) so tests can check that each reached the API exactly once.
 //!
 //! Layout: `state` (everything behind the lock), `table` (one object type and its
-//! indexes), `listing` (queries and pages), `api` (paths and envelopes), `server` (HTTP,
-//! faults, rate limit, auth), `generate`/`build`/`fake` (the data), `mutation` (changes);
-//! for writes `writes` (routing), `schema` (body validation), `create`, `update`,
+//! indexes), `listing` (queries and pages), `route` (what a path names), `api` (reads and
+//! their envelopes), `reply` (an answer before HTTP), `server` (HTTP, faults, rate limit,
+//! auth), `generate`/`build`/`fake` (the data), `mutation` (changes); for writes `writes` (routing), `schema` (body validation), `create`, `update`,
 //! `convert`, `lookup` (records by external identifiers), `files` (deal attachments).
 
 mod api;
@@ -30,6 +30,8 @@ mod listing;
 mod lookup;
 mod mutation;
 mod poison;
+mod reply;
+mod route;
 mod schema;
 mod server;
 mod state;

@@ -7,7 +7,7 @@ use axum::http::Method;
 use super::simulator;
 use crate::{
     object::ObjectKind,
-    simulator::api::{self, Route},
+    simulator::{api, route::Route},
 };
 
 /// Run with `cargo test --release --lib simulator::tests::cost -- --ignored --nocapture`:
