@@ -8,7 +8,7 @@ use axum::http::Method;
 use serde::Serialize;
 use serde_json::{json, value::RawValue};
 
-use crate::object::{ChangeFilter, ObjectKind};
+use crate::simulator::Resource;
 
 use super::{
     files,
@@ -54,16 +54,16 @@ fn query(state: &State, params: &[(String, String)]) -> Result<ListQuery, Reply>
     Ok(q)
 }
 
-fn list(state: &State, kind: ObjectKind, params: &[(String, String)]) -> Result<Reply, Reply> {
+fn list(state: &State, kind: Resource, params: &[(String, String)]) -> Result<Reply, Reply> {
     let mut q = query(state, params)?;
-    if kind.change_filter() == ChangeFilter::CreatedOnly && state.config.created_only_ignore_updated_filter {
+    if kind.created_only() && state.config.created_only_ignore_updated_filter {
         q.updated = Span::ALL;
     }
     let table = state.table(kind);
     let show_archived = state.config.archived_listed;
     let mut page = listing::page(table, &q, show_archived, Scope::All).map_err(|m| Reply::error(400, &m))?;
     // Like the real API, only actions carry a total; consumers must not rely on it.
-    let total = (kind == ObjectKind::Action).then(|| listing::count(table, &q, show_archived));
+    let total = (kind == Resource::Action).then(|| listing::count(table, &q, show_archived));
     if state.poisoned.keys().any(|(k, _)| *k == kind) {
         let spoiled: Vec<Option<Box<RawValue>>> = page
             .items
@@ -82,7 +82,7 @@ fn list(state: &State, kind: ObjectKind, params: &[(String, String)]) -> Result<
 fn team_members(state: &State, team: &str, params: &[(String, String)]) -> Result<Reply, Reply> {
     let q = query(state, params)?;
     let members = state.teams.get(team).ok_or_else(|| Reply::error(404, &format!("No partner team found with key '{team}'")))?;
-    let table = state.table(ObjectKind::PartnerTeamMember);
+    let table = state.table(Resource::PartnerTeamMember);
     let page = listing::page(table, &q, state.config.archived_listed, Scope::Only(members)).map_err(|m| Reply::error(400, &m))?;
     Ok(page_reply(page, None))
 }
@@ -114,7 +114,7 @@ fn page_reply(page: Page<'_>, total: Option<usize>) -> Reply {
 }
 
 /// A single record by the identifier its path takes; archived ones too (hard-deleted: 404).
-fn one(state: &State, kind: ObjectKind, id: &str) -> Result<Reply, Reply> {
+fn one(state: &State, kind: Resource, id: &str) -> Result<Reply, Reply> {
     let visible_from = state.now() - state.config.read_after_write_lag.as_millis() as i64;
     let row = lookup::in_path(state.table(kind), kind, id, state.config.external_ids_in_paths).filter(|row| row.created <= visible_from);
     let row = row.ok_or_else(|| Reply::error(404, &format!("No {} found with key '{id}'", kind.singular())))?;

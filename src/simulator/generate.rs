@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::object::ObjectKind;
+use crate::simulator::Resource;
 
 use super::{
     build::{self, Account, Source, Stamp, DAY_MS, DEAL_STAGES, LEAD_STATUSES},
@@ -35,11 +35,11 @@ pub(super) struct Generated {
 }
 
 impl Generated {
-    fn table(&self, kind: ObjectKind) -> &Table {
+    fn table(&self, kind: Resource) -> &Table {
         self.tables.get(kind)
     }
 
-    fn table_mut(&mut self, kind: ObjectKind) -> &mut Table {
+    fn table_mut(&mut self, kind: Resource) -> &mut Table {
         self.tables.get_mut(kind)
     }
 }
@@ -119,7 +119,7 @@ fn parent_before<'a>(f: &mut Fake, parents: &'a Timeline, created: i64) -> Optio
     Some((created.max(*c), key.as_str()))
 }
 
-fn value(data: &Generated, kind: ObjectKind, key: &str) -> Value {
+fn value(data: &Generated, kind: Resource, key: &str) -> Value {
     data.table(kind).get(key).expect("parents exist").value()
 }
 
@@ -145,9 +145,9 @@ fn populate(data: &mut Generated, records: usize, history_days: u32, anchor: i64
         (!list.is_empty()).then(|| list[f.between(0, list.len() as i64 - 1) as usize].clone())
     };
 
-    simple_children(data, &clock, ObjectKind::Deal, &partnerships, share(0.12), |data, p, created, stamp, i, count| {
+    simple_children(data, &clock, Resource::Deal, &partnerships, share(0.12), |data, p, created, stamp, i, count| {
         let customer = if data.fake.chance(0.3) { of_partnership(&mut data.fake, p["key"].as_str().unwrap_or(""), created) } else { None };
-        let customer = customer.map(|k| value(data, ObjectKind::Customer, &k));
+        let customer = customer.map(|k| value(data, Resource::Customer, &k));
         let age_days = (anchor - created) / DAY_MS;
         let stage = if age_days > 120 && data.fake.chance(0.85) {
             data.fake.pick(&["Closed Won", "Closed Lost"])
@@ -158,7 +158,7 @@ fn populate(data: &mut Generated, records: usize, history_days: u32, anchor: i64
         maybe_archive(&mut data.fake, &mut deal, i, count);
         deal
     });
-    simple_children(data, &clock, ObjectKind::Lead, &partnerships, share(0.12), |data, p, created, stamp, i, count| {
+    simple_children(data, &clock, Resource::Lead, &partnerships, share(0.12), |data, p, created, stamp, i, count| {
         let f = &mut data.fake;
         let status = if (anchor - created) / DAY_MS > 90 && f.chance(0.8) {
             f.pick(&["closed won", "closed lost", "dead", "closed"])
@@ -175,9 +175,9 @@ fn populate(data: &mut Generated, records: usize, history_days: u32, anchor: i64
         maybe_archive(&mut data.fake, &mut lead, i, count);
         lead
     });
-    let actions = simple_children(data, &clock, ObjectKind::Action, &partnerships, share(0.06), |data, p, created, stamp, i, count| {
+    let actions = simple_children(data, &clock, Resource::Action, &partnerships, share(0.06), |data, p, created, stamp, i, count| {
         let customer = if data.fake.chance(0.5) { of_partnership(&mut data.fake, p["key"].as_str().unwrap_or(""), created) } else { None };
-        let customer = customer.map(|k| value(data, ObjectKind::Customer, &k));
+        let customer = customer.map(|k| value(data, Resource::Customer, &k));
         let mut action = build::action(&mut data.fake, &data.account, p, customer.as_ref(), stamp);
         maybe_archive(&mut data.fake, &mut action, i, count);
         action
@@ -196,7 +196,7 @@ fn groups(data: &mut Generated, clock: &Clockwork) -> Vec<Value> {
         let updated = if f.chance(0.5) { created } else { f.between(created, clock.anchor) };
         let group = build::group(f, name, i == 0, Stamp::new(created, updated));
         groups.push(group.clone());
-        data.table_mut(ObjectKind::Group).insert(group);
+        data.table_mut(Resource::Group).insert(group);
     }
     groups
 }
@@ -226,11 +226,11 @@ fn partnerships(data: &mut Generated, clock: &Clockwork, groups: &[Value], count
             let stamp = Stamp::new(joined, clock.updated(f, joined, &bulk));
             let member = build::member(f, &team, (m == 0).then_some(&partnership), stamp);
             keys.insert(member["key"].as_str().unwrap_or_default().to_owned());
-            data.table_mut(ObjectKind::PartnerTeamMember).insert(member);
+            data.table_mut(Resource::PartnerTeamMember).insert(member);
         }
         data.teams.insert(team, keys);
         timeline.push((created, partnership["key"].as_str().unwrap_or_default().to_owned()));
-        data.table_mut(ObjectKind::Partnership).insert(partnership);
+        data.table_mut(Resource::Partnership).insert(partnership);
     }
     timeline
 }
@@ -244,7 +244,7 @@ fn applications(data: &mut Generated, clock: &Clockwork, groups: &[Value], partn
         let random_group = groups[f.between(0, groups.len() as i64 - 1) as usize].clone();
         let record = if u < 0.55 && !unused.is_empty() {
             let (became, key) = &partnerships[unused.swap_remove(f.between(0, unused.len() as i64 - 1) as usize)];
-            let partnership = value(data, ObjectKind::Partnership, key);
+            let partnership = value(data, Resource::Partnership, key);
             let group = groups.iter().find(|g| g["key"] == partnership["group"]["key"]).unwrap_or(&random_group);
             let f = &mut data.fake;
             let stamp = Stamp::new(became - f.between(HOUR_MS, 7 * DAY_MS), *became);
@@ -257,14 +257,14 @@ fn applications(data: &mut Generated, clock: &Clockwork, groups: &[Value], partn
             let created = clock.anchor - ((60 * DAY_MS).min(clock.history) as f64 * f.unit().powi(2)) as i64;
             build::application(f, &data.account, &random_group, None, None, Stamp::new(created, created))
         };
-        data.table_mut(ObjectKind::Application).insert(record);
+        data.table_mut(Resource::Application).insert(record);
     }
 }
 
 /// Customers, also indexed by the partnership they belong to.
 fn customers(data: &mut Generated, clock: &Clockwork, partnerships: &Timeline, count: usize) -> (Timeline, HashMap<String, Timeline>) {
     let mut by_partnership: HashMap<String, Timeline> = HashMap::new();
-    let timeline = simple_children(data, clock, ObjectKind::Customer, partnerships, count, |data, p, created, stamp, i, count| {
+    let timeline = simple_children(data, clock, Resource::Customer, partnerships, count, |data, p, created, stamp, i, count| {
         let mut customer = build::customer(&mut data.fake, p, stamp);
         maybe_archive(&mut data.fake, &mut customer, i, count);
         let partnership = p["key"].as_str().unwrap_or_default().to_owned();
@@ -279,7 +279,7 @@ fn customers(data: &mut Generated, clock: &Clockwork, partnerships: &Timeline, c
 fn simple_children(
     data: &mut Generated,
     clock: &Clockwork,
-    kind: ObjectKind,
+    kind: Resource,
     parents: &Timeline,
     count: usize,
     mut make: impl FnMut(&mut Generated, &Value, i64, Stamp, usize, usize) -> Value,
@@ -289,7 +289,7 @@ fn simple_children(
     let mut timeline = Timeline::new();
     for (i, created) in times.into_iter().enumerate() {
         let Some((created, parent)) = parent_before(&mut data.fake, parents, created) else { break };
-        let parent_kind = if kind == ObjectKind::Transaction { ObjectKind::Customer } else { ObjectKind::Partnership };
+        let parent_kind = if kind == Resource::Transaction { Resource::Customer } else { Resource::Partnership };
         let parent = value(data, parent_kind, parent);
         let stamp = Stamp::new(created, clock.updated(&mut data.fake, created, &bulk));
         let record = make(data, &parent, created, stamp, i, count);
@@ -301,7 +301,7 @@ fn simple_children(
 }
 
 fn transactions(data: &mut Generated, clock: &Clockwork, customers: &Timeline, count: usize) -> Timeline {
-    simple_children(data, clock, ObjectKind::Transaction, customers, count, |data, customer, _, stamp, i, count| {
+    simple_children(data, clock, Resource::Transaction, customers, count, |data, customer, _, stamp, i, count| {
         let mut txn = build::transaction(&mut data.fake, &data.account, customer, stamp);
         maybe_archive(&mut data.fake, &mut txn, i, count);
         txn
@@ -314,19 +314,16 @@ fn rewards(data: &mut Generated, clock: &Clockwork, transactions: &Timeline, act
     let bulk = clock.bulk_edits(&mut data.fake, count);
     for (i, created) in times.into_iter().enumerate() {
         let from_transaction = data.fake.chance(0.75) || actions.is_empty();
-        let (source_kind, sources) = if from_transaction && !transactions.is_empty() {
-            (ObjectKind::Transaction, transactions)
-        } else {
-            (ObjectKind::Action, actions)
-        };
+        let (source_kind, sources) =
+            if from_transaction && !transactions.is_empty() { (Resource::Transaction, transactions) } else { (Resource::Action, actions) };
         let Some((created, source_key)) = parent_before(&mut data.fake, sources, created) else { return };
         let source = value(data, source_kind, source_key);
         let (partnership_key, customer_key) = match source_kind {
-            ObjectKind::Transaction => (source["partnership_key"].clone(), source["customer_key"].clone()),
+            Resource::Transaction => (source["partnership_key"].clone(), source["customer_key"].clone()),
             _ => (source["partnership_key"].clone(), source["customer"]["key"].clone()),
         };
-        let partnership = value(data, ObjectKind::Partnership, partnership_key.as_str().unwrap_or(""));
-        let customer = customer_key.as_str().and_then(|k| data.table(ObjectKind::Customer).get(k)).map(|r| r.value());
+        let partnership = value(data, Resource::Partnership, partnership_key.as_str().unwrap_or(""));
+        let customer = customer_key.as_str().and_then(|k| data.table(Resource::Customer).get(k)).map(|r| r.value());
         let f = &mut data.fake;
         let age_days = (clock.anchor - created) / DAY_MS;
         let status = match (age_days, f.unit()) {
@@ -340,9 +337,9 @@ fn rewards(data: &mut Generated, clock: &Clockwork, transactions: &Timeline, act
             (_, u) => ["hold", "hold", "hold", "hold", "hold", "pending", "pending", "pending", "pending", "declined"][(u * 10.0) as usize],
         };
         let stamp = Stamp::new(created, clock.updated(f, created, &bulk));
-        let source = if source_kind == ObjectKind::Transaction { Source::Transaction(&source) } else { Source::Action(&source) };
+        let source = if source_kind == Resource::Transaction { Source::Transaction(&source) } else { Source::Action(&source) };
         let mut reward = build::reward(f, &data.account, source, &partnership, customer.as_ref(), status, stamp);
         maybe_archive(&mut data.fake, &mut reward, i, count);
-        data.table_mut(ObjectKind::Reward).insert(reward);
+        data.table_mut(Resource::Reward).insert(reward);
     }
 }

@@ -1,17 +1,17 @@
 //! What a request path names: the API's paths under `/api/v2/` and the storage links of
 //! deal attachments (`/files/…`). Pure parsing; `api` and `writes` answer the routes.
 
-use crate::object::ObjectKind;
+use crate::simulator::Resource;
 
 /// What a request path names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Route {
     /// `GET /api/v2/{deals,…}`
-    List(ObjectKind),
+    List(Resource),
     /// `GET /api/v2/partner-team/{team_key}`: that team's members.
     TeamMembers(String),
     /// `GET`, `PATCH` or `DELETE /api/v2/{deals,…}/{key}`
-    One(ObjectKind, String),
+    One(Resource, String),
     /// `GET /api/v2/deals/{key}/files`
     DealFiles(String),
     /// `GET /api/v2/deals/{key}/file/{file_key}`
@@ -19,13 +19,13 @@ pub(super) enum Route {
     /// `PATCH /api/v2/partnerships/{key}/tags`
     Tags(String),
     /// `POST /api/v2/{deals,leads}/{key}/convert`
-    Convert(ObjectKind, String),
+    Convert(Resource, String),
     Unknown,
 }
 
 /// The listed object types by their path segment.
-fn collection(segment: &str) -> Option<ObjectKind> {
-    ObjectKind::ALL.into_iter().find(|k| *k != ObjectKind::PartnerTeamMember && k.api_path() == segment)
+fn collection(segment: &str) -> Option<Resource> {
+    Resource::ALL.into_iter().find(|k| *k != Resource::PartnerTeamMember && k.path() == segment)
 }
 
 /// Parses a request path (the base path included).
@@ -84,12 +84,12 @@ mod tests {
 
     #[test]
     fn paths_name_lists_single_records_and_partner_teams() {
-        assert_eq!(route("/api/v2/deals"), Route::List(ObjectKind::Deal));
-        assert_eq!(route("/api/v2/deals/"), Route::List(ObjectKind::Deal));
-        assert_eq!(route("/api/v2/customers/cust_1"), Route::One(ObjectKind::Customer, "cust_1".into()));
+        assert_eq!(route("/api/v2/deals"), Route::List(Resource::Deal));
+        assert_eq!(route("/api/v2/deals/"), Route::List(Resource::Deal));
+        assert_eq!(route("/api/v2/customers/cust_1"), Route::One(Resource::Customer, "cust_1".into()));
         assert_eq!(route("/api/v2/partner-team/stck_1"), Route::TeamMembers("stck_1".into()));
         assert_eq!(route("/api/v2/partner_team/stck_1"), Route::TeamMembers("stck_1".into()));
-        assert_eq!(route("/api/v2/partnerships/ava%2Bx%40a.io"), Route::One(ObjectKind::Partnership, "ava+x@a.io".into()));
+        assert_eq!(route("/api/v2/partnerships/ava%2Bx%40a.io"), Route::One(Resource::Partnership, "ava+x@a.io".into()));
         assert_eq!(percent_decode("100%"), "100%");
         for unknown in ["/api/v2/partner-team", "/api/v2/partner_team_members", "/api/v1/deals", "/api/v2/widgets", "/api/v2/deals/a/b"] {
             assert_eq!(route(unknown), Route::Unknown, "{unknown}");
@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(route("/api/v2/deals/deal_1/files"), Route::DealFiles("deal_1".into()));
         assert_eq!(route("/api/v2/deals/deal_1/file/dfil_2"), Route::DealFile("deal_1".into(), "dfil_2".into()));
         assert_eq!(route("/api/v2/partnerships/part_1/tags"), Route::Tags("part_1".into()));
-        assert_eq!(route("/api/v2/leads/a%40b.io/convert"), Route::Convert(ObjectKind::Lead, "a@b.io".into()));
+        assert_eq!(route("/api/v2/leads/a%40b.io/convert"), Route::Convert(Resource::Lead, "a@b.io".into()));
         assert_eq!(route("/api/v2/customers/c/convert"), Route::Unknown);
         assert_eq!(storage_route("/files/deal_1/dfil_2"), Some(("deal_1".into(), "dfil_2".into())));
         assert_eq!(storage_route("/files/deal_1"), None);

@@ -6,7 +6,7 @@ use std::{
     time::Instant,
 };
 
-use crate::object::ObjectKind;
+use crate::simulator::Resource;
 
 use super::{
     build::Account,
@@ -32,7 +32,7 @@ pub(super) struct State {
     pub hooks: Vec<(usize, PageHook)>,
     bucket: Option<Bucket>,
     /// Records served broken in list pages (the poison switch).
-    pub poisoned: BTreeMap<(ObjectKind, String), super::Poison>,
+    pub poisoned: BTreeMap<(Resource, String), super::Poison>,
     /// Write requests in arrival order; the status is filled in once answered.
     pub writes: Vec<WriteRequest>,
 }
@@ -57,16 +57,16 @@ impl State {
         }
     }
 
-    pub fn table(&self, kind: ObjectKind) -> &Table {
+    pub fn table(&self, kind: Resource) -> &Table {
         self.tables.get(kind)
     }
 
-    pub fn table_mut(&mut self, kind: ObjectKind) -> &mut Table {
+    pub fn table_mut(&mut self, kind: Resource) -> &mut Table {
         self.tables.get_mut(kind)
     }
 
     /// The generator and one table at once (building a record while reading its parent).
-    pub fn fake_and_table(&mut self, kind: ObjectKind) -> (&mut Fake, &mut Table) {
+    pub fn fake_and_table(&mut self, kind: Resource) -> (&mut Fake, &mut Table) {
         (&mut self.fake, self.tables.get_mut(kind))
     }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use rand::Rng;
 use serde_json::{value::RawValue, Map, Value};
 
-use crate::object::ObjectKind;
+use crate::simulator::Resource;
 
 /// One stored record: the JSON the API serves, kept serialized (a page is then a copy of
 /// bytes, and 200,000 records fit in little memory), plus the fields the indexes use.
@@ -39,7 +39,7 @@ pub(super) struct Table {
 }
 
 /// One table per object type.
-pub(super) struct Tables([Table; ObjectKind::ALL.len()]);
+pub(super) struct Tables([Table; Resource::ALL.len()]);
 
 impl Default for Tables {
     fn default() -> Self {
@@ -48,17 +48,17 @@ impl Default for Tables {
 }
 
 impl Tables {
-    pub fn get(&self, kind: ObjectKind) -> &Table {
+    pub fn get(&self, kind: Resource) -> &Table {
         &self.0[index(kind)]
     }
 
-    pub fn get_mut(&mut self, kind: ObjectKind) -> &mut Table {
+    pub fn get_mut(&mut self, kind: Resource) -> &mut Table {
         &mut self.0[index(kind)]
     }
 }
 
-fn index(kind: ObjectKind) -> usize {
-    ObjectKind::ALL.iter().position(|k| *k == kind).expect("ALL lists every kind")
+fn index(kind: Resource) -> usize {
+    Resource::ALL.iter().position(|k| *k == kind).expect("ALL lists every kind")
 }
 
 impl Row {

@@ -11,6 +11,7 @@ mod operations;
 mod quarantine;
 mod queue;
 mod reconcile;
+mod simulator_contract;
 mod sync_backfill;
 mod sync_changes;
 mod sync_failures;

@@ -6,7 +6,7 @@ use axum::http::Method;
 
 use super::simulator;
 use crate::{
-    object::ObjectKind,
+    simulator::Resource,
     simulator::{api, route::Route},
 };
 
@@ -19,7 +19,7 @@ fn a_backfill_of_200_000_records_costs_the_simulator_little() {
     let sim = simulator(200_000);
     let generated = started.elapsed();
     let (mut pages, mut bytes, mut serving) = (0, 0, Duration::ZERO);
-    for kind in ObjectKind::ALL.into_iter().filter(|k| *k != ObjectKind::PartnerTeamMember) {
+    for kind in Resource::ALL.into_iter().filter(|k| *k != Resource::PartnerTeamMember) {
         let mut after: Option<String> = None;
         loop {
             let mut params = vec![("limit".to_owned(), "250".to_owned())];
