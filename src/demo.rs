@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::Context;
+use partnerstack_simulator::{Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -18,7 +19,6 @@ use crate::{
     private_postgres::PrivatePostgres,
     queue::{self, QueueSettings},
     scheduler,
-    simulator::{Simulator, SimulatorConfig},
 };
 
 /// What `demo` was asked for.

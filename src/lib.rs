@@ -10,10 +10,12 @@
 //! - [`store`]: PostgreSQL: migrations, page writes, bookkeeping (knows nothing of HTTP).
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
-//! - [`simulator`]: a faithful local PartnerStack API for the demo and the tests.
 //! - [`private_postgres`]: a throwaway PostgreSQL server for the demo and the tests.
 //! - [`doctor`]: read-only probes of the live API's undocumented behaviours.
 //! - [`demo`], [`cli`], [`app`], [`telemetry`]: the edges.
+//!
+//! The faithful local PartnerStack API that `demo`, `simulate` and the tests run against is
+//! the crate `partnerstack-simulator` (`crates/simulator/`), outside this one.
 
 pub mod app;
 pub mod cli;
@@ -30,7 +32,6 @@ pub mod queue;
 pub mod record;
 pub mod scheduler;
 pub mod service;
-pub mod simulator;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -4,11 +4,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use partnerstack_mirror::{
-    object::ObjectKind,
-    simulator::{Applied, Mutation, RunningSimulator},
-    store::Store,
-};
+use partnerstack_mirror::{object::ObjectKind, store::Store};
+use partnerstack_simulator::{Applied, Mutation, RunningSimulator};
 use tokio::process::Child;
 
 use crate::support;

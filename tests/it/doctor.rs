@@ -4,8 +4,8 @@ use partnerstack_mirror::{
     config::Config,
     doctor::{self, Answer},
     object::ObjectKind,
-    simulator::{BoundSemantics, Mutation, RunningSimulator, SimulatorConfig},
 };
+use partnerstack_simulator::{BoundSemantics, Mutation, RunningSimulator, SimulatorConfig};
 
 use crate::support;
 

@@ -3,9 +3,9 @@
 
 use partnerstack_mirror::{
     object::ObjectKind,
-    simulator::{Fault, Mutation},
     sync::{SyncError, SyncSettings},
 };
+use partnerstack_simulator::{Fault, Mutation};
 
 use crate::support;
 

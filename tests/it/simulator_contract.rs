@@ -6,8 +6,8 @@
 use partnerstack_mirror::{
     object::{ChangeFilter, Column, ColumnType, ObjectKind},
     record::{self, RecordError},
-    simulator::{Clock, Poison, Resource, RunningSimulator, Simulator, SimulatorConfig},
 };
+use partnerstack_simulator::{Clock, Poison, Resource, RunningSimulator, Simulator, SimulatorConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

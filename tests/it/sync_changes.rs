@@ -3,14 +3,14 @@
 
 use partnerstack_mirror::{
     object::ObjectKind,
-    simulator::{BoundSemantics, Clock, Mutation},
     store::Store,
     sync::{SyncSettings, Syncer},
 };
+use partnerstack_simulator::{BoundSemantics, Clock, Mutation};
 
 use crate::support;
 
-fn first_key(sim: &partnerstack_mirror::simulator::RunningSimulator, kind: ObjectKind, n: usize) -> String {
+fn first_key(sim: &partnerstack_simulator::RunningSimulator, kind: ObjectKind, n: usize) -> String {
     sim.simulator.keys(kind)[n].clone()
 }
 

@@ -4,10 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use super::{call, live_partner, serve};
-use crate::{
-    simulator::Resource,
-    simulator::{Fault, SimulatorConfig, WriteRequest},
-};
+use crate::{Fault, Resource, SimulatorConfig, WriteRequest};
 
 #[tokio::test]
 async fn deal_files_are_listed_linked_and_downloaded_without_credentials() {

@@ -1,7 +1,7 @@
-//! A faithful in-memory PartnerStack vendor API v2 over real HTTP (SPEC 8), for the demo
-//! and the tests.
+//! A faithful in-memory PartnerStack vendor API v2 over real HTTP (SPEC 8), for
+//! partnerstack-mirror's demo, its `simulate` command and its tests.
 //!
-//! It serves the subset this program reads, the way the research notes describe the real
+//! It serves the subset the mirror reads, the way the research notes describe the real
 //! API: Basic auth, `{data: {items, has_more}, message, status}` envelopes, `limit` 1–250,
 //! key cursors, epoch-millisecond filters, newest-first order. Every behaviour the docs
 //! leave open (SPEC 9) is a switch in [`SimulatorConfig`], so the mirror can be tested
@@ -13,8 +13,8 @@
 //! archives, tags, conversions) and serves deal attachments, logging every write request
 //! ([`Simulator::writes`]) so tests can check that each reached the API exactly once.
 //!
-//! It fakes the vendor, so it speaks the vendor's vocabulary ([`Resource`]), not the
-//! mirror's catalogue; the mirror converts its object types into it.
+//! It fakes the vendor, so it speaks the vendor's vocabulary ([`Resource`]) and depends
+//! on nothing of the mirror; the mirror converts its object types into it.
 //!
 //! Layout: `resource` (the vendor's record types), `state` (everything behind the lock),
 //! `table` (one object type and its indexes), `listing` (queries and pages), `route` (what

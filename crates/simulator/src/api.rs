@@ -8,7 +8,7 @@ use axum::http::Method;
 use serde::Serialize;
 use serde_json::{json, value::RawValue};
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::{
     files,

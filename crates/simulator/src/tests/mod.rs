@@ -37,9 +37,9 @@ fn key(v: &Value) -> String {
 }
 
 /// The identifier a record's URL path takes: a customer's `customer_key`, else its `key`.
-fn path_id(kind: crate::simulator::Resource, v: &Value) -> String {
+fn path_id(kind: crate::Resource, v: &Value) -> String {
     match kind {
-        crate::simulator::Resource::Customer => v["customer_key"].as_str().expect("customers have a customer_key").to_owned(),
+        crate::Resource::Customer => v["customer_key"].as_str().expect("customers have a customer_key").to_owned(),
         _ => key(v),
     }
 }
@@ -65,6 +65,6 @@ async fn call(sim: &RunningSimulator, method: Method, path: &str, body: Option<V
 
 /// A live partnership's `partner_key` and its record.
 fn live_partner(sim: &Simulator) -> (String, Value) {
-    let p = sim.records(crate::simulator::Resource::Partnership).into_iter().find(|p| p["archived"] == false).expect("a live partnership");
+    let p = sim.records(crate::Resource::Partnership).into_iter().find(|p| p["archived"] == false).expect("a live partnership");
     (p["partner_key"].as_str().expect("partner keys are strings").to_owned(), p)
 }

@@ -11,7 +11,7 @@ use super::{
     },
     field, invalid, opt_text, partner, require, text, Body, Ty, WriteError,
 };
-use crate::{simulator::state::State, simulator::Resource};
+use crate::{state::State, Resource};
 
 /// The documented range of a transaction amount, in cents.
 const AMOUNT_LIMIT: i64 = 50_000_000_000;

@@ -12,7 +12,7 @@ mod sales;
 
 use serde_json::{json, Map, Value};
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::{
     build::{self, Stamp},

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::{
     build::{self, DEAL_STAGES, LEAD_STATUSES},

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::table::{Row, Table};
 

@@ -5,12 +5,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{call, key, live_partner, path_id, serve, HISTORY_END};
-use crate::{simulator::Clock, simulator::Resource};
+use crate::{Clock, Resource};
 
 const NOW: i64 = HISTORY_END + 120_000;
 
 /// Whether a `min_updated = NOW` poll lists the record.
-async fn polled(sim: &crate::simulator::RunningSimulator, kind: Resource, k: &str) -> bool {
+async fn polled(sim: &crate::RunningSimulator, kind: Resource, k: &str) -> bool {
     let page = call(sim, Method::GET, &format!("{}?limit=250&min_updated={NOW}", kind.path()), None).await;
     page.body["data"]["items"].as_array().unwrap().iter().any(|r| key(r) == k)
 }

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{call, key, live_partner, path_id, serve, HISTORY_END};
-use crate::{simulator::Clock, simulator::Resource};
+use crate::{Clock, Resource};
 
 const NOW: i64 = HISTORY_END + 60_000;
 
@@ -177,7 +177,7 @@ async fn a_body_breaking_the_schema_is_a_400_with_the_validator_message() {
 async fn kinds_without_a_create_endpoint_and_unparsable_bodies_are_refused() {
     let sim = serve(100, |_| {}).await;
     assert_eq!(call(&sim, Method::POST, "groups", Some(json!({"name": "x"}))).await.status, StatusCode::METHOD_NOT_ALLOWED);
-    let d = crate::simulator::SimulatorConfig::default();
+    let d = crate::SimulatorConfig::default();
     let garbled = reqwest::Client::new()
         .post(format!("{}/customers", sim.base_url))
         .basic_auth(&d.public_key, Some(&d.private_key))

@@ -6,7 +6,7 @@ use std::{
     time::Instant,
 };
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::{
     build::Account,

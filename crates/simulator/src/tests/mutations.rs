@@ -5,10 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use super::{config, key, simulator};
-use crate::{
-    simulator::Resource,
-    simulator::{Clock, Mutation, MutationError, Simulator},
-};
+use crate::{Clock, Mutation, MutationError, Resource, Simulator};
 
 fn events(sim: &Simulator, m: Mutation) -> Vec<String> {
     sim.apply(m).unwrap().event_types

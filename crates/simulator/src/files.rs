@@ -9,7 +9,7 @@
 
 use serde_json::json;
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::{reply::Reply, schema::WriteError, state::State, update};
 

@@ -5,12 +5,9 @@ use std::time::{Duration, Instant};
 use axum::http::Method;
 
 use super::simulator;
-use crate::{
-    simulator::Resource,
-    simulator::{api, route::Route},
-};
+use crate::{api, route::Route, Resource};
 
-/// Run with `cargo test --release --lib simulator::tests::cost -- --ignored --nocapture`:
+/// Run with `cargo test --release -p partnerstack-simulator --lib tests::cost -- --ignored --nocapture`:
 /// 200,000 records, every list read in pages of 250 (~800 pages), as a backfill does.
 #[test]
 #[ignore = "a timing measurement: meaningful in release builds only"]

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use super::{config, key, simulator, HISTORY_END};
-use crate::{simulator::Resource, simulator::Simulator};
+use crate::{Resource, Simulator};
 
 #[test]
 fn the_same_seed_gives_the_same_account_and_another_seed_another() {

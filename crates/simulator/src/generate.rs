@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::{
     build::{self, Account, Source, Stamp, DAY_MS, DEAL_STAGES, LEAD_STATUSES},

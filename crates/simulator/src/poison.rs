@@ -6,7 +6,7 @@
 
 use serde_json::{value::RawValue, Value};
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 /// How a poisoned record is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! What a request path names: the API's paths under `/api/v2/` and the storage links of
 //! deal attachments (`/files/…`). Pure parsing; `api` and `writes` answer the routes.
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 /// What a request path names.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::{
     create,

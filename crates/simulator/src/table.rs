@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use rand::Rng;
 use serde_json::{value::RawValue, Map, Value};
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 /// One stored record: the JSON the API serves, kept serialized (a page is then a copy of
 /// bytes, and 200,000 records fit in little memory), plus the fields the indexes use.

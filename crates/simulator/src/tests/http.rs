@@ -9,10 +9,7 @@ use reqwest::{header::HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use super::{key, serve};
-use crate::{
-    simulator::Resource,
-    simulator::{BoundSemantics, Fault, Mutation, RunningSimulator, SimulatorConfig},
-};
+use crate::{BoundSemantics, Fault, Mutation, Resource, RunningSimulator, SimulatorConfig};
 
 struct Answer {
     status: StatusCode,

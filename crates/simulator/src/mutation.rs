@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::simulator::Resource;
+use crate::Resource;
 
 use super::{
     build::{self, Source, Stamp, DEAL_STAGES, LEAD_STATUSES, TAGS},
