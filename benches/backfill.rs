@@ -18,10 +18,10 @@ use partnerstack_mirror::{
     partnerstack::{ApiClient, ClientConfig},
     private_postgres::PrivatePostgres,
     scheduler,
-    simulator::SimulatorConfig,
     store::Store,
     sync::{SyncSettings, Syncer},
 };
+use partnerstack_simulator::SimulatorConfig;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 

@@ -9,9 +9,9 @@ use partnerstack_mirror::{
     partnerstack::{ApiClient, ClientConfig},
     private_postgres::PrivatePostgres,
     queue::{self, QueueSettings},
-    simulator::{Simulator, SimulatorConfig},
     store::Store,
 };
+use partnerstack_simulator::{Simulator, SimulatorConfig};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

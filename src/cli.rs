@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use partnerstack_simulator::{Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -13,7 +14,6 @@ use crate::{
     demo,
     object::ObjectKind,
     scheduler,
-    simulator::{Simulator, SimulatorConfig},
     telemetry::{self, LogFormat},
 };
 
@@ -393,7 +393,7 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn simulate(listen: SocketAddr, config: SimulatorConfig, poison: usize, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    use crate::simulator::Poison;
+    use partnerstack_simulator::Poison;
     let (public_key, private_key) = (config.public_key.clone(), config.private_key.clone());
     let simulator = Simulator::new(config);
     let kinds = [Poison::NulCharacter, Poison::WrongType, Poison::MissingKey, Poison::BadTimestamp, Poison::Huge];

@@ -10,14 +10,10 @@ use std::{
 };
 
 use anyhow::Context;
+use partnerstack_simulator::{Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::Config,
-    daemon::Daemon,
-    private_postgres::PrivatePostgres,
-    simulator::{Simulator, SimulatorConfig},
-};
+use crate::{config::Config, daemon::Daemon, private_postgres::PrivatePostgres};
 
 /// What `demo` was asked for.
 #[derive(Clone, Debug)]

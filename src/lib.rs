@@ -17,10 +17,12 @@
 //! - [`daemon`]: the composition root: builds the parts, supervises the loops, stops them.
 //! - [`systemd`]: the notify protocol (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the Prometheus text.
-//! - [`simulator`]: a faithful local PartnerStack API for the demo and the tests.
 //! - [`private_postgres`]: a throwaway PostgreSQL server for the demo and the tests.
 //! - [`doctor`]: read-only probes of the live API's undocumented behaviours.
 //! - [`demo`]: the first thing a new user runs; [`cli`]: the command line; [`telemetry`]: logs.
+//!
+//! The faithful local PartnerStack API that `demo`, `simulate` and the tests run against is
+//! the crate `partnerstack-simulator` (`crates/simulator/`), outside this one.
 
 pub mod cli;
 pub mod config;
@@ -39,7 +41,6 @@ pub mod queue;
 pub mod record;
 pub mod retention;
 pub mod scheduler;
-pub mod simulator;
 pub mod store;
 pub mod sync;
 pub mod systemd;

@@ -3,11 +3,15 @@
 //! its fields become typed columns.
 //!
 //! Everything that differs between object types lives here as data, so the API client,
-//! the store, the sync loop and the simulator all agree on one definition.
+//! the store and the sync loop all agree on one definition. The simulator fakes the vendor
+//! and names the same things its own way (`Resource`); the conversions are at the end, and
+//! the integration tests check that both vocabularies agree.
 
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
+
+use partnerstack_simulator::Resource;
 
 /// One PartnerStack object type mirrored into its own table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -300,6 +304,42 @@ impl FromStr for ObjectKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().to_ascii_lowercase().replace('-', "_");
         ObjectKind::ALL.into_iter().find(|k| k.table() == s || k.singular() == s).ok_or(UnknownObject(s))
+    }
+}
+
+/// The demo, `simulate` and the tests drive the simulator with our object types.
+impl From<ObjectKind> for Resource {
+    fn from(kind: ObjectKind) -> Resource {
+        match kind {
+            ObjectKind::Partnership => Resource::Partnership,
+            ObjectKind::Customer => Resource::Customer,
+            ObjectKind::Deal => Resource::Deal,
+            ObjectKind::Lead => Resource::Lead,
+            ObjectKind::Transaction => Resource::Transaction,
+            ObjectKind::Reward => Resource::Reward,
+            ObjectKind::Action => Resource::Action,
+            ObjectKind::Group => Resource::Group,
+            ObjectKind::Application => Resource::Application,
+            ObjectKind::PartnerTeamMember => Resource::PartnerTeamMember,
+        }
+    }
+}
+
+/// What the simulator reports changing (`Applied::kind`), as the mirror's object type.
+impl From<Resource> for ObjectKind {
+    fn from(resource: Resource) -> ObjectKind {
+        match resource {
+            Resource::Partnership => ObjectKind::Partnership,
+            Resource::Customer => ObjectKind::Customer,
+            Resource::Deal => ObjectKind::Deal,
+            Resource::Lead => ObjectKind::Lead,
+            Resource::Transaction => ObjectKind::Transaction,
+            Resource::Reward => ObjectKind::Reward,
+            Resource::Action => ObjectKind::Action,
+            Resource::Group => ObjectKind::Group,
+            Resource::Application => ObjectKind::Application,
+            Resource::PartnerTeamMember => ObjectKind::PartnerTeamMember,
+        }
     }
 }
 

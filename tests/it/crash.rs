@@ -4,11 +4,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use partnerstack_mirror::{
-    object::ObjectKind,
-    simulator::{Applied, Mutation, RunningSimulator},
-    store::Store,
-};
+use partnerstack_mirror::{object::ObjectKind, store::Store};
+use partnerstack_simulator::{Applied, Mutation, RunningSimulator};
 use tokio::process::Child;
 
 use crate::support;
@@ -88,8 +85,8 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
                 s.apply(Mutation::PartnershipTags { key, add: vec!["crash-test".into()], remove: vec![] }).unwrap()
             }
             (ObjectKind::Lead, _) => s.apply(Mutation::LeadStatus { key }).unwrap(),
-            (kind, _) if turn % 5 == 0 => s.apply(Mutation::Create(kind)).unwrap(),
-            (kind, _) => s.apply(Mutation::Touch { kind, key }).unwrap(),
+            (kind, _) if turn % 5 == 0 => s.apply(Mutation::Create(kind.into())).unwrap(),
+            (kind, _) => s.apply(Mutation::Touch { kind: kind.into(), key }).unwrap(),
         })
     };
     let mut applied = Vec::new();
@@ -123,30 +120,30 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
     assert_eq!(duplicated, 0, "no record was created twice");
     assert!(applied.len() >= 10, "changes landed during the runs");
     for a in &applied {
+        let kind = ObjectKind::from(a.kind);
         let mut expected = a.event_types.clone();
         expected.sort();
         let mut got: Vec<String> =
             sqlx::query_scalar("SELECT event_type FROM events WHERE object_type = $1 AND object_key = $2 AND source = 'poll' ORDER BY id")
-                .bind(a.kind.singular())
+                .bind(kind.singular())
                 .bind(&a.key)
                 .fetch_all(store.pool())
                 .await
                 .unwrap();
         if expected == ["deal.created"] || expected.iter().any(|e| e.ends_with(".created")) {
             // A record created before its object's backfill finished is part of the backfill.
-            let all = support::event_types(&store, a.kind, &a.key).await;
+            let all = support::event_types(&store, kind, &a.key).await;
             assert_eq!(all.iter().filter(|e| e.ends_with(".created")).count(), 1, "{:?} {}", a.kind, a.key);
             continue;
         }
         got.sort();
         if got.is_empty() {
             // Changed before its object's backfill read it: the backfill copied the changed record.
-            let raw: sqlx::types::Json<serde_json::Value> =
-                sqlx::query_scalar(&format!("SELECT raw FROM {} WHERE key = $1", a.kind.table()))
-                    .bind(&a.key)
-                    .fetch_one(store.pool())
-                    .await
-                    .unwrap();
+            let raw: sqlx::types::Json<serde_json::Value> = sqlx::query_scalar(&format!("SELECT raw FROM {} WHERE key = $1", kind.table()))
+                .bind(&a.key)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
             assert_eq!(Some(raw.0), sim.simulator.record(a.kind, &a.key));
             continue;
         }

@@ -13,6 +13,7 @@ mod quarantine;
 mod queue;
 mod reconcile;
 mod retention;
+mod simulator_contract;
 mod sync_backfill;
 mod sync_changes;
 mod sync_failures;

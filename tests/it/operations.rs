@@ -7,9 +7,9 @@ use partnerstack_mirror::{
     diff::EventSource,
     http::{self, Endpoint},
     object::ObjectKind,
-    simulator::{Mutation, RunningSimulator},
     store::{PageWrite, Store, StoreError},
 };
+use partnerstack_simulator::{Mutation, RunningSimulator};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use partnerstack_mirror::{object::ObjectKind, simulator::SimulatorConfig};
+use partnerstack_mirror::object::ObjectKind;
+use partnerstack_simulator::SimulatorConfig;
 use serde_json::json;
 
 use crate::support::{self, DatabaseProxy, Link};
@@ -121,7 +122,7 @@ async fn metrics_answer_while_the_database_is_down() {
 /// stops answering in the middle of a call is not, and the pings stop until it answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_pings_through_a_long_retry_after_and_stops_when_a_loop_hangs() {
-    use partnerstack_mirror::simulator::Fault;
+    use partnerstack_simulator::Fault;
     let sim = support::simulator(300, |_| {}).await;
     sim.simulator.inject(Fault::RateLimited(Duration::from_secs(8)), 1);
     let store = support::store().await;

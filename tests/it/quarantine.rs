@@ -1,10 +1,8 @@
 //! Bad input never stops the mirror: each kind of poisoned record goes to `quarantine` with
 //! a clear reason, the rest of the page is stored, and a later clean copy clears it.
 
-use partnerstack_mirror::{
-    object::ObjectKind,
-    simulator::{Fault, Poison},
-};
+use partnerstack_mirror::object::ObjectKind;
+use partnerstack_simulator::{Fault, Poison};
 
 use crate::support;
 

@@ -13,10 +13,10 @@ use partnerstack_mirror::{
     object::ObjectKind,
     partnerstack::{ApiClient, ClientConfig},
     private_postgres::PrivatePostgres,
-    simulator::{RunningSimulator, Simulator, SimulatorConfig},
     store::Store,
     sync::{SyncSettings, Syncer},
 };
+use partnerstack_simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 

@@ -1,10 +1,8 @@
 //! Rate limits, server errors and dropped connections are survived; a pass that fails
 //! midway changes nothing that the next pass would then event twice.
 
-use partnerstack_mirror::{
-    object::ObjectKind,
-    simulator::{Fault, Mutation},
-};
+use partnerstack_mirror::object::ObjectKind;
+use partnerstack_simulator::{Fault, Mutation};
 
 use crate::support;
 

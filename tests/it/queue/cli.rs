@@ -2,7 +2,8 @@
 
 use std::process::Output;
 
-use partnerstack_mirror::{simulator::RunningSimulator, store::Store};
+use partnerstack_mirror::store::Store;
+use partnerstack_simulator::RunningSimulator;
 
 use crate::support;
 

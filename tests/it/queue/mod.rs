@@ -6,9 +6,9 @@ use std::time::Duration;
 use partnerstack_mirror::{
     object::ObjectKind,
     queue::{self, Handled, QueueSettings, Worker},
-    simulator::{Fault, Mutation, RunningSimulator},
     store::Store,
 };
+use partnerstack_simulator::{Fault, Mutation, RunningSimulator};
 use serde_json::{json, Value};
 
 use crate::support;

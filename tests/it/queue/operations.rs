@@ -203,7 +203,7 @@ async fn a_refresh_that_finds_nothing_fails_and_leaves_the_row_to_the_key_scans(
     let store = support::store().await;
     support::sync_all(&support::syncer(&store, &sim, 250, support::settings())).await;
     let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
-    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Deal, key: deal.clone() }).unwrap();
+    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Deal.into(), key: deal.clone() }).unwrap();
     // And a customer the API cannot be asked about: it has no customer_key.
     let customer = sim.simulator.keys(ObjectKind::Customer)[0].clone();
     sqlx::query("UPDATE customers SET customer_key = NULL WHERE key = $1").bind(&customer).execute(store.pool()).await.unwrap();

@@ -4,15 +4,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use super::{call, live_partner, serve};
-use crate::{
-    object::ObjectKind,
-    simulator::{Fault, SimulatorConfig, WriteRequest},
-};
+use crate::{Fault, Resource, SimulatorConfig, WriteRequest};
 
 #[tokio::test]
 async fn deal_files_are_listed_linked_and_downloaded_without_credentials() {
     let sim = serve(300, |_| {}).await;
-    let deals = sim.simulator.keys(ObjectKind::Deal);
+    let deals = sim.simulator.keys(Resource::Deal);
     let mut downloaded = 0;
     for deal in deals.iter().take(8) {
         let listing = call(&sim, Method::GET, &format!("deals/{deal}/files"), None).await;
@@ -63,7 +60,7 @@ async fn apply_then_drop_applies_the_next_write_once_and_the_client_sees_no_answ
         .send()
         .await;
     assert!(sent.is_err(), "a transport error, not an answer: {sent:?}");
-    let created = s.records(ObjectKind::Customer).into_iter().filter(|c| c["customer_key"] == "dropped-1").count();
+    let created = s.records(Resource::Customer).into_iter().filter(|c| c["customer_key"] == "dropped-1").count();
     assert_eq!(created, 1, "the write was applied");
     assert_eq!(call(&sim, Method::GET, "customers/dropped-1", None).await.status, StatusCode::OK);
 
@@ -77,7 +74,7 @@ async fn apply_then_drop_applies_the_next_write_once_and_the_client_sees_no_answ
 async fn the_write_log_holds_every_write_in_order_with_its_answered_status() {
     let sim = serve(300, |_| {}).await;
     let s = &sim.simulator;
-    let deal = s.keys(ObjectKind::Deal)[0].clone();
+    let deal = s.keys(Resource::Deal)[0].clone();
     call(&sim, Method::GET, "deals", None).await;
     call(&sim, Method::PATCH, &format!("deals/{deal}"), Some(json!({"amount": 1}))).await;
     call(&sim, Method::PATCH, "deals/deal_nope", Some(json!({"amount": 1}))).await;
@@ -103,6 +100,6 @@ async fn the_write_log_holds_every_write_in_order_with_its_answered_status() {
             w("POST", "/api/v2/rewards".into(), 0),
         ]
     );
-    assert_eq!(s.record(ObjectKind::Deal, &deal).unwrap()["archived"], json!(false), "a 503 applied nothing");
-    assert_eq!(s.records(ObjectKind::Reward).iter().filter(|r| r["amount"] == 5).count(), 0, "a plain drop applied nothing");
+    assert_eq!(s.record(Resource::Deal, &deal).unwrap()["archived"], json!(false), "a 503 applied nothing");
+    assert_eq!(s.records(Resource::Reward).iter().filter(|r| r["amount"] == 5).count(), 0, "a plain drop applied nothing");
 }

@@ -36,31 +36,10 @@ fn key(v: &Value) -> String {
     v["key"].as_str().expect("records have string keys").to_owned()
 }
 
-/// A typed column's value in `record`, checked: present, and of its JSON type or null.
-/// `None` when the object holding it is itself null (e.g. a deal without a team).
-fn typed_column<'a>(kind: crate::object::ObjectKind, record: &'a Value, column: &crate::object::Column) -> Option<&'a Value> {
-    use crate::object::ColumnType;
-    let (parent, leaf) = column.path.split_at(column.path.len() - 1);
-    let holder = parent.iter().fold(record, |v, p| &v[p]);
-    if holder.is_null() {
-        return None;
-    }
-    let v = holder.get(leaf[0]).unwrap_or_else(|| panic!("{kind}.{} missing in {record}", column.name));
-    let typed = match column.ty {
-        ColumnType::Text => v.is_string(),
-        ColumnType::BigInt | ColumnType::Timestamp => v.is_i64(),
-        ColumnType::Bool => v.is_boolean(),
-        ColumnType::Date => v.as_str().is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
-        ColumnType::TextArray => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-    };
-    assert!(v.is_null() || typed, "{kind}.{} is {v}", column.name);
-    Some(v)
-}
-
 /// The identifier a record's URL path takes: a customer's `customer_key`, else its `key`.
-fn path_id(kind: crate::object::ObjectKind, v: &Value) -> String {
+fn path_id(kind: crate::Resource, v: &Value) -> String {
     match kind {
-        crate::object::ObjectKind::Customer => v["customer_key"].as_str().expect("customers have a customer_key").to_owned(),
+        crate::Resource::Customer => v["customer_key"].as_str().expect("customers have a customer_key").to_owned(),
         _ => key(v),
     }
 }
@@ -86,6 +65,6 @@ async fn call(sim: &RunningSimulator, method: Method, path: &str, body: Option<V
 
 /// A live partnership's `partner_key` and its record.
 fn live_partner(sim: &Simulator) -> (String, Value) {
-    let p = sim.records(crate::object::ObjectKind::Partnership).into_iter().find(|p| p["archived"] == false).expect("a live partnership");
+    let p = sim.records(crate::Resource::Partnership).into_iter().find(|p| p["archived"] == false).expect("a live partnership");
     (p["partner_key"].as_str().expect("partner keys are strings").to_owned(), p)
 }

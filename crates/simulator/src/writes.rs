@@ -6,8 +6,9 @@ use axum::http::Method;
 use serde_json::{json, Value};
 
 use super::{
-    api::{Reply, Route},
     convert, create,
+    reply::Reply,
+    route::Route,
     schema::{parse_body, WriteError},
     state::State,
     update,

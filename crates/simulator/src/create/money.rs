@@ -11,7 +11,7 @@ use super::{
     },
     field, invalid, opt_text, partner, require, text, Body, Ty, WriteError,
 };
-use crate::{object::ObjectKind, simulator::state::State};
+use crate::{state::State, Resource};
 
 /// The documented range of a transaction amount, in cents.
 const AMOUNT_LIMIT: i64 = 50_000_000_000;
@@ -19,7 +19,7 @@ const AMOUNT_LIMIT: i64 = 50_000_000_000;
 const CUSTOMER_REFS: &[&str] = &["customer_key", "customer_external_key", "customer_email"];
 
 fn customer_by(state: &State, reference: &str, value: &str) -> Result<Value, WriteError> {
-    let customers = state.table(ObjectKind::Customer);
+    let customers = state.table(Resource::Customer);
     let row = match reference {
         "customer_key" => customers.get(value),
         "customer_external_key" => lookup::by_field(customers, "customer_key", value),
@@ -32,7 +32,7 @@ fn customer_by(state: &State, reference: &str, value: &str) -> Result<Value, Wri
 /// hard-deleted since.
 fn partnership_of(state: &State, partnership_key: &Value) -> Value {
     let key = partnership_key.as_str().unwrap_or_default();
-    state.table(ObjectKind::Partnership).get(key).map_or_else(|| json!({"key": partnership_key}), |r| r.value())
+    state.table(Resource::Partnership).get(key).map_or_else(|| json!({"key": partnership_key}), |r| r.value())
 }
 
 pub(super) fn transaction(state: &mut State, body: &Body, now: i64) -> Result<Value, WriteError> {
@@ -72,7 +72,7 @@ pub(super) fn transaction(state: &mut State, body: &Body, now: i64) -> Result<Va
     let created = field(body, "created_at", Ty::Int)?.and_then(|v| v.as_i64()).unwrap_or(now);
     let customer = customer_by(state, reference, &reference_value)?;
     if let Some(k) = &key {
-        if state.table(ObjectKind::Transaction).position(k).is_some() {
+        if state.table(Resource::Transaction).position(k).is_some() {
             return Err(invalid(format!("A transaction with key '{k}' already exists")));
         }
         state.fake.claim(k);
@@ -106,14 +106,14 @@ pub(super) fn action(state: &mut State, body: &Body, now: i64) -> Result<Value, 
     }
     let external_key = field(body, "external_key", Ty::NullStr)?;
     let (partnership, customer) = if target_type == "partnership" {
-        let by_key = state.table(ObjectKind::Partnership).get(&target_key).map(|r| r.value());
+        let by_key = state.table(Resource::Partnership).get(&target_key).map(|r| r.value());
         let p = match by_key {
             Some(p) => p,
             None => partner(state, &target_key)?,
         };
         (p, None)
     } else {
-        let c = lookup::find(state.table(ObjectKind::Customer), ObjectKind::Customer, &target_key)
+        let c = lookup::find(state.table(Resource::Customer), Resource::Customer, &target_key)
             .map(|r| r.value())
             .ok_or_else(|| invalid(format!("No customer found with customer_key '{target_key}'")))?;
         (partnership_of(state, &c["partnership_key"]), Some(c))
@@ -139,18 +139,18 @@ pub(super) fn reward(state: &mut State, body: &Body, now: i64) -> Result<Value, 
         let key = text(target, "key")?;
         field(target, "type", Ty::Enum(&["customer", "transaction"]))?;
         let (source, customer_key) = if text(target, "type")? == "transaction" {
-            let t = state.table(ObjectKind::Transaction).get(&key).map(|r| r.value());
+            let t = state.table(Resource::Transaction).get(&key).map(|r| r.value());
             let t = t.ok_or_else(|| invalid(format!("No transaction found with key '{key}'")))?;
             transaction = json!({"key": t["key"], "amount": t["amount"], "currency": t["currency"]});
             let customer_key = t["customer_key"].as_str().unwrap_or_default().to_owned();
             (t, customer_key)
         } else {
-            let c = lookup::find(state.table(ObjectKind::Customer), ObjectKind::Customer, &key).map(|r| r.value());
+            let c = lookup::find(state.table(Resource::Customer), Resource::Customer, &key).map(|r| r.value());
             let c = c.ok_or_else(|| invalid(format!("No customer found with key '{key}'")))?;
             let customer_key = c["key"].as_str().unwrap_or_default().to_owned();
             (c, customer_key)
         };
-        customer = state.table(ObjectKind::Customer).get(&customer_key).map(|r| r.value());
+        customer = state.table(Resource::Customer).get(&customer_key).map(|r| r.value());
         partnership = Some(partnership_of(state, &source["partnership_key"]));
     }
     if let Some(pk) = partner_key {

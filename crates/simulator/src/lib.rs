@@ -1,7 +1,7 @@
-//! A faithful in-memory PartnerStack vendor API v2 over real HTTP (SPEC 8), for the demo
-//! and the tests.
+//! A faithful in-memory PartnerStack vendor API v2 over real HTTP (SPEC 8), for
+//! partnerstack-mirror's demo, its `simulate` command and its tests.
 //!
-//! It serves the subset this program reads, the way the research notes describe the real
+//! It serves the subset the mirror reads, the way the research notes describe the real
 //! API: Basic auth, `{data: {items, has_more}, message, status}` envelopes, `limit` 1–250,
 //! key cursors, epoch-millisecond filters, newest-first order. Every behaviour the docs
 //! leave open (SPEC 9) is a switch in [`SimulatorConfig`], so the mirror can be tested
@@ -13,11 +13,16 @@
 //! archives, tags, conversions) and serves deal attachments, logging every write request
 //! ([`Simulator::writes`]) so tests can check that each reached the API exactly once.
 //!
-//! Layout: `state` (everything behind the lock), `table` (one object type and its
-//! indexes), `listing` (queries and pages), `api` (paths and envelopes), `server` (HTTP,
-//! faults, rate limit, auth), `generate`/`build`/`fake` (the data), `mutation` (changes);
-//! for writes `writes` (routing), `schema` (body validation), `create`, `update`,
-//! `convert`, `lookup` (records by external identifiers), `files` (deal attachments).
+//! It fakes the vendor, so it speaks the vendor's vocabulary ([`Resource`]) and depends
+//! on nothing of the mirror; the mirror converts its object types into it.
+//!
+//! Layout: `resource` (the vendor's record types), `state` (everything behind the lock),
+//! `table` (one object type and its indexes), `listing` (queries and pages), `route` (what
+//! a path names), `api` (reads and their envelopes), `reply` (an answer before HTTP),
+//! `server` (HTTP, faults, rate limit, auth), `generate`/`build`/`fake` (the data),
+//! `mutation` (changes); for writes `writes` (routing), `schema` (body validation),
+//! `create`, `update`, `convert`, `lookup` (records by external identifiers), `files` (deal
+//! attachments).
 
 mod api;
 mod build;
@@ -30,6 +35,9 @@ mod listing;
 mod lookup;
 mod mutation;
 mod poison;
+mod reply;
+mod resource;
+mod route;
 mod schema;
 mod server;
 mod state;
@@ -51,8 +59,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use mutation::{Applied, Mutation, MutationError};
 pub use poison::Poison;
+pub use resource::Resource;
 
-use crate::object::ObjectKind;
 use state::State;
 
 /// How `min_/max_created` and `min_/max_updated` compare (SPEC 9.1).
@@ -225,17 +233,17 @@ impl Simulator {
 
     /// Every record that exists (archived included, hard-deleted not), newest first,
     /// exactly as the API serializes it.
-    pub fn records(&self, kind: ObjectKind) -> Vec<Value> {
-        self.lock().table(kind).newest_first().map(|r| r.value()).collect()
+    pub fn records(&self, kind: impl Into<Resource>) -> Vec<Value> {
+        self.lock().table(kind.into()).newest_first().map(|r| r.value()).collect()
     }
 
-    pub fn record(&self, kind: ObjectKind, key: &str) -> Option<Value> {
-        self.lock().table(kind).get(key).map(|r| r.value())
+    pub fn record(&self, kind: impl Into<Resource>, key: &str) -> Option<Value> {
+        self.lock().table(kind.into()).get(key).map(|r| r.value())
     }
 
     /// The keys of [`Simulator::records`], in the same order.
-    pub fn keys(&self, kind: ObjectKind) -> Vec<String> {
-        self.lock().table(kind).newest_keys().map(str::to_owned).collect()
+    pub fn keys(&self, kind: impl Into<Resource>) -> Vec<String> {
+        self.lock().table(kind.into()).newest_keys().map(str::to_owned).collect()
     }
 
     /// Every partner team's key (`stck_…`), teams without members included.
@@ -291,13 +299,15 @@ impl Simulator {
 
     /// Serves `key` broken (see [`Poison`]) in list pages from now on, with a new
     /// `updated_at` so polls list it.
-    pub fn poison(&self, kind: ObjectKind, key: &str, poison: Poison) {
+    pub fn poison(&self, kind: impl Into<Resource>, key: &str, poison: Poison) {
+        let kind = kind.into();
         let _ = self.apply(Mutation::Touch { kind, key: key.to_owned() });
         self.lock().poisoned.insert((kind, key.to_owned()), poison);
     }
 
     /// Serves `key` clean again, changed, so the next poll brings its clean copy.
-    pub fn cure(&self, kind: ObjectKind, key: &str) {
+    pub fn cure(&self, kind: impl Into<Resource>, key: &str) {
+        let kind = kind.into();
         self.lock().poisoned.remove(&(kind, key.to_owned()));
         let _ = self.apply(Mutation::Touch { kind, key: key.to_owned() });
     }
@@ -341,7 +351,7 @@ fn apply_random_locked(state: &mut State, now: i64) -> Applied {
             return applied;
         }
     }
-    state.apply(Mutation::Create(ObjectKind::Group), now).expect("a group needs no parent")
+    state.apply(Mutation::Create(Resource::Group), now).expect("a group needs no parent")
 }
 
 /// A simulator serving HTTP; stops when [`RunningSimulator::stop`] is awaited or it drops.

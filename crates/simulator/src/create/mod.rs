@@ -12,7 +12,7 @@ mod sales;
 
 use serde_json::{json, Map, Value};
 
-use crate::object::ObjectKind;
+use crate::Resource;
 
 use super::{
     build::{self, Stamp},
@@ -27,26 +27,19 @@ pub(super) use sales::{DEAL_FIELDS, DEAL_SOURCES};
 type Body = Map<String, Value>;
 
 /// The object types `POST` creates.
-pub(super) const CREATABLE: &[ObjectKind] = &[
-    ObjectKind::Customer,
-    ObjectKind::Deal,
-    ObjectKind::Lead,
-    ObjectKind::Partnership,
-    ObjectKind::Transaction,
-    ObjectKind::Action,
-    ObjectKind::Reward,
-];
+pub(super) const CREATABLE: &[Resource] =
+    &[Resource::Customer, Resource::Deal, Resource::Lead, Resource::Partnership, Resource::Transaction, Resource::Action, Resource::Reward];
 
 /// Creates a record of `kind` (one of [`CREATABLE`]) from `body`; the record as stored.
-pub(super) fn create(state: &mut State, kind: ObjectKind, body: &Body, now: i64) -> Result<Value, WriteError> {
+pub(super) fn create(state: &mut State, kind: Resource, body: &Body, now: i64) -> Result<Value, WriteError> {
     let record = match kind {
-        ObjectKind::Customer => customer(state, body, now)?,
-        ObjectKind::Partnership => partnership(state, body, now)?,
-        ObjectKind::Deal => sales::deal(state, body, now)?,
-        ObjectKind::Lead => sales::lead(state, body, now)?,
-        ObjectKind::Transaction => money::transaction(state, body, now)?,
-        ObjectKind::Action => money::action(state, body, now)?,
-        ObjectKind::Reward => money::reward(state, body, now)?,
+        Resource::Customer => customer(state, body, now)?,
+        Resource::Partnership => partnership(state, body, now)?,
+        Resource::Deal => sales::deal(state, body, now)?,
+        Resource::Lead => sales::lead(state, body, now)?,
+        Resource::Transaction => money::transaction(state, body, now)?,
+        Resource::Action => money::action(state, body, now)?,
+        Resource::Reward => money::reward(state, body, now)?,
         other => return Err(invalid(format!("{} records cannot be created", other.singular()))),
     };
     state.table_mut(kind).insert(record.clone());
@@ -56,22 +49,18 @@ pub(super) fn create(state: &mut State, kind: ObjectKind, body: &Body, now: i64)
 /// The partnership whose `partner_key` this is (the API's "must belong to a partner in
 /// your program").
 pub(super) fn partner(state: &State, partner_key: &str) -> Result<Value, WriteError> {
-    lookup::by_field(state.table(ObjectKind::Partnership), "partner_key", partner_key)
+    lookup::by_field(state.table(Resource::Partnership), "partner_key", partner_key)
         .map(|r| r.value())
         .ok_or_else(|| invalid(format!("No partnership found with partner_key '{partner_key}' in your program")))
 }
 
 pub(super) fn group(state: &State, group_key: &str) -> Result<Value, WriteError> {
-    state
-        .table(ObjectKind::Group)
-        .get(group_key)
-        .map(|r| r.value())
-        .ok_or_else(|| invalid(format!("No group found with key '{group_key}'")))
+    state.table(Resource::Group).get(group_key).map(|r| r.value()).ok_or_else(|| invalid(format!("No group found with key '{group_key}'")))
 }
 
 /// Where partners land when no group is named.
 fn default_group(state: &State) -> Value {
-    let groups = state.table(ObjectKind::Group);
+    let groups = state.table(Resource::Group);
     let default = groups.newest_first().map(|r| r.value()).find(|g| g["default"] == true && g["archived"] != true);
     default.or_else(|| groups.newest_first().next().map(|r| r.value())).unwrap_or_else(|| json!({}))
 }
@@ -79,7 +68,7 @@ fn default_group(state: &State) -> Value {
 /// Refuses a `customer_key` some customer already has (it addresses customers in paths),
 /// and reserves it.
 pub(super) fn unique_customer_key(state: &mut State, customer_key: &str) -> Result<(), WriteError> {
-    if lookup::by_field(state.table(ObjectKind::Customer), "customer_key", customer_key).is_some() {
+    if lookup::by_field(state.table(Resource::Customer), "customer_key", customer_key).is_some() {
         return Err(invalid(format!("A customer with customer_key '{customer_key}' already exists")));
     }
     state.fake.claim(customer_key);
@@ -147,7 +136,7 @@ fn partnership(state: &mut State, body: &Body, now: i64) -> Result<Value, WriteE
     let meta = field(body, "meta", Ty::Object)?;
     let partner_key = match partner_key {
         Some(pk) => {
-            if lookup::by_field(state.table(ObjectKind::Partnership), "partner_key", &pk).is_some() {
+            if lookup::by_field(state.table(Resource::Partnership), "partner_key", &pk).is_some() {
                 return Err(invalid(format!("A partnership with partner_key '{pk}' already exists")));
             }
             state.fake.claim(&pk);

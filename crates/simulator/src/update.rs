@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::object::ObjectKind;
+use crate::Resource;
 
 use super::{
     build::{self, DEAL_STAGES, LEAD_STATUSES},
@@ -19,28 +19,28 @@ use super::{
 type Body = Map<String, Value>;
 
 /// The object types `PATCH` and `DELETE` address.
-pub(super) const UPDATABLE: &[ObjectKind] = &[ObjectKind::Customer, ObjectKind::Deal, ObjectKind::Lead, ObjectKind::Partnership];
+pub(super) const UPDATABLE: &[Resource] = &[Resource::Customer, Resource::Deal, Resource::Lead, Resource::Partnership];
 
 /// The key of the record a path names (by key or external identifier), else a 404.
-pub(super) fn target(state: &State, kind: ObjectKind, id: &str) -> Result<String, WriteError> {
+pub(super) fn target(state: &State, kind: Resource, id: &str) -> Result<String, WriteError> {
     lookup::in_path(state.table(kind), kind, id, state.config.external_ids_in_paths)
         .and_then(|row| row.value()["key"].as_str().map(str::to_owned))
         .ok_or_else(|| WriteError::NotFound(format!("No {} found with key '{id}'", kind.singular())))
 }
 
-fn stored(state: &State, kind: ObjectKind, key: &str) -> Value {
+fn stored(state: &State, kind: Resource, key: &str) -> Value {
     state.table(kind).get(key).map(|r| r.value()).unwrap_or(Value::Null)
 }
 
 /// Merges the body's updatable fields into the record; the record as it now is.
-pub(super) fn update(state: &mut State, kind: ObjectKind, id: &str, body: &Body, now: i64) -> Result<Value, WriteError> {
+pub(super) fn update(state: &mut State, kind: Resource, id: &str, body: &Body, now: i64) -> Result<Value, WriteError> {
     let key = target(state, kind, id)?;
     let current = stored(state, kind, &key);
     let changes = match kind {
-        ObjectKind::Customer => customer(state, &current, body)?,
-        ObjectKind::Deal => deal(state, body)?,
-        ObjectKind::Lead => lead(state, &current, body)?,
-        ObjectKind::Partnership => partnership(state, &current, body)?,
+        Resource::Customer => customer(state, &current, body)?,
+        Resource::Deal => deal(state, body)?,
+        Resource::Lead => lead(state, &current, body)?,
+        Resource::Partnership => partnership(state, &current, body)?,
         other => return Err(invalid(format!("{} records cannot be updated", other.singular()))),
     };
     state.table_mut(kind).modify(&key, now, |map| map.extend(changes));
@@ -49,7 +49,7 @@ pub(super) fn update(state: &mut State, kind: ObjectKind, id: &str, body: &Body,
 
 /// `DELETE` archives (`archived = true`); archiving an archived record again changes
 /// nothing, so a retried DELETE is harmless.
-pub(super) fn archive(state: &mut State, kind: ObjectKind, id: &str, now: i64) -> Result<(), WriteError> {
+pub(super) fn archive(state: &mut State, kind: Resource, id: &str, now: i64) -> Result<(), WriteError> {
     let key = target(state, kind, id)?;
     if state.table(kind).get(&key).is_some_and(|r| !r.archived) {
         state.table_mut(kind).modify(&key, now, |map| map.insert("archived".into(), true.into()));
@@ -59,17 +59,17 @@ pub(super) fn archive(state: &mut State, kind: ObjectKind, id: &str, now: i64) -
 
 /// `{"add": [...], "remove": [...]}`, either optional; the partnership as it now is.
 pub(super) fn tags(state: &mut State, id: &str, body: &Body, now: i64) -> Result<Value, WriteError> {
-    let key = target(state, ObjectKind::Partnership, id)?;
+    let key = target(state, Resource::Partnership, id)?;
     let list = |name: &str| -> Result<Vec<String>, WriteError> {
         let v = field(body, name, Ty::StrArray)?.unwrap_or_else(|| json!([]));
         Ok(v.as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)).collect())
     };
     let (add, remove) = (list("add")?, list("remove")?);
     if !state.config.tags_body_understood {
-        return Ok(stored(state, ObjectKind::Partnership, &key));
+        return Ok(stored(state, Resource::Partnership, &key));
     }
     state.apply(Mutation::PartnershipTags { key: key.clone(), add, remove }, now).map_err(|e| WriteError::NotFound(e.to_string()))?;
-    Ok(stored(state, ObjectKind::Partnership, &key))
+    Ok(stored(state, Resource::Partnership, &key))
 }
 
 /// Research notes §4.2: `meta` values read back in `mdata`, merged over what is there.
@@ -149,7 +149,7 @@ fn partnership(state: &mut State, current: &Value, body: &Body) -> Result<Map<St
         let pk = pk.as_str().unwrap_or_default().to_owned();
         max_len(Some(&pk), 255)?;
         if current["partner_key"] != pk.as_str() {
-            if lookup::by_field(state.table(ObjectKind::Partnership), "partner_key", &pk).is_some() {
+            if lookup::by_field(state.table(Resource::Partnership), "partner_key", &pk).is_some() {
                 return Err(invalid(format!("A partnership with partner_key '{pk}' already exists")));
             }
             state.fake.claim(&pk);

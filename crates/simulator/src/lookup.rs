@@ -4,16 +4,16 @@
 
 use serde_json::Value;
 
-use crate::object::ObjectKind;
+use crate::Resource;
 
 use super::table::{Row, Table};
 
 /// The fields a path may name a record by besides its `key`.
-pub(super) fn external_ids(kind: ObjectKind) -> &'static [&'static str] {
+pub(super) fn external_ids(kind: Resource) -> &'static [&'static str] {
     match kind {
-        ObjectKind::Customer => &["customer_key"],
-        ObjectKind::Partnership => &["partner_key", "email"],
-        ObjectKind::Deal | ObjectKind::Lead => &["external_key"],
+        Resource::Customer => &["customer_key"],
+        Resource::Partnership => &["partner_key", "email"],
+        Resource::Deal | Resource::Lead => &["external_key"],
         _ => &[],
     }
 }
@@ -28,7 +28,7 @@ pub(super) fn by_field<'a>(table: &'a Table, field: &str, value: &str) -> Option
 }
 
 /// A record by key or external identifier; archived ones too.
-pub(super) fn find<'a>(table: &'a Table, kind: ObjectKind, id: &str) -> Option<&'a Row> {
+pub(super) fn find<'a>(table: &'a Table, kind: Resource, id: &str) -> Option<&'a Row> {
     table.get(id).or_else(|| external_ids(kind).iter().find_map(|field| by_field(table, field, id)))
 }
 
@@ -36,9 +36,9 @@ pub(super) fn find<'a>(table: &'a Table, kind: ObjectKind, id: &str) -> Option<&
 /// (`/v2/customers/{customer_key}`, research notes §4.11), so a client that puts
 /// PartnerStack's `key` there gets a 404, as it would for real; other kinds by key, and by
 /// external identifier when `external_ids` (`SimulatorConfig::external_ids_in_paths`).
-pub(super) fn in_path<'a>(table: &'a Table, kind: ObjectKind, id: &str, external_ids: bool) -> Option<&'a Row> {
+pub(super) fn in_path<'a>(table: &'a Table, kind: Resource, id: &str, external_ids: bool) -> Option<&'a Row> {
     match kind {
-        ObjectKind::Customer => by_field(table, "customer_key", id),
+        Resource::Customer => by_field(table, "customer_key", id),
         _ if external_ids => find(table, kind, id),
         _ => table.get(id),
     }

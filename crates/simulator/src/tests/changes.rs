@@ -5,13 +5,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{call, key, live_partner, path_id, serve, HISTORY_END};
-use crate::{object::ObjectKind, simulator::Clock};
+use crate::{Clock, Resource};
 
 const NOW: i64 = HISTORY_END + 120_000;
 
 /// Whether a `min_updated = NOW` poll lists the record.
-async fn polled(sim: &crate::simulator::RunningSimulator, kind: ObjectKind, k: &str) -> bool {
-    let page = call(sim, Method::GET, &format!("{}?limit=250&min_updated={NOW}", kind.api_path()), None).await;
+async fn polled(sim: &crate::RunningSimulator, kind: Resource, k: &str) -> bool {
+    let page = call(sim, Method::GET, &format!("{}?limit=250&min_updated={NOW}", kind.path()), None).await;
     page.body["data"]["items"].as_array().unwrap().iter().any(|r| key(r) == k)
 }
 
@@ -20,42 +20,32 @@ async fn a_patch_merges_the_documented_fields_and_bumps_updated_at() {
     let sim = serve(300, |_| {}).await;
     let s = &sim.simulator;
     s.set_clock(Clock::Frozen(NOW));
-    let deal = s.records(ObjectKind::Deal)[2].clone();
-    let lead = s.records(ObjectKind::Lead)[2].clone();
-    let customer = s.records(ObjectKind::Customer).into_iter().find(|c| c["customer_key"].is_string()).unwrap();
+    let deal = s.records(Resource::Deal)[2].clone();
+    let lead = s.records(Resource::Lead)[2].clone();
+    let customer = s.records(Resource::Customer).into_iter().find(|c| c["customer_key"].is_string()).unwrap();
     let (_, partnership) = live_partner(s);
-    let group = s.records(ObjectKind::Group).into_iter().find(|g| g["key"] != partnership["group"]["key"]).unwrap();
-    let tier = s.records(ObjectKind::Partnership).iter().map(|p| p["tier"].clone()).find(|t| *t != partnership["tier"]).unwrap();
+    let group = s.records(Resource::Group).into_iter().find(|g| g["key"] != partnership["group"]["key"]).unwrap();
+    let tier = s.records(Resource::Partnership).iter().map(|p| p["tier"].clone()).find(|t| *t != partnership["tier"]).unwrap();
 
     let cases = [
+        (Resource::Deal, key(&deal), json!({"stage": "Closed Won", "amount": 777_000}), json!({"stage": "Closed Won", "amount": 777_000})),
+        (Resource::Deal, deal["external_key"].as_str().unwrap().to_owned(), json!({"lost_reason": null}), json!({"lost_reason": null})),
+        (Resource::Lead, key(&lead), json!({"status": "closed won", "approved": true}), json!({"status": "closed won", "approved": true})),
         (
-            ObjectKind::Deal,
-            key(&deal),
-            json!({"stage": "Closed Won", "amount": 777_000}),
-            json!({"stage": "Closed Won", "amount": 777_000}),
-        ),
-        (ObjectKind::Deal, deal["external_key"].as_str().unwrap().to_owned(), json!({"lost_reason": null}), json!({"lost_reason": null})),
-        (
-            ObjectKind::Lead,
-            key(&lead),
-            json!({"status": "closed won", "approved": true}),
-            json!({"status": "closed won", "approved": true}),
-        ),
-        (
-            ObjectKind::Customer,
+            Resource::Customer,
             customer["customer_key"].as_str().unwrap().to_owned(),
             json!({"name": "Renamed", "email": "renamed@example.test"}),
             json!({"name": "Renamed", "email": "renamed@example.test"}),
         ),
         (
-            ObjectKind::Partnership,
+            Resource::Partnership,
             partnership["partner_key"].as_str().unwrap().to_owned(),
             json!({"group_key": group["key"], "tier_key": tier["key"], "manager_name": "Mo Reyes"}),
             json!({"group": {"key": group["key"], "name": group["name"], "slug": group["slug"]}, "tier": tier}),
         ),
     ];
     for (kind, id, body, expected) in cases {
-        let answer = call(&sim, Method::PATCH, &format!("{}/{id}", kind.api_path()), Some(body)).await;
+        let answer = call(&sim, Method::PATCH, &format!("{}/{id}", kind.path()), Some(body)).await;
         assert_eq!(answer.status, StatusCode::OK, "{kind} {id}: {}", answer.body);
         let record = &answer.body["data"];
         for (field, value) in expected.as_object().unwrap() {
@@ -65,16 +55,16 @@ async fn a_patch_merges_the_documented_fields_and_bumps_updated_at() {
         assert_eq!(s.record(kind, &key(record)).as_ref(), Some(record), "{kind}: stored as answered");
         assert!(polled(&sim, kind, &key(record)).await, "{kind}: a min_updated poll sees the change");
     }
-    let p = s.record(ObjectKind::Partnership, &key(&partnership)).unwrap();
+    let p = s.record(Resource::Partnership, &key(&partnership)).unwrap();
     assert_eq!(p["manager"]["name"], json!("Mo Reyes"));
-    assert_eq!(s.record(ObjectKind::Deal, &key(&deal)).unwrap()["created_at"], deal["created_at"], "created_at never moves");
+    assert_eq!(s.record(Resource::Deal, &key(&deal)).unwrap()["created_at"], deal["created_at"], "created_at never moves");
 
     let unknown = call(&sim, Method::PATCH, "deals/deal_nope", Some(json!({"stage": "Qualified"}))).await;
     assert_eq!((unknown.status, unknown.body["message"].clone()), (StatusCode::NOT_FOUND, json!("No deal found with key 'deal_nope'")));
     let invalid = call(&sim, Method::PATCH, &format!("deals/{}", key(&deal)), Some(json!({"stage": "Won"}))).await;
     assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
     assert!(invalid.body["message"].as_str().unwrap().starts_with("'Won' is not one of"));
-    assert_eq!(s.record(ObjectKind::Deal, &key(&deal)).unwrap()["stage"], json!("Closed Won"), "a refused patch changes nothing");
+    assert_eq!(s.record(Resource::Deal, &key(&deal)).unwrap()["stage"], json!("Closed Won"), "a refused patch changes nothing");
 }
 
 #[tokio::test]
@@ -82,16 +72,16 @@ async fn delete_archives_and_an_unlisted_archive_is_still_found_by_key() {
     let sim = serve(300, |c| c.archived_listed = false).await;
     let s = &sim.simulator;
     s.set_clock(Clock::Frozen(NOW));
-    for kind in [ObjectKind::Lead, ObjectKind::Deal, ObjectKind::Customer, ObjectKind::Partnership] {
+    for kind in [Resource::Lead, Resource::Deal, Resource::Customer, Resource::Partnership] {
         let k = s.keys(kind)[0].clone();
         let id = path_id(kind, &s.record(kind, &k).unwrap());
-        let answer = call(&sim, Method::DELETE, &format!("{}/{id}", kind.api_path()), None).await;
+        let answer = call(&sim, Method::DELETE, &format!("{}/{id}", kind.path()), None).await;
         assert_eq!((answer.status, answer.body["status"].clone()), (StatusCode::OK, json!(200)), "{kind}");
         assert!(answer.body["message"].is_string() && answer.body.get("data").is_none(), "{kind}: {}", answer.body);
-        let record = call(&sim, Method::GET, &format!("{}/{id}", kind.api_path()), None).await.body["data"].clone();
+        let record = call(&sim, Method::GET, &format!("{}/{id}", kind.path()), None).await.body["data"].clone();
         assert_eq!((record["archived"].clone(), record["updated_at"].clone()), (json!(true), json!(NOW)), "{kind}");
         assert!(!polled(&sim, kind, &k).await, "{kind}: gone from lists");
-        let again = call(&sim, Method::DELETE, &format!("{}/{id}", kind.api_path()), None).await;
+        let again = call(&sim, Method::DELETE, &format!("{}/{id}", kind.path()), None).await;
         assert_eq!(again.status, StatusCode::OK, "{kind}: deleting again is harmless");
     }
     assert_eq!(call(&sim, Method::DELETE, "customers/nobody", None).await.status, StatusCode::NOT_FOUND);
@@ -121,7 +111,7 @@ async fn converting_a_deal_or_a_lead_creates_a_customer_of_its_partner() {
     let sim = serve(300, |_| {}).await;
     let s = &sim.simulator;
     s.set_clock(Clock::Frozen(NOW));
-    let deal = s.records(ObjectKind::Deal)[1].clone();
+    let deal = s.records(Resource::Deal)[1].clone();
     let converted = call(
         &sim,
         Method::POST,
@@ -133,11 +123,11 @@ async fn converting_a_deal_or_a_lead_creates_a_customer_of_its_partner() {
     let customer = converted.body["data"].clone();
     assert_eq!((customer["customer_key"].clone(), customer["email"].clone()), (json!("conv-1"), json!("buyer@example.test")));
     assert_eq!((customer["partner_key"].clone(), customer["created_at"].clone()), (deal["partner_key"].clone(), json!(NOW)));
-    assert_eq!(s.record(ObjectKind::Customer, &key(&customer)).as_ref(), Some(&customer));
-    let deal_now = s.record(ObjectKind::Deal, &key(&deal)).unwrap();
+    assert_eq!(s.record(Resource::Customer, &key(&customer)).as_ref(), Some(&customer));
+    let deal_now = s.record(Resource::Deal, &key(&deal)).unwrap();
     assert_eq!((deal_now["customer_key"].clone(), deal_now["updated_at"].clone()), (customer["key"].clone(), json!(NOW)));
 
-    let lead = s.records(ObjectKind::Lead)[1].clone();
+    let lead = s.records(Resource::Lead)[1].clone();
     let by_external = lead["external_key"].as_str().unwrap();
     let from_lead = call(&sim, Method::POST, &format!("leads/{by_external}/convert"), Some(json!({}))).await;
     assert_eq!(from_lead.status, StatusCode::OK, "{}", from_lead.body);

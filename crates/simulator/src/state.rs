@@ -6,14 +6,20 @@ use std::{
     time::Instant,
 };
 
-use crate::object::ObjectKind;
+use crate::Resource;
 
-use super::{build::Account, fake::Fake, generate, table::Table, Clock, Fault, PageHook, SimulatorConfig, WriteRequest};
+use super::{
+    build::Account,
+    fake::Fake,
+    generate::{self, Generated},
+    table::{Table, Tables},
+    Clock, Fault, PageHook, SimulatorConfig, WriteRequest,
+};
 
 pub(super) struct State {
     pub config: SimulatorConfig,
     pub clock: Clock,
-    tables: [Table; ObjectKind::ALL.len()],
+    tables: Tables,
     /// Partner team key → its members' keys.
     pub teams: BTreeMap<String, BTreeSet<String>>,
     /// The one seeded generator: initial data, new records and random mutations all draw
@@ -26,26 +32,21 @@ pub(super) struct State {
     pub hooks: Vec<(usize, PageHook)>,
     bucket: Option<Bucket>,
     /// Records served broken in list pages (the poison switch).
-    pub poisoned: BTreeMap<(ObjectKind, String), super::Poison>,
+    pub poisoned: BTreeMap<(Resource, String), super::Poison>,
     /// Write requests in arrival order; the status is filled in once answered.
     pub writes: Vec<WriteRequest>,
-}
-
-fn index(kind: ObjectKind) -> usize {
-    ObjectKind::ALL.iter().position(|k| *k == kind).expect("ALL lists every kind")
 }
 
 impl State {
     /// A new account generated from `config.seed`.
     pub fn new(config: SimulatorConfig) -> State {
-        let mut fake = Fake::new(config.seed);
-        let account = Account::new(&mut fake);
         let anchor = config.history_end_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-        let mut state = State {
+        let Generated { fake, account, tables, teams } = generate::account(config.seed, config.records, config.history_days, anchor);
+        State {
             config,
             clock: Clock::Real,
-            tables: std::array::from_fn(|_| Table::default()),
-            teams: BTreeMap::new(),
+            tables,
+            teams,
             fake,
             account,
             faults: VecDeque::new(),
@@ -53,22 +54,20 @@ impl State {
             bucket: None,
             poisoned: BTreeMap::new(),
             writes: Vec::new(),
-        };
-        generate::populate(&mut state, anchor);
-        state
+        }
     }
 
-    pub fn table(&self, kind: ObjectKind) -> &Table {
-        &self.tables[index(kind)]
+    pub fn table(&self, kind: Resource) -> &Table {
+        self.tables.get(kind)
     }
 
-    pub fn table_mut(&mut self, kind: ObjectKind) -> &mut Table {
-        &mut self.tables[index(kind)]
+    pub fn table_mut(&mut self, kind: Resource) -> &mut Table {
+        self.tables.get_mut(kind)
     }
 
     /// The generator and one table at once (building a record while reading its parent).
-    pub fn fake_and_table(&mut self, kind: ObjectKind) -> (&mut Fake, &mut Table) {
-        (&mut self.fake, &mut self.tables[index(kind)])
+    pub fn fake_and_table(&mut self, kind: Resource) -> (&mut Fake, &mut Table) {
+        (&mut self.fake, self.tables.get_mut(kind))
     }
 
     /// Epoch milliseconds by the simulator's clock.

@@ -9,9 +9,9 @@
 
 use serde_json::json;
 
-use crate::object::ObjectKind;
+use crate::Resource;
 
-use super::{api::Reply, schema::WriteError, state::State, update};
+use super::{reply::Reply, schema::WriteError, state::State, update};
 
 /// One attachment of a deal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,14 +108,14 @@ pub(super) fn content(deal_key: &str, file: &DealFile) -> Vec<u8> {
 
 /// `GET /deals/{id}/files`: `{"deal_files": [{field_key, key, name}]}`.
 pub(super) fn listing(state: &State, id: &str) -> Result<Reply, WriteError> {
-    let key = update::target(state, ObjectKind::Deal, id)?;
+    let key = update::target(state, Resource::Deal, id)?;
     let files: Vec<_> = deal_files(&key).into_iter().map(|f| json!({"field_key": f.field_key, "key": f.key, "name": f.name})).collect();
     Ok(Reply::json(200, &json!({"data": {"deal_files": files}, "message": "Files retrieved successfully", "status": 200})))
 }
 
 /// `GET /deals/{id}/file/{file_key}`: `{"url": "<origin>/files/<deal key>/<file key>"}`.
 pub(super) fn link(state: &State, id: &str, file_key: &str, origin: &str) -> Result<Reply, WriteError> {
-    let key = update::target(state, ObjectKind::Deal, id)?;
+    let key = update::target(state, Resource::Deal, id)?;
     let file = find(&key, file_key)?;
     let url = format!("{origin}/files/{key}/{}", file.key);
     Ok(Reply::json(200, &json!({"data": {"url": url}, "message": "File retrieved successfully", "status": 200})))
@@ -123,7 +123,7 @@ pub(super) fn link(state: &State, id: &str, file_key: &str, origin: &str) -> Res
 
 /// `GET /files/{deal_key}/{file_key}`: the bytes with their content type.
 pub(super) fn download(state: &State, deal_key: &str, file_key: &str) -> Result<Reply, WriteError> {
-    if state.table(ObjectKind::Deal).get(deal_key).is_none() {
+    if state.table(Resource::Deal).get(deal_key).is_none() {
         return Err(WriteError::NotFound(format!("No deal found with key '{deal_key}'")));
     }
     let file = find(deal_key, file_key)?;

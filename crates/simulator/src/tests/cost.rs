@@ -5,12 +5,9 @@ use std::time::{Duration, Instant};
 use axum::http::Method;
 
 use super::simulator;
-use crate::{
-    object::ObjectKind,
-    simulator::api::{self, Route},
-};
+use crate::{api, route::Route, Resource};
 
-/// Run with `cargo test --release --lib simulator::tests::cost -- --ignored --nocapture`:
+/// Run with `cargo test --release -p partnerstack-simulator --lib tests::cost -- --ignored --nocapture`:
 /// 200,000 records, every list read in pages of 250 (~800 pages), as a backfill does.
 #[test]
 #[ignore = "a timing measurement: meaningful in release builds only"]
@@ -19,7 +16,7 @@ fn a_backfill_of_200_000_records_costs_the_simulator_little() {
     let sim = simulator(200_000);
     let generated = started.elapsed();
     let (mut pages, mut bytes, mut serving) = (0, 0, Duration::ZERO);
-    for kind in ObjectKind::ALL.into_iter().filter(|k| *k != ObjectKind::PartnerTeamMember) {
+    for kind in Resource::ALL.into_iter().filter(|k| *k != Resource::PartnerTeamMember) {
         let mut after: Option<String> = None;
         loop {
             let mut params = vec![("limit".to_owned(), "250".to_owned())];

@@ -21,10 +21,7 @@ use axum::{
 use base64::Engine;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    api::{self, Reply},
-    files, writes, Fault, RunningSimulator, Simulator, SimulatorConfig,
-};
+use super::{api, files, reply::Reply, route, writes, Fault, RunningSimulator, Simulator, SimulatorConfig};
 
 /// What every request handler gets: the account, and the origin (`http://host:port`)
 /// the links the API hands out point at.
@@ -138,7 +135,7 @@ fn answered(reply: Reply) -> (Response, u16) {
 /// Rate limit, auth, then the API; runs the page hooks once a list page is fixed.
 fn serve(sim: &Simulator, request: &Incoming<'_>) -> Reply {
     let Incoming { method, uri, headers, body, origin } = *request;
-    if let Some((deal, file)) = api::storage_route(uri.path()) {
+    if let Some((deal, file)) = route::storage_route(uri.path()) {
         if *method != Method::GET {
             return Reply::error(405, "The method is not allowed for the requested URL.");
         }
@@ -162,7 +159,7 @@ fn serve(sim: &Simulator, request: &Incoming<'_>) -> Reply {
             Ok(Query(params)) => params,
             Err(e) => return Reply::error(400, &format!("Malformed query string: {e}")),
         };
-        api::answer(&mut state, method, api::route(uri.path()), &params, body, origin)
+        api::answer(&mut state, method, route::route(uri.path()), &params, body, origin)
     };
     if reply.list_page {
         sim.page_served();

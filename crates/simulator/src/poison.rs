@@ -6,7 +6,7 @@
 
 use serde_json::{value::RawValue, Value};
 
-use crate::object::{ColumnType, ObjectKind};
+use crate::Resource;
 
 /// How a poisoned record is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum Poison {
 }
 
 /// The spoiled text of `raw`.
-pub(super) fn spoil(kind: ObjectKind, raw: &RawValue, poison: Poison) -> Box<RawValue> {
+pub(super) fn spoil(kind: Resource, raw: &RawValue, poison: Poison) -> Box<RawValue> {
     let mut value: Value = serde_json::from_str(raw.get()).expect("stored records are JSON");
     let map = value.as_object_mut().expect("stored records are objects");
     match poison {
@@ -32,19 +32,8 @@ pub(super) fn spoil(kind: ObjectKind, raw: &RawValue, poison: Poison) -> Box<Raw
             map.insert("notes".into(), Value::String("half\u{0}way".into()));
         }
         Poison::WrongType => {
-            let (name, wrong) = kind
-                .columns()
-                .iter()
-                .find_map(|c| match c.ty {
-                    ColumnType::BigInt => Some((c.path, Value::from("12.5"))),
-                    ColumnType::Bool => Some((c.path, Value::from("maybe"))),
-                    ColumnType::TextArray => Some((c.path, Value::from("a,b"))),
-                    ColumnType::Timestamp => Some((c.path, Value::from("yesterday"))),
-                    _ => None,
-                })
-                .unwrap_or((&["created_at"], Value::from("12.5")));
-            // Top-level fields only: every kind has one among its typed columns.
-            map.insert(name[0].to_owned(), wrong);
+            let (field, wrong) = mistyped(kind);
+            map.insert(field.to_owned(), wrong);
         }
         Poison::MissingKey => {
             map.remove("key");
@@ -57,6 +46,19 @@ pub(super) fn spoil(kind: ObjectKind, raw: &RawValue, poison: Poison) -> Box<Raw
         }
     }
     serde_json::value::to_raw_value(&value).expect("a JSON value serializes")
+}
+
+/// A top-level field the API always sends as a number, a boolean or an epoch-millisecond
+/// timestamp, with a value of the wrong JSON type for it (e.g. `"amount": "12.5"`).
+fn mistyped(kind: Resource) -> (&'static str, Value) {
+    match kind {
+        Resource::Deal | Resource::Lead | Resource::Transaction | Resource::Reward => ("amount", Value::from("12.5")),
+        Resource::Action => ("value", Value::from("12.5")),
+        Resource::Customer => ("test", Value::from("maybe")),
+        Resource::Application => ("approved", Value::from("maybe")),
+        Resource::Group => ("default", Value::from("maybe")),
+        Resource::Partnership | Resource::PartnerTeamMember => ("joined_at", Value::from("yesterday")),
+    }
 }
 
 /// The key of a served record, if it has one (poisoned records are looked up by it).

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::object::ObjectKind;
+use crate::Resource;
 
 use super::{
     create,
@@ -14,11 +14,11 @@ use super::{
 };
 
 /// Converts the deal or lead `id` (key or external_key); the new customer.
-pub(super) fn convert(state: &mut State, kind: ObjectKind, id: &str, body: &Map<String, Value>, now: i64) -> Result<Value, WriteError> {
+pub(super) fn convert(state: &mut State, kind: Resource, id: &str, body: &Map<String, Value>, now: i64) -> Result<Value, WriteError> {
     let key = update::target(state, kind, id)?;
     let source = state.table(kind).get(&key).map(|r| r.value()).unwrap_or(Value::Null);
     let external_key = source["external_key"].as_str().map(str::to_owned);
-    let (email, customer_key, name, company) = if kind == ObjectKind::Deal {
+    let (email, customer_key, name, company) = if kind == Resource::Deal {
         // Deals: `email` required, `customer_key` optional.
         require(body, &["email"])?;
         field(body, "email", Ty::Email)?;
@@ -49,8 +49,8 @@ pub(super) fn convert(state: &mut State, kind: ObjectKind, id: &str, body: &Map<
     if company.is_string() {
         customer["mdata"] = json!({"company_name": company});
     }
-    state.table_mut(ObjectKind::Customer).insert(customer.clone());
-    if kind == ObjectKind::Deal {
+    state.table_mut(Resource::Customer).insert(customer.clone());
+    if kind == Resource::Deal {
         let customer_key = customer["key"].clone();
         state.table_mut(kind).modify(&key, now, |map| map.insert("customer_key".into(), customer_key));
     }

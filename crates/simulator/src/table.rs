@@ -1,4 +1,5 @@
-//! One object type's records and the indexes that keep listing cheap.
+//! One object type's records and the indexes that keep listing cheap; [`Tables`] holds one
+//! per object type.
 //!
 //! Pages are cut from `by_created` (the API's newest-first order with a key tie-break), so
 //! a page costs O(page) however large the table; `by_updated` answers narrow `updated`
@@ -9,6 +10,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use rand::Rng;
 use serde_json::{value::RawValue, Map, Value};
+
+use crate::Resource;
 
 /// One stored record: the JSON the API serves, kept serialized (a page is then a copy of
 /// bytes, and 200,000 records fit in little memory), plus the fields the indexes use.
@@ -33,6 +36,29 @@ pub(super) struct Table {
     slots: Vec<String>,
     /// Hard-deleted key → its `created_at`, so cursors on vanished records stay usable.
     graves: HashMap<String, i64>,
+}
+
+/// One table per object type.
+pub(super) struct Tables([Table; Resource::ALL.len()]);
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables(std::array::from_fn(|_| Table::default()))
+    }
+}
+
+impl Tables {
+    pub fn get(&self, kind: Resource) -> &Table {
+        &self.0[index(kind)]
+    }
+
+    pub fn get_mut(&mut self, kind: Resource) -> &mut Table {
+        &mut self.0[index(kind)]
+    }
+}
+
+fn index(kind: Resource) -> usize {
+    Resource::ALL.iter().position(|k| *k == kind).expect("ALL lists every kind")
 }
 
 impl Row {

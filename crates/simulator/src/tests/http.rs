@@ -9,10 +9,7 @@ use reqwest::{header::HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use super::{key, serve};
-use crate::{
-    object::ObjectKind,
-    simulator::{BoundSemantics, Fault, Mutation, RunningSimulator, SimulatorConfig},
-};
+use crate::{BoundSemantics, Fault, Mutation, Resource, RunningSimulator, SimulatorConfig};
 
 struct Answer {
     status: StatusCode,
@@ -54,20 +51,20 @@ async fn walk(sim: &RunningSimulator, path: &str, query: &str) -> Vec<String> {
 #[tokio::test]
 async fn paging_with_starting_after_walks_every_record_once_newest_first() {
     let sim = serve(700, |_| {}).await;
-    for kind in [ObjectKind::Deal, ObjectKind::Customer, ObjectKind::Group, ObjectKind::Reward] {
-        assert_eq!(walk(&sim, kind.api_path(), "limit=7").await, sim.simulator.keys(kind), "{kind}");
+    for kind in [Resource::Deal, Resource::Customer, Resource::Group, Resource::Reward] {
+        assert_eq!(walk(&sim, kind.path(), "limit=7").await, sim.simulator.keys(kind), "{kind}");
     }
     let page = get(&sim, "deals").await;
     assert_eq!((page.body["status"].clone(), page.body["message"].is_string()), (json!(200), true));
     assert_eq!(keys(&page).len(), 10, "the default page size");
-    let records = sim.simulator.records(ObjectKind::Deal);
+    let records = sim.simulator.records(Resource::Deal);
     assert_eq!(page.body["data"]["items"].as_array().unwrap()[..], records[..10], "items are the records as stored");
 }
 
 #[tokio::test]
 async fn ending_before_pages_back_towards_the_newest() {
     let sim = serve(300, |_| {}).await;
-    let all = sim.simulator.keys(ObjectKind::Lead);
+    let all = sim.simulator.keys(Resource::Lead);
     let page = get(&sim, &format!("leads?limit=3&ending_before={}", all[5])).await;
     assert_eq!(keys(&page), all[2..5]);
     assert_eq!(page.body["data"]["has_more"], json!(true));
@@ -108,7 +105,7 @@ async fn wrong_or_missing_credentials_are_a_401() {
 async fn inclusive_and_exclusive_bounds_differ_exactly_at_the_boundary_millisecond() {
     for bounds in [BoundSemantics::Inclusive, BoundSemantics::Exclusive] {
         let sim = serve(300, |c| c.bounds = bounds).await;
-        let deal = sim.simulator.records(ObjectKind::Deal)[4].clone();
+        let deal = sim.simulator.records(Resource::Deal)[4].clone();
         let (k, created, updated) = (key(&deal), deal["created_at"].as_i64().unwrap(), deal["updated_at"].as_i64().unwrap());
         let inclusive = bounds == BoundSemantics::Inclusive;
         for (min, max) in [("min_updated", "max_updated"), ("min_created", "max_created")] {
@@ -199,15 +196,15 @@ async fn above_the_rate_limit_the_answer_is_429_with_or_without_retry_after() {
 #[tokio::test]
 async fn an_after_pages_hook_runs_between_two_pages_of_one_listing() {
     let sim = serve(400, |_| {}).await;
-    let first_key = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    let first_key = sim.simulator.keys(Resource::Deal)[0].clone();
     let ran = Arc::new(AtomicBool::new(false));
     let flag = ran.clone();
     let archived = first_key.clone();
     sim.simulator.after_pages(
         1,
         Box::new(move |s| {
-            s.apply(Mutation::Archive { kind: ObjectKind::Deal, key: archived }).unwrap();
-            s.apply(Mutation::Create(ObjectKind::Deal)).unwrap();
+            s.apply(Mutation::Archive { kind: Resource::Deal, key: archived }).unwrap();
+            s.apply(Mutation::Create(Resource::Deal)).unwrap();
             flag.store(true, Ordering::SeqCst);
         }),
     );
@@ -222,15 +219,15 @@ async fn an_after_pages_hook_runs_between_two_pages_of_one_listing() {
     );
     // The second page continues after the first page's last key; the new deal is ahead of it.
     let second = get(&sim, &format!("deals?limit=5&starting_after={}", key(&items[4]))).await;
-    assert_eq!(keys(&second), sim.simulator.keys(ObjectKind::Deal)[6..11]);
+    assert_eq!(keys(&second), sim.simulator.keys(Resource::Deal)[6..11]);
 }
 
 #[tokio::test]
 async fn archived_records_are_listed_or_vanish_per_the_switch_but_a_single_get_finds_them() {
     for listed in [true, false] {
         let sim = serve(200, |c| c.archived_listed = listed).await;
-        let deal = sim.simulator.keys(ObjectKind::Deal)[2].clone();
-        sim.simulator.apply(Mutation::Archive { kind: ObjectKind::Deal, key: deal.clone() }).unwrap();
+        let deal = sim.simulator.keys(Resource::Deal)[2].clone();
+        sim.simulator.apply(Mutation::Archive { kind: Resource::Deal, key: deal.clone() }).unwrap();
         assert_eq!(walk(&sim, "deals", "limit=250").await.contains(&deal), listed);
         let one = get(&sim, &format!("deals/{deal}")).await;
         assert_eq!((one.status, one.body["data"]["archived"].clone()), (StatusCode::OK, json!(true)));
@@ -240,10 +237,10 @@ async fn archived_records_are_listed_or_vanish_per_the_switch_but_a_single_get_f
 #[tokio::test]
 async fn single_gets_find_records_by_key_or_external_key_and_404_otherwise() {
     let sim = serve(200, |_| {}).await;
-    let customer = sim.simulator.records(ObjectKind::Customer)[0].clone();
+    let customer = sim.simulator.records(Resource::Customer)[0].clone();
     let by_key = get(&sim, &format!("customers/{}", key(&customer))).await;
     assert_eq!(by_key.status, StatusCode::NOT_FOUND, "customers are addressed by customer_key only");
-    let deal = sim.simulator.records(ObjectKind::Deal)[0].clone();
+    let deal = sim.simulator.records(Resource::Deal)[0].clone();
     assert_eq!(get(&sim, &format!("deals/{}", key(&deal))).await.body["data"], deal);
     let by_external = get(&sim, &format!("customers/{}", customer["customer_key"].as_str().unwrap())).await;
     assert_eq!(by_external.body["data"], customer);
@@ -255,7 +252,7 @@ async fn single_gets_find_records_by_key_or_external_key_and_404_otherwise() {
 #[tokio::test]
 async fn a_partner_team_lists_its_members_and_an_unknown_team_is_a_404() {
     let sim = serve(300, |_| {}).await;
-    let members = sim.simulator.records(ObjectKind::PartnerTeamMember);
+    let members = sim.simulator.records(Resource::PartnerTeamMember);
     let team = members[0]["team_key"].as_str().unwrap().to_owned();
     let expected: Vec<String> = members.iter().filter(|m| m["team_key"] == json!(team)).map(key).collect();
     assert_eq!(walk(&sim, &format!("partner-team/{team}"), "limit=1").await, expected);
@@ -266,14 +263,14 @@ async fn a_partner_team_lists_its_members_and_an_unknown_team_is_a_404() {
 async fn only_actions_carry_a_total() {
     let sim = serve(400, |_| {}).await;
     let actions = get(&sim, "actions?limit=2").await;
-    assert_eq!(actions.body["data"]["total"], json!(sim.simulator.keys(ObjectKind::Action).len()));
+    assert_eq!(actions.body["data"]["total"], json!(sim.simulator.keys(Resource::Action).len()));
     assert!(get(&sim, "deals").await.body["data"].get("total").is_none());
 }
 
 #[tokio::test]
 async fn the_background_generator_changes_the_account_while_running() {
     let sim = serve(200, |c| c.mutations_per_sec = 500.0).await;
-    let snapshot = |sim: &RunningSimulator| ObjectKind::ALL.map(|k| sim.simulator.records(k));
+    let snapshot = |sim: &RunningSimulator| Resource::ALL.map(|k| sim.simulator.records(k));
     let before = snapshot(&sim);
     let changed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while snapshot(&sim) == before {

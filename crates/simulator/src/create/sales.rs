@@ -6,10 +6,10 @@ use super::{
     super::build::{self, Stamp, DEAL_STAGES, LEAD_STATUSES},
     field, fill, group, invalid, opt_text, partner, pick, require, text, Body, Ty, WriteError,
 };
-use crate::simulator::state::State;
+use crate::state::State;
 
 /// What a client sets on a deal when creating it; `null` when left out.
-pub(in crate::simulator) const DEAL_FIELDS: &[(&str, Ty)] = &[
+pub(crate) const DEAL_FIELDS: &[(&str, Ty)] = &[
     ("account_name", Ty::NullStr),
     ("amount", Ty::NullInt),
     ("close_date", Ty::NullDate),
@@ -20,7 +20,7 @@ pub(in crate::simulator) const DEAL_FIELDS: &[(&str, Ty)] = &[
     ("lost_reason", Ty::NullStr),
 ];
 
-pub(in crate::simulator) const DEAL_SOURCES: &[&str] = &["partner", "vendor"];
+pub(crate) const DEAL_SOURCES: &[&str] = &["partner", "vendor"];
 
 /// A deal needs `partner_key` (a partner's deal) or `group_key` (a vendor's deal).
 pub(super) fn deal(state: &mut State, body: &Body, now: i64) -> Result<Value, WriteError> {

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::object::ObjectKind;
+use crate::Resource;
 
 use super::{
     build::{self, Source, Stamp, DEAL_STAGES, LEAD_STATUSES, TAGS},
@@ -16,10 +16,10 @@ use super::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mutation {
     /// A new record (new key, `created_at = updated_at = now`).
-    Create(ObjectKind),
+    Create(Resource),
     /// An ordinary field changes (a name, an email, an amount): only `<object>.updated`.
     Touch {
-        kind: ObjectKind,
+        kind: Resource,
         key: String,
     },
     /// The deal moves to another stage.
@@ -58,17 +58,17 @@ pub enum Mutation {
     },
     /// `archived = true` (what DELETE does in the API).
     Archive {
-        kind: ObjectKind,
+        kind: Resource,
         key: String,
     },
     /// `archived = false`.
     Restore {
-        kind: ObjectKind,
+        kind: Resource,
         key: String,
     },
     /// Gone from every list and single GET.
     HardDelete {
-        kind: ObjectKind,
+        kind: Resource,
         key: String,
     },
     /// A new member in a partner team.
@@ -80,7 +80,7 @@ pub enum Mutation {
 /// What a mutation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
-    pub kind: ObjectKind,
+    pub kind: Resource,
     pub key: String,
     /// The events a mirror should emit for it, e.g. `["deal.updated", "deal.stage_updated"]`.
     /// Only what really changed: a decision repeating the current one is just `updated`,
@@ -91,34 +91,34 @@ pub struct Applied {
 #[derive(Debug, thiserror::Error)]
 pub enum MutationError {
     #[error("no {kind} record with key `{key}`")]
-    NotFound { kind: ObjectKind, key: String },
+    NotFound { kind: Resource, key: String },
     #[error("cannot change {kind} `{key}` that way: {reason}")]
-    NotApplicable { kind: ObjectKind, key: String, reason: String },
+    NotApplicable { kind: Resource, key: String, reason: String },
 }
 
-fn applied(kind: ObjectKind, key: &str, events: &[&str]) -> Applied {
+fn applied(kind: Resource, key: &str, events: &[&str]) -> Applied {
     Applied { kind, key: key.to_owned(), event_types: events.iter().map(|e| format!("{}.{e}", kind.singular())).collect() }
 }
 
-fn not_applicable(kind: ObjectKind, key: &str, reason: &str) -> MutationError {
+fn not_applicable(kind: Resource, key: &str, reason: &str) -> MutationError {
     MutationError::NotApplicable { kind, key: key.to_owned(), reason: reason.to_owned() }
 }
 
 /// Relative frequency of each kind among new and changed records (the data's shares).
-const KIND_WEIGHTS: &[(ObjectKind, i64)] = &[
-    (ObjectKind::Partnership, 15),
-    (ObjectKind::Customer, 20),
-    (ObjectKind::Deal, 12),
-    (ObjectKind::Lead, 12),
-    (ObjectKind::Transaction, 18),
-    (ObjectKind::Reward, 12),
-    (ObjectKind::Action, 6),
-    (ObjectKind::Application, 5),
-    (ObjectKind::Group, 1),
-    (ObjectKind::PartnerTeamMember, 4),
+const KIND_WEIGHTS: &[(Resource, i64)] = &[
+    (Resource::Partnership, 15),
+    (Resource::Customer, 20),
+    (Resource::Deal, 12),
+    (Resource::Lead, 12),
+    (Resource::Transaction, 18),
+    (Resource::Reward, 12),
+    (Resource::Action, 6),
+    (Resource::Application, 5),
+    (Resource::Group, 1),
+    (Resource::PartnerTeamMember, 4),
 ];
 
-fn weighted_kind(f: &mut Fake) -> ObjectKind {
+fn weighted_kind(f: &mut Fake) -> Resource {
     let total: i64 = KIND_WEIGHTS.iter().map(|(_, w)| w).sum();
     let mut roll = f.between(0, total - 1);
     for (kind, weight) in KIND_WEIGHTS {
@@ -127,12 +127,12 @@ fn weighted_kind(f: &mut Fake) -> ObjectKind {
         }
         roll -= weight;
     }
-    ObjectKind::Customer
+    Resource::Customer
 }
 
 impl State {
     pub fn apply(&mut self, mutation: Mutation, now: i64) -> Result<Applied, MutationError> {
-        use ObjectKind::*;
+        use Resource::*;
         match mutation {
             Mutation::Create(PartnerTeamMember) => {
                 let teams = self.teams.len();
@@ -257,7 +257,7 @@ impl State {
     /// Changes one record through `change`, stamping `updated_at = now`.
     fn change<R>(
         &mut self,
-        kind: ObjectKind,
+        kind: Resource,
         key: &str,
         now: i64,
         change: impl FnOnce(&mut Fake, &mut Map<String, Value>) -> R,
@@ -266,7 +266,7 @@ impl State {
         table.modify(key, now, |map| change(fake, map)).ok_or_else(|| not_found(kind, key))
     }
 
-    fn set_archived(&mut self, kind: ObjectKind, key: &str, archived: bool, now: i64) -> Result<Applied, MutationError> {
+    fn set_archived(&mut self, kind: Resource, key: &str, archived: bool, now: i64) -> Result<Applied, MutationError> {
         let row = self.table(kind).get(key).ok_or_else(|| not_found(kind, key))?;
         if row.archived == archived {
             return Err(not_applicable(kind, key, if archived { "already archived" } else { "not archived" }));
@@ -277,27 +277,27 @@ impl State {
 
     fn join_team(&mut self, team: &str, now: i64) -> Result<Applied, MutationError> {
         if !self.teams.contains_key(team) {
-            return Err(not_found(ObjectKind::PartnerTeamMember, team));
+            return Err(not_found(Resource::PartnerTeamMember, team));
         }
         let member = build::member(&mut self.fake, team, None, Stamp::new(now, now));
         let key = member["key"].as_str().unwrap_or_default().to_owned();
-        self.table_mut(ObjectKind::PartnerTeamMember).insert(member);
+        self.table_mut(Resource::PartnerTeamMember).insert(member);
         self.teams.entry(team.to_owned()).or_default().insert(key.clone());
-        Ok(applied(ObjectKind::PartnerTeamMember, &key, &["created", "member_joined"]))
+        Ok(applied(Resource::PartnerTeamMember, &key, &["created", "member_joined"]))
     }
 
     /// A random live (not archived) record of `kind`, or any record when none is live.
-    fn random_parent(&mut self, kind: ObjectKind) -> Option<Value> {
+    fn random_parent(&mut self, kind: Resource) -> Option<Value> {
         let (f, table) = self.fake_and_table(kind);
         let key = table.random_key_where(&mut f.rng, |r| !r.archived).or_else(|| table.random_key(&mut f.rng).map(str::to_owned))?;
         table.get(&key).map(|r| r.value())
     }
 
     /// A new record of `kind` (not a team member), hanging off random live parents.
-    fn create(&mut self, kind: ObjectKind, now: i64) -> Result<Applied, MutationError> {
-        use ObjectKind::*;
+    fn create(&mut self, kind: Resource, now: i64) -> Result<Applied, MutationError> {
+        use Resource::*;
         let stamp = Stamp::new(now, now);
-        let missing = |parent: ObjectKind| {
+        let missing = |parent: Resource| {
             not_applicable(kind, "", &format!("a new {} needs a {} and there is none", kind.singular(), parent.singular()))
         };
         let record = match kind {
@@ -353,32 +353,32 @@ impl State {
     fn new_reward(&mut self, stamp: Stamp) -> Result<Value, MutationError> {
         let from_transaction = self.fake.chance(0.75);
         let (source_kind, source) =
-            match (from_transaction, self.random_parent(ObjectKind::Transaction), self.random_parent(ObjectKind::Action)) {
-                (true, Some(t), _) | (false, Some(t), None) => (ObjectKind::Transaction, t),
-                (_, _, Some(a)) => (ObjectKind::Action, a),
+            match (from_transaction, self.random_parent(Resource::Transaction), self.random_parent(Resource::Action)) {
+                (true, Some(t), _) | (false, Some(t), None) => (Resource::Transaction, t),
+                (_, _, Some(a)) => (Resource::Action, a),
                 (_, None, None) => {
-                    return Err(not_applicable(ObjectKind::Reward, "", "a new reward needs a transaction or an action and there is none"))
+                    return Err(not_applicable(Resource::Reward, "", "a new reward needs a transaction or an action and there is none"))
                 }
             };
-        let customer_key = if source_kind == ObjectKind::Transaction { &source["customer_key"] } else { &source["customer"]["key"] };
-        let customer = customer_key.as_str().and_then(|k| self.table(ObjectKind::Customer).get(k)).map(|r| r.value());
+        let customer_key = if source_kind == Resource::Transaction { &source["customer_key"] } else { &source["customer"]["key"] };
+        let customer = customer_key.as_str().and_then(|k| self.table(Resource::Customer).get(k)).map(|r| r.value());
         let partnership_key = source["partnership_key"].as_str().unwrap_or_default();
-        let partnership = match self.table(ObjectKind::Partnership).get(partnership_key) {
+        let partnership = match self.table(Resource::Partnership).get(partnership_key) {
             Some(p) => p.value(),
-            None => self.random_parent(ObjectKind::Partnership).unwrap_or_else(|| json!({})),
+            None => self.random_parent(Resource::Partnership).unwrap_or_else(|| json!({})),
         };
         let status = self.fake.pick(&["hold", "pending"]);
-        let source = if source_kind == ObjectKind::Transaction { Source::Transaction(&source) } else { Source::Action(&source) };
+        let source = if source_kind == Resource::Transaction { Source::Transaction(&source) } else { Source::Action(&source) };
         Ok(build::reward(&mut self.fake, &self.account, source, &partnership, customer.as_ref(), status, stamp))
     }
 
     /// A random mutation, every variant turning up over time. The target may not suit it
     /// (nothing archived to restore); the caller then draws again.
     pub fn random_mutation(&mut self) -> Mutation {
-        use ObjectKind::*;
+        use Resource::*;
         let roll = self.fake.between(0, 99);
         let kind = weighted_kind(&mut self.fake);
-        let key_of = |state: &mut State, kind: ObjectKind, wanted: &dyn Fn(&super::table::Row) -> bool| {
+        let key_of = |state: &mut State, kind: Resource, wanted: &dyn Fn(&super::table::Row) -> bool| {
             let (f, table) = state.fake_and_table(kind);
             table.random_key_where(&mut f.rng, wanted)
         };
@@ -424,7 +424,7 @@ fn decision_events(before: Option<Value>, approved: bool) -> &'static [&'static 
     }
 }
 
-fn not_found(kind: ObjectKind, key: &str) -> MutationError {
+fn not_found(kind: Resource, key: &str) -> MutationError {
     MutationError::NotFound { kind, key: key.to_owned() }
 }
 
@@ -436,8 +436,8 @@ fn other(f: &mut Fake, choices: &[&'static str], current: Option<&Value>) -> &'s
 }
 
 /// Changes an ordinary field of a record, one that no specific event is about.
-fn touch(f: &mut Fake, kind: ObjectKind, map: &mut Map<String, Value>) {
-    use ObjectKind::*;
+fn touch(f: &mut Fake, kind: Resource, map: &mut Map<String, Value>) {
+    use Resource::*;
     let int = |map: &Map<String, Value>, field: &str| map.get(field).and_then(Value::as_i64).unwrap_or(0);
     match kind {
         Partnership | Application | PartnerTeamMember => {
