@@ -11,6 +11,7 @@
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
+//! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
 //! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
 //! - [`progress`]: what this process has done, counted by the sync and read by the edges.
 //! - [`liveness`]: the loops' promises, which tell waiting from hanging.
@@ -24,6 +25,7 @@
 //! The faithful local PartnerStack API that `demo`, `simulate` and the tests run against is
 //! the crate `partnerstack-simulator` (`crates/simulator/`), outside this one.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;
