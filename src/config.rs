@@ -54,6 +54,20 @@ pub struct Config {
     pub queue: QueueConfig,
     pub http: HttpConfig,
     pub events: EventsConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// PartnerStack webhooks in (SPEC 11).
+#[derive(Clone)]
+pub struct WebhooksConfig {
+    /// The secret path segment of `POST /webhooks/partnerstack/{token}`; `None`: intake is off.
+    pub token: Option<SecretString>,
+}
+
+impl fmt::Debug for WebhooksConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhooksConfig").field("token", &self.token.as_ref().map(|_| "[redacted]")).finish()
+    }
 }
 
 /// How long something is kept: a duration, or forever (`0` in the file).
@@ -212,6 +226,40 @@ struct RawConfig {
     queue: RawQueue,
     http: RawHttp,
     events: RawEvents,
+    webhooks: RawWebhooks,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawWebhooks {
+    token: Option<SecretString>,
+    token_file: Option<PathBuf>,
+}
+
+impl RawWebhooks {
+    fn validate(self) -> Result<WebhooksConfig, ConfigError> {
+        let token = match (self.token, self.token_file) {
+            (Some(_), Some(_)) => return Err(invalid("webhooks.token_file", "set either token or token_file, not both")),
+            (Some(t), None) => Some(t),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| invalid("webhooks.token_file", format!("cannot read {}: {e}", path.display())))?;
+                Some(SecretString::from(text.trim().to_owned()))
+            }
+            (None, None) => None,
+        };
+        if let Some(t) = &token {
+            let t = t.expose_secret();
+            // The token travels in a URL path: long enough not to be guessed, and plain.
+            if t.len() < 16 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(
+                    "webhooks.token",
+                    "must be at least 16 characters of A-Z, a-z, 0-9, - and _ (e.g. `openssl rand -hex 24`)",
+                ));
+            }
+        }
+        Ok(WebhooksConfig { token })
+    }
 }
 
 #[derive(Deserialize)]
@@ -399,6 +447,7 @@ impl RawConfig {
             sync: self.sync.validate()?,
             queue: self.queue.validate()?,
             events: EventsConfig { retain: self.events.retain },
+            webhooks: self.webhooks.validate()?,
             http: HttpConfig { listen: self.http.listen.parse().map_err(|e| invalid("http.listen", format!("{e}: expected host:port")))? },
         })
     }
@@ -638,6 +687,16 @@ mod tests {
         assert_eq!(Config::from_toml("").unwrap().events.retain, Retention::Keep(90 * DAY));
         let err = Config::from_toml("[events]\nretain = 90").unwrap_err().to_string();
         assert!(err.contains("90d") || err.contains("unit"), "{err}");
+    }
+
+    #[test]
+    fn a_webhook_token_must_be_long_and_plain_and_is_never_printed() {
+        let c = Config::from_toml("[webhooks]\ntoken = \"0123456789abcdef-XYZ\"").unwrap();
+        assert!(c.webhooks.token.is_some());
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let err = Config::from_toml("[webhooks]\ntoken = \"short\"").unwrap_err().to_string();
+        assert!(err.contains("webhooks.token"), "{err}");
+        assert!(Config::from_toml("").unwrap().webhooks.token.is_none(), "intake is off by default");
     }
 
     #[test]

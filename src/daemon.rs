@@ -134,6 +134,7 @@ impl Daemon {
     /// endpoint on `listener`.
     pub async fn run(self, listener: TcpListener) -> ExitCode {
         let Daemon { config, syncer, liveness, queue_counters, shutdown } = self;
+        let intake_counters: Arc<crate::intake::IntakeCounters> = Arc::default();
         let holder = syncer.holder().to_owned();
         let api = syncer.api().clone();
         let store = syncer.store().clone();
@@ -144,13 +145,26 @@ impl Daemon {
         let objects = config.sync.objects.len();
         crate::systemd::ready(&format!("migrations applied; syncing {objects} objects as {holder}"));
 
+        let intake = crate::intake::Intake {
+            store: store.clone(),
+            reads: Arc::default(),
+            objects: config.sync.objects.clone(),
+            counters: intake_counters.clone(),
+            wake: Arc::default(),
+        };
         let endpoint = crate::http::Endpoint {
             store: store.clone(),
             progress: progress.clone(),
             api: api.clone(),
             queue: queue_counters.clone(),
+            intake_counters: intake_counters.clone(),
             freshness: config.sync.freshness,
             objects: config.sync.objects.clone(),
+            intake: config.webhooks.token.clone().map(|token| crate::http::WebhookIntake {
+                token,
+                counters: intake_counters.clone(),
+                wake: intake.wake.clone(),
+            }),
         };
         supervisor.spawn(
             "HTTP endpoint",
@@ -179,6 +193,12 @@ impl Daemon {
             Watch::DeathOnly,
             crate::systemd::watchdog(liveness.clone(), describe.clone(), shutdown.clone()).map(Ok).boxed(),
         );
+        supervisor.spawn(
+            "webhook reads",
+            Watch::Liveness,
+            crate::scheduler::read_on_request(syncer.clone(), intake.reads.clone(), shutdown.clone()).boxed(),
+        );
+        supervisor.spawn("webhook inbox", Watch::Liveness, intake.run(shutdown.clone()).boxed());
         supervisor.spawn(
             "retention",
             Watch::Liveness,

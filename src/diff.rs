@@ -19,6 +19,9 @@ pub enum EventSource {
     Poll,
     Reconcile,
     WriteBack,
+    /// A read the daemon made because a PartnerStack webhook said something changed, and
+    /// training completions (which arrive only as webhooks).
+    Webhook,
 }
 
 impl EventSource {
@@ -28,6 +31,7 @@ impl EventSource {
             EventSource::Poll => "poll",
             EventSource::Reconcile => "reconcile",
             EventSource::WriteBack => "write_back",
+            EventSource::Webhook => "webhook",
         }
     }
 }

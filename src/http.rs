@@ -5,12 +5,21 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    intake::{payload, IntakeCounters},
     metrics::{self, ProcessView},
     object::{ChangeFilter, ObjectKind},
     partnerstack::ApiClient,
@@ -21,6 +30,8 @@ use crate::{
 
 /// How long a scrape waits for the database before answering without its gauges.
 const DATABASE_WAIT: Duration = Duration::from_secs(2);
+/// The largest webhook body kept (PartnerStack's are a few kilobytes).
+const MAX_WEBHOOK_BYTES: usize = 1 << 20;
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -29,9 +40,22 @@ pub struct Endpoint {
     pub progress: Arc<Progress>,
     pub api: ApiClient,
     pub queue: Arc<WorkerCounters>,
+    pub intake_counters: Arc<IntakeCounters>,
     /// An object whose last successful pass is older than this is stale.
     pub freshness: Duration,
     pub objects: Vec<ObjectKind>,
+    /// PartnerStack webhooks in; `None`: the route answers 404.
+    pub intake: Option<WebhookIntake>,
+}
+
+/// What the webhook route needs.
+#[derive(Clone)]
+pub struct WebhookIntake {
+    /// The secret path segment.
+    pub token: SecretString,
+    pub counters: Arc<IntakeCounters>,
+    /// Wakes the inbox worker once a webhook is kept.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Serves until `shutdown`.
@@ -40,6 +64,7 @@ pub async fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: Cancella
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/webhooks/partnerstack/{token}", post(webhook))
         .with_state(endpoint);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
@@ -92,10 +117,56 @@ async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
         }
         Err(_) => None,
     };
-    let view = ProcessView { progress: &e.progress, api: &e.api, queue: &e.queue };
+    let view = ProcessView { progress: &e.progress, api: &e.api, queue: &e.queue, intake: &e.intake_counters };
     (
         StatusCode::OK,
         [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         metrics::render(&view, snapshot.as_ref()),
     )
+}
+
+/// `POST /webhooks/partnerstack/{token}`: a wrong token answers 404 (as if nothing were
+/// here), a body over 1 MiB 413, a body that is not JSON 400; of a rejected request nothing is
+/// kept and only its size and reason are logged. An accepted body is kept in `webhook_inbox`
+/// and answered 200 only once that has committed, so PartnerStack's own retries cover a
+/// crash of ours; a database error answers 503 for the same reason.
+async fn webhook(State(e): State<Endpoint>, Path(token): Path<String>, body: Body) -> Response {
+    use std::sync::atomic::Ordering;
+    let Some(intake) = e.intake.as_ref().filter(|i| same_secret(token.as_bytes(), i.token.expose_secret().as_bytes())) else {
+        if let Some(i) = &e.intake {
+            i.counters.wrong_token.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(reason = "wrong token", "webhook rejected");
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let bytes = match axum::body::to_bytes(body, MAX_WEBHOOK_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            intake.counters.too_large.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(limit = MAX_WEBHOOK_BYTES, reason = "body over the limit", "webhook rejected");
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        intake.counters.not_json.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(size = bytes.len(), reason = "not JSON", "webhook rejected");
+        return (StatusCode::BAD_REQUEST, Json(json!({"message": "the body is not JSON", "status": 400}))).into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    match e.store.accept_webhook(payload::event_name(&value).as_deref(), &text).await {
+        Ok(id) => {
+            intake.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            intake.wake.notify_one();
+            (StatusCode::OK, Json(json!({"received": id}))).into_response()
+        }
+        Err(err) => {
+            tracing::warn!(error = %crate::telemetry::error_chain(&err), "webhook not kept; answering 503 so PartnerStack retries");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0_u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }

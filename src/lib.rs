@@ -10,6 +10,7 @@
 //! - [`store`]: PostgreSQL: migrations, page writes, bookkeeping, queue SQL (knows nothing of HTTP).
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
+//! - [`intake`]: PartnerStack webhooks in: hints that trigger reads, training completions.
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
 //! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
@@ -33,6 +34,7 @@ pub mod demo;
 pub mod diff;
 pub mod doctor;
 pub mod http;
+pub mod intake;
 pub mod liveness;
 pub mod metrics;
 pub mod object;

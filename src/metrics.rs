@@ -11,7 +11,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{object::ObjectKind, partnerstack::ApiClient, progress::Progress, queue::WorkerCounters, store::MetricsSnapshot};
+use crate::{
+    intake::IntakeCounters, object::ObjectKind, partnerstack::ApiClient, progress::Progress, queue::WorkerCounters, store::MetricsSnapshot,
+};
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -21,6 +23,7 @@ pub struct ProcessView<'a> {
     pub progress: &'a Progress,
     pub api: &'a ApiClient,
     pub queue: &'a WorkerCounters,
+    pub intake: &'a IntakeCounters,
 }
 
 /// Renders every series. Names follow Prometheus conventions: base units, `_total` counters,
@@ -78,6 +81,25 @@ fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
     registry.register(
         "queue_attempts",
         "Write-back attempts this process's workers finished, by outcome (paused: put back uncharged, credentials rejected)",
+        handled,
+    );
+
+    let received: Family<Labels, Counter> = Family::default();
+    let w = process.intake;
+    for (outcome, n) in [("accepted", &w.accepted), ("wrong_token", &w.wrong_token), ("too_large", &w.too_large), ("not_json", &w.not_json)]
+    {
+        received.get_or_create(&vec![("outcome", outcome.to_owned())]).inc_by(n.load(Ordering::Relaxed));
+    }
+    registry.register("webhooks_received", "PartnerStack webhooks this process's endpoint answered, by outcome", received);
+    let handled: Family<Labels, Counter> = Family::default();
+    for (outcome, n) in
+        [("read_requested", &w.read_requested), ("recorded", &w.recorded), ("ignored", &w.ignored), ("quarantined", &w.quarantined)]
+    {
+        handled.get_or_create(&vec![("outcome", outcome.to_owned())]).inc_by(n.load(Ordering::Relaxed));
+    }
+    registry.register(
+        "webhooks_handled",
+        "Inbox webhooks this process handled: read_requested (an object webhook), recorded (a training completion), ignored, quarantined",
         handled,
     );
 

@@ -194,6 +194,34 @@ pub async fn run(
     Ok(())
 }
 
+/// Reads at once the object types PartnerStack's webhooks asked for (see [`crate::intake`]),
+/// until `shutdown`. Coalesced: however many webhooks asked for an object type while a read
+/// ran, it is read once more after. A failed read is logged; the next poll catches up.
+pub async fn read_on_request(syncer: Syncer, reads: Arc<crate::intake::ReadRequests>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    const IDLE_STEP: Duration = Duration::from_secs(1);
+    while !shutdown.is_cancelled() {
+        liveness::wait_for(IDLE_STEP);
+        let kinds = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            kinds = reads.next() => kinds,
+            _ = tokio::time::sleep(IDLE_STEP) => continue,
+        };
+        if !credentials_accepted(&syncer, &shutdown).await {
+            break;
+        }
+        for kind in kinds {
+            match syncer.read_now(kind).await {
+                Ok(report) => {
+                    info!(object = %kind, rows = report.totals.rows_written, events = report.totals.events_written, "read after a webhook")
+                }
+                Err(SyncError::Cancelled) => break,
+                Err(e) => warn!(object = %kind, error = %e.chain(), "read after a webhook failed; the next poll catches up"),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Waits until `shutdown`, promising a second at a time that the wait is on purpose.
 async fn keep_promising(shutdown: &CancellationToken) {
     const STEP: Duration = Duration::from_secs(1);

@@ -5,6 +5,7 @@
 
 mod daemons;
 mod events;
+mod inbox;
 mod lease;
 mod page;
 mod queue;
@@ -24,6 +25,7 @@ use sqlx::{
 
 pub use daemons::DaemonLine;
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
+pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, record_training_in, InboxOutcome, InboxRow, TrainingRow};
 pub use lease::{fence, Lease};
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
 pub use queue::{succeed_in, upsert_deal_file, FailedAttempt, QueueRow, QueuedRequest};

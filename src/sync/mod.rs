@@ -117,6 +117,19 @@ pub struct Syncer {
     shutdown: CancellationToken,
     /// This instance's name in `sync_leases` and `sync_runs`.
     holder: Arc<str>,
+    /// One pass per object at a time within this process (the lease is the holder's, so it
+    /// cannot keep a webhook-triggered read from overlapping a scheduled pass).
+    local: Arc<ObjectLocks>,
+}
+
+/// One lock per object type.
+#[derive(Default)]
+struct ObjectLocks([tokio::sync::Mutex<()>; ObjectKind::ALL.len()]);
+
+impl ObjectLocks {
+    async fn lock(&self, kind: ObjectKind) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0[ObjectKind::ALL.iter().position(|k| *k == kind).expect("every kind is in ALL")].lock().await
+    }
 }
 
 /// One listing to read to its end, and what to do with it.
@@ -141,7 +154,7 @@ impl Syncer {
     pub fn new(api: ApiClient, store: Store, settings: SyncSettings, shutdown: CancellationToken) -> Syncer {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
         let holder = format!("{host}/{}/{:08x}", std::process::id(), rand::random::<u32>());
-        Syncer { api, store, settings, progress: Arc::default(), shutdown, holder: holder.into() }
+        Syncer { api, store, settings, progress: Arc::default(), shutdown, holder: holder.into(), local: Arc::default() }
     }
 
     /// This instance's lease-holder name.
@@ -158,6 +171,7 @@ impl Syncer {
         F: FnOnce(Lease) -> Fut,
         Fut: std::future::Future<Output = Result<PassReport, SyncError>>,
     {
+        let _ours = self.local.lock(kind).await;
         let Some(lease) = self.store.acquire_lease(kind, &self.holder, self.settings.lease_ttl).await? else {
             return Ok(PassReport::nothing(kind, run, true));
         };
@@ -211,6 +225,22 @@ impl Syncer {
         .await
     }
 
+    /// A read made at once because a PartnerStack webhook said the object changed: the next
+    /// incremental window, reaching up to now (the `lookback` overlap of the next window
+    /// re-reads anything committed late, so `settle` is not needed here), its events marked
+    /// `webhook`. An object never loaded is backfilled, as by [`Syncer::sync_object`].
+    pub async fn read_now(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
+        self.leased(kind, RunKind::Poll, |lease| async move {
+            let state = self.store.object_state(kind).await?;
+            match (state.cursor_ms, kind.change_filter()) {
+                (None, _) => self.scan(kind, RunKind::Backfill, state.backfill_completed_at.is_none(), &lease).await,
+                (Some(_), ChangeFilter::PerTeam) => Ok(PassReport::nothing(kind, RunKind::Poll, false)),
+                (Some(cursor), filter) => self.poll_window(kind, cursor, filter, &lease, Duration::ZERO, EventSource::Webhook).await,
+            }
+        })
+        .await
+    }
+
     /// A complete read of the object (all records, no change filter): catches later changes
     /// to objects the API cannot filter by `updated_at`.
     pub async fn rescan(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
@@ -224,9 +254,22 @@ impl Syncer {
 
     /// The next incremental window.
     async fn poll(&self, kind: ObjectKind, cursor: i64, filter: ChangeFilter, lease: &Lease) -> Result<PassReport, SyncError> {
+        self.poll_window(kind, cursor, filter, lease, self.settings.settle, EventSource::Poll).await
+    }
+
+    /// The window `[cursor - lookback, now - settle]`, its events marked `source`.
+    async fn poll_window(
+        &self,
+        kind: ObjectKind,
+        cursor: i64,
+        filter: ChangeFilter,
+        lease: &Lease,
+        settle: Duration,
+        source: EventSource,
+    ) -> Result<PassReport, SyncError> {
         let now = Utc::now().timestamp_millis();
         let from = cursor - self.settings.lookback.as_millis() as i64;
-        let until = (now - self.settings.settle.as_millis() as i64).max(from);
+        let until = (now - settle.as_millis() as i64).max(from);
         // One millisecond wider on each side: right under inclusive and exclusive bounds.
         let query = match filter {
             ChangeFilter::Updated => ListQuery { min_updated: Some(from - 1), max_updated: Some(until + 1), ..ListQuery::default() },
@@ -240,7 +283,7 @@ impl Syncer {
             path: kind.api_path().to_owned(),
             query,
             created_range: None,
-            source: EventSource::Poll,
+            source,
             emit_events: true,
             run_id,
             advance: Some(CursorAdvance {

@@ -1,0 +1,242 @@
+//! PartnerStack webhooks in (SPEC 11): the daemon's side after the HTTP endpoint has kept a
+//! webhook in `webhook_inbox` and answered it.
+//!
+//! - Object webhooks are hints: they ask for an immediate read of that object type
+//!   ([`ReadRequests`]), coalesced, so a burst of a thousand webhooks about deals costs a
+//!   read or two, and the rows and events come from the API's answer through the normal
+//!   diff. A forged, replayed, duplicated or reordered webhook costs at most an extra read; a
+//!   lost one is caught by the next poll.
+//! - Training completions are data PartnerStack sends no other way: each becomes one
+//!   `training_completions` row and one event, however often it is delivered.
+//! - The inbox is worked through in transactions that lock their rows (several daemons share
+//!   it), and a webhook received just before a crash is handled after the restart.
+
+pub mod payload;
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    liveness,
+    object::ObjectKind,
+    store::{self, InboxOutcome, InboxRow, Store, StoreError, TrainingRow},
+    telemetry::error_chain,
+};
+use payload::Webhook;
+
+/// Webhooks handled per transaction.
+const BATCH: i64 = 100;
+/// Polling covers a wake-up missed (a webhook another daemon's endpoint received).
+const POLL: Duration = Duration::from_secs(1);
+
+/// The object types webhooks asked to read, not read yet: each at most once however many
+/// webhooks asked.
+#[derive(Debug, Default)]
+pub struct ReadRequests {
+    kinds: Mutex<BTreeSet<ObjectKind>>,
+    wake: Notify,
+}
+
+impl ReadRequests {
+    pub fn request(&self, kind: ObjectKind) {
+        self.kinds.lock().expect("no panics while holding it").insert(kind);
+        self.wake.notify_one();
+    }
+
+    /// Waits until some object type was asked for, and takes every one asked for so far.
+    pub async fn next(&self) -> BTreeSet<ObjectKind> {
+        loop {
+            let taken = std::mem::take(&mut *self.kinds.lock().expect("no panics while holding it"));
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// What happened to webhooks in this process, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct IntakeCounters {
+    pub accepted: AtomicU64,
+    pub wrong_token: AtomicU64,
+    pub too_large: AtomicU64,
+    pub not_json: AtomicU64,
+    pub read_requested: AtomicU64,
+    pub recorded: AtomicU64,
+    pub ignored: AtomicU64,
+    pub quarantined: AtomicU64,
+}
+
+impl IntakeCounters {
+    fn count(&self, outcome: InboxOutcome) {
+        let counter = match outcome {
+            InboxOutcome::ReadRequested => &self.read_requested,
+            InboxOutcome::Recorded => &self.recorded,
+            InboxOutcome::Ignored => &self.ignored,
+            InboxOutcome::Quarantined => &self.quarantined,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The daemon's inbox worker.
+#[derive(Clone)]
+pub struct Intake {
+    pub store: Store,
+    pub reads: Arc<ReadRequests>,
+    /// The object types this daemon mirrors; hints about others are ignored.
+    pub objects: Vec<ObjectKind>,
+    pub counters: Arc<IntakeCounters>,
+    /// Woken by the HTTP endpoint after it kept a webhook.
+    pub wake: Arc<Notify>,
+}
+
+impl Intake {
+    /// Works through the inbox until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        while !shutdown.is_cancelled() {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            liveness::step();
+            match self.work_through().await {
+                Ok(_) => {}
+                Err(error) => warn!(error = %error_chain(&error), "webhook inbox: database error; trying again"),
+            }
+            liveness::wait_for(POLL);
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = woken => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles every pending webhook; returns how many.
+    pub async fn work_through(&self) -> Result<usize, StoreError> {
+        let mut handled = 0;
+        loop {
+            liveness::step();
+            let n = self.handle_batch().await?;
+            handled += n;
+            if n < BATCH as usize {
+                return Ok(handled);
+            }
+        }
+    }
+
+    /// One transaction: the webhooks it locks, their completions and events, their outcomes.
+    /// Reads are asked for only once it committed.
+    async fn handle_batch(&self) -> Result<usize, StoreError> {
+        let mut tx = self.store.pool().begin().await?;
+        let rows = store::pending_webhooks_in(&mut tx, BATCH).await?;
+        let mut reads = BTreeSet::new();
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (outcome, error) = self.handle(&mut tx, row, &mut reads).await?;
+            store::finish_webhook_in(&mut tx, row.id, outcome, error.as_deref()).await?;
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        for outcome in outcomes {
+            self.counters.count(outcome);
+        }
+        for kind in reads {
+            self.reads.request(kind);
+        }
+        Ok(rows.len())
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        row: &InboxRow,
+        reads: &mut BTreeSet<ObjectKind>,
+    ) -> Result<(InboxOutcome, Option<String>), StoreError> {
+        // Only JSON is accepted into the inbox; a row that is not must have come another way.
+        let Ok(body) = serde_json::from_str::<Value>(&row.payload) else {
+            return Ok((InboxOutcome::Ignored, Some("not JSON".into())));
+        };
+        match payload::read(&body) {
+            Webhook::Hint(kind) if self.objects.contains(&kind) => {
+                reads.insert(kind);
+                Ok((InboxOutcome::ReadRequested, None))
+            }
+            Webhook::Hint(kind) => Ok((InboxOutcome::Ignored, Some(format!("{} is not mirrored (sync.objects)", kind.table())))),
+            Webhook::Unknown => Ok((InboxOutcome::Ignored, None)),
+            Webhook::Training(completion) => {
+                if let Some(why) = unstorable(&body) {
+                    let error = format!("training completion cannot be stored: {why}");
+                    store::quarantine_webhook_in(tx, "training_completions", &row.payload, &error).await?;
+                    warn!(inbox_id = row.id, error, "webhook quarantined");
+                    return Ok((InboxOutcome::Quarantined, Some(error)));
+                }
+                let identity = completion.identity().unwrap_or_else(|| format!("body|{}", body));
+                let kind = completion.kind.unwrap_or(payload::TrainingKind::Course);
+                let training = TrainingRow {
+                    identity: &identity,
+                    kind: kind.as_str(),
+                    event_type: kind.event_type(),
+                    item_id: completion.item_id.as_deref(),
+                    item_name: completion.item_name.as_deref(),
+                    partnership_key: completion.partnership_key.as_deref(),
+                    partner_key: completion.partner_key.as_deref(),
+                    partner_email: completion.partner_email.as_deref(),
+                    company_key: completion.company_key.as_deref(),
+                    completed_at: completion.completed_at,
+                    payload: &row.payload,
+                };
+                if store::record_training_in(tx, &training, row.received_at).await? {
+                    info!(inbox_id = row.id, kind = kind.as_str(), "training completion recorded");
+                }
+                Ok((InboxOutcome::Recorded, None))
+            }
+        }
+    }
+}
+
+/// Why PostgreSQL could not keep this body as `jsonb`: a NUL character anywhere in it.
+fn unstorable(v: &Value) -> Option<&'static str> {
+    let nul = match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => return a.iter().find_map(unstorable),
+        Value::Object(o) => return o.iter().find_map(|(k, v)| if k.contains('\0') { Some("a NUL character") } else { unstorable(v) }),
+        _ => false,
+    };
+    nul.then_some("a NUL character")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn read_requests_coalesce_and_are_taken_all_at_once() {
+        let reads = ReadRequests::default();
+        for _ in 0..1000 {
+            reads.request(ObjectKind::Deal);
+        }
+        reads.request(ObjectKind::Lead);
+        assert_eq!(reads.next().await, BTreeSet::from([ObjectKind::Deal, ObjectKind::Lead]));
+        assert!(tokio::time::timeout(Duration::from_millis(20), reads.next()).await.is_err(), "nothing left to take");
+    }
+
+    #[test]
+    fn a_nul_anywhere_cannot_be_stored() {
+        assert!(unstorable(&serde_json::json!({"data": {"name": "a\u{0}b"}})).is_some());
+        assert!(unstorable(&serde_json::json!({"data": {"name": "ab", "tags": ["x"]}})).is_none());
+    }
+}

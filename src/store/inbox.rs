@@ -1,0 +1,158 @@
+//! `webhook_inbox` and `training_completions`: PartnerStack's webhooks, kept before they are
+//! answered and worked through afterwards, and the training completions they carry.
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use sqlx::{FromRow, Postgres, Transaction};
+
+use super::{insert_events, Store, StoreError};
+use crate::diff::{EventSource, NewEvent};
+
+/// One accepted webhook not handled yet.
+#[derive(Clone, Debug, FromRow)]
+pub struct InboxRow {
+    pub id: i64,
+    pub event: Option<String>,
+    /// The body, verbatim.
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What became of a webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboxOutcome {
+    ReadRequested,
+    Recorded,
+    Ignored,
+    Quarantined,
+}
+
+impl InboxOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxOutcome::ReadRequested => "read_requested",
+            InboxOutcome::Recorded => "recorded",
+            InboxOutcome::Ignored => "ignored",
+            InboxOutcome::Quarantined => "quarantined",
+        }
+    }
+}
+
+/// A training completion ready to be stored.
+#[derive(Clone, Debug)]
+pub struct TrainingRow<'a> {
+    /// What identifies it across repeated deliveries; hashed into `completion_key`.
+    pub identity: &'a str,
+    pub kind: &'static str,
+    pub event_type: &'static str,
+    pub item_id: Option<&'a str>,
+    pub item_name: Option<&'a str>,
+    pub partnership_key: Option<&'a str>,
+    pub partner_key: Option<&'a str>,
+    pub partner_email: Option<&'a str>,
+    pub company_key: Option<&'a str>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The body, verbatim (valid JSON that `jsonb` can hold).
+    pub payload: &'a str,
+}
+
+impl Store {
+    /// Keeps an accepted webhook; the caller answers 2xx only after this returns.
+    pub async fn accept_webhook(&self, event: Option<&str>, payload: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("INSERT INTO webhook_inbox (event, payload) VALUES ($1, $2) RETURNING id")
+            .bind(event)
+            .bind(payload)
+            .fetch_one(self.pool())
+            .await?)
+    }
+}
+
+/// Up to `limit` pending webhooks, oldest first, locked for this transaction (several daemons
+/// work through one inbox without taking the same row).
+pub async fn pending_webhooks_in(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, event, payload, received_at FROM webhook_inbox WHERE outcome = 'pending' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Marks a webhook handled.
+pub async fn finish_webhook_in(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    outcome: InboxOutcome,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_inbox SET outcome = $2, processed_at = now(), error = $3 WHERE id = $1")
+        .bind(id)
+        .bind(outcome.as_str())
+        .bind(error)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Stores a training completion and its event, once however often it is delivered (a repeat
+/// only counts in `deliveries`). Returns whether it was new.
+pub async fn record_training_in(
+    tx: &mut Transaction<'_, Postgres>,
+    t: &TrainingRow<'_>,
+    received_at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let (key, new): (String, bool) = sqlx::query_as(
+        "INSERT INTO training_completions (completion_key, kind, item_id, item_name, partnership_key, partner_key, partner_email, \
+                                           company_key, completed_at, payload, received_at) \
+         VALUES (md5($1), $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11) \
+         ON CONFLICT (completion_key) DO UPDATE SET deliveries = training_completions.deliveries + 1 \
+         RETURNING completion_key, (xmax = 0)",
+    )
+    .bind(t.identity)
+    .bind(t.kind)
+    .bind(t.item_id)
+    .bind(t.item_name)
+    .bind(t.partnership_key)
+    .bind(t.partner_key)
+    .bind(t.partner_email)
+    .bind(t.company_key)
+    .bind(t.completed_at)
+    .bind(t.payload)
+    .bind(received_at)
+    .fetch_one(&mut **tx)
+    .await?;
+    if new {
+        let data = serde_json::json!({
+            "completion_key": key, "kind": t.kind, "item_id": t.item_id, "item_name": t.item_name,
+            "partnership_key": t.partnership_key, "partner_key": t.partner_key, "partner_email": t.partner_email,
+            "company_key": t.company_key, "completed_at": t.completed_at,
+            "payload": serde_json::from_str::<&RawValue>(t.payload).ok(),
+        });
+        let event = NewEvent {
+            event_type: t.event_type.to_owned(),
+            object_type: "training",
+            object_key: key,
+            occurred_ms: t.completed_at.unwrap_or(received_at).timestamp_millis(),
+            source: EventSource::Webhook,
+            changes: None,
+            data: serde_json::value::to_raw_value(&data).expect("a JSON value serializes"),
+        };
+        insert_events(tx, &[event]).await?;
+    }
+    Ok(new)
+}
+
+/// Files a webhook whose content cannot be stored (e.g. a NUL character, which `jsonb` cannot
+/// hold) in `quarantine`, under `object`.
+pub async fn quarantine_webhook_in(tx: &mut Transaction<'_, Postgres>, object: &str, payload: &str, error: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO quarantine (object, key, fingerprint, raw, error) VALUES ($1, NULL, md5($2), $2, $3) \
+         ON CONFLICT (object, fingerprint) DO UPDATE SET error = excluded.error, last_seen_at = now(), times_seen = quarantine.times_seen + 1",
+    )
+    .bind(object)
+    .bind(payload)
+    .bind(error)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
