@@ -13,7 +13,9 @@ CREATE TABLE webhook_inbox (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     received_at  timestamptz NOT NULL DEFAULT now(),
     event        text,                        -- the event name as sent (`deal.updated`, `partnership_created`), if any
-    payload      jsonb       NOT NULL,        -- the body, verbatim
+    -- The body, verbatim: text, because valid JSON may hold what `jsonb` refuses (a \u0000);
+    -- `payload::jsonb` reads it as JSON.
+    payload      text        NOT NULL,
     -- pending: not handled yet; read_requested: an object webhook, its object type was read;
     -- recorded: a training completion, stored; ignored: an event name the mirror does not use;
     -- quarantined: a training completion that could not be stored (see `error`).

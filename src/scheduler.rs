@@ -199,13 +199,21 @@ pub async fn run(
 /// ran, it is read once more after. A failed read is logged; the next poll catches up.
 pub async fn read_on_request(syncer: Syncer, reads: Arc<crate::intake::ReadRequests>, shutdown: CancellationToken) -> anyhow::Result<()> {
     const IDLE_STEP: Duration = Duration::from_secs(1);
+    // Webhooks come in bursts: a moment's wait after the first lets one read answer the
+    // whole burst instead of one read per inbox batch.
+    const GATHER: Duration = Duration::from_millis(250);
     while !shutdown.is_cancelled() {
         liveness::wait_for(IDLE_STEP);
-        let kinds = tokio::select! {
+        let mut kinds = tokio::select! {
             _ = shutdown.cancelled() => break,
             kinds = reads.next() => kinds,
             _ = tokio::time::sleep(IDLE_STEP) => continue,
         };
+        liveness::wait_for(GATHER);
+        tokio::time::sleep(GATHER).await;
+        if let Ok(more) = tokio::time::timeout(Duration::ZERO, reads.next()).await {
+            kinds.extend(more);
+        }
         if !credentials_accepted(&syncer, &shutdown).await {
             break;
         }

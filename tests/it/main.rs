@@ -17,3 +17,4 @@ mod simulator_contract;
 mod sync_backfill;
 mod sync_changes;
 mod sync_failures;
+mod webhooks;
