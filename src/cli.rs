@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// PartnerStack's webhook subscriptions (`/v2/webhooks`): where PartnerStack sends webhooks.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Read-only probes of the configured API: credentials, clock, and each SPEC 9 question.
     Doctor,
     /// A local PartnerStack API simulator.
@@ -121,6 +126,23 @@ enum QueueCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum WebhooksCommand {
+    /// Subscribe a URL (the daemon's `https://…/webhooks/partnerstack/<token>` behind a TLS proxy).
+    Register {
+        #[arg(long)]
+        url: String,
+        /// An event name to subscribe to (repeatable), e.g. `deal.updated`,
+        /// `training.course_completed`.
+        #[arg(long = "event", value_name = "NAME", required = true)]
+        events: Vec<String>,
+    },
+    /// The live subscriptions.
+    List,
+    /// Archive a subscription by its key.
+    Remove { key: String },
+}
+
+#[derive(Subcommand, Debug)]
 enum EventsCommand {
     /// Events after an id, in commit order; with --follow, keep printing new ones.
     Tail {
@@ -169,6 +191,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Migrate => migrate(config.expect("loaded")).await,
         Command::Status => status(config.expect("loaded")).await,
         Command::Doctor => doctor(config.expect("loaded")).await,
+        Command::Webhooks { command } => webhooks(config.expect("loaded"), command).await,
         Command::Queue { command } => queue(config.expect("loaded"), command).await,
         Command::Events { command: EventsCommand::Tail { after, follow, type_pattern, consumer } } => {
             tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern, consumer }, shutdown).await
@@ -381,6 +404,27 @@ async fn consumers(config: Config) -> anyhow::Result<ExitCode> {
             c.updated_at.format("%Y-%m-%d %H:%M:%S"),
             c.oldest_unread_age_seconds.map_or("caught up".into(), |s| format!("{s:.0}s old"))
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
+    use crate::subscriptions;
+    let api = daemon::api_client(&config)?;
+    match command {
+        WebhooksCommand::Register { url, events } => {
+            let s = subscriptions::register(&api, &url, &events).await.context("PartnerStack did not register the subscription")?;
+            println!("registered {} → {} for {}", s.key, s.target.as_deref().unwrap_or(&url), s.events.join(", "));
+        }
+        WebhooksCommand::List => {
+            for s in subscriptions::list(&api).await.context("cannot list the subscriptions")? {
+                println!("{:<24} {:<60} {}", s.key, s.target.as_deref().unwrap_or("-"), s.events.join(", "));
+            }
+        }
+        WebhooksCommand::Remove { key } => {
+            subscriptions::remove(&api, &key).await.with_context(|| format!("cannot remove subscription {key}"))?;
+            println!("removed {key}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

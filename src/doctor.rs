@@ -113,7 +113,36 @@ pub async fn examine(api: &ApiClient, config: &PartnerStackConfig) -> DoctorRepo
         report.findings.push(updated_filter_honoured(api, path).await);
     }
     report.findings.push(retry_after(config).await);
+    report.findings.push(webhook_subscriptions(api).await);
     report
+}
+
+/// Which field the API's webhook subscriptions carry their URL in (the body of
+/// `POST /v2/webhooks` is not documented): read from the live list, changing nothing.
+async fn webhook_subscriptions(api: &ApiClient) -> Finding {
+    let question = "Webhook subscriptions: which field holds the URL?";
+    match crate::subscriptions::list(api).await {
+        Ok(subs) => match subs.iter().find_map(|s| s.url_field()) {
+            Some(field) => Finding {
+                question,
+                answer: Answer::Ok,
+                detail: format!("{} subscription(s); the URL is in `{field}`", subs.len()),
+                recommendation: format!("`webhooks register` sends `{field}`"),
+            },
+            None => Finding {
+                question,
+                answer: Answer::Undetermined,
+                detail: format!("{} subscription(s), none with a URL field to read", subs.len()),
+                recommendation: "`webhooks register` sends `target`, and `url` if the API asks for it".into(),
+            },
+        },
+        Err(e) => Finding {
+            question,
+            answer: Answer::Undetermined,
+            detail: format!("GET /webhooks failed: {}", error_chain(&e)),
+            recommendation: "webhook intake still works; register the subscription in PartnerStack's dashboard".into(),
+        },
+    }
 }
 
 fn clock(server: Option<chrono::DateTime<Utc>>) -> Finding {

@@ -11,6 +11,7 @@
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`intake`]: PartnerStack webhooks in: hints that trigger reads, training completions.
+//! - [`subscriptions`]: PartnerStack's webhook subscriptions (`/v2/webhooks`).
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
 //! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
@@ -46,6 +47,7 @@ pub mod record;
 pub mod retention;
 pub mod scheduler;
 pub mod store;
+pub mod subscriptions;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
