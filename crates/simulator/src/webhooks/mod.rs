@@ -42,7 +42,8 @@ pub struct WebhookSwitches {
     pub duplicate_share: f64,
     /// Each webhook waits this long after its change before it is sent.
     pub delay: Duration,
-    /// Webhooks go out shuffled within small batches (up to 8 queued within 50 ms).
+    /// Webhooks go out shuffled within small batches: up to 8 queued within 50 ms of each
+    /// other (or, with a delay, while the first waits).
     pub reorder: bool,
     /// This share (0–1) of webhooks is never sent (see [`WebhookStats::lost`]).
     pub loss_share: f64,

@@ -20,7 +20,7 @@ use crate::Simulator;
 const POST_TIMEOUT: Duration = Duration::from_secs(2);
 /// The reorder switch shuffles batches of up to this many deliveries…
 pub(crate) const BATCH: usize = 8;
-/// …gathered for at most this long after the first.
+/// …gathered for at most this long after the first (or until the first is due).
 const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// The sent log keeps this many of the latest webhooks (a long demo sends without end).
 const LOG_CAPACITY: usize = 10_000;
@@ -102,7 +102,7 @@ pub(crate) async fn deliver(sim: Simulator, stop: CancellationToken) {
 }
 
 /// The next deliveries to send: one, or with the reorder switch a shuffled batch of those
-/// queued within a short window.
+/// queued within a short window (or before the first is due).
 async fn next_batch(receiver: &mut mpsc::Receiver<Delivery>, rng: &mut StdRng, stop: &CancellationToken) -> Option<Vec<Delivery>> {
     let first = tokio::select! {
         _ = stop.cancelled() => None,
@@ -111,8 +111,9 @@ async fn next_batch(receiver: &mut mpsc::Receiver<Delivery>, rng: &mut StdRng, s
     if !first.reorder {
         return Some(vec![first]);
     }
+    // A delayed webhook waits anyway, so its batch gathers until it is due.
+    let until = (tokio::time::Instant::now() + BATCH_WINDOW).max(first.due);
     let mut batch = vec![first];
-    let until = tokio::time::Instant::now() + BATCH_WINDOW;
     while batch.len() < BATCH {
         match tokio::time::timeout_at(until, receiver.recv()).await {
             Ok(Some(next)) => batch.push(next),
