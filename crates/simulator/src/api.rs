@@ -2,7 +2,7 @@
 //! envelopes. Knows nothing of sockets, faults or rate limits (see `server`).
 //!
 //! Reads are answered here; writes (POST/PATCH/DELETE) go to `writes`, deal attachments
-//! to `files`. The paths are parsed in `route`; every answer is a `reply::Reply`.
+//! to `files`, webhook subscriptions to `webhooks::subscriptions`. The paths are parsed in `route`; every answer is a `reply::Reply`.
 
 use axum::http::Method;
 use serde::Serialize;
@@ -17,7 +17,7 @@ use super::{
     reply::Reply,
     route::Route,
     state::State,
-    writes,
+    webhooks, writes,
 };
 
 /// Answers an authenticated request; `origin` (`http://host:port`) prefixes the links
@@ -38,6 +38,8 @@ pub(super) fn answer(state: &mut State, method: &Method, route: Route, params: &
         Route::One(kind, key) => one(state, kind, &key),
         Route::DealFiles(key) => files::listing(state, &key).map_err(Reply::from),
         Route::DealFile(key, file) => files::link(state, &key, &file, origin).map_err(Reply::from),
+        Route::Webhooks => webhooks::subscriptions::list(state, params),
+        Route::Webhook(key) => webhooks::subscriptions::one(state, &key),
         Route::Tags(_) | Route::Convert(..) => Err(Reply::error(405, "The method is not allowed for the requested URL.")),
         Route::Unknown => unreachable!("answered above"),
     };
@@ -103,7 +105,7 @@ struct ListData<'a> {
     total: Option<usize>,
 }
 
-fn page_reply(page: Page<'_>, total: Option<usize>) -> Reply {
+pub(super) fn page_reply(page: Page<'_>, total: Option<usize>) -> Reply {
     let envelope = ListEnvelope {
         data: ListData { items: page.items, has_more: page.has_more, total },
         message: "Page returned successfully",

@@ -13,6 +13,11 @@
 //! archives, tags, conversions) and serves deal attachments, logging every write request
 //! ([`Simulator::writes`]) so tests can check that each reached the API exactly once.
 //!
+//! And it sends webhooks: subscriptions made with `/v2/webhooks` get one POST per event of
+//! every change (and training completions on demand, [`Simulator::complete_training`]),
+//! late, lost, doubled or shuffled at will ([`WebhookSwitches`]); tests read what was sent
+//! with [`Simulator::webhooks_sent`].
+//!
 //! It fakes the vendor, so it speaks the vendor's vocabulary ([`Resource`]) and depends
 //! on nothing of the mirror; the mirror converts its object types into it.
 //!
@@ -22,7 +27,7 @@
 //! `server` (HTTP, faults, rate limit, auth), `generate`/`build`/`fake` (the data),
 //! `mutation` (changes); for writes `writes` (routing), `schema` (body validation),
 //! `create`, `update`, `convert`, `lookup` (records by external identifiers), `files` (deal
-//! attachments).
+//! attachments); `webhooks` (subscriptions, bodies, and the sender).
 
 mod api;
 mod build;
@@ -45,6 +50,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 mod update;
+mod webhooks;
 mod writes;
 
 use std::{
@@ -60,8 +66,10 @@ use tokio_util::sync::CancellationToken;
 pub use mutation::{Applied, Mutation, MutationError};
 pub use poison::Poison;
 pub use resource::Resource;
+pub use webhooks::{SentWebhook, TrainingCompletion, TrainingKind, WebhookStats, WebhookSwitches};
 
 use state::State;
+use webhooks::{Outbox, Webhooks};
 
 /// How `min_/max_created` and `min_/max_updated` compare (SPEC 9.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -115,6 +123,8 @@ pub struct SimulatorConfig {
     /// (SPEC 9.6: the body is undocumented). `false`: it answers 200 and changes nothing, as
     /// an API expecting another shape might.
     pub tags_body_understood: bool,
+    /// How webhooks are sent: late, lost, doubled, shuffled, in the legacy style.
+    pub webhooks: WebhookSwitches,
 }
 
 impl Default for SimulatorConfig {
@@ -135,6 +145,7 @@ impl Default for SimulatorConfig {
             read_after_write_lag: Duration::ZERO,
             external_ids_in_paths: true,
             tags_body_understood: true,
+            webhooks: WebhookSwitches::default(),
         }
     }
 }
@@ -195,6 +206,8 @@ pub struct Simulator {
 struct Shared {
     state: Mutex<State>,
     requests: AtomicU64,
+    /// Webhooks waiting to be sent, and those sent.
+    outbox: Outbox,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -206,12 +219,15 @@ impl std::fmt::Debug for Simulator {
 impl Simulator {
     /// Generates the account deterministically from `config.seed`.
     pub fn new(config: SimulatorConfig) -> Simulator {
-        Simulator { shared: Arc::new(Shared { state: Mutex::new(State::new(config)), requests: AtomicU64::new(0) }) }
+        let (webhooks, queued) = Webhooks::new(config.seed);
+        let state = Mutex::new(State::new(config, webhooks));
+        Simulator { shared: Arc::new(Shared { state, requests: AtomicU64::new(0), outbox: Outbox::new(queued) }) }
     }
 
     /// Serves the API on `addr` (port 0 picks a free one) in background tasks, with the
     /// mutation generator applying `mutations_per_sec` random changes (the rate is read
-    /// afresh every tick, so [`Simulator::configure`] can start, change or stop it).
+    /// afresh every tick, so [`Simulator::configure`] can start, change or stop it) and the
+    /// webhook sender. Until it runs, webhooks wait in a bounded queue.
     pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningSimulator> {
         server::start(self.clone(), addr).await
     }
@@ -251,7 +267,7 @@ impl Simulator {
         self.lock().teams.keys().cloned().collect()
     }
 
-    /// Applies one change, stamped with the clock's now.
+    /// Applies one change, stamped with the clock's now, and sends its webhooks.
     pub fn apply(&self, m: Mutation) -> Result<Applied, MutationError> {
         let mut state = self.lock();
         let now = state.now();
@@ -316,6 +332,36 @@ impl Simulator {
     /// for asserting that a change reached the API exactly once.
     pub fn writes(&self) -> Vec<WriteRequest> {
         self.lock().writes.clone()
+    }
+
+    /// The webhooks sent (the latest 10,000), in send order, failed ones included.
+    pub fn webhooks_sent(&self) -> Vec<SentWebhook> {
+        self.shared.outbox.sent()
+    }
+
+    /// Every webhook subscription, archived ones included, newest first, as
+    /// `GET /v2/webhooks/{key}` serves it.
+    pub fn webhook_subscriptions(&self) -> Vec<Value> {
+        webhooks::subscriptions::all(&self.lock())
+    }
+
+    /// How many webhooks were sent, and how many were not (lost on purpose, or dropped
+    /// from a full queue).
+    pub fn webhook_stats(&self) -> WebhookStats {
+        let (lost, dropped) = self.lock().webhooks.counts();
+        WebhookStats { sent: self.shared.outbox.sent_count(), lost, dropped }
+    }
+
+    /// Sends `training.course_completed` or `training.learning_path_completed` to their
+    /// subscribers: SAP Litmos completions, which PartnerStack reports only as webhooks.
+    pub fn complete_training(&self, completion: TrainingCompletion) {
+        self.lock().announce_training(&completion);
+    }
+
+    /// A completion, now, of a random course or learning path by a random partnership;
+    /// `None` when there is no partnership. Drawn from the seed.
+    pub fn random_training_completion(&self, kind: TrainingKind) -> Option<TrainingCompletion> {
+        self.lock().random_training_completion(kind)
     }
 
     /// Every HTTP request received, failed ones included.

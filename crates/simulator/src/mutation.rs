@@ -1,6 +1,7 @@
 //! Changes to the simulated account: the ones tests ask for by name, and random ones for
 //! the background generator. Each reports the events a mirror diffing the record before
-//! and after should emit, so tests can compare the mirror's events with the truth.
+//! and after should emit, so tests can compare the mirror's events with the truth, and
+//! sends them as webhooks to the subscribers of their names.
 
 use serde_json::{json, Map, Value};
 
@@ -131,7 +132,19 @@ fn weighted_kind(f: &mut Fake) -> Resource {
 }
 
 impl State {
+    /// Applies one change and sends its webhooks.
     pub fn apply(&mut self, mutation: Mutation, now: i64) -> Result<Applied, MutationError> {
+        // A hard-deleted record is announced as it was.
+        let gone = match &mutation {
+            Mutation::HardDelete { kind, key } if self.webhooks.any_live() => self.table(*kind).get(key).map(|r| r.raw().to_owned()),
+            _ => None,
+        };
+        let applied = self.mutate(mutation, now)?;
+        self.announce(applied.kind, &applied.key, &applied.event_types, gone.as_deref());
+        Ok(applied)
+    }
+
+    fn mutate(&mut self, mutation: Mutation, now: i64) -> Result<Applied, MutationError> {
         use Resource::*;
         match mutation {
             Mutation::Create(PartnerTeamMember) => {

@@ -1,5 +1,6 @@
-//! What a request path names: the API's paths under `/api/v2/` and the storage links of
-//! deal attachments (`/files/…`). Pure parsing; `api` and `writes` answer the routes.
+//! What a request path names: the API's paths under `/api/v2/` (records, webhook
+//! subscriptions) and the storage links of deal attachments (`/files/…`). Pure parsing;
+//! `api` and `writes` answer the routes.
 
 use crate::Resource;
 
@@ -20,6 +21,10 @@ pub(super) enum Route {
     Tags(String),
     /// `POST /api/v2/{deals,leads}/{key}/convert`
     Convert(Resource, String),
+    /// `GET` or `POST /api/v2/webhooks`: the subscriptions.
+    Webhooks,
+    /// `GET`, `PATCH` or `DELETE /api/v2/webhooks/{key}`
+    Webhook(String),
     Unknown,
 }
 
@@ -40,6 +45,8 @@ pub(super) fn route(path: &str) -> Route {
         [name @ ("deals" | "leads"), key, "convert"] if !key.is_empty() => {
             collection(name).map_or(Route::Unknown, |k| Route::Convert(k, id(key)))
         }
+        ["webhooks"] => Route::Webhooks,
+        ["webhooks", key] if !key.is_empty() => Route::Webhook(id(key)),
         // The docs are unsure between `partner-team` and `partner_team`; accept both.
         ["partner-team" | "partner_team", team] if !team.is_empty() => Route::TeamMembers(percent_decode(team)),
         [name] => collection(name).map_or(Route::Unknown, Route::List),
@@ -97,12 +104,14 @@ mod tests {
     }
 
     #[test]
-    fn paths_name_deal_files_tags_conversions_and_storage_links() {
+    fn paths_name_deal_files_tags_conversions_webhooks_and_storage_links() {
         assert_eq!(route("/api/v2/deals/deal_1/files"), Route::DealFiles("deal_1".into()));
         assert_eq!(route("/api/v2/deals/deal_1/file/dfil_2"), Route::DealFile("deal_1".into(), "dfil_2".into()));
         assert_eq!(route("/api/v2/partnerships/part_1/tags"), Route::Tags("part_1".into()));
         assert_eq!(route("/api/v2/leads/a%40b.io/convert"), Route::Convert(Resource::Lead, "a@b.io".into()));
         assert_eq!(route("/api/v2/customers/c/convert"), Route::Unknown);
+        assert_eq!(route("/api/v2/webhooks/"), Route::Webhooks);
+        assert_eq!(route("/api/v2/webhooks/whk_1"), Route::Webhook("whk_1".into()));
         assert_eq!(storage_route("/files/deal_1/dfil_2"), Some(("deal_1".into(), "dfil_2".into())));
         assert_eq!(storage_route("/files/deal_1"), None);
     }

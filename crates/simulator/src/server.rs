@@ -2,7 +2,7 @@
 //! fault, then the rate limit, then Basic auth, and only then reaches the API (`api`).
 //! Storage links of deal attachments (`/files/…`) skip the rate limit and auth, as a
 //! signed URL on another host would. Also the background mutation generator that runs
-//! while the server does.
+//! while the server does (the webhook sender runs alongside, see `webhooks`).
 
 use std::{
     io,
@@ -21,7 +21,7 @@ use axum::{
 use base64::Engine;
 use tokio_util::sync::CancellationToken;
 
-use super::{api, files, reply::Reply, route, writes, Fault, RunningSimulator, Simulator, SimulatorConfig};
+use super::{api, files, reply::Reply, route, webhooks, writes, Fault, RunningSimulator, Simulator, SimulatorConfig};
 
 /// What every request handler gets: the account, and the origin (`http://host:port`)
 /// the links the API hands out point at.
@@ -63,7 +63,8 @@ pub(super) async fn start(sim: Simulator, addr: SocketAddr) -> io::Result<Runnin
         }
     });
     let mutator = tokio::spawn(mutate_continuously(sim.clone(), shutdown.clone()));
-    Ok(RunningSimulator { base_url, simulator: sim, shutdown, tasks: vec![server, mutator] })
+    let sender = tokio::spawn(webhooks::deliver(sim.clone(), shutdown.clone()));
+    Ok(RunningSimulator { base_url, simulator: sim, shutdown, tasks: vec![server, mutator, sender] })
 }
 
 async fn handle(State(served): State<Served>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {

@@ -1,5 +1,6 @@
 //! Everything the simulator holds behind its one lock: the switches, the clock, the
-//! records of every object type, the partner teams, and the queued faults and hooks.
+//! records of every object type, the partner teams, the queued faults and hooks, and the
+//! webhook subscriptions.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -13,6 +14,7 @@ use super::{
     fake::Fake,
     generate::{self, Generated},
     table::{Table, Tables},
+    webhooks::Webhooks,
     Clock, Fault, PageHook, SimulatorConfig, WriteRequest,
 };
 
@@ -35,11 +37,13 @@ pub(super) struct State {
     pub poisoned: BTreeMap<(Resource, String), super::Poison>,
     /// Write requests in arrival order; the status is filled in once answered.
     pub writes: Vec<WriteRequest>,
+    /// Subscriptions, and the sending end of the webhook queue.
+    pub webhooks: Webhooks,
 }
 
 impl State {
     /// A new account generated from `config.seed`.
-    pub fn new(config: SimulatorConfig) -> State {
+    pub fn new(config: SimulatorConfig, webhooks: Webhooks) -> State {
         let anchor = config.history_end_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         let Generated { fake, account, tables, teams } = generate::account(config.seed, config.records, config.history_days, anchor);
         State {
@@ -54,6 +58,7 @@ impl State {
             bucket: None,
             poisoned: BTreeMap::new(),
             writes: Vec::new(),
+            webhooks,
         }
     }
 
@@ -68,6 +73,11 @@ impl State {
     /// The generator and one table at once (building a record while reading its parent).
     pub fn fake_and_table(&mut self, kind: Resource) -> (&mut Fake, &mut Table) {
         (&mut self.fake, self.tables.get_mut(kind))
+    }
+
+    /// The webhook side and one table at once (a training completion by a random partner).
+    pub fn webhooks_and_table(&mut self, kind: Resource) -> (&mut Webhooks, &Table) {
+        (&mut self.webhooks, self.tables.get(kind))
     }
 
     /// Epoch milliseconds by the simulator's clock.

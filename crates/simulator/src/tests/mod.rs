@@ -7,7 +7,10 @@ mod creates;
 mod data;
 mod http;
 mod mutations;
+mod receiver;
 mod transport;
+mod webhook_switches;
+mod webhooks;
 
 use serde_json::Value;
 
