@@ -241,3 +241,101 @@ async fn webhooks_kept_before_a_crash_are_handled_after_the_restart() {
     assert!(inbox(&store).await.iter().all(|(o, _)| o == "recorded"));
     second.stop().await;
 }
+
+#[tokio::test]
+async fn webhooks_register_list_and_remove_manage_partnerstacks_subscriptions() {
+    let sim = support::simulator(50, |_| {}).await;
+    let store = support::store().await;
+    let run = |args: &'static [&'static str]| {
+        let mut command = support::binary(&sim, &store, args);
+        command.stdout(std::process::Stdio::piped());
+        async move {
+            let output = command.output().await.unwrap();
+            assert!(output.status.success(), "{args:?}: {output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    let registered = run(&[
+        "webhooks",
+        "register",
+        "--url",
+        "https://mirror.example.test/webhooks/partnerstack/abc",
+        "--event",
+        "deal.updated",
+        "--event",
+        "training.course_completed",
+    ])
+    .await;
+    let key = registered.split_whitespace().nth(1).expect("the new subscription's key").to_owned();
+    let subscriptions = sim.simulator.webhook_subscriptions();
+    assert_eq!(subscriptions.len(), 1);
+    assert_eq!(subscriptions[0]["target"], "https://mirror.example.test/webhooks/partnerstack/abc");
+    assert_eq!(subscriptions[0]["events"], json!(["deal.updated", "training.course_completed"]));
+    let listed = run(&["webhooks", "list"]).await;
+    assert!(listed.contains(&key) && listed.contains("deal.updated"), "{listed}");
+
+    let mut remove = support::binary(&sim, &store, &["webhooks", "remove", &key]);
+    assert!(remove.status().await.unwrap().success());
+    assert!(!run(&["webhooks", "list"]).await.contains(&key), "removed subscriptions are not listed");
+}
+
+/// PartnerStack sends the webhooks itself here, doubled, shuffled and partly lost: every
+/// change is still mirrored (lost ones by the next poll), and each change is evented once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_reordered_and_lost_webhooks_still_mirror_every_change_once() {
+    let sim = support::simulator(300, |c| {
+        c.webhooks.duplicate_share = 0.5;
+        c.webhooks.reorder = true;
+        c.webhooks.loss_share = 0.3;
+    })
+    .await;
+    let store = support::store().await;
+    let port = support::free_port();
+    let mut child = support::daemon(
+        &sim,
+        &store,
+        &[
+            ("PSM_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            ("PSM_WEBHOOKS__TOKEN", TOKEN.into()),
+            ("PSM_SYNC__INTERVAL", "2s".into()),
+            ("PSM_SYNC__OBJECTS", "[\"deals\", \"partnerships\"]".into()),
+        ],
+    );
+    support::eventually("the backfill", Duration::from_secs(60), || backfilled(&store)).await;
+    let mut register = support::binary(
+        &sim,
+        &store,
+        &["webhooks", "register", "--url", &format!("http://127.0.0.1:{port}/webhooks/partnerstack/{TOKEN}"), "--event", "*"],
+    );
+    assert!(register.status().await.unwrap().success());
+
+    let before = support::last_event_id(&store).await;
+    let deals: Vec<String> = sim.simulator.keys(ObjectKind::Deal).into_iter().take(10).collect();
+    for deal in &deals {
+        sim.simulator.apply(Mutation::DealStage { key: deal.clone() }).unwrap();
+    }
+    support::eventually("every changed deal to be mirrored", Duration::from_secs(60), || async {
+        let mut caught = 0;
+        for deal in &deals {
+            let raw: Option<sqlx::types::Json<Value>> =
+                sqlx::query_scalar("SELECT raw FROM deals WHERE key = $1").bind(deal).fetch_optional(store.pool()).await.unwrap();
+            caught += usize::from(raw.map(|r| r.0) == sim.simulator.record(ObjectKind::Deal, deal));
+        }
+        caught == deals.len()
+    })
+    .await;
+    for deal in &deals {
+        let events = support::event_types_after(&store, before, ObjectKind::Deal, deal).await;
+        assert_eq!(events.iter().filter(|e| *e == "deal.stage_updated").count(), 1, "{deal}: {events:?}");
+    }
+    let stats = sim.simulator.webhook_stats();
+    assert!(stats.sent > 0 && stats.lost > 0, "the simulator sent and lost webhooks: {stats:?}");
+    let webhook_reads: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE id > $1 AND source = 'webhook'")
+        .bind(before)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(webhook_reads > 0, "some changes came in by webhook");
+    support::sigterm(&child).await;
+    assert!(tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits").unwrap().success());
+}
