@@ -109,6 +109,7 @@ pub struct Daemon {
     syncer: Syncer,
     liveness: Arc<Liveness>,
     queue_counters: Arc<WorkerCounters>,
+    intake_counters: Arc<crate::intake::IntakeCounters>,
     shutdown: CancellationToken,
 }
 
@@ -118,7 +119,7 @@ impl Daemon {
         crate::metrics::process_start_unix();
         let syncer = syncer(&config, shutdown.clone()).await?;
         let liveness = Liveness::new(step_budget(&config));
-        Ok(Daemon { config, syncer, liveness, queue_counters: Arc::default(), shutdown })
+        Ok(Daemon { config, syncer, liveness, queue_counters: Arc::default(), intake_counters: Arc::default(), shutdown })
     }
 
     /// What the daemon has done so far (the demo's live line).
@@ -130,11 +131,19 @@ impl Daemon {
         self.syncer.store()
     }
 
+    pub fn api(&self) -> &ApiClient {
+        self.syncer.api()
+    }
+
+    /// What the webhook endpoint and the inbox have done (the demo's live line).
+    pub fn webhook_counters(&self) -> Arc<crate::intake::IntakeCounters> {
+        self.intake_counters.clone()
+    }
+
     /// Runs every loop until the shutdown token is cancelled or a loop dies; serves the HTTP
     /// endpoint on `listener`.
     pub async fn run(self, listener: TcpListener) -> ExitCode {
-        let Daemon { config, syncer, liveness, queue_counters, shutdown } = self;
-        let intake_counters: Arc<crate::intake::IntakeCounters> = Arc::default();
+        let Daemon { config, syncer, liveness, queue_counters, intake_counters, shutdown } = self;
         let holder = syncer.holder().to_owned();
         let api = syncer.api().clone();
         let store = syncer.store().clone();

@@ -43,6 +43,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         ..SimulatorConfig::default()
     };
     let (public_key, private_key) = (sim_config.public_key.clone(), sim_config.private_key.clone());
+    let token = format!("demo-{:032x}", rand::random::<u128>());
     let simulator = Simulator::new(sim_config).start("127.0.0.1:0".parse()?).await.context("cannot start the simulator")?;
 
     let config = Config::from_toml(&format!(
@@ -62,6 +63,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         settle = "1s"
         rescan_schedule = "0 * * * * *"
         backfill_concurrency = 4
+        [webhooks]
+        token = "{token}"
         "#,
         api = simulator.base_url,
     ))?;
@@ -69,6 +72,13 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // The daemon's endpoint, on a free port so a second demo does not collide.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot open the HTTP endpoint")?;
     let endpoint = listener.local_addr()?;
+    // PartnerStack (the simulator) sends every change to the daemon as a webhook, as a
+    // subscription made with `partnerstack-mirror webhooks register` would.
+    let intake_url = format!("http://{endpoint}/webhooks/partnerstack/{token}");
+    crate::subscriptions::register(daemon.api(), &intake_url, &["*".to_owned()])
+        .await
+        .context("cannot subscribe the daemon to the simulator's webhooks")?;
+    let webhooks = daemon.webhook_counters();
 
     let psql = psql_command(&database_url, schema);
     eprintln!(
@@ -82,6 +92,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
          SELECT 'update', 'deal', key, '{{\"stage\": \"Closed Won\"}}' FROM deals WHERE NOT archived LIMIT 1;\n  \
          SELECT id, status, attempts, result->>'stage' AS stage FROM write_queue ORDER BY id DESC LIMIT 5;\n  \
          SELECT id, event_type, object_key, changes FROM events WHERE source = 'write_back' ORDER BY id DESC LIMIT 5;\n\n\
+         Changes arrive by webhook too (the simulator sends one per change; `webhooks` on the line below):\n  \
+         SELECT id, event_type, object_key, detected_at - occurred_at AS delay FROM events WHERE source = 'webhook' ORDER BY id DESC LIMIT 5;\n\n\
          Metrics and readiness: curl http://{endpoint}/metrics  (and /readyz)\n\n\
          Press Ctrl-C to stop; everything the demo started is removed.\n"
     );
@@ -103,13 +115,14 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             _ = ticker.tick() => {
                 let records = progress.records.load(Ordering::Relaxed);
                 let line = format!(
-                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s | API requests {:>6}",
+                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s | API requests {:>6} | webhooks {:>5}",
                     progress.pages.load(Ordering::Relaxed),
                     records,
                     progress.rows_written.load(Ordering::Relaxed),
                     progress.events_written.load(Ordering::Relaxed),
                     records as f64 / started.elapsed().as_secs_f64().max(0.001),
                     simulator.simulator.request_count(),
+                    webhooks.accepted.load(Ordering::Relaxed),
                 );
                 if terminal {
                     eprint!("\r{line}");

@@ -1,5 +1,6 @@
 //! The quick start's first command: `demo` brings up a simulator, a database and the
-//! daemon, mirrors the account, and carries out a write-back queued with a plain INSERT.
+//! daemon, mirrors the account, carries out a write-back queued with a plain INSERT, and
+//! mirrors changes the simulator announces by webhook.
 
 use std::{process::Stdio, time::Duration};
 
@@ -77,6 +78,8 @@ async fn the_demo_mirrors_the_account_and_carries_out_a_queued_write() {
         .await
         .unwrap();
     assert!(events >= 1, "the write-back wrote its event");
+    // The simulator sends each of its changes to the daemon as a webhook (5 a second here).
+    wait_for("a change to arrive by webhook", &pool, "SELECT count(*) > 0 FROM events WHERE source = 'webhook'").await;
     pool.close().await;
 
     let pid = demo.id().unwrap().to_string();
