@@ -161,17 +161,14 @@ impl Webhooks {
         (self.lost, self.dropped)
     }
 
-    /// Queues `body` (an event named `event`, dotted) for every live subscription that
-    /// asked for it, applying the loss and duplicate switches.
-    fn send(&mut self, event: &str, body: &payload::Body, switches: &WebhookSwitches) {
-        let targets: Vec<String> = self
-            .subscriptions
-            .newest_first()
-            .filter(|r| !r.archived)
-            .map(|r| r.value())
-            .filter(|s| wants(s, event))
-            .filter_map(|s| s["target"].as_str().map(str::to_owned))
-            .collect();
+    /// The targets of the live subscriptions that asked for `event` (dotted).
+    fn targets(&self, event: &str) -> Vec<String> {
+        let live = self.subscriptions.newest_first().filter(|r| !r.archived).map(|r| r.value());
+        live.filter(|s| wants(s, event)).filter_map(|s| s["target"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// Queues `body` for each of `targets`, applying the loss and duplicate switches.
+    fn enqueue(&mut self, targets: Vec<String>, body: &payload::Body, switches: &WebhookSwitches) {
         for target in targets {
             if self.fake.chance(switches.loss_share) {
                 self.lost += 1;
@@ -188,7 +185,7 @@ impl Webhooks {
                 };
                 if self.queue.try_send(delivery).is_err() {
                     self.dropped += 1;
-                    tracing::debug!(%event, "webhook queue full; webhook dropped");
+                    tracing::debug!(event = %body.event, "webhook queue full; webhook dropped");
                 }
             }
         }
@@ -214,18 +211,21 @@ impl State {
             (None, None) => return,
         };
         for event in events {
-            let body = payload::record(kind, event, &record, self.config.webhooks.legacy_payloads);
-            self.webhooks.send(event, &body, &self.config.webhooks);
+            let targets = self.webhooks.targets(event);
+            if !targets.is_empty() {
+                let body = payload::record(kind, event, &record, self.config.webhooks.legacy_payloads);
+                self.webhooks.enqueue(targets, &body, &self.config.webhooks);
+            }
         }
     }
 
     /// Sends a training completion to its subscribers.
     pub(super) fn announce_training(&mut self, completion: &TrainingCompletion) {
-        if !self.webhooks.any_live() {
-            return;
+        let targets = self.webhooks.targets(completion.kind.event());
+        if !targets.is_empty() {
+            let body = payload::training(completion, self.config.webhooks.legacy_payloads);
+            self.webhooks.enqueue(targets, &body, &self.config.webhooks);
         }
-        let body = payload::training(completion, self.config.webhooks.legacy_payloads);
-        self.webhooks.send(completion.kind.event(), &body, &self.config.webhooks);
     }
 
     /// A completion of a random course or learning path by a random partnership (`None`
