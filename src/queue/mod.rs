@@ -17,19 +17,18 @@ use std::{
 };
 
 use rand::Rng;
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use operation::{execute, find_created, FetchedFile, OperationError, Outcome};
+pub use crate::store::{Operation, QueuedRequest};
+pub use operation::{execute, find_created, OperationError, Outcome};
 
 use crate::{
-    diff::EventSource,
     object::ObjectKind,
     partnerstack::{ApiClient, ApiError, ErrorClass},
     record,
-    store::{self, FailedAttempt, PageWrite, QueuedRequest, Store, StoreError},
+    store::{Claim, FailedAttempt, QueueWakeups, Store, StoreError, Success},
     telemetry::error_chain,
 };
 
@@ -109,8 +108,22 @@ impl Worker {
 
     /// Claims and carries out one due request. `None`: nothing is due.
     pub async fn work_one(&self) -> Result<Option<Handled>, StoreError> {
-        let Some(request) = self.store.claim(&self.name, self.settings.lease).await? else { return Ok(None) };
-        let handled = self.handle(request).await?;
+        let handled = match self.store.claim(&self.name, self.settings.lease).await? {
+            None => return Ok(None),
+            Some(Claim::Request(request)) => self.handle(request).await?,
+            Some(Claim::Unknown { id, operation, object_type, object_key, why }) => {
+                warn!(
+                    id,
+                    operation,
+                    object_type,
+                    object_key = object_key.as_deref().unwrap_or("-"),
+                    error = why,
+                    "write-back request failed"
+                );
+                self.store.fail(id, &self.name, &why, None).await?;
+                Handled::Failed(id)
+            }
+        };
         let counter = match handled {
             Handled::Succeeded(_) => &self.counters.succeeded,
             Handled::Retrying(_) => &self.counters.retried,
@@ -153,7 +166,7 @@ impl Worker {
     /// Carries out a request while renewing its lease, so a slow request (a long download, a
     /// slow API) is never taken over by another worker while this one still waits for it.
     /// Everything logged meanwhile carries the request's id (one span per request).
-    #[tracing::instrument(name = "write_back", skip_all, fields(id = request.id, operation = %request.operation, object_type = %request.object_type))]
+    #[tracing::instrument(name = "write_back", skip_all, fields(id = request.id, operation = %request.operation, object_type = request.kind.singular()))]
     async fn handle(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
         let id = request.id;
         let work = self.carry_out(request);
@@ -175,16 +188,14 @@ impl Worker {
 
     async fn carry_out(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
         let id = request.id;
-        let Ok(kind) = request.object_type.parse::<ObjectKind>() else {
-            return self.fail(&request, &format!("unknown object_type {}", request.object_type), None).await;
-        };
-        let payload = &request.payload.0;
-        let creates = matches!(request.operation.as_str(), "create" | "convert");
+        let kind = request.kind;
+        let payload = &request.payload;
+        let creates = request.operation.creates();
 
         // A previous attempt of a create may have happened: look before sending again.
         if let Some(unknown_for) = request.outcome_unknown_for.filter(|_| creates) {
-            let (lookup_kind, lookup) = match request.operation.as_str() {
-                "convert" => {
+            let (lookup_kind, lookup) = match request.operation {
+                Operation::Convert => {
                     (ObjectKind::Customer, operation::conversion_lookup(&self.store, kind, request.object_key.as_deref(), payload).await?)
                 }
                 _ => (kind, payload.clone()),
@@ -218,7 +229,7 @@ impl Worker {
             }
         }
 
-        match execute(&self.api, &self.store, kind, &request).await {
+        match execute(&self.api, &self.store, &request).await {
             Ok(outcome) => self.succeed(&request, outcome).await,
             Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => self.pause(&request, &e).await,
             Err(OperationError::Api(e)) => {
@@ -253,7 +264,7 @@ impl Worker {
         info!(
             id = request.id,
             operation = %request.operation,
-            object_type = %request.object_type,
+            object_type = request.kind.singular(),
             attempt = request.attempts,
             retry_in_ms = delay.as_millis() as u64,
             error = message,
@@ -269,7 +280,7 @@ impl Worker {
         warn!(
             id = request.id,
             operation = %request.operation,
-            object_type = %request.object_type,
+            object_type = request.kind.singular(),
             "write-back request put back uncharged: PartnerStack rejected the credentials"
         );
         self.store.release_uncharged(request.id, &self.name, &error_chain(error), error.status()).await?;
@@ -281,7 +292,7 @@ impl Worker {
         warn!(
             id = request.id,
             operation = %request.operation,
-            object_type = %request.object_type,
+            object_type = request.kind.singular(),
             object_key = request.object_key.as_deref().unwrap_or("-"),
             http_status = status,
             error = message,
@@ -294,40 +305,26 @@ impl Worker {
     /// Records success with the mirror rows, events and files, in one transaction.
     async fn succeed(&self, request: &QueuedRequest, outcome: Outcome) -> Result<Handled, StoreError> {
         let id = request.id;
-        let mut tx = self.store.pool().begin().await?;
-        for (kind, value) in &outcome.records {
-            match record::from_value(*kind, value.clone()) {
-                Ok(r) => {
-                    let page = PageWrite {
-                        kind: *kind,
-                        records: vec![r],
-                        rejected: &[],
-                        source: EventSource::WriteBack,
-                        emit_events: true,
-                        run_id: None,
-                        advance: None,
-                        lease: None,
-                    };
-                    store::write_page_in(&mut tx, page).await?;
-                }
+        let mut records = Vec::with_capacity(outcome.records.len());
+        for (kind, value) in outcome.records {
+            match record::from_value(kind, value) {
+                Ok(r) => records.push((kind, r)),
                 Err((key, error)) => warn!(id, ?key, %error, "the API's answer could not be mirrored; the next poll will try again"),
             }
         }
-        if let Some((kind, key)) = &outcome.gone {
-            store::mark_gone_in(&mut tx, *kind, key, EventSource::WriteBack).await?;
-        }
-        for f in &outcome.files {
-            store::upsert_deal_file(&mut tx, &f.deal_key, &f.file, f.content.as_deref(), f.content_type.as_deref()).await?;
-        }
-        if !store::succeed_in(&mut tx, id, &self.name, &outcome.result).await? {
-            tx.rollback().await?;
+        let success = Success {
+            records,
+            gone: outcome.gone.as_ref().map(|(kind, key)| (*kind, key.as_str())),
+            files: &outcome.files,
+            result: &outcome.result,
+        };
+        if !self.store.succeed(id, &self.name, success).await? {
             return Ok(Handled::Lost(id));
         }
-        tx.commit().await?;
         info!(
             id,
             operation = %request.operation,
-            object_type = %request.object_type,
+            object_type = request.kind.singular(),
             object_key = request.object_key.as_deref().unwrap_or("-"),
             attempt = request.attempts,
             "write-back request succeeded"
@@ -385,26 +382,23 @@ impl WorkerPool {
 /// Wakes the workers on `NOTIFY partnerstack_write_queue` for this schema. A lost connection
 /// is re-established on the next receive; until then, the workers' poll covers.
 async fn listen(store: Store, pause: Duration, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut listener: Option<PgListener> = None;
+    let mut wakeups: Option<QueueWakeups> = None;
     while !shutdown.is_cancelled() {
         let received = async {
-            if listener.is_none() {
-                let mut l = PgListener::connect_with(store.pool()).await?;
-                l.listen("partnerstack_write_queue").await?;
-                listener = Some(l);
+            if wakeups.is_none() {
+                wakeups = Some(store.queue_wakeups().await?);
             }
-            listener.as_mut().expect("connected").recv().await
+            wakeups.as_mut().expect("listening").next().await
         };
         let received = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = received => r,
         };
         match received {
-            Ok(n) if n.payload() == store.schema() => wake.notify_waiters(),
-            Ok(_) => {}
+            Ok(()) => wake.notify_waiters(),
             Err(error) => {
                 warn!(error = %error_chain(&error), "write-back wake-ups: LISTEN failed; polling until it is back");
-                listener = None;
+                wakeups = None;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(pause.max(Duration::from_secs(1))) => {}

@@ -350,10 +350,7 @@ impl Syncer {
     /// The listings that together cover every record created up to `until`.
     async fn scan_listings(&self, kind: ObjectKind, until: i64) -> Result<Vec<(String, ListQuery, Option<(Option<i64>, i64)>)>, SyncError> {
         if kind.change_filter() == ChangeFilter::PerTeam {
-            let teams: Vec<String> = sqlx::query_scalar("SELECT DISTINCT team_key FROM partnerships WHERE team_key IS NOT NULL ORDER BY 1")
-                .fetch_all(self.store.pool())
-                .await
-                .map_err(StoreError::from)?;
+            let teams = self.store.team_keys().await?;
             return Ok(teams
                 .into_iter()
                 .map(|t| (format!("{}/{}", kind.api_path(), crate::partnerstack::segment(&t)), ListQuery::default(), None))

@@ -82,7 +82,7 @@ async fn a_request_whose_worker_died_is_claimed_again_when_its_lease_expires() {
     let id = enqueue(&store, "refresh", "deal", Some(&deal), json!({})).await;
     // A worker claims it and dies without a word.
     let claimed = store.claim("dead-worker", Duration::from_millis(300)).await.unwrap().expect("claimable");
-    assert_eq!(claimed.id, id);
+    assert_eq!(claimed.id(), id);
     let alive = worker(&store, &sim, "w2");
     assert_eq!(alive.work_one().await.unwrap(), None, "leased to the dead worker");
 
