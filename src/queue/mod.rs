@@ -16,7 +16,6 @@ use std::{
     time::Duration,
 };
 
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -25,6 +24,7 @@ pub use crate::store::{Operation, QueuedRequest};
 pub use operation::{execute, find_created, OperationError, Outcome};
 
 use crate::{
+    backoff::Backoff,
     object::ObjectKind,
     partnerstack::{ApiClient, ApiError, ErrorClass},
     record,
@@ -42,12 +42,21 @@ pub struct QueueSettings {
     pub lease: Duration,
     /// Polling covers missed notifications.
     pub poll: Duration,
-    pub min_backoff: Duration,
-    pub max_backoff: Duration,
+    /// The waits before a failed request is tried again (a `Retry-After` may ask for longer).
+    pub backoff: Backoff,
     /// How long a create whose outcome is unknown must stay unfindable before it is sent
     /// again: PartnerStack can take minutes to show a new record.
     pub lookup_grace: Duration,
 }
+
+/// How often an idle worker looks for due requests when no notification woke it (a retry
+/// whose wait is over sends none).
+const POLL: Duration = Duration::from_secs(1);
+/// Waits between attempts of one request: from a second, doubling, up to ten minutes, so a
+/// long outage at PartnerStack costs a handful of attempts, not hundreds.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(600));
+/// The shortest pause before listening again after the `LISTEN` connection failed.
+const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 
 impl QueueSettings {
     pub fn from_config(c: &crate::config::QueueConfig) -> QueueSettings {
@@ -55,9 +64,8 @@ impl QueueSettings {
             workers: c.workers,
             max_attempts: c.max_attempts,
             lease: c.lease,
-            poll: Duration::from_secs(1),
-            min_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(600),
+            poll: POLL,
+            backoff: BACKOFF,
             lookup_grace: c.lookup_grace,
         }
     }
@@ -260,7 +268,9 @@ impl Worker {
             let message = format!("{message} (gave up after {} attempts)", request.attempts);
             return self.fail(request, &message, status).await;
         }
-        let delay = backoff(&self.settings, request.attempts as u32).max(retry_after.unwrap_or_default());
+        // `attempts` counts the sends so far (at least one), so the first retry already waits
+        // up to two steps: the schedule the queue has always kept.
+        let delay = self.settings.backoff.delay_honouring(request.attempts as u32, retry_after);
         info!(
             id = request.id,
             operation = %request.operation,
@@ -333,13 +343,6 @@ impl Worker {
     }
 }
 
-/// Exponential backoff with full jitter: a random wait up to `min · 2^attempt`, capped.
-fn backoff(settings: &QueueSettings, attempt: u32) -> Duration {
-    let cap = settings.min_backoff.saturating_mul(1 << attempt.min(20)).min(settings.max_backoff);
-    let millis = rand::thread_rng().gen_range(0..=cap.as_millis().max(1) as u64);
-    Duration::from_millis(millis).max(settings.min_backoff / 2)
-}
-
 /// The daemon's write-back workers: `settings.workers` of them, all woken by one `LISTEN`
 /// connection. [`WorkerPool::spawn_into`] hands each loop to the daemon's supervisor.
 pub struct WorkerPool {
@@ -401,41 +404,9 @@ async fn listen(store: Store, pause: Duration, wake: Arc<Notify>, shutdown: Canc
                 wakeups = None;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(pause.max(Duration::from_secs(1))) => {}
+                    _ = tokio::time::sleep(pause.max(RELISTEN_AFTER)) => {}
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> QueueSettings {
-        QueueSettings {
-            workers: 1,
-            max_attempts: 10,
-            lease: Duration::from_secs(60),
-            poll: Duration::from_secs(1),
-            min_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(600),
-            lookup_grace: Duration::from_secs(600),
-        }
-    }
-
-    #[test]
-    fn backoff_grows_exponentially_up_to_its_cap_with_jitter_below_it() {
-        let s = settings();
-        for attempt in 0..30 {
-            let cap = Duration::from_secs(1 << attempt.min(20)).min(s.max_backoff);
-            for _ in 0..50 {
-                let wait = backoff(&s, attempt);
-                assert!(wait >= s.min_backoff / 2 && wait <= cap, "attempt {attempt}: {wait:?} outside [0.5s, {cap:?}]");
-            }
-        }
-        let late: Vec<Duration> = (0..200).map(|_| backoff(&s, 12)).collect();
-        assert!(late.iter().any(|w| *w > Duration::from_secs(300)), "late attempts can wait long");
-        assert!(late.iter().any(|w| *w != late[0]), "waits are jittered");
     }
 }

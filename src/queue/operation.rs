@@ -28,8 +28,6 @@ pub struct Outcome {
 pub enum OperationError {
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("{object} {key} is not in the mirror; sync it (or queue a refresh) first")]
-    NotMirrored { object: &'static str, key: String },
     #[error("database error")]
     Store(#[from] StoreError),
     #[error("unsupported request: {0}")]

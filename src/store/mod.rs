@@ -27,7 +27,7 @@ use sqlx::{
 
 pub use daemons::DaemonLine;
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
-pub use lease::{fence, Lease};
+pub use lease::Lease;
 pub use page::{insert_events, PageOutcome, PageWrite};
 pub use queue::{DealFile, FailedAttempt, QueueRow, Success};
 pub use reconcile::ReconcileOutcome;

@@ -82,7 +82,6 @@ impl Store {
                                                AND (e.status = 'running' OR e.id < c.id)) \
                            ORDER BY c.run_after, c.id FOR UPDATE SKIP LOCKED LIMIT 1) \
              RETURNING q.id, q.operation, q.object_type, q.object_key, q.payload, q.attempts, q.max_attempts, q.created_at, \
-                       q.last_error, q.http_status, \
                        extract(epoch FROM now() - q.outcome_unknown_since)::float8 AS outcome_unknown_for",
         )
         .bind(worker)

@@ -83,12 +83,10 @@ pub struct QueuedRequest {
     pub attempts: i32,
     pub max_attempts: Option<i32>,
     pub created_at: DateTime<Utc>,
-    pub last_error: Option<String>,
     /// Seconds since a previous attempt of this create or convert may have happened at the
     /// API (it ended without an answer, or its worker stopped while holding it); `None`:
     /// every earlier attempt had a definite answer. Measured by the database's clock.
     pub outcome_unknown_for: Option<f64>,
-    pub http_status: Option<i32>,
 }
 
 /// What a claim took.
@@ -128,9 +126,7 @@ pub(super) struct ClaimedRow {
     attempts: i32,
     max_attempts: Option<i32>,
     created_at: DateTime<Utc>,
-    last_error: Option<String>,
     outcome_unknown_for: Option<f64>,
-    http_status: Option<i32>,
 }
 
 impl From<ClaimedRow> for Claim {
@@ -151,9 +147,7 @@ impl From<ClaimedRow> for Claim {
                 attempts: row.attempts,
                 max_attempts: row.max_attempts,
                 created_at: row.created_at,
-                last_error: row.last_error,
                 outcome_unknown_for: row.outcome_unknown_for,
-                http_status: row.http_status,
             }),
             Err(why) => {
                 Claim::Unknown { id: row.id, operation: row.operation, object_type: row.object_type, object_key: row.object_key, why }

@@ -10,6 +10,7 @@ use std::{
 };
 
 use partnerstack_mirror::{
+    backoff::Backoff,
     object::ObjectKind,
     partnerstack::{ApiClient, ClientConfig},
     private_postgres::PrivatePostgres,
@@ -85,8 +86,7 @@ pub fn client(sim: &RunningSimulator, page_size: u16) -> ApiClient {
         requests_per_second: 0.0,
         timeout: Duration::from_secs(5),
         max_retries: 4,
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(50),
+        backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(50)),
         page_size,
         user_agent: "partnerstack-mirror-tests".into(),
     })

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use partnerstack_mirror::{
+    backoff::Backoff,
     object::ObjectKind,
     queue::{self, Handled, QueueSettings, Worker},
     store::Store,
@@ -25,8 +26,7 @@ pub(super) fn settings() -> QueueSettings {
         max_attempts: 5,
         lease: Duration::from_secs(30),
         poll: Duration::from_millis(20),
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(40),
+        backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(40)),
         lookup_grace: Duration::ZERO,
     }
 }
