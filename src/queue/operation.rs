@@ -10,6 +10,10 @@ use crate::{
     store::{DealFile, Operation, QueuedRequest, Store, StoreError},
 };
 
+/// How far before a request was queued a lost create's record is looked for: slack for the
+/// difference between our clock and PartnerStack's.
+const CLOCK_SLACK_MS: i64 = 60_000;
+
 /// What an operation brought back for the mirror.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -239,8 +243,7 @@ pub async fn find_created(api: &ApiClient, kind: ObjectKind, payload: &Value, si
             }
         }
     }
-    // A minute of slack for the difference between our clock and PartnerStack's.
-    let query = crate::partnerstack::ListQuery { min_created: Some(since_ms - 60_000), ..Default::default() };
+    let query = crate::partnerstack::ListQuery { min_created: Some(since_ms - CLOCK_SLACK_MS), ..Default::default() };
     let mut pages = std::pin::pin!(api.list(kind.api_path(), query));
     while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
         for raw in &page.items {
