@@ -72,41 +72,34 @@ async fn a_pass_that_fails_midway_keeps_its_cursor_and_the_next_pass_emits_no_du
 }
 
 /// A pass's verdict, finished or failed, is logged inside the pass's span, so it names the
-/// object, the run and its window like everything else the pass logged.
+/// object, the run and its window like everything else the pass logged (the binary's JSON
+/// logs, as an operator's log shipper gets them).
 #[tokio::test]
 async fn a_pass_logs_its_verdict_inside_its_span() {
-    use std::sync::{Arc, Mutex};
-
-    /// Log lines land here instead of stderr.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber =
-        tracing_subscriber::fmt().json().flatten_event(true).with_current_span(true).with_writer(move || writer.clone()).finish();
-    // This test's thread only: a current-thread runtime polls every task here.
-    let _logs = tracing::subscriber::set_default(subscriber);
-
     let sim = support::simulator(200, |_| {}).await;
     let store = support::store().await;
-    let syncer = support::syncer(&store, &sim, 50, support::settings());
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+    let sync = || async {
+        let output = support::binary(&sim, &store, &["sync", "--object", "deals"])
+            .env("RUST_LOG", "info")
+            .env("PSM_PARTNERSTACK__MAX_RETRIES", "0")
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        (output.status.success(), String::from_utf8(output.stderr).unwrap())
+    };
+    let (succeeded, finished) = sync().await;
+    assert!(succeeded, "{finished}");
     sim.simulator.inject(Fault::ServerError(500), 100);
-    syncer.sync_object(ObjectKind::Deal, false).await.expect_err("the API keeps failing");
+    let (succeeded, failed) = sync().await;
+    assert!(!succeeded, "the API keeps failing");
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    for verdict in ["pass finished", "pass failed"] {
-        let line = lines.iter().find(|l| l["message"] == verdict).unwrap_or_else(|| panic!("no {verdict:?} line in:\n{text}"));
+    for (logs, verdict) in [(finished, "pass finished"), (failed, "pass failed")] {
+        let line = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == verdict)
+            .unwrap_or_else(|| panic!("no {verdict:?} line in:\n{logs}"));
         assert_eq!(line["span"]["name"], "sync_pass", "{verdict}: {line}");
         assert!(line["span"]["run_id"].is_number(), "{verdict}: {line}");
         assert!(line["span"]["window_end"].is_number(), "{verdict}: {line}");
