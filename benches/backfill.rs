@@ -14,6 +14,7 @@ use std::{
 };
 
 use partnerstack_mirror::{
+    backoff::Backoff,
     object::ObjectKind,
     partnerstack::{ApiClient, ClientConfig},
     private_postgres::PrivatePostgres,
@@ -71,8 +72,7 @@ async fn main() -> anyhow::Result<()> {
         requests_per_second: 0.0,
         timeout: Duration::from_secs(30),
         max_retries: 4,
-        min_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_secs(2),
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
         page_size: 250,
         user_agent: "partnerstack-mirror-bench".into(),
     })?;

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use partnerstack_mirror::{
+    backoff::Backoff,
     object::ObjectKind,
     partnerstack::{ApiClient, ClientConfig},
     private_postgres::PrivatePostgres,
@@ -39,8 +40,7 @@ async fn main() -> anyhow::Result<()> {
         requests_per_second: 0.0,
         timeout: Duration::from_secs(30),
         max_retries: 4,
-        min_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_secs(1),
+        backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(1)),
         page_size: 250,
         user_agent: "partnerstack-mirror-bench".into(),
     })?;
@@ -63,8 +63,7 @@ async fn main() -> anyhow::Result<()> {
         max_attempts: 10,
         lease: Duration::from_secs(60),
         poll: Duration::from_millis(50),
-        min_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_secs(1),
+        backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(1)),
         lookup_grace: Duration::from_secs(600),
     };
     let t = Instant::now();

@@ -43,7 +43,8 @@ async fn main() -> anyhow::Result<()> {
 
     let t = Instant::now();
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_state WHERE backfill_completed_at IS NOT NULL").fetch_one(store.pool()).await?;
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sync_state WHERE backfill_completed_at IS NOT NULL").fetch_one(store.pool()).await?;
         if done >= 9 {
             break;
         }
@@ -53,7 +54,13 @@ async fn main() -> anyhow::Result<()> {
 
     // One API round trip, for scale.
     let probe = Instant::now();
-    reqwest::Client::new().get(format!("{}/deals?limit=250", sim.base_url)).basic_auth("pk_simulator", Some("sk_simulator")).send().await?.bytes().await?;
+    reqwest::Client::new()
+        .get(format!("{}/deals?limit=250", sim.base_url))
+        .basic_auth("pk_simulator", Some("sk_simulator"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
     let round_trip = probe.elapsed();
 
     let deals = sim.simulator.keys(ObjectKind::Deal);
@@ -63,11 +70,13 @@ async fn main() -> anyhow::Result<()> {
         let changed = Instant::now();
         sim.simulator.apply(Mutation::DealStage { key: deal.clone() }).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         loop {
-            let seen: bool = sqlx::query_scalar("SELECT count(*) > 0 FROM events WHERE id > $1 AND object_key = $2 AND event_type = 'deal.stage_updated'")
-                .bind(last)
-                .bind(deal)
-                .fetch_one(store.pool())
-                .await?;
+            let seen: bool = sqlx::query_scalar(
+                "SELECT count(*) > 0 FROM events WHERE id > $1 AND object_key = $2 AND event_type = 'deal.stage_updated'",
+            )
+            .bind(last)
+            .bind(deal)
+            .fetch_one(store.pool())
+            .await?;
             if seen {
                 break;
             }
@@ -94,7 +103,8 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(answer?.status().is_success(), "a webhook was refused");
     }
     loop {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_inbox WHERE outcome = 'pending'").fetch_one(store.pool()).await?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_inbox WHERE outcome = 'pending'").fetch_one(store.pool()).await?;
         if pending == 0 {
             break;
         }

@@ -15,6 +15,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    backoff::Backoff,
     config::Config,
     liveness::Liveness,
     partnerstack::{ApiClient, ClientConfig},
@@ -28,9 +29,8 @@ use crate::{
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(45);
 /// How often this daemon's line in the `daemons` table is brought up to date.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
-/// The client's first and longest pause between retries of one request.
-const API_MIN_BACKOFF: Duration = Duration::from_millis(200);
-const API_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The client's pauses between retries of one request: from 200 ms, doubling, up to 30 s.
+const API_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
 /// Added to the longest bounded step (a request's timeout, a database call's) before a loop
 /// that has not kept its promise counts as stuck.
 const STEP_SLACK: Duration = Duration::from_secs(5);
@@ -80,8 +80,7 @@ fn client_config(config: &Config, private_key: SecretString) -> ClientConfig {
         requests_per_second: p.requests_per_second,
         timeout: p.timeout,
         max_retries: p.max_retries,
-        min_backoff: API_MIN_BACKOFF,
-        max_backoff: API_MAX_BACKOFF,
+        backoff: API_BACKOFF,
         page_size: p.page_size,
         user_agent: concat!("partnerstack-mirror/", env!("CARGO_PKG_VERSION")).to_owned(),
     }

@@ -28,6 +28,8 @@ use serde_json::{value::RawValue, Value};
 use url::Url;
 
 pub use error::{ApiError, ErrorClass};
+
+use crate::backoff::Backoff;
 pub use gate::Rejection;
 pub use stats::ClientStats;
 
@@ -44,8 +46,8 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Retries per request for retryable failures (so at most `max_retries + 1` sends).
     pub max_retries: usize,
-    pub min_backoff: Duration,
-    pub max_backoff: Duration,
+    /// The waits between those retries (a `Retry-After` may ask for longer).
+    pub backoff: Backoff,
     /// Items per list page when [`ListQuery::limit`] is `None`; 1..=250.
     pub page_size: u16,
     pub user_agent: String,
@@ -60,8 +62,7 @@ impl fmt::Debug for ClientConfig {
             .field("requests_per_second", &self.requests_per_second)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
-            .field("min_backoff", &self.min_backoff)
-            .field("max_backoff", &self.max_backoff)
+            .field("backoff", &self.backoff)
             .field("page_size", &self.page_size)
             .field("user_agent", &self.user_agent)
             .finish()
@@ -125,8 +126,11 @@ impl ApiClient {
         if config.timeout.is_zero() {
             return Err(ApiError::Config("the request timeout must be positive".into()));
         }
-        if config.min_backoff > config.max_backoff {
-            return Err(ApiError::Config(format!("min_backoff {:?} is above max_backoff {:?}", config.min_backoff, config.max_backoff)));
+        if config.backoff.min > config.backoff.max {
+            return Err(ApiError::Config(format!(
+                "the shortest backoff {:?} is above the longest {:?}",
+                config.backoff.min, config.backoff.max
+            )));
         }
         let limiter = rate_limiter(config.requests_per_second)?;
         let http = reqwest::Client::builder()

@@ -40,8 +40,7 @@ fn config(base_url: Url) -> ClientConfig {
         requests_per_second: 0.0,
         timeout: Duration::from_secs(5),
         max_retries: 3,
-        min_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(5),
+        backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(5)),
         page_size: 2,
         user_agent: "partnerstack-mirror-test".into(),
     }
@@ -346,7 +345,7 @@ fn bad_configuration_is_refused_as_fatal() {
         ClientConfig { requests_per_second: f64::INFINITY, ..config(base.clone()) },
         ClientConfig { requests_per_second: 1e-300, ..config(base.clone()) },
         ClientConfig { timeout: Duration::ZERO, ..config(base.clone()) },
-        ClientConfig { min_backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(1), ..config(base.clone()) },
+        ClientConfig { backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(1)), ..config(base.clone()) },
         ClientConfig { base_url: "mailto:ops@example.com".parse().unwrap(), ..config(base.clone()) },
     ];
     for config in bad {

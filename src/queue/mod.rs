@@ -16,20 +16,19 @@ use std::{
     time::Duration,
 };
 
-use rand::Rng;
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use operation::{execute, find_created, FetchedFile, OperationError, Outcome};
+pub use crate::store::{Operation, QueuedRequest};
+pub use operation::{execute, find_created, OperationError, Outcome};
 
 use crate::{
-    diff::EventSource,
+    backoff::Backoff,
     object::ObjectKind,
     partnerstack::{ApiClient, ApiError, ErrorClass},
     record,
-    store::{self, FailedAttempt, PageWrite, QueuedRequest, Store, StoreError},
+    store::{Claim, FailedAttempt, QueueWakeups, Store, StoreError, Success},
     telemetry::error_chain,
 };
 
@@ -43,12 +42,21 @@ pub struct QueueSettings {
     pub lease: Duration,
     /// Polling covers missed notifications.
     pub poll: Duration,
-    pub min_backoff: Duration,
-    pub max_backoff: Duration,
+    /// The waits before a failed request is tried again (a `Retry-After` may ask for longer).
+    pub backoff: Backoff,
     /// How long a create whose outcome is unknown must stay unfindable before it is sent
     /// again: PartnerStack can take minutes to show a new record.
     pub lookup_grace: Duration,
 }
+
+/// How often an idle worker looks for due requests when no notification woke it (a retry
+/// whose wait is over sends none).
+const POLL: Duration = Duration::from_secs(1);
+/// Waits between attempts of one request: from a second, doubling, up to ten minutes, so a
+/// long outage at PartnerStack costs a handful of attempts, not hundreds.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(600));
+/// The shortest pause before listening again after the `LISTEN` connection failed.
+const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 
 impl QueueSettings {
     pub fn from_config(c: &crate::config::QueueConfig) -> QueueSettings {
@@ -56,9 +64,8 @@ impl QueueSettings {
             workers: c.workers,
             max_attempts: c.max_attempts,
             lease: c.lease,
-            poll: Duration::from_secs(1),
-            min_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(600),
+            poll: POLL,
+            backoff: BACKOFF,
             lookup_grace: c.lookup_grace,
         }
     }
@@ -109,8 +116,22 @@ impl Worker {
 
     /// Claims and carries out one due request. `None`: nothing is due.
     pub async fn work_one(&self) -> Result<Option<Handled>, StoreError> {
-        let Some(request) = self.store.claim(&self.name, self.settings.lease).await? else { return Ok(None) };
-        let handled = self.handle(request).await?;
+        let handled = match self.store.claim(&self.name, self.settings.lease).await? {
+            None => return Ok(None),
+            Some(Claim::Request(request)) => self.handle(request).await?,
+            Some(Claim::Unknown { id, operation, object_type, object_key, why }) => {
+                warn!(
+                    id,
+                    operation,
+                    object_type,
+                    object_key = object_key.as_deref().unwrap_or("-"),
+                    error = why,
+                    "write-back request failed"
+                );
+                self.store.fail(id, &self.name, &why, None).await?;
+                Handled::Failed(id)
+            }
+        };
         let counter = match handled {
             Handled::Succeeded(_) => &self.counters.succeeded,
             Handled::Retrying(_) => &self.counters.retried,
@@ -153,7 +174,7 @@ impl Worker {
     /// Carries out a request while renewing its lease, so a slow request (a long download, a
     /// slow API) is never taken over by another worker while this one still waits for it.
     /// Everything logged meanwhile carries the request's id (one span per request).
-    #[tracing::instrument(name = "write_back", skip_all, fields(id = request.id, operation = %request.operation, object_type = %request.object_type))]
+    #[tracing::instrument(name = "write_back", skip_all, fields(id = request.id, operation = %request.operation, object_type = request.kind.singular()))]
     async fn handle(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
         let id = request.id;
         let work = self.carry_out(request);
@@ -175,16 +196,14 @@ impl Worker {
 
     async fn carry_out(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
         let id = request.id;
-        let Ok(kind) = request.object_type.parse::<ObjectKind>() else {
-            return self.fail(&request, &format!("unknown object_type {}", request.object_type), None).await;
-        };
-        let payload = &request.payload.0;
-        let creates = matches!(request.operation.as_str(), "create" | "convert");
+        let kind = request.kind;
+        let payload = &request.payload;
+        let creates = request.operation.creates();
 
         // A previous attempt of a create may have happened: look before sending again.
         if let Some(unknown_for) = request.outcome_unknown_for.filter(|_| creates) {
-            let (lookup_kind, lookup) = match request.operation.as_str() {
-                "convert" => {
+            let (lookup_kind, lookup) = match request.operation {
+                Operation::Convert => {
                     (ObjectKind::Customer, operation::conversion_lookup(&self.store, kind, request.object_key.as_deref(), payload).await?)
                 }
                 _ => (kind, payload.clone()),
@@ -218,7 +237,7 @@ impl Worker {
             }
         }
 
-        match execute(&self.api, &self.store, kind, &request).await {
+        match execute(&self.api, &self.store, &request).await {
             Ok(outcome) => self.succeed(&request, outcome).await,
             Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => self.pause(&request, &e).await,
             Err(OperationError::Api(e)) => {
@@ -249,11 +268,13 @@ impl Worker {
             let message = format!("{message} (gave up after {} attempts)", request.attempts);
             return self.fail(request, &message, status).await;
         }
-        let delay = backoff(&self.settings, request.attempts as u32).max(retry_after.unwrap_or_default());
+        // `attempts` counts the sends so far (at least one), so the first retry already waits
+        // up to two steps: the schedule the queue has always kept.
+        let delay = self.settings.backoff.delay_honouring(request.attempts as u32, retry_after);
         info!(
             id = request.id,
             operation = %request.operation,
-            object_type = %request.object_type,
+            object_type = request.kind.singular(),
             attempt = request.attempts,
             retry_in_ms = delay.as_millis() as u64,
             error = message,
@@ -269,7 +290,7 @@ impl Worker {
         warn!(
             id = request.id,
             operation = %request.operation,
-            object_type = %request.object_type,
+            object_type = request.kind.singular(),
             "write-back request put back uncharged: PartnerStack rejected the credentials"
         );
         self.store.release_uncharged(request.id, &self.name, &error_chain(error), error.status()).await?;
@@ -281,7 +302,7 @@ impl Worker {
         warn!(
             id = request.id,
             operation = %request.operation,
-            object_type = %request.object_type,
+            object_type = request.kind.singular(),
             object_key = request.object_key.as_deref().unwrap_or("-"),
             http_status = status,
             error = message,
@@ -294,53 +315,32 @@ impl Worker {
     /// Records success with the mirror rows, events and files, in one transaction.
     async fn succeed(&self, request: &QueuedRequest, outcome: Outcome) -> Result<Handled, StoreError> {
         let id = request.id;
-        let mut tx = self.store.pool().begin().await?;
-        for (kind, value) in &outcome.records {
-            match record::from_value(*kind, value.clone()) {
-                Ok(r) => {
-                    let page = PageWrite {
-                        kind: *kind,
-                        records: vec![r],
-                        rejected: &[],
-                        source: EventSource::WriteBack,
-                        emit_events: true,
-                        run_id: None,
-                        advance: None,
-                        lease: None,
-                    };
-                    store::write_page_in(&mut tx, page).await?;
-                }
+        let mut records = Vec::with_capacity(outcome.records.len());
+        for (kind, value) in outcome.records {
+            match record::from_value(kind, value) {
+                Ok(r) => records.push((kind, r)),
                 Err((key, error)) => warn!(id, ?key, %error, "the API's answer could not be mirrored; the next poll will try again"),
             }
         }
-        if let Some((kind, key)) = &outcome.gone {
-            store::mark_gone_in(&mut tx, *kind, key, EventSource::WriteBack).await?;
-        }
-        for f in &outcome.files {
-            store::upsert_deal_file(&mut tx, &f.deal_key, &f.file, f.content.as_deref(), f.content_type.as_deref()).await?;
-        }
-        if !store::succeed_in(&mut tx, id, &self.name, &outcome.result).await? {
-            tx.rollback().await?;
+        let success = Success {
+            records,
+            gone: outcome.gone.as_ref().map(|(kind, key)| (*kind, key.as_str())),
+            files: &outcome.files,
+            result: &outcome.result,
+        };
+        if !self.store.succeed(id, &self.name, success).await? {
             return Ok(Handled::Lost(id));
         }
-        tx.commit().await?;
         info!(
             id,
             operation = %request.operation,
-            object_type = %request.object_type,
+            object_type = request.kind.singular(),
             object_key = request.object_key.as_deref().unwrap_or("-"),
             attempt = request.attempts,
             "write-back request succeeded"
         );
         Ok(Handled::Succeeded(id))
     }
-}
-
-/// Exponential backoff with full jitter: a random wait up to `min · 2^attempt`, capped.
-fn backoff(settings: &QueueSettings, attempt: u32) -> Duration {
-    let cap = settings.min_backoff.saturating_mul(1 << attempt.min(20)).min(settings.max_backoff);
-    let millis = rand::thread_rng().gen_range(0..=cap.as_millis().max(1) as u64);
-    Duration::from_millis(millis).max(settings.min_backoff / 2)
 }
 
 /// The daemon's write-back workers: `settings.workers` of them, all woken by one `LISTEN`
@@ -385,63 +385,28 @@ impl WorkerPool {
 /// Wakes the workers on `NOTIFY partnerstack_write_queue` for this schema. A lost connection
 /// is re-established on the next receive; until then, the workers' poll covers.
 async fn listen(store: Store, pause: Duration, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut listener: Option<PgListener> = None;
+    let mut wakeups: Option<QueueWakeups> = None;
     while !shutdown.is_cancelled() {
         let received = async {
-            if listener.is_none() {
-                let mut l = PgListener::connect_with(store.pool()).await?;
-                l.listen("partnerstack_write_queue").await?;
-                listener = Some(l);
+            if wakeups.is_none() {
+                wakeups = Some(store.queue_wakeups().await?);
             }
-            listener.as_mut().expect("connected").recv().await
+            wakeups.as_mut().expect("listening").next().await
         };
         let received = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = received => r,
         };
         match received {
-            Ok(n) if n.payload() == store.schema() => wake.notify_waiters(),
-            Ok(_) => {}
+            Ok(()) => wake.notify_waiters(),
             Err(error) => {
                 warn!(error = %error_chain(&error), "write-back wake-ups: LISTEN failed; polling until it is back");
-                listener = None;
+                wakeups = None;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(pause.max(Duration::from_secs(1))) => {}
+                    _ = tokio::time::sleep(pause.max(RELISTEN_AFTER)) => {}
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> QueueSettings {
-        QueueSettings {
-            workers: 1,
-            max_attempts: 10,
-            lease: Duration::from_secs(60),
-            poll: Duration::from_secs(1),
-            min_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(600),
-            lookup_grace: Duration::from_secs(600),
-        }
-    }
-
-    #[test]
-    fn backoff_grows_exponentially_up_to_its_cap_with_jitter_below_it() {
-        let s = settings();
-        for attempt in 0..30 {
-            let cap = Duration::from_secs(1 << attempt.min(20)).min(s.max_backoff);
-            for _ in 0..50 {
-                let wait = backoff(&s, attempt);
-                assert!(wait >= s.min_backoff / 2 && wait <= cap, "attempt {attempt}: {wait:?} outside [0.5s, {cap:?}]");
-            }
-        }
-        let late: Vec<Duration> = (0..200).map(|_| backoff(&s, 12)).collect();
-        assert!(late.iter().any(|w| *w > Duration::from_secs(300)), "late attempts can wait long");
-        assert!(late.iter().any(|w| *w != late[0]), "waits are jittered");
     }
 }

@@ -7,8 +7,12 @@ use serde_json::Value;
 use crate::{
     object::ObjectKind,
     partnerstack::{segment, ApiClient, ApiError},
-    store::{QueuedRequest, Store},
+    store::{DealFile, Operation, QueuedRequest, Store, StoreError},
 };
+
+/// How far before a request was queued a lost create's record is looked for: slack for the
+/// difference between our clock and PartnerStack's.
+const CLOCK_SLACK_MS: i64 = 60_000;
 
 /// What an operation brought back for the mirror.
 #[derive(Debug, Default)]
@@ -18,19 +22,9 @@ pub struct Outcome {
     /// A record the API no longer returns after a delete: mark it deleted.
     pub gone: Option<(ObjectKind, String)>,
     /// Deal attachments, content included.
-    pub files: Vec<FetchedFile>,
+    pub files: Vec<DealFile>,
     /// What goes in `write_queue.result`.
     pub result: Value,
-}
-
-/// One deal attachment as the API listed it, with its downloaded content.
-#[derive(Debug)]
-pub struct FetchedFile {
-    pub deal_key: String,
-    /// `{key, name, field_key}` as listed.
-    pub file: Value,
-    pub content: Option<Vec<u8>>,
-    pub content_type: Option<String>,
 }
 
 /// Why an operation could not run.
@@ -38,10 +32,8 @@ pub struct FetchedFile {
 pub enum OperationError {
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("{object} {key} is not in the mirror; sync it (or queue a refresh) first")]
-    NotMirrored { object: &'static str, key: String },
     #[error("database error")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error("unsupported request: {0}")]
     Unsupported(String),
     /// The API said yes, and the record shows otherwise.
@@ -55,12 +47,7 @@ async fn path_id(store: &Store, kind: ObjectKind, key: &str) -> Result<String, O
     if kind != ObjectKind::Customer {
         return Ok(key.to_owned());
     }
-    let found: Option<Option<String>> = sqlx::query_scalar("SELECT customer_key FROM customers WHERE key = $1")
-        .bind(key)
-        .fetch_optional(store.pool())
-        .await
-        .map_err(crate::store::StoreError::from)?;
-    match found {
+    match store.customer_key(key).await? {
         Some(Some(customer_key)) => Ok(customer_key),
         Some(None) => Err(OperationError::Unsupported(format!(
             "customer {key} has no customer_key, and PartnerStack addresses customers by customer_key only"
@@ -110,21 +97,22 @@ async fn read_back(api: &ApiClient, kind: ObjectKind, id: &str) -> ReadBack {
 /// Runs one request against the API. Each write is sent once per attempt: the queue, not the
 /// client, retries it (durably, with the attempt counted in `write_queue.attempts`). Reads
 /// that follow a write may be retried by the client.
-pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: &QueuedRequest) -> Result<Outcome, OperationError> {
+pub async fn execute(api: &ApiClient, store: &Store, request: &QueuedRequest) -> Result<Outcome, OperationError> {
+    let kind = request.kind;
     let path = kind.api_path();
     let key = request.object_key.as_deref().unwrap_or_default();
-    let payload = &request.payload.0;
-    match request.operation.as_str() {
-        "create" => {
+    let payload = &request.payload;
+    match request.operation {
+        Operation::Create => {
             let created = api.request_json(Method::POST, path, Some(payload), false).await?;
             Ok(Outcome { records: record(kind, created.clone()), result: created, ..Outcome::default() })
         }
-        "update" => {
+        Operation::Update => {
             let id = path_id(store, kind, key).await?;
             let updated = api.request_json(Method::PATCH, &format!("{path}/{}", segment(&id)), Some(payload), false).await?;
             Ok(Outcome { records: record(kind, updated.clone()), result: updated, ..Outcome::default() })
         }
-        "delete" => {
+        Operation::Delete => {
             let id = path_id(store, kind, key).await?;
             let answer = match api.request_json(Method::DELETE, &format!("{path}/{}", segment(&id)), None, false).await {
                 Ok(answer) => answer,
@@ -142,7 +130,7 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
                 ReadBack::Unknown => Outcome { result: answer, ..Outcome::default() },
             })
         }
-        "modify_tags" => {
+        Operation::ModifyTags => {
             // SPEC 9.6: the body is undocumented; we send `{"add": [...], "remove": [...]}` as
             // queued, then read the partnership back whatever the answer's shape.
             // The read-back also checks that the change happened: an API expecting another body
@@ -162,7 +150,7 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
                 ReadBack::Gone | ReadBack::Unknown => Ok(Outcome { result: answer, ..Outcome::default() }),
             }
         }
-        "convert" => {
+        Operation::Convert => {
             let customer = api.request_json(Method::POST, &format!("{path}/{}/convert", segment(key)), Some(payload), false).await?;
             let mut records = record(ObjectKind::Customer, customer.clone());
             if let ReadBack::Found(source) = read_back(api, kind, key).await {
@@ -170,14 +158,14 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
             }
             Ok(Outcome { records, result: customer, ..Outcome::default() })
         }
-        "refresh" => {
+        Operation::Refresh => {
             let id = path_id(store, kind, key).await?;
             // A 404 fails the request and leaves the row alone: a record can be too new to read
             // back for minutes, so deciding deletions is the key scans' job, behind their brake.
             let now = api.request_json(Method::GET, &format!("{path}/{}", segment(&id)), None, true).await?;
             Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() })
         }
-        "fetch_attachments" => {
+        Operation::FetchAttachments => {
             let listing = api.request_json(Method::GET, &format!("deals/{}/files", segment(key)), None, true).await?;
             let files = listing.get("deal_files").and_then(Value::as_array).cloned().unwrap_or_default();
             let mut fetched = Vec::new();
@@ -191,30 +179,20 @@ pub async fn execute(api: &ApiClient, store: &Store, kind: ObjectKind, request: 
                     }
                     None => (None, None),
                 };
-                fetched.push(FetchedFile { deal_key: key.to_owned(), file: file.clone(), content, content_type });
+                fetched.push(DealFile { deal_key: key.to_owned(), file: file.clone(), content, content_type });
             }
             Ok(Outcome { files: fetched, result: serde_json::json!({"deal_files": files}), ..Outcome::default() })
         }
-        other => Err(OperationError::Unsupported(other.to_owned())),
     }
 }
 
 /// What identifies the customer a conversion creates: the payload's `customer_key`, which
 /// for a lead defaults to the lead's `external_key` (research notes §2.5).
-pub async fn conversion_lookup(
-    store: &Store,
-    kind: ObjectKind,
-    key: Option<&str>,
-    payload: &Value,
-) -> Result<Value, crate::store::StoreError> {
+pub async fn conversion_lookup(store: &Store, kind: ObjectKind, key: Option<&str>, payload: &Value) -> Result<Value, StoreError> {
     if payload.get("customer_key").and_then(Value::as_str).is_some_and(|k| !k.is_empty()) || kind != ObjectKind::Lead {
         return Ok(payload.clone());
     }
-    let external: Option<Option<String>> = sqlx::query_scalar("SELECT raw->>'external_key' FROM leads WHERE key = $1")
-        .bind(key.unwrap_or_default())
-        .fetch_optional(store.pool())
-        .await?;
-    Ok(match external.flatten() {
+    Ok(match store.lead_external_key(key.unwrap_or_default()).await? {
         Some(external_key) => serde_json::json!({"customer_key": external_key}),
         None => payload.clone(),
     })
@@ -265,8 +243,7 @@ pub async fn find_created(api: &ApiClient, kind: ObjectKind, payload: &Value, si
             }
         }
     }
-    // A minute of slack for the difference between our clock and PartnerStack's.
-    let query = crate::partnerstack::ListQuery { min_created: Some(since_ms - 60_000), ..Default::default() };
+    let query = crate::partnerstack::ListQuery { min_created: Some(since_ms - CLOCK_SLACK_MS), ..Default::default() };
     let mut pages = std::pin::pin!(api.list(kind.api_path(), query));
     while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
         for raw in &page.items {

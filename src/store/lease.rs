@@ -1,9 +1,6 @@
 //! Leases: one instance at a time syncs an object, fenced by an epoch.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use sqlx::{Postgres, Transaction};
 
@@ -17,16 +14,6 @@ pub struct Lease {
     pub holder: String,
     pub epoch: i64,
     pub ttl: Duration,
-    /// When the lease was last extended (shared by clones: every window of a pass renews
-    /// the same lease).
-    renewed: Arc<Mutex<Instant>>,
-}
-
-impl Lease {
-    /// True when a third of the lease has passed since it was last extended.
-    pub fn due_for_renewal(&self) -> bool {
-        self.renewed.lock().expect("no panics while holding it").elapsed() >= self.ttl / 3
-    }
 }
 
 impl Store {
@@ -48,7 +35,7 @@ impl Store {
         .bind(ttl.as_secs_f64())
         .fetch_optional(self.pool())
         .await?;
-        Ok(epoch.map(|epoch| Lease { kind, holder: holder.to_owned(), epoch, ttl, renewed: Arc::new(Mutex::new(Instant::now())) }))
+        Ok(epoch.map(|epoch| Lease { kind, holder: holder.to_owned(), epoch, ttl }))
     }
 
     /// Gives the lease up at once (a clean shutdown or the end of a pass).
@@ -67,7 +54,7 @@ impl Store {
 /// until commit: concurrent windows of the same pass write side by side, while another
 /// instance's takeover (an UPDATE of the row) waits until they have committed, so the lease
 /// cannot change hands under a write.
-pub async fn fence(tx: &mut Transaction<'_, Postgres>, lease: &Lease) -> Result<(), StoreError> {
+pub async fn fence_in(tx: &mut Transaction<'_, Postgres>, lease: &Lease) -> Result<(), StoreError> {
     let held: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM sync_leases WHERE object = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE")
             .bind(lease.kind.table())
@@ -97,7 +84,6 @@ impl Store {
         if renewed.rows_affected() == 0 {
             return Err(StoreError::Fenced { object: lease.kind.table().to_owned() });
         }
-        *lease.renewed.lock().expect("no panics while holding it") = Instant::now();
         Ok(())
     }
 }

@@ -7,13 +7,16 @@ mod daemons;
 mod events;
 mod inbox;
 mod lease;
+mod lookup;
 mod page;
 mod queue;
 mod reconcile;
+mod request;
 mod retention;
 mod state;
 mod status;
 mod tail;
+mod wakeups;
 
 use std::{str::FromStr, time::Duration};
 
@@ -26,14 +29,16 @@ use sqlx::{
 pub use daemons::DaemonLine;
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
 pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, record_training_in, InboxOutcome, InboxRow, TrainingRow};
-pub use lease::{fence, Lease};
-pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
-pub use queue::{succeed_in, upsert_deal_file, FailedAttempt, QueueRow, QueuedRequest};
-pub use reconcile::{mark_gone_in, ReconcileOutcome};
+pub use lease::Lease;
+pub use page::{insert_events, PageOutcome, PageWrite};
+pub use queue::{DealFile, FailedAttempt, QueueRow, Success};
+pub use reconcile::ReconcileOutcome;
+pub use request::{Claim, Operation, QueuedRequest, UnknownOperation};
 pub use retention::{EventBatch, Protection, PruneLine};
 pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
 pub use status::{MetricsSnapshot, ObjectFreshness, ObjectStatus, StatusReport};
 pub use tail::{like_pattern, TailOptions};
+pub use wakeups::QueueWakeups;
 
 /// The migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -49,22 +54,6 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("this sync lost its lease on {object} to another instance")]
     Fenced { object: String },
-}
-
-impl StoreError {
-    /// Connection trouble and serialization failures pass; anything else needs a person.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            StoreError::Database(e) => match e {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,
-                sqlx::Error::Database(db) => {
-                    matches!(db.code().as_deref(), Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08006" | "08003" | "08000"))
-                }
-                _ => false,
-            },
-            _ => false,
-        }
-    }
 }
 
 /// The mirror's database.

@@ -57,7 +57,7 @@ impl Store {
 pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'_>) -> Result<PageOutcome, StoreError> {
     let kind = page.kind;
     if let Some(lease) = page.lease {
-        super::fence(tx, lease).await?;
+        super::lease::fence_in(tx, lease).await?;
     }
     let records = dedupe(page.records);
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();

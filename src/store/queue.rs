@@ -7,25 +7,35 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{types::Json, FromRow, Postgres, Transaction};
 
-use super::{Store, StoreError};
+use super::{
+    page::write_page_in,
+    reconcile::mark_gone_in,
+    request::{Claim, ClaimedRow},
+    PageWrite, Store, StoreError,
+};
+use crate::{diff::EventSource, object::ObjectKind, record::Record};
 
-/// A claimed request.
-#[derive(Clone, Debug, FromRow)]
-pub struct QueuedRequest {
-    pub id: i64,
-    pub operation: String,
-    pub object_type: String,
-    pub object_key: Option<String>,
-    pub payload: Json<Value>,
-    pub attempts: i32,
-    pub max_attempts: Option<i32>,
-    pub created_at: DateTime<Utc>,
-    pub last_error: Option<String>,
-    /// Seconds since a previous attempt of this create or convert may have happened at the
-    /// API (it ended without an answer, or its worker stopped while holding it); `None`:
-    /// every earlier attempt had a definite answer. Measured by the database's clock.
-    pub outcome_unknown_for: Option<f64>,
-    pub http_status: Option<i32>,
+/// What a succeeded request changes in the mirror.
+#[derive(Debug)]
+pub struct Success<'a> {
+    /// Records as the API now shows them, checked, to upsert with `write_back` events.
+    pub records: Vec<(ObjectKind, Record)>,
+    /// A record the API no longer returns after a delete: marked deleted.
+    pub gone: Option<(ObjectKind, &'a str)>,
+    /// Deal attachments, content included.
+    pub files: &'a [DealFile],
+    /// What goes in `write_queue.result`.
+    pub result: &'a Value,
+}
+
+/// One deal attachment as the API listed it, with its downloaded content.
+#[derive(Debug)]
+pub struct DealFile {
+    pub deal_key: String,
+    /// `{key, name, field_key}` as listed.
+    pub file: Value,
+    pub content: Option<Vec<u8>>,
+    pub content_type: Option<String>,
 }
 
 /// Why an attempt failed, and when to try again.
@@ -59,8 +69,8 @@ impl Store {
     /// and daemons claim concurrently without blocking. A create
     /// or convert taken over from a dead worker may already have reached the API, so it is
     /// marked with `outcome_unknown_since`.
-    pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<QueuedRequest>, StoreError> {
-        Ok(sqlx::query_as(
+    pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, StoreError> {
+        let row: Option<ClaimedRow> = sqlx::query_as(
             "UPDATE write_queue q SET status = 'running', attempts = q.attempts + 1, locked_by = $1, \
                  locked_until = now() + make_interval(secs => $2), updated_at = now(), \
                  outcome_unknown_since = coalesce(q.outcome_unknown_since, \
@@ -72,13 +82,45 @@ impl Store {
                                                AND (e.status = 'running' OR e.id < c.id)) \
                            ORDER BY c.run_after, c.id FOR UPDATE SKIP LOCKED LIMIT 1) \
              RETURNING q.id, q.operation, q.object_type, q.object_key, q.payload, q.attempts, q.max_attempts, q.created_at, \
-                       q.last_error, q.http_status, \
                        extract(epoch FROM now() - q.outcome_unknown_since)::float8 AS outcome_unknown_for",
         )
         .bind(worker)
         .bind(lease.as_secs_f64())
         .fetch_optional(self.pool())
-        .await?)
+        .await?;
+        Ok(row.map(Claim::from))
+    }
+
+    /// Marks a request succeeded together with what its outcome changes in the mirror (rows,
+    /// their `write_back` events, deal files), in one transaction. `false`: the request is no
+    /// longer ours (its lease expired and another worker took it), and nothing was written.
+    pub async fn succeed(&self, id: i64, worker: &str, success: Success<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for (kind, record) in success.records {
+            let page = PageWrite {
+                kind,
+                records: vec![record],
+                rejected: &[],
+                source: EventSource::WriteBack,
+                emit_events: true,
+                run_id: None,
+                advance: None,
+                lease: None,
+            };
+            write_page_in(&mut tx, page).await?;
+        }
+        if let Some((kind, key)) = success.gone {
+            mark_gone_in(&mut tx, kind, key, EventSource::WriteBack).await?;
+        }
+        for file in success.files {
+            upsert_deal_file_in(&mut tx, file).await?;
+        }
+        if !succeed_in(&mut tx, id, worker, success.result).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Puts a request back for another attempt after `delay`. `outcome_unknown`: this attempt
@@ -206,7 +248,7 @@ impl Store {
 /// Marks a request succeeded inside the transaction that also wrote its result into the
 /// mirror. `false`: the request is no longer ours (its lease expired and another worker took
 /// it): the caller must roll back.
-pub async fn succeed_in(tx: &mut Transaction<'_, Postgres>, id: i64, worker: &str, result: &Value) -> Result<bool, StoreError> {
+async fn succeed_in(tx: &mut Transaction<'_, Postgres>, id: i64, worker: &str, result: &Value) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE write_queue SET status = 'succeeded', finished_at = now(), locked_until = NULL, result = $3, \
              http_status = 200, last_error = NULL, updated_at = now() \
@@ -221,13 +263,9 @@ pub async fn succeed_in(tx: &mut Transaction<'_, Postgres>, id: i64, worker: &st
 }
 
 /// Stores one deal attachment (content included).
-pub async fn upsert_deal_file(
-    tx: &mut Transaction<'_, Postgres>,
-    deal_key: &str,
-    file: &Value,
-    content: Option<&[u8]>,
-    content_type: Option<&str>,
-) -> Result<(), StoreError> {
+async fn upsert_deal_file_in(tx: &mut Transaction<'_, Postgres>, file: &DealFile) -> Result<(), StoreError> {
+    let content = file.content.as_deref();
+    let (deal_key, content_type, file) = (&file.deal_key, file.content_type.as_deref(), &file.file);
     sqlx::query(
         "INSERT INTO deal_files (deal_key, file_key, name, field_key, content, content_type, size, fetched_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \

@@ -35,7 +35,7 @@ impl Store {
         let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
         let mut tx = self.pool().begin().await?;
         if let Some(lease) = lease {
-            super::fence(&mut tx, lease).await?;
+            super::lease::fence_in(&mut tx, lease).await?;
         }
         let table = kind.table();
         let live: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE deleted_at IS NULL")).fetch_one(&mut *tx).await?;

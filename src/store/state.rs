@@ -85,7 +85,7 @@ impl Store {
     pub async fn advance(&self, kind: ObjectKind, advance: &CursorAdvance, lease: Option<&super::Lease>) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         if let Some(lease) = lease {
-            super::fence(&mut tx, lease).await?;
+            super::lease::fence_in(&mut tx, lease).await?;
         }
         advance_in(&mut tx, kind, advance).await?;
         tx.commit().await?;

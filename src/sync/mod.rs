@@ -12,6 +12,9 @@
 //!   changes (SPEC 9.3), so nothing depends on `min_updated` being honoured there.
 //! - The first pass backfills by disjoint created windows, several at once.
 
+mod pass;
+mod read;
+mod scan;
 mod window;
 
 use std::{
@@ -21,18 +24,18 @@ use std::{
 };
 
 use chrono::Utc;
-use futures::{stream, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, Instrument};
+use tracing::info;
 
 pub use crate::progress::{ObjectCounters, Progress};
 use crate::{
     diff::EventSource,
     object::{ChangeFilter, ObjectKind},
     partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
-    record,
-    store::{CursorAdvance, Lease, PageWrite, ReconcileOutcome, RunKind, RunTotals, Store, StoreError},
+    store::{CursorAdvance, Lease, ReconcileOutcome, RunKind, RunTotals, Store, StoreError},
 };
+use pass::Pass;
+use read::{Destination, Listing};
 
 pub use window::{split_created, CreatedWindow};
 
@@ -132,24 +135,6 @@ impl ObjectLocks {
     }
 }
 
-/// One listing to read to its end, and what to do with it.
-#[derive(Clone)]
-struct Listing {
-    kind: ObjectKind,
-    path: String,
-    query: ListQuery,
-    /// Keep only records created in `[from, until)` (backfill windows are disjoint).
-    created_range: Option<(Option<i64>, i64)>,
-    source: EventSource,
-    emit_events: bool,
-    run_id: i64,
-    /// Moves the cursor with the last page.
-    advance: Option<CursorAdvance>,
-    /// Collects every key listed (key scans).
-    seen: Option<Arc<Mutex<HashSet<String>>>>,
-    lease: Lease,
-}
-
 impl Syncer {
     pub fn new(api: ApiClient, store: Store, settings: SyncSettings, shutdown: CancellationToken) -> Syncer {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
@@ -160,40 +145,6 @@ impl Syncer {
     /// This instance's lease-holder name.
     pub fn holder(&self) -> &str {
         &self.holder
-    }
-
-    /// Runs `work` under the object's lease: taken first (a pass held elsewhere does
-    /// nothing), renewed every third of its TTL while the work runs (also while it waits out
-    /// a long `Retry-After`), released after. A renewal that finds the lease gone only logs:
-    /// the work's next write is fenced off and fails the pass through the normal path.
-    async fn leased<F, Fut>(&self, kind: ObjectKind, run: RunKind, work: F) -> Result<PassReport, SyncError>
-    where
-        F: FnOnce(Lease) -> Fut,
-        Fut: std::future::Future<Output = Result<PassReport, SyncError>>,
-    {
-        let _ours = self.local.lock(kind).await;
-        let Some(lease) = self.store.acquire_lease(kind, &self.holder, self.settings.lease_ttl).await? else {
-            return Ok(PassReport::nothing(kind, run, true));
-        };
-        let work = work(lease.clone());
-        tokio::pin!(work);
-        let mut renewals = tokio::time::interval(lease.ttl / 3);
-        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        renewals.tick().await;
-        let result = loop {
-            tokio::select! {
-                result = &mut work => break result,
-                _ = renewals.tick() => {
-                    if let Err(error) = self.store.renew_lease(&lease).await {
-                        tracing::warn!(object = %kind, error = %crate::telemetry::error_chain(&error), "cannot renew the lease");
-                    }
-                }
-            }
-        };
-        if let Err(error) = self.store.release_lease(&lease).await {
-            tracing::warn!(object = %lease.kind, error = %error, "cannot release the lease; it expires by itself");
-        }
-        result
     }
 
     pub fn progress(&self) -> Arc<Progress> {
@@ -275,248 +226,62 @@ impl Syncer {
             ChangeFilter::Updated => ListQuery { min_updated: Some(from - 1), max_updated: Some(until + 1), ..ListQuery::default() },
             _ => ListQuery { min_created: Some(from - 1), max_created: Some(until + 1), ..ListQuery::default() },
         };
-        let requests_before = self.api.requests_sent();
-        let run_id = self.store.start_run(kind, RunKind::Poll, Some((from, until)), &self.holder).await?;
-        self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
-        let listing = Listing {
-            kind,
-            path: kind.api_path().to_owned(),
-            query,
-            created_range: None,
-            source,
-            emit_events: true,
-            run_id,
-            advance: Some(CursorAdvance {
-                cursor_ms: until,
-                window_start_ms: Some(from),
-                window_end_ms: until,
-                ..CursorAdvance::default()
-            }),
-            seen: None,
-            lease: lease.clone(),
-        };
-        let span = info_span!("sync_pass", object = %kind, run = "poll", run_id, window_start = from, window_end = until);
-        self.finish(kind, RunKind::Poll, run_id, requests_before, self.read(listing).instrument(span).await).await
+        let pass = Pass { kind, run: RunKind::Poll, from: Some(from), until };
+        self.run_pass(pass, |run_id| async move {
+            self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
+            let to = Destination { kind, source, emit_events: true, run_id, lease: lease.clone(), seen: None };
+            let advance = CursorAdvance { cursor_ms: until, window_start_ms: Some(from), window_end_ms: until, ..CursorAdvance::default() };
+            let listing = Listing { path: kind.api_path().to_owned(), query, created: None, advance: Some(advance) };
+            self.read(&to, listing).await
+        })
+        .await
     }
 
     /// A backfill or rescan: every record, by disjoint created windows read concurrently.
     async fn scan(&self, kind: ObjectKind, run: RunKind, first_load: bool, lease: &Lease) -> Result<PassReport, SyncError> {
         let source = if first_load { EventSource::Backfill } else { EventSource::Poll };
         let emit_events = !first_load || self.settings.emit_backfill_events;
-        let until = Utc::now().timestamp_millis() - self.settings.settle.as_millis() as i64;
-        let requests_before = self.api.requests_sent();
-        let run_id = self.store.start_run(kind, run, Some((0, until)), &self.holder).await?;
-        let span = info_span!("sync_pass", object = %kind, run = run.as_str(), run_id, window_end = until);
-        let result = self.read_everything(self.scan_template(kind, source, emit_events, run_id, None, lease), until).instrument(span).await;
-        self.finish(kind, run, run_id, requests_before, result).await
+        let until = self.settled_now();
+        self.run_pass(Pass { kind, run, from: None, until }, |run_id| async move {
+            let to = Destination { kind, source, emit_events, run_id, lease: lease.clone(), seen: None };
+            self.read_everything(&to, until).await
+        })
+        .await
     }
 
     /// A complete key scan: reads every record (and stores what changed), then marks deleted
     /// the live rows it did not see, unless more than the brake allows would go. Only a scan
     /// that finished cleanly gets that far.
     pub async fn reconcile(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
-        self.leased(kind, RunKind::Reconcile, |lease| async move { self.reconcile_leased(kind, &lease).await }).await
-    }
-
-    async fn reconcile_leased(&self, kind: ObjectKind, lease: &Lease) -> Result<PassReport, SyncError> {
-        let until = Utc::now().timestamp_millis() - self.settings.settle.as_millis() as i64;
-        let requests_before = self.api.requests_sent();
-        let run_id = self.store.start_run(kind, RunKind::Reconcile, Some((0, until)), &self.holder).await?;
-        let span = info_span!("sync_pass", object = %kind, run = "reconcile", run_id, window_end = until);
-        let result = async {
-            let seen = Arc::new(Mutex::new(HashSet::new()));
-            self.read_everything(self.scan_template(kind, EventSource::Reconcile, true, run_id, Some(seen.clone()), lease), until).await?;
-            let seen = std::mem::take(&mut *seen.lock().expect("no panics while holding it"));
-            match self.store.mark_vanished(kind, &seen, until, self.settings.reconcile_max_delete_share, Some(lease)).await? {
-                ReconcileOutcome::Deleted { keys, live } => {
-                    info!(object = %kind, deleted = keys.len(), live, "key scan complete");
-                    Ok(())
-                }
-                ReconcileOutcome::Refused { would_delete, live, max_share } => {
-                    tracing::error!(object = %kind, would_delete, live, max_share, "key scan would delete too much; refused");
-                    Err(SyncError::ReconcileRefused { would_delete, live, max_share })
-                }
-            }
-        }
-        .instrument(span)
-        .await;
-        self.finish(kind, RunKind::Reconcile, run_id, requests_before, result).await
-    }
-
-    /// Reads every record created up to `until`, then moves the cursor to `until` (changes
-    /// made during the read have a later `updated_at`, so the next poll reads them).
-    /// What every window of a scan shares.
-    fn scan_template(
-        &self,
-        kind: ObjectKind,
-        source: EventSource,
-        emit_events: bool,
-        run_id: i64,
-        seen: Option<Arc<Mutex<HashSet<String>>>>,
-        lease: &Lease,
-    ) -> Listing {
-        Listing {
-            kind,
-            path: String::new(),
-            query: ListQuery::default(),
-            created_range: None,
-            source,
-            emit_events,
-            run_id,
-            advance: None,
-            seen,
-            lease: lease.clone(),
-        }
-    }
-
-    async fn read_everything(&self, template: Listing, until: i64) -> Result<(), SyncError> {
-        let kind = template.kind;
-        let listings = self.scan_listings(kind, until).await?;
-        self.progress.listings_planned.fetch_add(listings.len() as u64, Ordering::Relaxed);
-        stream::iter(
-            listings.into_iter().map(|(path, query, created_range)| self.read(Listing { path, query, created_range, ..template.clone() })),
-        )
-        .buffer_unordered(self.settings.backfill_concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
-        let advance = CursorAdvance {
-            cursor_ms: until,
-            window_start_ms: None,
-            window_end_ms: until,
-            backfill_completed: true,
-            rescan_completed: true,
-        };
-        self.store.advance(kind, &advance, Some(&template.lease)).await?;
-        Ok(())
-    }
-
-    /// The listings that together cover every record created up to `until`.
-    async fn scan_listings(&self, kind: ObjectKind, until: i64) -> Result<Vec<(String, ListQuery, Option<(Option<i64>, i64)>)>, SyncError> {
-        if kind.change_filter() == ChangeFilter::PerTeam {
-            let teams: Vec<String> = sqlx::query_scalar("SELECT DISTINCT team_key FROM partnerships WHERE team_key IS NOT NULL ORDER BY 1")
-                .fetch_all(self.store.pool())
+        self.leased(kind, RunKind::Reconcile, |lease| async move {
+            let until = self.settled_now();
+            self.run_pass(Pass { kind, run: RunKind::Reconcile, from: None, until }, |run_id| self.key_scan(kind, run_id, until, &lease))
                 .await
-                .map_err(StoreError::from)?;
-            return Ok(teams
-                .into_iter()
-                .map(|t| (format!("{}/{}", kind.api_path(), crate::partnerstack::segment(&t)), ListQuery::default(), None))
-                .collect());
-        }
-        let oldest =
-            if self.settings.backfill_concurrency > 1 { window::oldest_created(&self.api, kind.api_path(), until).await? } else { None };
-        let parts = self.settings.backfill_concurrency * 4;
-        Ok(split_created(oldest, until, parts)
-            .into_iter()
-            .map(|w| {
-                let query = ListQuery { min_created: w.from.map(|f| f - 1), max_created: Some(w.until + 1), ..ListQuery::default() };
-                (kind.api_path().to_owned(), query, Some((w.from, w.until)))
-            })
-            .collect())
+        })
+        .await
     }
 
-    /// Reads one listing page by page; each page is one transaction.
-    async fn read(&self, listing: Listing) -> Result<(), SyncError> {
-        let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
-        let mut advanced = false;
-        loop {
-            let fetch_started = std::time::Instant::now();
-            let page = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return Err(SyncError::Cancelled),
-                page = pages.next() => page,
-            };
-            self.progress.fetch_micros.fetch_add(fetch_started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            let Some(page) = page else { break };
-            let page = page?;
-            let last = !page.has_more;
-            let mut records = Vec::with_capacity(page.items.len());
-            let mut rejected = Vec::new();
-            for item in &page.items {
-                match record::check(listing.kind, item) {
-                    Ok(r) => {
-                        let inside = match listing.created_range {
-                            None => true,
-                            Some((from, until)) => {
-                                let c = r.created_ms.unwrap_or(0);
-                                from.is_none_or(|f| c >= f) && c < until
-                            }
-                        };
-                        if inside {
-                            records.push(r);
-                        }
-                    }
-                    Err(bad) => rejected.push(bad),
-                }
+    /// The work of [`Syncer::reconcile`] once its run is open.
+    async fn key_scan(&self, kind: ObjectKind, run_id: i64, until: i64, lease: &Lease) -> Result<(), SyncError> {
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        let to =
+            Destination { kind, source: EventSource::Reconcile, emit_events: true, run_id, lease: lease.clone(), seen: Some(seen.clone()) };
+        self.read_everything(&to, until).await?;
+        let seen = std::mem::take(&mut *seen.lock().expect("no panics while holding it"));
+        match self.store.mark_vanished(kind, &seen, until, self.settings.reconcile_max_delete_share, Some(lease)).await? {
+            ReconcileOutcome::Deleted { keys, live } => {
+                info!(object = %kind, deleted = keys.len(), live, "key scan complete");
+                Ok(())
             }
-            if let Some(seen) = &listing.seen {
-                let mut seen = seen.lock().expect("no panics while holding it");
-                seen.extend(records.iter().map(|r| r.key.clone()));
-                seen.extend(rejected.iter().filter_map(|r| r.key.clone()));
-            }
-            if !rejected.is_empty() {
-                tracing::warn!(object = %listing.kind, count = rejected.len(), first_error = %rejected[0].error, "records quarantined");
-            }
-            let write_started = std::time::Instant::now();
-            let outcome = self
-                .store
-                .write_page(PageWrite {
-                    kind: listing.kind,
-                    records,
-                    rejected: &rejected,
-                    source: listing.source,
-                    emit_events: listing.emit_events,
-                    run_id: Some(listing.run_id),
-                    advance: if last { listing.advance.clone() } else { None },
-                    lease: Some(&listing.lease),
-                })
-                .await?;
-            self.progress.write_micros.fetch_add(write_started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            advanced |= last;
-            let p = &self.progress;
-            p.pages.fetch_add(1, Ordering::Relaxed);
-            p.records.fetch_add(outcome.records, Ordering::Relaxed);
-            p.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
-            p.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
-            p.quarantined.fetch_add(outcome.quarantined, Ordering::Relaxed);
-            let o = p.object(listing.kind);
-            o.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
-            o.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
-            crate::liveness::step();
-            if last {
-                break;
+            ReconcileOutcome::Refused { would_delete, live, max_share } => {
+                tracing::error!(object = %kind, would_delete, live, max_share, "key scan would delete too much; refused");
+                Err(SyncError::ReconcileRefused { would_delete, live, max_share })
             }
         }
-        self.progress.listings_done.fetch_add(1, Ordering::Relaxed);
-        if let (Some(advance), false) = (&listing.advance, advanced) {
-            self.store.advance(listing.kind, advance, Some(&listing.lease)).await?;
-        }
-        Ok(())
     }
 
-    /// Closes the run. `requests` counts every request the client sent meanwhile, so it is
-    /// exact when one pass runs at a time (the daemon's case).
-    async fn finish(
-        &self,
-        kind: ObjectKind,
-        run: RunKind,
-        run_id: i64,
-        requests_before: u64,
-        result: Result<(), SyncError>,
-    ) -> Result<PassReport, SyncError> {
-        let requests = self.api.requests_sent().saturating_sub(requests_before);
-        match result {
-            Ok(()) => {
-                let totals = self.store.finish_run(kind, run_id, requests, None).await?;
-                info!(object = %kind, run = run.as_str(), pages = totals.pages, rows = totals.rows_written, events = totals.events_written, "pass finished");
-                Ok(PassReport { kind, run, totals, requests, held_elsewhere: false })
-            }
-            Err(e) => {
-                let message = e.chain();
-                tracing::error!(object = %kind, run = run.as_str(), error = %message, "pass failed");
-                // Recording the failure is best effort: the database may be what failed.
-                let _ = self.store.finish_run(kind, run_id, requests, Some(&message)).await;
-                Err(e)
-            }
-        }
+    /// Now, less the settle time: records changed later may not be listed yet.
+    fn settled_now(&self) -> i64 {
+        Utc::now().timestamp_millis() - self.settings.settle.as_millis() as i64
     }
 }

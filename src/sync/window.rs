@@ -15,6 +15,21 @@ pub struct CreatedWindow {
     pub until: i64,
 }
 
+impl CreatedWindow {
+    /// True when a record created at `created_ms` belongs to this window.
+    pub fn contains(&self, created_ms: i64) -> bool {
+        self.from.is_none_or(|f| created_ms >= f) && created_ms < self.until
+    }
+
+    /// The list query for this window, one millisecond wider on each side: right under
+    /// inclusive and exclusive bounds alike (records outside are dropped by [`contains`]).
+    ///
+    /// [`contains`]: CreatedWindow::contains
+    pub fn query(&self) -> ListQuery {
+        ListQuery { min_created: self.from.map(|f| f - 1), max_created: Some(self.until + 1), ..ListQuery::default() }
+    }
+}
+
 /// Splits `[oldest, until]` into at most `parts` equal windows, newest first; the oldest
 /// window is open towards the past so a record older than the probe found is still read.
 pub fn split_created(oldest: Option<i64>, until: i64, parts: usize) -> Vec<CreatedWindow> {
@@ -74,6 +89,16 @@ mod tests {
             assert_eq!(pair[0].from, Some(pair[1].until), "{windows:?}");
         }
         assert_eq!(windows.len(), 4);
+    }
+
+    #[test]
+    fn a_window_holds_its_start_and_not_its_end() {
+        let w = CreatedWindow { from: Some(100), until: 200 };
+        assert!(w.contains(100) && w.contains(199));
+        assert!(!w.contains(99) && !w.contains(200));
+        assert!(CreatedWindow { from: None, until: 200 }.contains(0), "open towards the past");
+        let query = w.query();
+        assert_eq!((query.min_created, query.max_created), (Some(99), Some(201)));
     }
 
     #[test]

@@ -31,34 +31,33 @@ async fn run_and_kill(
     changes: &mut impl FnMut() -> Option<Applied>,
     applied: &mut Vec<Applied>,
 ) {
-    let start = pages_written(store).await;
+    let target = pages_written(store).await + pages;
     let mut child = sync_process(sim, store);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(a) = changes() {
-            applied.push(a);
-        }
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        if pages_written(store).await >= start + pages {
-            child.kill().await.unwrap();
-            // The dead process's leases lapse before the next one starts.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_leases WHERE expires_at > now()")
-                .fetch_one(store.pool())
-                .await
-                .unwrap()
-                > 0
-            {
-                assert!(tokio::time::Instant::now() < deadline, "leases lapse");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    // Every 5 ms: maybe a change at the simulator, then a look at the process and its pages.
+    let exited_by_itself =
+        support::eventually_paced("the sync to make progress", Duration::from_secs(120), Duration::from_millis(5), || {
+            if let Some(a) = changes() {
+                applied.push(a);
             }
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "sync made no progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+            let exited = child.try_wait().unwrap().is_some();
+            async move {
+                if exited {
+                    return Some(true);
+                }
+                (pages_written(store).await >= target).then_some(false)
+            }
+        })
+        .await;
+    if exited_by_itself {
+        return;
     }
+    child.kill().await.unwrap();
+    // The dead process's leases lapse before the next one starts.
+    support::eventually("the dead process's leases to lapse", Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_leases WHERE expires_at > now()").fetch_one(store.pool()).await.unwrap()
+            == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,8 +175,7 @@ async fn the_daemon_survives_losing_its_database_connections() {
             .unwrap();
     }
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    support::eventually("the daemon to catch up with every change", Duration::from_secs(60), || async {
         let mut caught = 0;
         for key in &keys {
             let raw: Option<sqlx::types::Json<serde_json::Value>> =
@@ -186,12 +184,9 @@ async fn the_daemon_survives_losing_its_database_connections() {
                 caught += 1;
             }
         }
-        if caught == keys.len() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the daemon did not catch up ({caught} of {})", keys.len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        caught == keys.len()
+    })
+    .await;
     shutdown.cancel();
     daemon.await.unwrap().unwrap();
     for key in &keys {

@@ -11,15 +11,12 @@ use tokio::{
 
 use crate::support;
 
+/// Waits until the query `sql` answers true (a failing query counts as false).
 async fn wait_for(what: &str, pool: &sqlx::PgPool, sql: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if sqlx::query_scalar::<_, bool>(sql).fetch_one(pool).await.unwrap_or(false) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::eventually(what, Duration::from_secs(120), || async {
+        sqlx::query_scalar::<_, bool>(sql).fetch_one(pool).await.unwrap_or(false)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

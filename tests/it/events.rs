@@ -1,7 +1,11 @@
 //! The consumer guarantee: reading `WHERE id > $last ORDER BY id` sees every event once,
 //! in commit order, even while several transactions write events at once.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    collections::BTreeSet,
+    time::Duration,
+};
 
 use partnerstack_mirror::{
     diff::{EventSource, NewEvent},
@@ -44,19 +48,20 @@ async fn concurrent_event_writers_never_let_a_reader_skip_an_id() {
     let handles: Vec<_> = (0..writers).map(|w| tokio::spawn(writer(store.clone(), w, transactions))).collect();
 
     let expected = writers * transactions * 3;
-    let mut seen: Vec<i64> = Vec::new();
-    let mut last = 0_i64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen.len() < expected {
-        assert!(tokio::time::Instant::now() < deadline, "reader saw only {} of {expected}", seen.len());
+    // The reader polls as fast as it can, to race the writers' commits.
+    let (seen, last) = (RefCell::new(Vec::<i64>::new()), Cell::new(0_i64));
+    support::eventually_paced("the reader to see every event", Duration::from_secs(60), Duration::ZERO, || async {
         let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM events WHERE id > $1 ORDER BY id").bind(last).fetch_all(store.pool()).await.unwrap();
+            sqlx::query_scalar("SELECT id FROM events WHERE id > $1 ORDER BY id").bind(last.get()).fetch_all(store.pool()).await.unwrap();
         if let Some(&max) = ids.last() {
-            last = max;
+            last.set(max);
         }
+        let mut seen = seen.borrow_mut();
         seen.extend(ids);
-        tokio::task::yield_now().await;
-    }
+        (seen.len() >= expected).then_some(())
+    })
+    .await;
+    let seen = seen.into_inner();
     for h in handles {
         h.await.unwrap();
     }
@@ -77,13 +82,8 @@ async fn listeners_are_notified_when_events_commit() {
     tx.commit().await.unwrap();
 
     // Other tests share the database (each in its own schema): wait for ours.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let notification = tokio::time::timeout_at(deadline, listener.recv()).await.expect("notified in time").unwrap();
-        if notification.payload() == store.schema() {
-            break;
-        }
-    }
+    let ours = async { while listener.recv().await.unwrap().payload() != store.schema() {} };
+    tokio::time::timeout(Duration::from_secs(10), ours).await.expect("notified in time");
 }
 
 fn tail_command(store: &Store, args: &[&str]) -> tokio::process::Command {
@@ -144,19 +144,21 @@ async fn a_named_consumer_reading_next_events_while_writers_commit_misses_nothin
     let handles: Vec<_> = (0..writers).map(|w| tokio::spawn(writer(store.clone(), w, transactions))).collect();
 
     let expected = writers * transactions * 3;
-    let mut seen: Vec<i64> = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen.len() < expected {
-        assert!(tokio::time::Instant::now() < deadline, "the consumer saw only {} of {expected}", seen.len());
+    // The consumer reads as fast as it can, to race the writers' commits.
+    let seen = RefCell::new(Vec::<i64>::new());
+    support::eventually_paced("the consumer to see every event", Duration::from_secs(60), Duration::ZERO, || async {
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM next_events('crm', 40)").fetch_all(store.pool()).await.unwrap();
         if let Some(&max) = ids.last() {
             let committed: i64 = sqlx::query_scalar("SELECT commit_events('crm', $1)").bind(max).fetch_one(store.pool()).await.unwrap();
             assert_eq!(committed, max);
         }
         assert!(ids.len() <= 40, "at most max events per call");
+        let mut seen = seen.borrow_mut();
         seen.extend(ids);
-        tokio::task::yield_now().await;
-    }
+        (seen.len() >= expected).then_some(())
+    })
+    .await;
+    let seen = seen.into_inner();
     for h in handles {
         h.await.unwrap();
     }

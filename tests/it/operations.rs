@@ -7,40 +7,13 @@ use partnerstack_mirror::{
     diff::EventSource,
     http::{self, Endpoint},
     object::ObjectKind,
-    store::{PageWrite, Store, StoreError},
+    store::{PageWrite, StoreError},
 };
-use partnerstack_simulator::{Mutation, RunningSimulator};
-use tokio::process::{Child, Command};
+use partnerstack_simulator::Mutation;
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use crate::support;
-
-fn daemon(sim: &RunningSimulator, store: &Store, extra_env: &[(&str, String)]) -> Child {
-    let mut command = support::binary(sim, store, &["run"]);
-    command.env("PSM_SYNC__INTERVAL", "200ms").env("PSM_HTTP__LISTEN", "127.0.0.1:0");
-    for (k, v) in extra_env {
-        command.env(k, v);
-    }
-    command.spawn().expect("spawn the daemon")
-}
-
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
-    assert!(status.success());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_status_watchdog_and_stopping() {
@@ -52,7 +25,8 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
 
-    let mut child = daemon(&sim, &store, &[("NOTIFY_SOCKET", socket_path.display().to_string()), ("WATCHDOG_USEC", "1000000".into())]);
+    let mut child =
+        support::daemon(&sim, &store, &[("NOTIFY_SOCKET", socket_path.display().to_string()), ("WATCHDOG_USEC", "1000000".into())]);
     let mut heard = Vec::new();
     let mut buf = vec![0_u8; 4096];
     while !heard.iter().any(|m: &String| m.contains("WATCHDOG=1")) {
@@ -62,7 +36,7 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
     assert!(heard[0].contains("READY=1"), "READY comes first: {heard:?}");
     assert!(heard[0].contains("STATUS="), "{heard:?}");
 
-    sigterm(&child).await;
+    support::sigterm(&child).await;
     while !heard.iter().any(|m| m.contains("STOPPING=1")) {
         let n = socket.recv(&mut buf).expect("STOPPING=1 before exit");
         heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
@@ -129,14 +103,14 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
 async fn sigterm_mid_pass_exits_cleanly_and_loses_nothing() {
     let sim = support::simulator(3_000, |_| {}).await;
     let store = support::store().await;
-    let mut child = daemon(&sim, &store, &[]);
-    wait_for("a few pages", Duration::from_secs(60), || async {
+    let mut child = support::daemon(&sim, &store, &[]);
+    support::eventually("a few pages", Duration::from_secs(60), || async {
         sqlx::query_scalar::<_, i64>("SELECT coalesce(sum(pages), 0)::bigint FROM sync_runs").fetch_one(store.pool()).await.unwrap_or(0)
             >= 5
     })
     .await;
 
-    sigterm(&child).await;
+    support::sigterm(&child).await;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits within 30s").unwrap();
     assert!(status.success(), "{status:?}");
     let running: i64 =
@@ -198,7 +172,7 @@ async fn a_writer_whose_lease_was_taken_over_is_fenced_off() {
 async fn three_daemons_share_the_work_survive_a_kill_and_event_each_change_once() {
     let sim = support::simulator(1_500, |_| {}).await;
     let store = support::store().await;
-    let mut daemons: Vec<Child> = (0..3).map(|_| daemon(&sim, &store, &[])).collect();
+    let mut daemons: Vec<Child> = (0..3).map(|_| support::daemon(&sim, &store, &[])).collect();
 
     let backfilled = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_state WHERE backfill_completed_at IS NOT NULL")
@@ -207,7 +181,7 @@ async fn three_daemons_share_the_work_survive_a_kill_and_event_each_change_once(
             .unwrap_or(0)
             >= (ObjectKind::default_set().len() as i64)
     };
-    wait_for("the backfill", Duration::from_secs(120), backfilled).await;
+    support::eventually("the backfill", Duration::from_secs(120), backfilled).await;
     let holders: i64 = sqlx::query_scalar("SELECT count(DISTINCT holder) FROM sync_runs").fetch_one(store.pool()).await.unwrap();
     assert!(holders >= 2, "passes spread over several daemons ({holders})");
 
@@ -225,7 +199,7 @@ async fn three_daemons_share_the_work_survive_a_kill_and_event_each_change_once(
         sim.simulator.apply(Mutation::DealStage { key: key.clone() }).unwrap();
         changed.insert(key, 1);
     }
-    wait_for("the survivors to mirror every change", Duration::from_secs(60), || async {
+    support::eventually("the survivors to mirror every change", Duration::from_secs(60), || async {
         let mut caught = 0;
         for key in changed.keys() {
             let raw: Option<sqlx::types::Json<serde_json::Value>> =
@@ -242,7 +216,7 @@ async fn three_daemons_share_the_work_survive_a_kill_and_event_each_change_once(
         assert_eq!(events.iter().filter(|e| *e == "deal.stage_updated").count(), 1, "{key}: {events:?}");
     }
     for d in &mut daemons[1..] {
-        sigterm(d).await;
+        support::sigterm(d).await;
         assert!(tokio::time::timeout(Duration::from_secs(30), d.wait()).await.expect("exits").unwrap().success());
     }
 }

@@ -10,6 +10,7 @@ use std::{
 };
 
 use partnerstack_mirror::{
+    backoff::Backoff,
     object::ObjectKind,
     partnerstack::{ApiClient, ClientConfig},
     private_postgres::PrivatePostgres,
@@ -85,8 +86,7 @@ pub fn client(sim: &RunningSimulator, page_size: u16) -> ApiClient {
         requests_per_second: 0.0,
         timeout: Duration::from_secs(5),
         max_retries: 4,
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(50),
+        backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(50)),
         page_size,
         user_agent: "partnerstack-mirror-tests".into(),
     })
@@ -176,16 +176,51 @@ pub fn binary(sim: &RunningSimulator, store: &Store, args: &[&str]) -> tokio::pr
     command
 }
 
+/// How long the `eventually` helpers pause between looks.
+const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(20);
+
 /// Waits until `condition` holds, checking every 20 ms; panics naming `what` after `within`.
 pub async fn eventually<F, Fut>(what: &str, within: Duration, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    eventually_some(what, within, || {
+        let holds = condition();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// Waits until `probe` yields a value and returns it, looking every 20 ms; panics naming
+/// `what` after `within`.
+pub async fn eventually_some<T, F, Fut>(what: &str, within: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_paced(what, within, LOOK_AGAIN_AFTER, probe).await
+}
+
+/// [`eventually_some`], pausing `pause` between looks (zero: only yielding to the runtime),
+/// for loops whose pace is part of the test: a reader racing writers, a check that must
+/// stop a process soon after the moment it waits for.
+pub async fn eventually_paced<T, F, Fut>(what: &str, within: Duration, pause: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + within;
-    while !condition().await {
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
         assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
     }
 }
 

@@ -70,3 +70,38 @@ async fn a_pass_that_fails_midway_keeps_its_cursor_and_the_next_pass_emits_no_du
         .unwrap();
     assert!(failed_runs >= 1);
 }
+
+/// A pass's verdict, finished or failed, is logged inside the pass's span, so it names the
+/// object, the run and its window like everything else the pass logged (the binary's JSON
+/// logs, as an operator's log shipper gets them).
+#[tokio::test]
+async fn a_pass_logs_its_verdict_inside_its_span() {
+    let sim = support::simulator(200, |_| {}).await;
+    let store = support::store().await;
+    let sync = || async {
+        let output = support::binary(&sim, &store, &["sync", "--object", "deals"])
+            .env("RUST_LOG", "info")
+            .env("PSM_PARTNERSTACK__MAX_RETRIES", "0")
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        (output.status.success(), String::from_utf8(output.stderr).unwrap())
+    };
+    let (succeeded, finished) = sync().await;
+    assert!(succeeded, "{finished}");
+    sim.simulator.inject(Fault::ServerError(500), 100);
+    let (succeeded, failed) = sync().await;
+    assert!(!succeeded, "the API keeps failing");
+
+    for (logs, verdict) in [(finished, "pass finished"), (failed, "pass failed")] {
+        let line = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == verdict)
+            .unwrap_or_else(|| panic!("no {verdict:?} line in:\n{logs}"));
+        assert_eq!(line["span"]["name"], "sync_pass", "{verdict}: {line}");
+        assert!(line["span"]["run_id"].is_number(), "{verdict}: {line}");
+        assert!(line["span"]["window_end"].is_number(), "{verdict}: {line}");
+    }
+}

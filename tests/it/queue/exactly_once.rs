@@ -146,16 +146,12 @@ async fn two_daemons_draining_one_queue_send_each_request_once() {
         };
         daemons.push(tokio::spawn(pool.run(shutdown.clone())));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    support::eventually("every request to succeed", Duration::from_secs(60), || async {
         let done: i64 =
             sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status = 'succeeded'").fetch_one(store.pool()).await.unwrap();
-        if done == n {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{done} of {n} done");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        done == n
+    })
+    .await;
     shutdown.cancel();
     for d in daemons {
         d.await.unwrap();
@@ -191,23 +187,17 @@ async fn a_daemon_killed_while_its_create_is_in_flight_leaves_exactly_one_record
     let id = enqueue_customer(&store, &sim, "killed-1").await;
 
     let mut first = daemon(&sim, &store);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while posts(&sim) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the first daemon sends the create");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::eventually_paced("the first daemon to send the create", Duration::from_secs(60), Duration::from_millis(10), || async {
+        (posts(&sim) > 0).then_some(())
+    })
+    .await;
     first.kill().await.unwrap();
 
     let _second = daemon(&sim, &store);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let o = loop {
-        let o = outcome(&store, id).await;
-        if o.status != "pending" && o.status != "running" {
-            break o;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the second daemon finishes the request: {o:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let o = support::eventually_some("the second daemon to finish the request", Duration::from_secs(60), || async {
+        Some(outcome(&store, id).await).filter(|o| o.status != "pending" && o.status != "running")
+    })
+    .await;
     assert_eq!((o.status.as_str(), o.attempts), ("succeeded", 2), "{o:?}");
     assert_eq!(posts(&sim), 1, "the create was sent once");
     let at_api = sim.simulator.records(ObjectKind::Customer).into_iter().filter(|c| c["customer_key"] == "killed-1").count();

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use partnerstack_mirror::{
+    backoff::Backoff,
     object::ObjectKind,
     queue::{self, Handled, QueueSettings, Worker},
     store::Store,
@@ -25,8 +26,7 @@ pub(super) fn settings() -> QueueSettings {
         max_attempts: 5,
         lease: Duration::from_secs(30),
         poll: Duration::from_millis(20),
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(40),
+        backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(40)),
         lookup_grace: Duration::ZERO,
     }
 }
@@ -48,33 +48,23 @@ pub(super) async fn enqueue(store: &Store, operation: &str, object_type: &str, o
 
 /// Works until no request is pending or running (retries wait out their backoff).
 pub(super) async fn drain(worker: &Worker, store: &Store) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if worker.work_one().await.unwrap().is_some() {
-            continue;
-        }
+    support::eventually_paced("every request to finish", Duration::from_secs(60), Duration::from_millis(5), || async {
+        while worker.work_one().await.unwrap().is_some() {}
         let open: i64 = sqlx::query_scalar("SELECT count(*) FROM write_queue WHERE status IN ('pending', 'running')")
             .fetch_one(store.pool())
             .await
             .unwrap();
-        if open == 0 {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{open} requests still open");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (open == 0).then_some(())
+    })
+    .await
 }
 
 /// What `worker` does with the first request it can claim (waiting out other leases).
 pub(super) async fn first_claim(worker: &Worker) -> Handled {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(h) = worker.work_one().await.unwrap() {
-            return h;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing became claimable (a lease did not expire)");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually_some("a request to become claimable (a lease to expire)", Duration::from_secs(10), || async {
+        worker.work_one().await.unwrap()
+    })
+    .await
 }
 
 /// Queues the create of a customer with this `customer_key` (its natural key).

@@ -163,6 +163,24 @@ async fn malformed_inserts_are_rejected_with_a_message_naming_the_problem() {
     assert!(sqlx::query(insert).execute(store.pool()).await.is_err());
 }
 
+/// A later migration could admit an operation or object type before this binary knows it:
+/// such a request fails, naming what it did not know, and nothing reaches the API.
+#[tokio::test]
+async fn a_request_this_version_cannot_read_fails_naming_what_it_did_not_know() {
+    let sim = support::simulator(200, |_| {}).await;
+    let store = support::store().await;
+    let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    sqlx::query("ALTER TABLE write_queue DISABLE TRIGGER write_queue_check").execute(store.pool()).await.unwrap();
+    let unknown_operation = enqueue(&store, "archive", "deal", Some(&deal), json!({})).await;
+    let unknown_object = enqueue(&store, "refresh", "invoice", Some("inv_1"), json!({})).await;
+    drain(&worker(&store, &sim, "w1"), &store).await;
+    for (id, expected) in [(unknown_operation, "unsupported request: archive"), (unknown_object, "unknown object_type invoice")] {
+        let o = outcome(&store, id).await;
+        assert_eq!((o.status.as_str(), o.last_error.as_deref()), ("failed", Some(expected)), "{o:?}");
+    }
+    assert!(sim.simulator.writes().is_empty());
+}
+
 #[tokio::test]
 async fn cancelled_requests_are_never_sent() {
     let sim = support::simulator(200, |_| {}).await;

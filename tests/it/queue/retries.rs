@@ -82,7 +82,7 @@ async fn a_request_whose_worker_died_is_claimed_again_when_its_lease_expires() {
     let id = enqueue(&store, "refresh", "deal", Some(&deal), json!({})).await;
     // A worker claims it and dies without a word.
     let claimed = store.claim("dead-worker", Duration::from_millis(300)).await.unwrap().expect("claimable");
-    assert_eq!(claimed.id, id);
+    assert_eq!(claimed.id(), id);
     let alive = worker(&store, &sim, "w2");
     assert_eq!(alive.work_one().await.unwrap(), None, "leased to the dead worker");
 
@@ -103,17 +103,15 @@ async fn a_request_slower_than_its_lease_stays_with_its_worker() {
     let other = Worker::new(support::client(&sim, 250), store.clone(), short, "other");
 
     let first = tokio::spawn(async move { slow.work_one().await.unwrap() });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, Option<String>>("SELECT locked_by FROM write_queue WHERE id = $1")
-        .bind(id)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(tokio::time::Instant::now() < deadline, "the slow worker claims it");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::eventually_paced("the slow worker to claim it", Duration::from_secs(10), Duration::from_millis(5), || async {
+        sqlx::query_scalar::<_, Option<String>>("SELECT locked_by FROM write_queue WHERE id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .map(drop)
+    })
+    .await;
     let mut looked = 0;
     while !first.is_finished() {
         assert_eq!(other.work_one().await.unwrap(), None, "taken over while its worker still waited for the answer");

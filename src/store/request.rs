@@ -1,0 +1,183 @@
+//! What a queued write-back request asks for, read once when it is claimed: its operation
+//! and object type become enums there, so the workers match names the compiler checks and
+//! never compare strings.
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{types::Json, FromRow};
+
+use crate::object::ObjectKind;
+
+/// A `write_queue.operation`; the INSERT trigger admits these and no other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    ModifyTags,
+    Convert,
+    Refresh,
+    FetchAttachments,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 7] = [
+        Operation::Create,
+        Operation::Update,
+        Operation::Delete,
+        Operation::ModifyTags,
+        Operation::Convert,
+        Operation::Refresh,
+        Operation::FetchAttachments,
+    ];
+
+    /// The name in `write_queue.operation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::ModifyTags => "modify_tags",
+            Operation::Convert => "convert",
+            Operation::Refresh => "refresh",
+            Operation::FetchAttachments => "fetch_attachments",
+        }
+    }
+
+    /// Makes a new record (a create, or a conversion's customer): an attempt that ended
+    /// without an answer may have taken effect, so it is looked up before being sent again.
+    pub fn creates(self) -> bool {
+        matches!(self, Operation::Create | Operation::Convert)
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name was not an operation this version knows.
+#[derive(Debug, thiserror::Error)]
+#[error("unsupported request: {0}")]
+pub struct UnknownOperation(pub String);
+
+impl FromStr for Operation {
+    type Err = UnknownOperation;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Operation::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| UnknownOperation(s.to_owned()))
+    }
+}
+
+/// A claimed request, ready to carry out.
+#[derive(Clone, Debug)]
+pub struct QueuedRequest {
+    pub id: i64,
+    pub operation: Operation,
+    pub kind: ObjectKind,
+    pub object_key: Option<String>,
+    pub payload: Value,
+    pub attempts: i32,
+    pub max_attempts: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    /// Seconds since a previous attempt of this create or convert may have happened at the
+    /// API (it ended without an answer, or its worker stopped while holding it); `None`:
+    /// every earlier attempt had a definite answer. Measured by the database's clock.
+    pub outcome_unknown_for: Option<f64>,
+}
+
+/// What a claim took.
+#[derive(Clone, Debug)]
+pub enum Claim {
+    Request(QueuedRequest),
+    /// A request naming an operation or object type this version does not know (the INSERT
+    /// trigger forbids it, but a later migration could admit one before this binary is
+    /// upgraded): it is claimed like any other, and failed with `why`.
+    Unknown {
+        id: i64,
+        operation: String,
+        object_type: String,
+        object_key: Option<String>,
+        why: String,
+    },
+}
+
+impl Claim {
+    /// The claimed request's `write_queue.id`.
+    pub fn id(&self) -> i64 {
+        match self {
+            Claim::Request(request) => request.id,
+            Claim::Unknown { id, .. } => *id,
+        }
+    }
+}
+
+/// The claimed row as stored.
+#[derive(FromRow)]
+pub(super) struct ClaimedRow {
+    id: i64,
+    operation: String,
+    object_type: String,
+    object_key: Option<String>,
+    payload: Json<Value>,
+    attempts: i32,
+    max_attempts: Option<i32>,
+    created_at: DateTime<Utc>,
+    outcome_unknown_for: Option<f64>,
+}
+
+impl From<ClaimedRow> for Claim {
+    /// Parses the row's names; the object type is checked first, as it always was.
+    fn from(row: ClaimedRow) -> Claim {
+        let parsed = match (row.object_type.parse::<ObjectKind>(), row.operation.parse::<Operation>()) {
+            (Err(_), _) => Err(format!("unknown object_type {}", row.object_type)),
+            (Ok(_), Err(unknown)) => Err(unknown.to_string()),
+            (Ok(kind), Ok(operation)) => Ok((kind, operation)),
+        };
+        match parsed {
+            Ok((kind, operation)) => Claim::Request(QueuedRequest {
+                id: row.id,
+                operation,
+                kind,
+                object_key: row.object_key,
+                payload: row.payload.0,
+                attempts: row.attempts,
+                max_attempts: row.max_attempts,
+                created_at: row.created_at,
+                outcome_unknown_for: row.outcome_unknown_for,
+            }),
+            Err(why) => {
+                Claim::Unknown { id: row.id, operation: row.operation, object_type: row.object_type, object_key: row.object_key, why }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_reads_back_from_its_name() {
+        for operation in Operation::ALL {
+            assert_eq!(operation.as_str().parse::<Operation>().unwrap(), operation);
+        }
+        assert_eq!("frobnicate".parse::<Operation>().unwrap_err().to_string(), "unsupported request: frobnicate");
+    }
+
+    #[test]
+    fn the_operations_are_the_ones_the_insert_trigger_admits() {
+        let trigger = include_str!("../../migrations/0003_write_queue.sql");
+        let names: Vec<&str> = Operation::ALL.into_iter().map(Operation::as_str).collect();
+        assert!(trigger.contains(&format!("HINT = 'operations: {}'", names.join(", "))), "migrations/0003 lists other operations");
+    }
+
+    #[test]
+    fn only_creates_and_conversions_make_new_records() {
+        let creating: Vec<Operation> = Operation::ALL.into_iter().filter(|o| o.creates()).collect();
+        assert_eq!(creating, [Operation::Create, Operation::Convert]);
+    }
+}

@@ -1,0 +1,142 @@
+//! Reading one listing to its end: fetch a page, check and keep its records, write it in one
+//! transaction and count what it changed; the cursor moves with the listing's last page.
+
+use std::{
+    collections::HashSet,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Instant,
+};
+
+use futures::{Stream, StreamExt};
+
+use super::{CreatedWindow, SyncError, Syncer};
+use crate::{
+    diff::EventSource,
+    object::ObjectKind,
+    partnerstack::{ApiError, ListQuery, Page},
+    progress::Progress,
+    record::{self, Record, Rejected},
+    store::{CursorAdvance, Lease, PageOutcome, PageWrite},
+};
+
+/// Where a pass's pages go, shared by all its listings.
+#[derive(Clone)]
+pub(super) struct Destination {
+    pub kind: ObjectKind,
+    pub source: EventSource,
+    pub emit_events: bool,
+    pub run_id: i64,
+    pub lease: Lease,
+    /// Collects every key listed (key scans).
+    pub seen: Option<Arc<Mutex<HashSet<String>>>>,
+}
+
+/// One listing to read to its end.
+pub(super) struct Listing {
+    pub path: String,
+    pub query: ListQuery,
+    /// Keep only records created inside this window (backfill windows are disjoint, and the
+    /// query asks for a millisecond more on each side).
+    pub created: Option<CreatedWindow>,
+    /// Moves the cursor with the last page.
+    pub advance: Option<CursorAdvance>,
+}
+
+/// A page's items, checked.
+struct CheckedPage {
+    /// Valid records inside the listing's created window.
+    records: Vec<Record>,
+    /// Items that cannot be stored, for quarantine.
+    rejected: Vec<Rejected>,
+}
+
+impl Syncer {
+    /// Reads one listing page by page; each page is one transaction.
+    pub(super) async fn read(&self, to: &Destination, listing: Listing) -> Result<(), SyncError> {
+        let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
+        let mut advanced = false;
+        while let Some(page) = self.next_page(&mut pages).await? {
+            let last = !page.has_more;
+            let checked = check(to.kind, &page, listing.created);
+            if let Some(seen) = &to.seen {
+                let mut seen = seen.lock().expect("no panics while holding it");
+                seen.extend(checked.records.iter().map(|r| r.key.clone()));
+                seen.extend(checked.rejected.iter().filter_map(|r| r.key.clone()));
+            }
+            self.write(to, checked, if last { listing.advance.clone() } else { None }).await?;
+            advanced |= last;
+            crate::liveness::step();
+            if last {
+                break;
+            }
+        }
+        self.progress.listings_done.fetch_add(1, Ordering::Relaxed);
+        if let (Some(advance), false) = (&listing.advance, advanced) {
+            self.store.advance(to.kind, advance, Some(&to.lease)).await?;
+        }
+        Ok(())
+    }
+
+    /// The next page, unless shutdown comes first; the wait is counted as fetch time.
+    async fn next_page(&self, pages: &mut (impl Stream<Item = Result<Page, ApiError>> + Unpin)) -> Result<Option<Page>, SyncError> {
+        let fetch_started = Instant::now();
+        let page = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return Err(SyncError::Cancelled),
+            page = pages.next() => page,
+        };
+        self.progress.fetch_micros.fetch_add(fetch_started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(page.transpose()?)
+    }
+
+    /// Writes one checked page (rows, events, quarantine and, with `advance`, the cursor) in
+    /// one transaction, and counts what it changed.
+    async fn write(&self, to: &Destination, page: CheckedPage, advance: Option<CursorAdvance>) -> Result<(), SyncError> {
+        if let Some(first) = page.rejected.first() {
+            tracing::warn!(object = %to.kind, count = page.rejected.len(), first_error = %first.error, "records quarantined");
+        }
+        let write_started = Instant::now();
+        let outcome = self
+            .store
+            .write_page(PageWrite {
+                kind: to.kind,
+                records: page.records,
+                rejected: &page.rejected,
+                source: to.source,
+                emit_events: to.emit_events,
+                run_id: Some(to.run_id),
+                advance,
+                lease: Some(&to.lease),
+            })
+            .await?;
+        self.progress.write_micros.fetch_add(write_started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        count(&self.progress, to.kind, &outcome);
+        Ok(())
+    }
+}
+
+/// Checks every item of `page`: a valid record is kept when it was created inside `created`
+/// (if given), an invalid one is rejected for quarantine.
+fn check(kind: ObjectKind, page: &Page, created: Option<CreatedWindow>) -> CheckedPage {
+    let mut checked = CheckedPage { records: Vec::with_capacity(page.items.len()), rejected: Vec::new() };
+    for item in &page.items {
+        match record::check(kind, item) {
+            Ok(r) if created.is_none_or(|w| w.contains(r.created_ms.unwrap_or(0))) => checked.records.push(r),
+            Ok(_) => {}
+            Err(bad) => checked.rejected.push(bad),
+        }
+    }
+    checked
+}
+
+/// Adds one page's outcome to the process's totals.
+fn count(progress: &Progress, kind: ObjectKind, outcome: &PageOutcome) {
+    progress.pages.fetch_add(1, Ordering::Relaxed);
+    progress.records.fetch_add(outcome.records, Ordering::Relaxed);
+    progress.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
+    progress.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
+    progress.quarantined.fetch_add(outcome.quarantined, Ordering::Relaxed);
+    let object = progress.object(kind);
+    object.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
+    object.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
+}
