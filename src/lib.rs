@@ -12,6 +12,7 @@
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
+//! - [`delivery`]: webhook delivery of events, signed (Standard Webhooks), in order per record.
 //! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
 //! - [`progress`]: what this process has done, counted by the sync and read by the edges.
 //! - [`liveness`]: the loops' promises, which tell waiting from hanging.
@@ -29,6 +30,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod demo;
 pub mod diff;
 pub mod doctor;

@@ -29,6 +29,7 @@ use url::Url;
 
 pub use error::{ApiError, ErrorClass};
 pub use gate::Rejection;
+pub use retry::parse_retry_after;
 pub use stats::ClientStats;
 
 /// How to reach the API and how hard to push it.

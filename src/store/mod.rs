@@ -4,6 +4,7 @@
 //! the migrations is unqualified.
 
 mod daemons;
+mod deliveries;
 mod events;
 mod lease;
 mod page;
@@ -23,6 +24,7 @@ use sqlx::{
 };
 
 pub use daemons::DaemonLine;
+pub use deliveries::{Checkpoint, DeadLetter, DeliveryClaim, DeliveryLease, DeliveryLine, GiveUp};
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
 pub use lease::{fence, Lease};
 pub use page::{insert_events, write_page_in, PageOutcome, PageWrite};
@@ -47,6 +49,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("this sync lost its lease on {object} to another instance")]
     Fenced { object: String },
+    #[error("this daemon lost the lease of delivery {delivery} to another instance")]
+    LostDelivery { delivery: String },
 }
 
 impl StoreError {
