@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    delivery::DeliveryCounters,
     metrics::{self, ProcessView},
     object::{ChangeFilter, ObjectKind},
     partnerstack::ApiClient,
@@ -29,6 +30,7 @@ pub struct Endpoint {
     pub progress: Arc<Progress>,
     pub api: ApiClient,
     pub queue: Arc<WorkerCounters>,
+    pub deliveries: DeliveryCounters,
     /// An object whose last successful pass is older than this is stale.
     pub freshness: Duration,
     pub objects: Vec<ObjectKind>,
@@ -92,7 +94,7 @@ async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
         }
         Err(_) => None,
     };
-    let view = ProcessView { progress: &e.progress, api: &e.api, queue: &e.queue };
+    let view = ProcessView { progress: &e.progress, api: &e.api, queue: &e.queue, deliveries: &e.deliveries };
     (
         StatusCode::OK,
         [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],

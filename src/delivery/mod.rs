@@ -136,6 +136,10 @@ impl Delivery {
         Ok(Delivery { settings: Arc::new(settings), store, holder: holder.to_owned(), counters, client, wake: None })
     }
 
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
     /// New events wake the delivery through `wake` (see [`listen`]) instead of its poll.
     pub fn woken_by(self, wake: watch::Receiver<u64>) -> Delivery {
         Delivery { wake: Some(wake), ..self }

@@ -328,3 +328,30 @@ impl Store {
         .await?)
     }
 }
+
+impl std::fmt::Display for DeliveryLine {
+    /// One line for `status` (two when the delivery is holding or disabled).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let when = |t: &Option<DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+        write!(
+            f,
+            "delivery {}: {}, position {} ({} events behind{}), dead letters {}{}, last sent {}, {}",
+            self.name,
+            self.state,
+            self.position,
+            self.lag_events,
+            if self.lag_events > 0 { format!(", oldest {:.0}s old", self.lag_seconds) } else { String::new() },
+            self.dead_letters,
+            if self.requeued > 0 { format!(" ({} requeued)", self.requeued) } else { String::new() },
+            when(&self.last_sent_at),
+            self.holder.as_deref().map_or_else(|| "no daemon delivering".to_owned(), |h| format!("delivered by {h}")),
+        )?;
+        if let Some(e) = &self.last_error {
+            write!(f, "; last error at {}: {e}", when(&self.last_error_at))?;
+        }
+        if let Some(reason) = self.state_reason.as_deref().filter(|_| self.state != "active") {
+            write!(f, "\n  {}: {reason}", self.state.to_uppercase())?;
+        }
+        Ok(())
+    }
+}

@@ -85,6 +85,7 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
         progress: syncer.progress(),
         api: syncer.api().clone(),
         queue: Default::default(),
+        deliveries: Default::default(),
         freshness: Duration::from_secs(60),
         objects: vec![ObjectKind::Deal, ObjectKind::Lead],
     };
