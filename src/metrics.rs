@@ -92,7 +92,11 @@ fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
         "Failed webhook attempts of this process (timeouts, refused connections, non-2xx), per delivery",
         d.failed.clone(),
     );
-    registry.register("delivery_dead_lettered", "Events this process gave up on and kept as dead letters, per delivery", d.dead_lettered.clone());
+    registry.register(
+        "delivery_dead_lettered",
+        "Events this process gave up on and kept as dead letters, per delivery",
+        d.dead_lettered.clone(),
+    );
     registry.register("delivery_latency_seconds", "Duration of webhook requests, per delivery", d.latency.clone());
 
     if let Some(p) = process_stats() {
@@ -151,11 +155,7 @@ fn register_database(registry: &mut Registry, db: &MetricsSnapshot) {
         enabled.get_or_create(&l).set(i64::from(d.state != "disabled"));
     }
     registry.register("delivery_lag_events", "Events after the delivery's position (matching or not)", lag_events);
-    registry.register(
-        "delivery_lag_seconds",
-        "Age of the oldest event after the delivery's position (0 when caught up)",
-        lag_seconds,
-    );
+    registry.register("delivery_lag_seconds", "Age of the oldest event after the delivery's position (0 when caught up)", lag_seconds);
     registry.register("delivery_enabled", "0 when the delivery is disabled (its endpoint answered 410 Gone)", enabled);
 }
 

@@ -334,7 +334,8 @@ impl<'a> Session<'a> {
             self.caught_up = rows.len() < room;
             self.read_at = Instant::now();
             for row in rows {
-                let key = LaneKey { object_type: row.object_type.as_str().into(), object_key: row.object_key.as_str().into(), requeued: false };
+                let key =
+                    LaneKey { object_type: row.object_type.as_str().into(), object_key: row.object_key.as_str().into(), requeued: false };
                 self.lanes.push(key, Job { event_id: row.id, event_type: row.event_type.as_str().into(), body: row.to_json().into() });
             }
             self.lanes.read_to(read_to);
@@ -343,7 +344,8 @@ impl<'a> Session<'a> {
         if due && self.requeued.len() < REQUEUED_AT_ONCE {
             liveness::step();
             let skip: Vec<i64> = self.requeued.iter().copied().collect();
-            let letters = self.delivery.store.requeued_dead_letters(&self.lease.name, &skip, (REQUEUED_AT_ONCE - skip.len()) as i64).await?;
+            let letters =
+                self.delivery.store.requeued_dead_letters(&self.lease.name, &skip, (REQUEUED_AT_ONCE - skip.len()) as i64).await?;
             self.requeue_looked_at = Some(Instant::now());
             for l in letters {
                 self.requeued.insert(l.event_id);

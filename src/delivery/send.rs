@@ -21,7 +21,11 @@ pub enum Answer {
     /// 410 Gone.
     Gone,
     /// A failed attempt; `retry_after` when the endpoint said when to come back.
-    Failed { status: Option<u16>, retry_after: Option<Duration>, error: String },
+    Failed {
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        error: String,
+    },
 }
 
 /// A client for one delivery: its timeout, no redirects, rustls.
@@ -77,7 +81,8 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -> An
     }
     let excerpt: String = body.chars().take(200).collect();
     let excerpt = excerpt.trim();
-    let error = if excerpt.is_empty() { format!("the endpoint answered {status}") } else { format!("the endpoint answered {status}: {excerpt}") };
+    let error =
+        if excerpt.is_empty() { format!("the endpoint answered {status}") } else { format!("the endpoint answered {status}: {excerpt}") };
     Answer::Failed { status: Some(status.as_u16()), retry_after, error }
 }
 

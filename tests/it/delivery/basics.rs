@@ -34,11 +34,8 @@ async fn every_webhook_is_signed_as_standard_webhooks_says_and_carries_the_event
         assert_eq!(r.content_type, "application/json");
         let (event, _) = event_of(&r.body);
         assert_eq!(r.id, format!("{}.crm.{event}", store.schema()), "webhook-id is the schema, the delivery and the event");
-        let row: EventRow = sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
-            .bind(event)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let row: EventRow =
+            sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1")).bind(event).fetch_one(store.pool()).await.unwrap();
         assert_eq!(r.body, row.to_json(), "the body is the event's row as JSON");
         assert_ne!(row.event_type, "lead.approved");
     }

@@ -75,7 +75,6 @@ pub fn start(store: &Store, settings: DeliverySettings) -> Running {
 
 /// Writes events in this order, each `(event_type, record key)`; returns their ids.
 pub async fn write(store: &Store, events: &[(&str, String)]) -> Vec<i64> {
-    let before = support::last_event_id(store).await;
     let new: Vec<NewEvent> = events
         .iter()
         .enumerate()
@@ -91,9 +90,11 @@ pub async fn write(store: &Store, events: &[(&str, String)]) -> Vec<i64> {
         .collect();
     let mut tx = store.pool().begin().await.unwrap();
     insert_events(&mut tx, &new).await.unwrap();
+    // This transaction holds the events lock until it commits: the last ids are its own.
+    let mut ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM events ORDER BY id DESC LIMIT $1").bind(events.len() as i64).fetch_all(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM events WHERE id > $1 ORDER BY id").bind(before).fetch_all(store.pool()).await.unwrap();
-    assert_eq!(ids.len(), events.len());
+    ids.reverse();
     ids
 }
 

@@ -22,14 +22,13 @@ async fn an_event_refused_max_attempts_times_becomes_a_dead_letter_and_delivery_
     let store = support::store().await;
     let receiver = Receiver::start().await;
     refuse_poison(&receiver, 500);
-    let ids = write(&store, &[("deal.stage_updated", "a".into()), ("deal.stage_updated", "poison".into()), ("deal.stage_updated", "a".into())])
-        .await;
+    let ids =
+        write(&store, &[("deal.stage_updated", "a".into()), ("deal.stage_updated", "poison".into()), ("deal.stage_updated", "a".into())])
+            .await;
     let delivery = start(&store, DeliverySettings { max_attempts: 3, ..settings("crm", &receiver, &["*"]) });
 
-    support::eventually("the position to pass the dead letter", Duration::from_secs(30), || async {
-        row(&store, "crm").await.0 == ids[2]
-    })
-    .await;
+    support::eventually("the position to pass the dead letter", Duration::from_secs(30), || async { row(&store, "crm").await.0 == ids[2] })
+        .await;
     let (event_id, attempts, http_status, last_error, body): (i64, i32, Option<i32>, String, String) =
         sqlx::query_as("SELECT event_id, attempts, http_status, last_error, body FROM delivery_dead_letters WHERE delivery = 'crm'")
             .fetch_one(store.pool())
@@ -67,7 +66,8 @@ async fn a_holding_delivery_stops_advancing_at_the_refused_event_until_the_endpo
     let ids =
         write(&store, &[("deal.stage_updated", "a".into()), ("deal.stage_updated", "poison".into()), ("deal.stage_updated", "b".into())])
             .await;
-    let delivery = start(&store, DeliverySettings { max_attempts: 2, on_failure: OnFailure::Hold, ..settings("strict", &receiver, &["*"]) });
+    let delivery =
+        start(&store, DeliverySettings { max_attempts: 2, on_failure: OnFailure::Hold, ..settings("strict", &receiver, &["*"]) });
 
     support::eventually("the delivery to hold", Duration::from_secs(30), || async { row(&store, "strict").await.1 == "holding" }).await;
     let tries_then = receiver.requests().iter().filter(|r| r.body.contains("poison")).count();
@@ -75,8 +75,12 @@ async fn a_holding_delivery_stops_advancing_at_the_refused_event_until_the_endpo
         receiver.requests().iter().filter(|r| r.body.contains("poison")).count() > tries_then + 2
     })
     .await;
-    let (position, _, reason) = row(&store, "strict").await;
-    assert_eq!(position, ids[0], "the position stops below the held event");
+    support::eventually("the position to reach the event before the held one", Duration::from_secs(30), || async {
+        row(&store, "strict").await.0 == ids[0]
+    })
+    .await;
+    let (position, state, reason) = row(&store, "strict").await;
+    assert_eq!((position, state.as_str()), (ids[0], "holding"), "the position stops below the held event");
     assert!(reason.as_deref().is_some_and(|r| r.contains(&ids[1].to_string()) && r.contains("400")), "{reason:?}");
     let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_dead_letters").fetch_one(store.pool()).await.unwrap();
     assert_eq!(dead, 0, "holding keeps no dead letter");
@@ -106,10 +110,8 @@ async fn a_410_gone_disables_the_delivery_until_delivery_enable_turns_it_back_on
     assert!(reason.as_deref().is_some_and(|r| r.contains("410") && r.contains("delivery enable gone")), "{reason:?}");
     let status = command(&store, &["status"]).await;
     assert!(status.contains("delivery gone: disabled") && status.contains("DISABLED: the endpoint answered 410 Gone"), "{status}");
-    let delivering: bool = sqlx::query_scalar("SELECT lease_expires_at > now() FROM deliveries WHERE name = 'gone'")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let delivering: bool =
+        sqlx::query_scalar("SELECT lease_expires_at > now() FROM deliveries WHERE name = 'gone'").fetch_one(store.pool()).await.unwrap();
     assert!(!delivering, "a disabled delivery gives its lease up: nothing delivers it");
     let later = write(&store, &interleaved(1, 1)).await;
 
