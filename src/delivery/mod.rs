@@ -21,7 +21,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use sqlx::postgres::PgListener;
 use tokio::{sync::watch, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use url::Url;
 
 pub use counters::{labels, DeliveryCounters};
@@ -234,6 +234,8 @@ struct Session<'a> {
     /// Requeued dead letters in the lanes.
     requeued: HashSet<i64>,
     requeue_looked_at: Option<Instant>,
+    /// The last attempt failed: said once in the log, and once when it recovers.
+    failing: bool,
     labels: counters::DeliveryLabels,
 }
 
@@ -252,6 +254,7 @@ impl<'a> Session<'a> {
             holding_until: holding.then_some(position + 1),
             requeued: HashSet::new(),
             requeue_looked_at: None,
+            failing: false,
             labels: counters::labels(&lease.name),
             lease,
         }
@@ -326,7 +329,8 @@ impl<'a> Session<'a> {
     /// Reads the next events (while the window has room) and requeued dead letters into
     /// their lanes.
     async fn take_in(&mut self) -> Result<(), End> {
-        let room = WINDOW.saturating_sub(self.lanes.pending()).min(BATCH);
+        // A whole batch at a time: not one query per event done once the window is full.
+        let room = if self.lanes.pending() + BATCH <= WINDOW { BATCH } else { 0 };
         if !self.caught_up && room > 0 {
             liveness::step();
             let after = self.lanes.read_position();
@@ -383,6 +387,10 @@ impl<'a> Session<'a> {
             Answer::Accepted => {
                 self.delivery.counters.sent.get_or_create(&self.labels).inc();
                 self.unsaved.sent = true;
+                if self.failing {
+                    info!(delivery = %name, "the endpoint accepts webhooks again");
+                    self.failing = false;
+                }
                 if key.requeued {
                     liveness::step();
                     self.delivery.store.dead_letter_delivered(&self.lease, job.event_id).await?;
@@ -438,9 +446,12 @@ impl<'a> Session<'a> {
                     liveness::step();
                     self.delivery.store.set_delivery_state(&self.lease, "holding", Some(&reason)).await?;
                     self.holding_until = Some(job.event_id);
+                } else if !self.failing {
+                    warn!(delivery = %name, event = job.event_id, attempts, %error, "webhook failed; trying again after a backoff (further failures are logged at debug level until one succeeds)");
                 } else {
-                    warn!(delivery = %name, event = job.event_id, attempts, %error, "webhook failed; trying again after a backoff");
+                    debug!(delivery = %name, event = job.event_id, attempts, %error, "webhook failed; trying again after a backoff");
                 }
+                self.failing = true;
                 let wait = s.backoff.delay_honouring(attempts - 1, retry_after);
                 let at = Instant::now() + wait;
                 self.lanes.retry(&key, at);
