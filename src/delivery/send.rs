@@ -58,7 +58,7 @@ pub async fn post(client: &reqwest::Client, url: &Url, signer: &Signer, webhook_
     let answer = match request.send().await {
         Ok(response) => {
             let status = response.status();
-            let retry_after = response.headers().get("retry-after").and_then(|v| retry_after(v));
+            let retry_after = response.headers().get("retry-after").and_then(retry_after);
             // The body is read (bounded by the timeout) so the connection can be reused.
             let text = response.text().await.unwrap_or_default();
             classify(status, retry_after, &text)

@@ -58,9 +58,8 @@ async fn two_daemons_on_one_database_deliver_each_event_once_between_them() {
     let receiver = Receiver::start().await;
     let ports = [support::free_port(), support::free_port()];
     // Long leases: in the normal case (no crash, no pause) the lease never changes hands.
-    let env = |port: u16| {
-        [delivery_env(&receiver), ("PSM_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")), ("PSM_SYNC__LEASE_TTL", "20s".into())]
-    };
+    let env =
+        |port: u16| [delivery_env(&receiver), ("PSM_HTTP__LISTEN", format!("127.0.0.1:{port}")), ("PSM_SYNC__LEASE_TTL", "20s".into())];
     let mut daemons = [support::daemon(&sim, &store, &env(ports[0])), support::daemon(&sim, &store, &env(ports[1]))];
     let mut ids = Vec::new();
     for _ in 0..5 {
