@@ -67,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: WebhooksCommand,
     },
+    /// Webhook deliveries (`[[delivery]]` in the configuration): list, retry dead letters, enable.
+    Delivery {
+        #[command(subcommand)]
+        command: DeliveryCommand,
+    },
     /// Read-only probes of the configured API: credentials, clock, and each SPEC 9 question.
     Doctor,
     /// A local PartnerStack API simulator.
@@ -143,6 +148,21 @@ enum WebhooksCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum DeliveryCommand {
+    /// Each delivery: state, position, lag, dead letters, last error.
+    List,
+    /// Send a delivery's dead letters (or one of them) again.
+    Retry {
+        name: String,
+        /// Only this event's dead letter.
+        #[arg(long = "event", value_name = "ID")]
+        event: Option<i64>,
+    },
+    /// Turn a delivery disabled by a 410 Gone (or holding) back on.
+    Enable { name: String },
+}
+
+#[derive(Subcommand, Debug)]
 enum EventsCommand {
     /// Events after an id, in commit order; with --follow, keep printing new ones.
     Tail {
@@ -192,6 +212,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Status => status(config.expect("loaded")).await,
         Command::Doctor => doctor(config.expect("loaded")).await,
         Command::Webhooks { command } => webhooks(config.expect("loaded"), command).await,
+        Command::Delivery { command } => delivery(config.expect("loaded"), command).await,
         Command::Queue { command } => queue(config.expect("loaded"), command).await,
         Command::Events { command: EventsCommand::Tail { after, follow, type_pattern, consumer } } => {
             tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern, consumer }, shutdown).await
@@ -424,6 +445,39 @@ async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow::Result<Ex
         WebhooksCommand::Remove { key } => {
             subscriptions::remove(&api, &key).await.with_context(|| format!("cannot remove subscription {key}"))?;
             println!("removed {key}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delivery(config: Config, command: DeliveryCommand) -> anyhow::Result<ExitCode> {
+    let store = daemon::store(&config).await?;
+    store.migrate().await?;
+    let configured = |name: &str| config.deliveries.iter().any(|d| d.name == name);
+    match command {
+        DeliveryCommand::List => {
+            let lines = store.deliveries().await?;
+            for d in &lines {
+                let note = if configured(&d.name) { "" } else { " (not in this configuration)" };
+                println!("{d}{note}");
+            }
+            for d in config.deliveries.iter().filter(|d| !lines.iter().any(|l| l.name == d.name)) {
+                println!("delivery {}: configured, not started yet (the daemon creates it)", d.name);
+            }
+        }
+        DeliveryCommand::Retry { name, event } => {
+            let n = store.requeue_dead_letters(&name, event).await?;
+            match event {
+                Some(id) => anyhow::ensure!(n == 1, "delivery {name} has no dead letter for event {id} waiting to be retried"),
+                None => println!("{n} dead letter(s) of delivery {name} queued again; the delivering daemon sends them"),
+            }
+            if event.is_some() {
+                println!("dead letter queued again; the delivering daemon sends it");
+            }
+        }
+        DeliveryCommand::Enable { name } => {
+            anyhow::ensure!(store.enable_delivery(&name).await?, "there is no delivery {name}");
+            println!("delivery {name} enabled; a daemon resumes it from its position within seconds");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -21,6 +21,10 @@ use url::Url;
 
 use crate::object::ObjectKind;
 
+mod delivery;
+
+pub use delivery::{DeliveryConfig, OnFailure, Start};
+
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_PATHS: [&str; 2] = ["./partnerstack-mirror.toml", "/etc/partnerstack-mirror/config.toml"];
 
@@ -33,6 +37,8 @@ pub enum ConfigError {
     Parse(#[source] Box<figment::Error>),
     #[error("invalid configuration: `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("invalid configuration: `delivery[{name}].{key}`: {reason}")]
+    InvalidDelivery { name: String, key: &'static str, reason: String },
     #[error("cannot read `partnerstack.private_key_file` {path}")]
     SecretFile {
         path: PathBuf,
@@ -54,6 +60,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub http: HttpConfig,
     pub events: EventsConfig,
+    /// `[[delivery]]`: webhook endpoints the events are pushed to.
+    pub deliveries: Vec<DeliveryConfig>,
     pub webhooks: WebhooksConfig,
 }
 
@@ -226,6 +234,7 @@ struct RawConfig {
     queue: RawQueue,
     http: RawHttp,
     events: RawEvents,
+    delivery: Vec<delivery::RawDelivery>,
     webhooks: RawWebhooks,
 }
 
@@ -449,6 +458,7 @@ impl RawConfig {
             events: EventsConfig { retain: self.events.retain },
             webhooks: self.webhooks.validate()?,
             http: HttpConfig { listen: self.http.listen.parse().map_err(|e| invalid("http.listen", format!("{e}: expected host:port")))? },
+            deliveries: delivery::validate(self.delivery)?,
         })
     }
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     backoff::Backoff,
     config::Config,
+    delivery::{Delivery, DeliveryCounters, DeliverySettings},
     liveness::Liveness,
     partnerstack::{ApiClient, ClientConfig},
     queue::{QueueSettings, WorkerCounters, WorkerPool},
@@ -46,12 +47,20 @@ pub enum WiringError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot build the PartnerStack client")]
     Api(#[from] crate::partnerstack::ApiError),
+    #[error("`delivery[{name}].secret`: {source}")]
+    DeliverySecret {
+        name: String,
+        #[source]
+        source: crate::delivery::BadSecret,
+    },
+    #[error("cannot set up a webhook delivery")]
+    Delivery(#[from] crate::delivery::DeliveryError),
 }
 
 impl WiringError {
     /// Configuration the operator must fix: exit code 2, and systemd does not restart.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, WiringError::NoDatabase | WiringError::NoCredentials)
+        matches!(self, WiringError::NoDatabase | WiringError::NoCredentials | WiringError::DeliverySecret { .. })
     }
 }
 
@@ -109,6 +118,8 @@ pub struct Daemon {
     liveness: Arc<Liveness>,
     queue_counters: Arc<WorkerCounters>,
     intake_counters: Arc<crate::intake::IntakeCounters>,
+    deliveries: Vec<Delivery>,
+    delivery_counters: DeliveryCounters,
     shutdown: CancellationToken,
 }
 
@@ -118,7 +129,23 @@ impl Daemon {
         crate::metrics::process_start_unix();
         let syncer = syncer(&config, shutdown.clone()).await?;
         let liveness = Liveness::new(step_budget(&config));
-        Ok(Daemon { config, syncer, liveness, queue_counters: Arc::default(), intake_counters: Arc::default(), shutdown })
+        let delivery_counters = DeliveryCounters::new(config.deliveries.iter().map(|d| d.name.as_str()));
+        let mut deliveries = Vec::with_capacity(config.deliveries.len());
+        for d in &config.deliveries {
+            let settings = DeliverySettings::from_config(d, config.sync.lease_ttl)
+                .map_err(|source| WiringError::DeliverySecret { name: d.name.clone(), source })?;
+            deliveries.push(Delivery::new(settings, syncer.store().clone(), syncer.holder(), delivery_counters.clone())?);
+        }
+        Ok(Daemon {
+            config,
+            syncer,
+            liveness,
+            queue_counters: Arc::default(),
+            intake_counters: Arc::default(),
+            deliveries,
+            delivery_counters,
+            shutdown,
+        })
     }
 
     /// What the daemon has done so far (the demo's live line).
@@ -142,7 +169,7 @@ impl Daemon {
     /// Runs every loop until the shutdown token is cancelled or a loop dies; serves the HTTP
     /// endpoint on `listener`.
     pub async fn run(self, listener: TcpListener) -> ExitCode {
-        let Daemon { config, syncer, liveness, queue_counters, intake_counters, shutdown } = self;
+        let Daemon { config, syncer, liveness, queue_counters, intake_counters, deliveries, delivery_counters, shutdown } = self;
         let holder = syncer.holder().to_owned();
         let api = syncer.api().clone();
         let store = syncer.store().clone();
@@ -166,6 +193,7 @@ impl Daemon {
             api: api.clone(),
             queue: queue_counters.clone(),
             intake_counters: intake_counters.clone(),
+            deliveries: delivery_counters.clone(),
             freshness: config.sync.freshness,
             objects: config.sync.objects.clone(),
             intake: config.webhooks.token.clone().map(|token| crate::http::WebhookIntake {
@@ -191,6 +219,19 @@ impl Daemon {
             // purpose; the workers it wakes are watched.
             let watch = if name.contains("wake-ups") { Watch::DeathOnly } else { Watch::Liveness };
             supervisor.spawn(&name, watch, work.map(Ok).boxed());
+        }
+        if !deliveries.is_empty() {
+            let (wake, woken) = crate::delivery::wake_channel();
+            // Waits for notifications for as long as there are none, on purpose.
+            supervisor.spawn(
+                "delivery wake-ups",
+                Watch::DeathOnly,
+                crate::delivery::listen(store.clone(), wake, shutdown.clone()).map(Ok).boxed(),
+            );
+            for delivery in deliveries {
+                let name = format!("delivery {}", delivery.name());
+                supervisor.spawn(&name, Watch::Liveness, delivery.woken_by(woken.clone()).run(shutdown.clone()).map(Ok).boxed());
+            }
         }
         let describe = {
             let (api, progress) = (api.clone(), progress.clone());

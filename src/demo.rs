@@ -1,6 +1,10 @@
 //! `partnerstack-mirror demo`: the first thing a new user runs. A simulator with live
 //! mutations, a private PostgreSQL server (unless `DATABASE_URL` is set), and the daemon,
 //! and its write-back workers, with a live progress line. Ctrl-C stops and removes everything.
+//! A webhook delivery of `deal.*` events goes to a small local receiver that checks each
+//! signature, so the live line shows webhooks arriving too.
+
+mod receiver;
 
 use std::{
     io::{IsTerminal, Write},
@@ -46,6 +50,16 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let token = format!("demo-{:032x}", rand::random::<u128>());
     let simulator = Simulator::new(sim_config).start("127.0.0.1:0".parse()?).await.context("cannot start the simulator")?;
 
+    // A webhook receiver, and a fresh signing secret it shares with the delivery.
+    let secret = {
+        use base64::Engine;
+        format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()))
+    };
+    let hooks = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot open the webhook receiver")?;
+    let hooks_url = format!("http://{}/webhooks", hooks.local_addr()?);
+    let signer = crate::delivery::Signer::new(&secret.clone().into())?;
+    let received = receiver::start(hooks, signer, shutdown.clone());
+
     let config = Config::from_toml(&format!(
         r#"
         [database]
@@ -65,6 +79,11 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         backfill_concurrency = 4
         [webhooks]
         token = "{token}"
+        [[delivery]]
+        name = "demo"
+        url = "{hooks_url}"
+        events = ["deal.*"]
+        secret = "{secret}"
         "#,
         api = simulator.base_url,
     ))?;
@@ -92,7 +111,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
          SELECT 'update', 'deal', key, '{{\"stage\": \"Closed Won\"}}' FROM deals WHERE NOT archived LIMIT 1;\n  \
          SELECT id, status, attempts, result->>'stage' AS stage FROM write_queue ORDER BY id DESC LIMIT 5;\n  \
          SELECT id, event_type, object_key, changes FROM events WHERE source = 'write_back' ORDER BY id DESC LIMIT 5;\n\n\
-         Changes arrive by webhook too (the simulator sends one per change; `webhooks` on the line below):\n  \
+         Webhooks: every deal.* event is POSTed, signed (Standard Webhooks), to a local receiver at {hooks_url}\n  \
+         that checks each signature; see `SELECT * FROM deliveries;` and the live line below.\n\n\
+         Changes arrive by webhook from PartnerStack too (the simulator sends one per change; `webhooks in` below):\n  \
          SELECT id, event_type, object_key, detected_at - occurred_at AS delay FROM events WHERE source = 'webhook' ORDER BY id DESC LIMIT 5;\n\n\
          Metrics and readiness: curl http://{endpoint}/metrics  (and /readyz)\n\n\
          Press Ctrl-C to stop; everything the demo started is removed.\n"
@@ -114,8 +135,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             }
             _ = ticker.tick() => {
                 let records = progress.records.load(Ordering::Relaxed);
+                let last = received.last_stage_change.lock().expect("no panics while holding it").clone();
                 let line = format!(
-                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s | API requests {:>6} | webhooks {:>5}",
+                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s | API requests {:>6} | webhooks in {:>5} | out {:>7} (last deal.stage_updated: {})",
                     progress.pages.load(Ordering::Relaxed),
                     records,
                     progress.rows_written.load(Ordering::Relaxed),
@@ -123,6 +145,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
                     records as f64 / started.elapsed().as_secs_f64().max(0.001),
                     simulator.simulator.request_count(),
                     webhooks.accepted.load(Ordering::Relaxed),
+                    received.verified.load(Ordering::Relaxed),
+                    last.as_deref().unwrap_or("-"),
                 );
                 if terminal {
                     eprint!("\r{line}");

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    delivery::DeliveryCounters,
     intake::{payload, IntakeCounters},
     metrics::{self, ProcessView},
     object::{ChangeFilter, ObjectKind},
@@ -41,6 +42,7 @@ pub struct Endpoint {
     pub api: ApiClient,
     pub queue: Arc<WorkerCounters>,
     pub intake_counters: Arc<IntakeCounters>,
+    pub deliveries: DeliveryCounters,
     /// An object whose last successful pass is older than this is stale.
     pub freshness: Duration,
     pub objects: Vec<ObjectKind>,
@@ -117,7 +119,7 @@ async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
         }
         Err(_) => None,
     };
-    let view = ProcessView { progress: &e.progress, api: &e.api, queue: &e.queue, intake: &e.intake_counters };
+    let view = ProcessView { progress: &e.progress, api: &e.api, queue: &e.queue, intake: &e.intake_counters, deliveries: &e.deliveries };
     (
         StatusCode::OK,
         [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],

@@ -14,6 +14,7 @@
 //! - [`subscriptions`]: PartnerStack's webhook subscriptions (`/v2/webhooks`).
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
+//! - [`delivery`]: webhook delivery of events, signed (Standard Webhooks), in order per record.
 //! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
 //! - [`progress`]: what this process has done, counted by the sync and read by the edges.
 //! - [`liveness`]: the loops' promises, which tell waiting from hanging.
@@ -31,6 +32,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod demo;
 pub mod diff;
 pub mod doctor;

@@ -12,7 +12,8 @@ use prometheus_client::{
 };
 
 use crate::{
-    intake::IntakeCounters, object::ObjectKind, partnerstack::ApiClient, progress::Progress, queue::WorkerCounters, store::MetricsSnapshot,
+    delivery::DeliveryCounters, intake::IntakeCounters, object::ObjectKind, partnerstack::ApiClient, progress::Progress,
+    queue::WorkerCounters, store::MetricsSnapshot,
 };
 
 type Labels = Vec<(&'static str, String)>;
@@ -24,6 +25,7 @@ pub struct ProcessView<'a> {
     pub api: &'a ApiClient,
     pub queue: &'a WorkerCounters,
     pub intake: &'a IntakeCounters,
+    pub deliveries: &'a DeliveryCounters,
 }
 
 /// Renders every series. Names follow Prometheus conventions: base units, `_total` counters,
@@ -102,6 +104,19 @@ fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
         "Inbox webhooks this process handled: read_requested (an object webhook), recorded (a training completion), ignored, quarantined",
         handled,
     );
+    let d = process.deliveries;
+    registry.register("delivery_sent", "Webhooks this process delivered (2xx), per delivery", d.sent.clone());
+    registry.register(
+        "delivery_failed",
+        "Failed webhook attempts of this process (timeouts, refused connections, non-2xx), per delivery",
+        d.failed.clone(),
+    );
+    registry.register(
+        "delivery_dead_lettered",
+        "Events this process gave up on and kept as dead letters, per delivery",
+        d.dead_lettered.clone(),
+    );
+    registry.register("delivery_latency_seconds", "Duration of webhook requests, per delivery", d.latency.clone());
 
     if let Some(p) = process_stats() {
         let cpu: Counter<f64, AtomicU64> = Counter::default();
@@ -148,6 +163,19 @@ fn register_database(registry: &mut Registry, db: &MetricsSnapshot) {
     let last_event: Gauge = Gauge::default();
     last_event.set(db.last_event_id);
     registry.register("last_event_id", "Largest id in the events table", last_event);
+
+    let lag_events: Family<Labels, Gauge> = Family::default();
+    let lag_seconds: Family<Labels, FloatGauge> = Family::default();
+    let enabled: Family<Labels, Gauge> = Family::default();
+    for d in &db.deliveries {
+        let l = vec![("delivery", d.name.clone())];
+        lag_events.get_or_create(&l).set(d.lag_events);
+        lag_seconds.get_or_create(&l).set(d.lag_seconds);
+        enabled.get_or_create(&l).set(i64::from(d.state != "disabled"));
+    }
+    registry.register("delivery_lag_events", "Events after the delivery's position (matching or not)", lag_events);
+    registry.register("delivery_lag_seconds", "Age of the oldest event after the delivery's position (0 when caught up)", lag_seconds);
+    registry.register("delivery_enabled", "0 when the delivery is disabled (its endpoint answered 410 Gone)", enabled);
 }
 
 struct ProcessStats {

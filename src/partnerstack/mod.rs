@@ -31,6 +31,7 @@ pub use error::{ApiError, ErrorClass};
 
 use crate::backoff::Backoff;
 pub use gate::Rejection;
+pub use retry::parse_retry_after;
 pub use stats::ClientStats;
 
 /// How to reach the API and how hard to push it.

@@ -48,7 +48,7 @@ impl ApiClient {
 
 /// `Retry-After` as delay-seconds or as an HTTP date (relative to `now`); `None` when it is
 /// neither. Capped at [`MAX_SERVER_WAIT`].
-pub(super) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     let wait = if let Ok(seconds) = value.parse::<f64>() {
         if !seconds.is_finite() || seconds < 0.0 {

@@ -4,6 +4,7 @@
 //! the migrations is unqualified.
 
 mod daemons;
+mod deliveries;
 mod events;
 mod inbox;
 mod lease;
@@ -27,6 +28,7 @@ use sqlx::{
 };
 
 pub use daemons::DaemonLine;
+pub use deliveries::{Checkpoint, DeadLetter, DeliveryClaim, DeliveryLease, DeliveryLine, GiveUp};
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
 pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, record_training_in, InboxOutcome, InboxRow, TrainingRow};
 pub use lease::Lease;
@@ -54,6 +56,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("this sync lost its lease on {object} to another instance")]
     Fenced { object: String },
+    #[error("this daemon lost the lease of delivery {delivery} to another instance")]
+    LostDelivery { delivery: String },
 }
 
 /// The mirror's database.

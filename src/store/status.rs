@@ -32,6 +32,8 @@ pub struct StatusReport {
     pub daemons: Vec<super::DaemonLine>,
     /// What retention last pruned, per table.
     pub prunes: Vec<super::PruneLine>,
+    /// Webhook deliveries: state, position, lag, dead letters.
+    pub deliveries: Vec<super::DeliveryLine>,
 }
 
 impl Store {
@@ -68,7 +70,8 @@ impl Store {
         };
         let daemons = self.daemons().await?;
         let prunes = self.prunes().await?;
-        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes })
+        let deliveries = self.deliveries().await?;
+        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes, deliveries })
     }
 }
 
@@ -97,6 +100,9 @@ impl fmt::Display for StatusReport {
         if !self.queue.is_empty() {
             let parts: Vec<String> = self.queue.iter().map(|(s, n)| format!("{s} {n}")).collect();
             writeln!(f, "write queue: {}", parts.join(", "))?;
+        }
+        for d in &self.deliveries {
+            writeln!(f, "{d}")?;
         }
         for p in &self.prunes {
             writeln!(
@@ -140,6 +146,7 @@ pub struct MetricsSnapshot {
     pub queue_oldest_due_seconds: f64,
     pub quarantine: Vec<(String, i64)>,
     pub last_event_id: i64,
+    pub deliveries: Vec<super::DeliveryLine>,
 }
 
 #[derive(Clone, Debug)]
@@ -185,6 +192,7 @@ impl Store {
             sqlx::query_as("SELECT object, count(*) FROM quarantine GROUP BY object ORDER BY object").fetch_all(self.pool()).await?;
         // max(id) reads one end of the primary key index.
         let last_event_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(self.pool()).await?;
-        Ok(MetricsSnapshot { objects, queue, queue_oldest_due_seconds, quarantine, last_event_id })
+        let deliveries = self.deliveries().await?;
+        Ok(MetricsSnapshot { objects, queue, queue_oldest_due_seconds, quarantine, last_event_id, deliveries })
     }
 }

@@ -77,6 +77,17 @@ async fn the_demo_mirrors_the_account_and_carries_out_a_queued_write() {
     assert!(events >= 1, "the write-back wrote its event");
     // The simulator sends each of its changes to the daemon as a webhook (5 a second here).
     wait_for("a change to arrive by webhook", &pool, "SELECT count(*) > 0 FROM events WHERE source = 'webhook'").await;
+    // The write-back's events went to the demo's receiver, which accepts only webhooks whose
+    // signature checks out (anything else would be retried, then dead-lettered).
+    wait_for(
+        "the write-back's webhook to be accepted",
+        &pool,
+        "SELECT EXISTS (SELECT 1 FROM events e JOIN deliveries d ON d.name = 'demo' AND e.id <= d.position \
+                        WHERE e.event_type LIKE 'deal.%' AND e.source = 'write_back') \
+                AND (SELECT last_sent_at IS NOT NULL FROM deliveries WHERE name = 'demo') \
+                AND NOT EXISTS (SELECT 1 FROM delivery_dead_letters)",
+    )
+    .await;
     pool.close().await;
 
     let pid = demo.id().unwrap().to_string();

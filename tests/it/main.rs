@@ -4,6 +4,7 @@
 mod support;
 
 mod crash;
+mod delivery;
 mod demo;
 mod doctor;
 mod events;
