@@ -85,8 +85,9 @@ pub struct DeliveryLine {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The part of every fenced write that checks the lease.
-const FENCE: &str = "name = $1 AND holder = $2 AND epoch = $3 AND lease_expires_at > now()";
+/// The part of every fenced write that checks the lease: holder and epoch, which a takeover
+/// changes; a lease past its expiry that nobody took over still holds.
+const FENCE: &str = "name = $1 AND holder = $2 AND epoch = $3";
 
 fn lost(lease: &DeliveryLease) -> StoreError {
     StoreError::LostDelivery { delivery: lease.name.clone() }
