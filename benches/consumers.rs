@@ -51,7 +51,11 @@ async fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 store.commit_events(name, last).await?;
                 commit += t.elapsed();
-                sqlx::query("UPDATE event_consumers SET position = $2 WHERE name = $1").bind(name).bind(position).execute(store.pool()).await?;
+                sqlx::query("UPDATE event_consumers SET position = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(position)
+                    .execute(store.pool())
+                    .await?;
             }
         }
         println!(
