@@ -12,6 +12,7 @@ mod production;
 mod quarantine;
 mod queue;
 mod reconcile;
+mod reporting;
 mod retention;
 mod simulator_contract;
 mod sync_backfill;
