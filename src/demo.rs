@@ -6,14 +6,14 @@ use std::{
     io::{IsTerminal, Write},
     process::ExitCode,
     sync::atomic::Ordering,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context;
 use partnerstack_simulator::{Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, daemon::Daemon, private_postgres::PrivatePostgres};
+use crate::{config::Config, daemon::Daemon, live_rate::LiveRate, private_postgres::PrivatePostgres};
 
 /// What `demo` was asked for.
 #[derive(Clone, Debug)]
@@ -88,7 +88,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
 
     let progress = daemon.progress();
     let mut daemon = tokio::spawn(daemon.run(listener));
-    let started = Instant::now();
+    let mut rate = LiveRate::default();
     let terminal = std::io::stderr().is_terminal();
     let mut died = None;
     let mut ticker = tokio::time::interval(if terminal { Duration::from_millis(500) } else { Duration::from_secs(5) });
@@ -103,12 +103,13 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             _ = ticker.tick() => {
                 let records = progress.records.load(Ordering::Relaxed);
                 let line = format!(
-                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s | API requests {:>6}",
+                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s (last {}s) | API requests {:>6}",
                     progress.pages.load(Ordering::Relaxed),
                     records,
                     progress.rows_written.load(Ordering::Relaxed),
                     progress.events_written.load(Ordering::Relaxed),
-                    records as f64 / started.elapsed().as_secs_f64().max(0.001),
+                    rate.sample(tokio::time::Instant::now(), records),
+                    crate::live_rate::WINDOW.as_secs(),
                     simulator.simulator.request_count(),
                 );
                 if terminal {
