@@ -7,6 +7,7 @@ mod crash;
 mod demo;
 mod doctor;
 mod events;
+mod monitoring;
 mod operations;
 mod production;
 mod quarantine;
