@@ -342,3 +342,46 @@ async fn history_views_give_every_table_as_it_stood_at_a_past_moment() {
     let vanished = versions(deals[4].clone()).await;
     assert!(vanished.last().unwrap().1.is_some_and(|end| end > second), "{vanished:?}");
 }
+
+#[tokio::test]
+async fn rows_without_events_still_have_their_current_version_in_the_history() {
+    let now = chrono::Utc::now().timestamp_millis();
+    let sim = support::simulator(300, |c| c.history_end_ms = Some(now - 600_000)).await;
+    let store = support::store().await;
+    // A backfill without `created` events, as `sync.emit_backfill_events = false` loads.
+    let settings = partnerstack_mirror::sync::SyncSettings { emit_backfill_events: false, ..support::settings() };
+    let syncer = support::syncer(&store, &sim, 100, settings);
+    support::sync_all(&syncer).await;
+    let moved = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    let changed_at = now - 60_000;
+    sim.simulator.set_clock(Clock::Frozen(changed_at));
+    sim.simulator.apply(Mutation::DealStage { key: moved.clone() }).unwrap();
+    support::sync_all(&syncer).await;
+    assert_eq!(count(&store, "SELECT 1 FROM events WHERE object_type = 'deal'").await, 2, "updated + stage_updated only");
+
+    for kind in ObjectKind::ALL {
+        let (table, columns) = (kind.table(), comparable(kind));
+        same_rows(
+            &store,
+            &format!("SELECT {columns} FROM {table}_history WHERE valid_to IS NULL"),
+            &format!("SELECT {columns} FROM {table}_current"),
+        )
+        .await;
+    }
+    // The changed deal's history begins with its change; the others' with their updated_at.
+    let (versions, from, event): (i64, chrono::DateTime<chrono::Utc>, Option<i64>) =
+        sqlx::query_as("SELECT count(*) OVER (), valid_from, event_id FROM deals_history WHERE key = $1")
+            .bind(&moved)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((versions, from.timestamp_millis()), (1, changed_at));
+    assert!(event.is_some());
+    let untouched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deals_history h JOIN deals d USING (key) WHERE h.event_id IS NULL AND h.valid_from = d.updated_at",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(untouched, count(&store, "SELECT 1 FROM deals_current").await - 1);
+}

@@ -94,7 +94,8 @@ fn history_about(kind: ObjectKind) -> String {
          `{table}` as it stood at a time t: WHERE valid_from <= t AND (valid_to > t OR valid_to IS NULL). A version begins \
          with a backfill's `created` event, with each distinct change (one version however many events a change emits) \
          and with a restore; it ends with the next version or with a deletion (archived, or gone from a key scan), after \
-         which the {noun} has no version until it is restored."
+         which the {noun} has no version until it is restored. A live row without any event has one version, from its \
+         `updated_at`."
     )
 }
 
@@ -115,7 +116,12 @@ fn history_columns(kind: ObjectKind, table: &[(&'static str, String)]) -> Vec<(&
             "valid_to",
             format!("When this version ended: the next version's `valid_from`, or the {noun}'s deletion. NULL for the current version."),
         ),
-        ("event_id", "The event that began this version (`events.id`).".to_owned()),
+        (
+            "event_id",
+            "The event that began this version (`events.id`); NULL for a current version known only from the table (a row \
+             without events: loaded with `sync.emit_backfill_events = false`, or unchanged since retention pruned them)."
+                .to_owned(),
+        ),
         ("created_at", of_table("created_at")),
         ("updated_at", format!("When PartnerStack had last changed the {noun}, in this version.")),
         ("raw", format!("The {noun} exactly as the API returned it, in this version (the event's `data`).")),
@@ -131,7 +137,8 @@ fn history_columns(kind: ObjectKind, table: &[(&'static str, String)]) -> Vec<(&
 /// is the running maximum of `occurred_at`, so a version never begins before the one it
 /// follows (a record restored by a later listing keeps its old `updated_at`).
 /// Every window is partitioned by the key alone: a `WHERE key = …` on the view reaches the
-/// events' `(object_type, object_key)` index.
+/// events' `(object_type, object_key)` index. Live rows without any event (see below) add
+/// their current version from the table.
 fn history_sql(kind: ObjectKind) -> String {
     let object_type = literal(kind.singular());
     let deleted = literal(&format!("{}.deleted", kind.singular()));
@@ -145,6 +152,19 @@ fn history_sql(kind: ObjectKind) -> String {
         "v.state AS raw".into(),
     ];
     selects.extend(kind.columns().iter().map(|c| format!("{} AS {}", from_json(c, "v.state"), ident(c.name))));
+    // A live row with no events at all (loaded with `sync.emit_backfill_events = false`, or
+    // unchanged since retention pruned its events) is in its current version since its
+    // `updated_at`, as far as anyone can tell.
+    let mut table_selects = vec![
+        "t.key".to_owned(),
+        "coalesce(t.updated_at, t.created_at, t.first_synced_at)".into(),
+        "NULL::timestamptz".into(),
+        "NULL::bigint".into(),
+        "t.created_at".into(),
+        "t.updated_at".into(),
+        "t.raw".into(),
+    ];
+    table_selects.extend(kind.columns().iter().map(|c| format!("t.{}", ident(c.name))));
     format!(
         "WITH states AS ( \
              SELECT e.id, e.object_key, max(e.occurred_at) OVER w AS at, \
@@ -158,8 +178,13 @@ fn history_sql(kind: ObjectKind) -> String {
              SELECT c.id, c.object_key, c.at, c.state, lead(c.at) OVER (PARTITION BY c.object_key ORDER BY c.id) AS until \
              FROM changes c WHERE c.state IS DISTINCT FROM c.before \
          ) \
-         SELECT {selects} FROM versions v WHERE v.state IS NOT NULL",
+         SELECT {selects} FROM versions v WHERE v.state IS NOT NULL \
+         UNION ALL \
+         SELECT {table_selects} FROM {table} t WHERE t.deleted_at IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.object_type = {object_type} AND e.object_key = t.key)",
         selects = selects.join(", "),
+        table_selects = table_selects.join(", "),
+        table = ident(kind.table()),
     )
 }
 
