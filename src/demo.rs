@@ -73,10 +73,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let psql = psql_command(&database_url, schema);
     eprintln!(
         "\nThe mirror is filling schema `{schema}`. In another terminal:\n\n  {psql}\n\n\
-         Try:\n  SELECT stage, count(*), sum(amount)/100 AS dollars FROM deals GROUP BY stage ORDER BY 2 DESC;\n  \
+         Try (\\d+ deals shows what each column holds):\n  SELECT * FROM deal_pipeline ORDER BY amount DESC;\n  \
          SELECT id, event_type, object_key, changes FROM events WHERE source <> 'backfill' ORDER BY id DESC LIMIT 10;\n  \
-         SELECT p.partner_key, count(c.*) AS customers FROM partnerships p JOIN customers c ON c.partnership_key = p.key\n    \
-         GROUP BY 1 ORDER BY 2 DESC LIMIT 5;\n\n\
+         SELECT partner_email, count(*) AS customers FROM partner_customers GROUP BY 1 ORDER BY 2 DESC LIMIT 5;\n  \
+         SELECT key, valid_from, valid_to, stage FROM deals_history WHERE valid_to IS NOT NULL ORDER BY valid_to DESC LIMIT 5;\n\n\
          Change PartnerStack from SQL (the write-back queue):\n  \
          INSERT INTO write_queue (operation, object_type, object_key, payload)\n    \
          SELECT 'update', 'deal', key, '{{\"stage\": \"Closed Won\"}}' FROM deals WHERE NOT archived LIMIT 1;\n  \

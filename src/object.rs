@@ -165,7 +165,12 @@ const DEAL: &[Column] = &[
     col("contact_last_name", Text, &["contact_last_name"], "The prospect contact's last name."),
     col("customer_key", Text, &["customer_key"], "PartnerStack's internal key of the customer the deal became (not YOUR customer key).")
         .joins(K::Customer, "key"),
-    col("external_key", Text, &["external_key"], "YOUR key for the deal (e.g. the CRM opportunity id); the API accepts it in place of `key`."),
+    col(
+        "external_key",
+        Text,
+        &["external_key"],
+        "YOUR key for the deal (e.g. the CRM opportunity id); the API accepts it in place of `key`.",
+    ),
     col("group_key", Text, &["group_key"], "PartnerStack's key of the deal partner's group.").joins(K::Group, "key"),
     col("lost_reason", Text, &["lost_reason"], "Why the deal was lost."),
     col("mold_key", Text, &["mold_key"], "PartnerStack's key of the deal form (mold) the deal was submitted with."),
@@ -213,7 +218,12 @@ const REWARD: &[Column] = &[
         .joins(K::Action, "key"),
     col("customer_key", Text, &["customer", "key"], "PartnerStack's INTERNAL key of the customer (`customer.key`), not YOUR customer key.")
         .joins(K::Customer, "key"),
-    col("invoice_status", Text, &["invoice", "status"], "The status of the invoice paying the reward (`invoice.status`); NULL while on hold."),
+    col(
+        "invoice_status",
+        Text,
+        &["invoice", "status"],
+        "The status of the invoice paying the reward (`invoice.status`); NULL while on hold.",
+    ),
     col("partnership_key", Text, &["partnership", "key"], "PartnerStack's key of the partnership rewarded (`partnership.key`).")
         .joins(K::Partnership, "key"),
     col("transaction_key", Text, &["transaction", "key"], "PartnerStack's key of the transaction the reward pays for (`transaction.key`).")
@@ -246,7 +256,8 @@ const APPLICATION: &[Column] = &[
     col("group_key", Text, &["group", "key"], "PartnerStack's key of the group applied to (`group.key`).").joins(K::Group, "key"),
     col("group_name", Text, &["group", "name"], "The name of the group applied to (`group.name`)."),
     col("mold_key", Text, &["mold_key"], "PartnerStack's key of the application form (mold)."),
-    col("partner_key", Text, &["partner_key"], "The key of the partner an approved application became.").joins(K::Partnership, "partner_key"),
+    col("partner_key", Text, &["partner_key"], "The key of the partner an approved application became.")
+        .joins(K::Partnership, "partner_key"),
     col("partnership_key", Text, &["partnership_key"], "PartnerStack's key of the partnership an approved application became.")
         .joins(K::Partnership, "key"),
 ];
@@ -304,7 +315,9 @@ impl ObjectKind {
             ObjectKind::Customer => "One row per customer a partner referred (API `/v2/customers`).",
             ObjectKind::Deal => "One row per deal a partner registered or you added (API `/v2/deals`).",
             ObjectKind::Lead => "One row per lead a partner submitted (API `/v2/leads`).",
-            ObjectKind::Transaction => "One row per transaction: a payment or refund of a customer, the basis of rewards (API `/v2/transactions`).",
+            ObjectKind::Transaction => {
+                "One row per transaction: a payment or refund of a customer, the basis of rewards (API `/v2/transactions`)."
+            }
             ObjectKind::Reward => "One row per reward (commission or bounty) owed to a partner (API `/v2/rewards`).",
             ObjectKind::Action => "One row per action recorded for a partnership or customer (API `/v2/actions`).",
             ObjectKind::Group => "One row per partner group (API `/v2/groups`).",

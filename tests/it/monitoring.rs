@@ -86,7 +86,8 @@ fn resolve<'a>(name: &str, types: &'a BTreeMap<String, String>) -> Option<(&'a s
         // A counter family is only ever exposed as `<name>_total`.
         return (kind != "counter" && kind != "histogram").then_some((kind.as_str(), false));
     }
-    for (suffix, kinds) in [("_total", &["counter"][..]), ("_bucket", &["histogram"]), ("_count", &["histogram"]), ("_sum", &["histogram"])] {
+    for (suffix, kinds) in [("_total", &["counter"][..]), ("_bucket", &["histogram"]), ("_count", &["histogram"]), ("_sum", &["histogram"])]
+    {
         if let Some(kind) = name.strip_suffix(suffix).and_then(|family| types.get(family)) {
             if kinds.contains(&kind.as_str()) {
                 return Some((kind.as_str(), true));
@@ -143,10 +144,8 @@ async fn every_metric_in_the_alert_rules_and_the_dashboard_exists_in_a_live_scra
     let mut daemon = support::daemon(&sim, &store, &[("PSM_HTTP__LISTEN", format!("127.0.0.1:{port}"))]);
     let url = format!("http://127.0.0.1:{port}/metrics");
     support::eventually("the daemon to sync every object", Duration::from_secs(60), || async {
-        let synced: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_state WHERE last_success_at IS NOT NULL")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let synced: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sync_state WHERE last_success_at IS NOT NULL").fetch_one(store.pool()).await.unwrap();
         synced as usize >= ObjectKind::default_set().len()
     })
     .await;
@@ -161,9 +160,10 @@ async fn every_metric_in_the_alert_rules_and_the_dashboard_exists_in_a_live_scra
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let complete = ["last_error_timestamp_seconds{", "quarantined_records{", "queue_depth{", "sync_lag_seconds{", "api_requests_total{"]
-            .iter()
-            .all(|s| text.contains(&format!("partnerstack_mirror_{s}")));
+        let complete =
+            ["last_error_timestamp_seconds{", "quarantined_records{", "queue_depth{", "sync_lag_seconds{", "api_requests_total{"]
+                .iter()
+                .all(|s| text.contains(&format!("partnerstack_mirror_{s}")));
         *last.borrow_mut() = text;
         complete
     })

@@ -124,18 +124,18 @@ async fn every_join_the_catalogue_declares_holds_on_simulator_data() {
         assert_eq!(dangling, 0, "{child}.{} has values not in {parent}.{}", column.name, join.column);
     }
     // The trap itself: YOUR key for a customer is not what transactions call customer_key.
-    let wrong: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM transactions t JOIN customers c ON c.customer_key = t.customer_key")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+    let wrong: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions t JOIN customers c ON c.customer_key = t.customer_key")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(wrong, 0);
 }
 
 /// Archives and hard-deletes a few records of the tables the reports read, so the
 /// `_current` views have something to leave out.
 async fn delete_some(sim: &RunningSimulator, syncer: &partnerstack_mirror::sync::Syncer) {
-    for kind in [ObjectKind::Deal, ObjectKind::Customer, ObjectKind::Partnership, ObjectKind::Transaction, ObjectKind::Reward, ObjectKind::Lead]
+    for kind in
+        [ObjectKind::Deal, ObjectKind::Customer, ObjectKind::Partnership, ObjectKind::Transaction, ObjectKind::Reward, ObjectKind::Lead]
     {
         let keys = sim.simulator.keys(kind);
         for key in keys.iter().skip(3).step_by(17).take(5) {
@@ -237,13 +237,8 @@ async fn current_and_report_views_match_hand_written_queries_over_the_base_table
     .await;
 
     // The pipeline in currency units is the simulator's own cents / 100.
-    let live_cents: i64 = sim
-        .simulator
-        .records(ObjectKind::Deal)
-        .iter()
-        .filter(|d| d["archived"] != true)
-        .filter_map(|d| d["amount"].as_i64())
-        .sum();
+    let live_cents: i64 =
+        sim.simulator.records(ObjectKind::Deal).iter().filter(|d| d["archived"] != true).filter_map(|d| d["amount"].as_i64()).sum();
     let pipeline_cents: i64 =
         sqlx::query_scalar("SELECT (sum(amount) * 100)::bigint FROM deal_pipeline").fetch_one(store.pool()).await.unwrap();
     assert_eq!(pipeline_cents, live_cents);
@@ -307,9 +302,8 @@ async fn history_views_give_every_table_as_it_stood_at_a_past_moment() {
     let then = chrono::DateTime::from_timestamp_millis(first + 60_000).unwrap().to_rfc3339();
     for kind in ObjectKind::ALL {
         let (table, columns) = (kind.table(), comparable(kind));
-        let at_then = format!(
-            "SELECT {columns} FROM {table}_history WHERE valid_from <= '{then}' AND (valid_to > '{then}' OR valid_to IS NULL)"
-        );
+        let at_then =
+            format!("SELECT {columns} FROM {table}_history WHERE valid_from <= '{then}' AND (valid_to > '{then}' OR valid_to IS NULL)");
         same_rows(&store, &at_then, &format!("SELECT {columns} FROM then_{table}")).await;
         // And now: the current versions are the live rows.
         let current = format!("SELECT {columns} FROM {table}_history WHERE valid_to IS NULL");

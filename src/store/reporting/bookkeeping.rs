@@ -13,8 +13,7 @@ pub struct TableDoc {
     pub columns: &'static [(&'static str, &'static str)],
 }
 
-const OBJECT: (&str, &str) =
-    ("object", "The object table this row is about (`deals`, `customers`, …; the names of `sync.objects`).");
+const OBJECT: (&str, &str) = ("object", "The object table this row is about (`deals`, `customers`, …; the names of `sync.objects`).");
 
 pub const BOOKKEEPING: &[TableDoc] = &[
     TableDoc {

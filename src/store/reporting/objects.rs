@@ -13,7 +13,11 @@ pub(super) fn write(script: &mut Script) {
 
         let current = format!("{table}_current");
         // `*`: the view follows the table's column order, which only grows at its end.
-        script.push(&format!("CREATE OR REPLACE VIEW {} AS SELECT t.* FROM {} t WHERE t.deleted_at IS NULL", ident(&current), ident(table)));
+        script.push(&format!(
+            "CREATE OR REPLACE VIEW {} AS SELECT t.* FROM {} t WHERE t.deleted_at IS NULL",
+            ident(&current),
+            ident(table)
+        ));
         script.comment(
             "VIEW",
             &ident(&current),

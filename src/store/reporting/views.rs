@@ -154,8 +154,6 @@ pub const REPORTS: &[Report] = &[
     },
 ];
 
-
-
 pub(super) fn write(script: &mut Script) {
     for report in REPORTS {
         // `partners` is spelled out where a view uses it: a view cannot see another's CTE.
