@@ -32,12 +32,15 @@ async fn same_rows(store: &Store, view: &str, query: &str) {
     assert_eq!(difference(store, view, query).await, 0, "{view} differs from\n{query}");
 }
 
+/// A relation, its kind (`r`, `v`, …) and comment, one of its columns and that column's comment.
+type RelationColumn = (String, String, Option<String>, String, Option<String>);
+
 #[tokio::test]
 async fn every_table_view_and_column_of_the_mirror_has_a_comment() {
     let store = support::store().await;
     // Every relation of the schema, whoever created it: a table added by a later migration
     // without its entry in src/store/reporting/bookkeeping.rs fails here, by name.
-    let rows: Vec<(String, String, Option<String>, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<RelationColumn> = sqlx::query_as(
         "SELECT c.relname::text, c.relkind::text, obj_description(c.oid, 'pg_class'), a.attname::text, col_description(c.oid, a.attnum) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
