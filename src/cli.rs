@@ -255,7 +255,8 @@ async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, shutdown: Ca
     print_summary(&summary)
 }
 
-/// A live line on a terminal while a long pass (a backfill) runs: pages, records, rate.
+/// A live line on a terminal while a long pass (a backfill) runs: pages, records, the rate
+/// of the last few seconds ([`crate::live_rate`]).
 /// Nothing when stderr is not a terminal.
 struct ProgressLine {
     bar: Option<indicatif::ProgressBar>,
@@ -287,14 +288,16 @@ fn progress_bar(syncer: &crate::sync::Syncer) -> ProgressLine {
     let ticker = bar.clone();
     let started = std::time::Instant::now();
     let task = tokio::spawn(async move {
+        let mut rate = crate::live_rate::LiveRate::default();
         loop {
             let records = progress.records.load(Ordering::Relaxed);
             let eta = progress.eta(started.elapsed()).map(|d| format!(" | ETA {}s", d.as_secs())).unwrap_or_default();
             ticker.set_message(format!(
-                "pages {} | records {} ({:.0}/s) | rows written {} | events {}{eta}",
+                "pages {} | records {} ({:.0}/s over the last {}s) | rows written {} | events {}{eta}",
                 progress.pages.load(Ordering::Relaxed),
                 records,
-                records as f64 / started.elapsed().as_secs_f64().max(0.001),
+                rate.sample(tokio::time::Instant::now(), records),
+                crate::live_rate::WINDOW.as_secs(),
                 progress.rows_written.load(Ordering::Relaxed),
                 progress.events_written.load(Ordering::Relaxed),
             ));

@@ -10,14 +10,14 @@ use std::{
     io::{IsTerminal, Write},
     process::ExitCode,
     sync::atomic::Ordering,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context;
 use partnerstack_simulator::{Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, daemon::Daemon, private_postgres::PrivatePostgres};
+use crate::{config::Config, daemon::Daemon, live_rate::LiveRate, private_postgres::PrivatePostgres};
 
 /// What `demo` was asked for.
 #[derive(Clone, Debug)]
@@ -102,10 +102,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let psql = psql_command(&database_url, schema);
     eprintln!(
         "\nThe mirror is filling schema `{schema}`. In another terminal:\n\n  {psql}\n\n\
-         Try:\n  SELECT stage, count(*), sum(amount)/100 AS dollars FROM deals GROUP BY stage ORDER BY 2 DESC;\n  \
+         Try (\\d+ deals shows what each column holds):\n  SELECT * FROM deal_pipeline ORDER BY amount DESC;\n  \
          SELECT id, event_type, object_key, changes FROM events WHERE source <> 'backfill' ORDER BY id DESC LIMIT 10;\n  \
-         SELECT p.partner_key, count(c.*) AS customers FROM partnerships p JOIN customers c ON c.partnership_key = p.key\n    \
-         GROUP BY 1 ORDER BY 2 DESC LIMIT 5;\n\n\
+         SELECT partner_email, count(*) AS customers FROM partner_customers GROUP BY 1 ORDER BY 2 DESC LIMIT 5;\n  \
+         SELECT key, valid_from, valid_to, stage FROM deals_history WHERE valid_to IS NOT NULL ORDER BY valid_to DESC LIMIT 5;\n\n\
          Change PartnerStack from SQL (the write-back queue):\n  \
          INSERT INTO write_queue (operation, object_type, object_key, payload)\n    \
          SELECT 'update', 'deal', key, '{{\"stage\": \"Closed Won\"}}' FROM deals WHERE NOT archived LIMIT 1;\n  \
@@ -121,7 +121,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
 
     let progress = daemon.progress();
     let mut daemon = tokio::spawn(daemon.run(listener));
-    let started = Instant::now();
+    let mut rate = LiveRate::default();
     let terminal = std::io::stderr().is_terminal();
     let mut died = None;
     let mut ticker = tokio::time::interval(if terminal { Duration::from_millis(500) } else { Duration::from_secs(5) });
@@ -137,12 +137,13 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
                 let records = progress.records.load(Ordering::Relaxed);
                 let last = received.last_stage_change.lock().expect("no panics while holding it").clone();
                 let line = format!(
-                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s | API requests {:>6} | webhooks in {:>5} | out {:>7} (last deal.stage_updated: {})",
+                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s (last {}s) | API requests {:>6} | webhooks in {:>5} | out {:>7} (last deal.stage_updated: {})",
                     progress.pages.load(Ordering::Relaxed),
                     records,
                     progress.rows_written.load(Ordering::Relaxed),
                     progress.events_written.load(Ordering::Relaxed),
-                    records as f64 / started.elapsed().as_secs_f64().max(0.001),
+                    rate.sample(tokio::time::Instant::now(), records),
+                    crate::live_rate::WINDOW.as_secs(),
                     simulator.simulator.request_count(),
                     webhooks.accepted.load(Ordering::Relaxed),
                     received.verified.load(Ordering::Relaxed),

@@ -16,7 +16,8 @@
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
 //! - [`delivery`]: webhook delivery of events, signed (Standard Webhooks), in order per record.
 //! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
-//! - [`progress`]: what this process has done, counted by the sync and read by the edges.
+//! - [`progress`]: what this process has done, counted by the sync and read by the edges;
+//!   [`live_rate`]: the records-per-second of the last few seconds that progress lines show.
 //! - [`liveness`]: the loops' promises, which tell waiting from hanging.
 //! - [`daemon`]: the composition root: builds the parts, supervises the loops, stops them.
 //! - [`systemd`]: the notify protocol (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`).
@@ -38,6 +39,7 @@ pub mod diff;
 pub mod doctor;
 pub mod http;
 pub mod intake;
+pub mod live_rate;
 pub mod liveness;
 pub mod metrics;
 pub mod object;

@@ -134,6 +134,7 @@ fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
 fn register_database(registry: &mut Registry, db: &MetricsSnapshot) {
     let lag: Family<Labels, FloatGauge> = Family::default();
     let success: Family<Labels, FloatGauge> = Family::default();
+    let failure: Family<Labels, FloatGauge> = Family::default();
     for o in &db.objects {
         if let Some(seconds) = o.lag_seconds {
             lag.get_or_create(&vec![("object", o.object.clone())]).set(seconds);
@@ -141,9 +142,17 @@ fn register_database(registry: &mut Registry, db: &MetricsSnapshot) {
         if let Some(ts) = o.last_success_unix {
             success.get_or_create(&vec![("object", o.object.clone())]).set(ts);
         }
+        if let Some(ts) = o.last_error_unix {
+            failure.get_or_create(&vec![("object", o.object.clone())]).set(ts);
+        }
     }
     registry.register("sync_lag_seconds", "Seconds between now and the object's cursor (changes up to it are mirrored)", lag);
     registry.register("last_success_timestamp_seconds", "Unix time of the object's last successful pass", success);
+    registry.register(
+        "last_error_timestamp_seconds",
+        "Unix time of the object's last failed pass (failing now while later than its last success)",
+        failure,
+    );
 
     let queue: Family<Labels, Gauge> = Family::default();
     for (status, n) in &db.queue {

@@ -13,6 +13,7 @@ mod page;
 mod queue;
 mod reconcile;
 mod request;
+pub mod reporting;
 mod retention;
 mod state;
 mod status;
@@ -54,6 +55,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot apply the reporting layer (the comments and views generated from the catalogue)")]
+    Reporting(#[source] sqlx::Error),
     #[error("this sync lost its lease on {object} to another instance")]
     Fenced { object: String },
     #[error("this daemon lost the lease of delivery {delivery} to another instance")]
@@ -94,16 +97,23 @@ impl Store {
         Ok(Store { pool, schema: schema.to_owned() })
     }
 
-    /// Creates the schema if needed and applies pending migrations. Safe to run from several
-    /// instances at once: sqlx serializes migrators with an advisory lock.
+    /// Creates the schema if needed, applies pending migrations, then the reporting layer
+    /// (comments and views generated from the catalogue, see [`reporting`]). Safe to run from
+    /// several instances at once: sqlx serializes migrators with an advisory lock, and the
+    /// reporting layer takes one of its own.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema)).execute(&self.pool).await?;
         // A migration over a large table may take longer than any statement should.
         let mut conn = self.pool.acquire().await?;
         sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await?;
-        let migrated = MIGRATOR.run(&mut *conn).await;
+        let migrated = match MIGRATOR.run(&mut *conn).await {
+            Ok(()) => reporting::apply(&mut conn, &self.schema).await,
+            Err(e) => Err(e.into()),
+        };
         sqlx::query("RESET statement_timeout").execute(&mut *conn).await?;
-        migrated?;
+        if migrated? == reporting::Applied::Changed {
+            tracing::info!(schema = %self.schema, "reporting layer applied: comments and views generated from the catalogue");
+        }
         Ok(())
     }
 

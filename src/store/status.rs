@@ -155,22 +155,26 @@ pub struct ObjectFreshness {
     pub lag_seconds: Option<f64>,
     pub last_success_unix: Option<f64>,
     pub last_success_age_seconds: Option<f64>,
+    /// When a pass of the object last failed (an alert compares it with the last success).
+    pub last_error_unix: Option<f64>,
 }
 
 impl Store {
     pub async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, StoreError> {
-        let objects = sqlx::query_as::<_, (String, Option<f64>, Option<f64>, Option<f64>)>(
+        let objects = sqlx::query_as::<_, (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>)>(
             "SELECT object, extract(epoch FROM now() - cursor)::float8, extract(epoch FROM last_success_at)::float8, \
-                    extract(epoch FROM now() - last_success_at)::float8 FROM sync_state ORDER BY object",
+                    extract(epoch FROM now() - last_success_at)::float8, extract(epoch FROM last_error_at)::float8 \
+             FROM sync_state ORDER BY object",
         )
         .fetch_all(self.pool())
         .await?
         .into_iter()
-        .map(|(object, lag_seconds, last_success_unix, last_success_age_seconds)| ObjectFreshness {
+        .map(|(object, lag_seconds, last_success_unix, last_success_age_seconds, last_error_unix)| ObjectFreshness {
             object,
             lag_seconds,
             last_success_unix,
             last_success_age_seconds,
+            last_error_unix,
         })
         .collect();
         let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL").fetch_one(self.pool()).await?;
