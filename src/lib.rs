@@ -7,7 +7,8 @@
 //! - [`partnerstack`]: the HTTP client for the vendor API (knows nothing of Postgres).
 //! - [`record`]: one API record checked and turned into typed column values.
 //! - [`diff`]: old row + new record → change events (pure).
-//! - [`store`]: PostgreSQL: migrations, page writes, bookkeeping, queue SQL (knows nothing of HTTP).
+//! - [`store`]: PostgreSQL: migrations, page writes, bookkeeping, queue SQL (knows nothing of HTTP),
+//!   and the reporting layer: comments and views generated from the catalogue (`store::reporting`).
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`intake`]: PartnerStack webhooks in: hints that trigger reads, training completions.
