@@ -27,7 +27,11 @@ pub const BOOKKEEPING: &[TableDoc] = &[
             ("object_key", "PartnerStack's key of the record (`<table>.key`, e.g. `deals.key` for `object_type = 'deal'`)."),
             ("occurred_at", "When it happened: the record's `updated_at`, or the scan time for a deletion."),
             ("detected_at", "When the mirror wrote the event."),
-            ("source", "How the mirror saw it: `backfill` (the first load), `poll`, `reconcile` (a key scan) or `write_back`."),
+            (
+                "source",
+                "How the mirror saw it: `backfill` (the first load), `poll`, `reconcile` (a key scan), `write_back`, or `webhook` \
+                 (a read a PartnerStack webhook triggered, and training completions).",
+            ),
             ("changes", "{field: {\"old\": …, \"new\": …}} for every changed field; tag events add `tags_added` and `tags_removed`."),
             ("data", "The record after the change (before it, for a deletion), as the API returned it."),
         ],
@@ -204,6 +208,47 @@ pub const BOOKKEEPING: &[TableDoc] = &[
             ("last_removed", "Rows removed then."),
             ("total_removed", "Rows removed since the first run."),
             ("note", "Why fewer went than age alone allows (a consumer or delivery not past them), or none."),
+        ],
+    },
+    TableDoc {
+        name: "webhook_inbox",
+        about: "Every webhook PartnerStack sent that the daemon accepted, kept before it was answered, then handled: object webhooks \
+                trigger a read of that object type, training completions become `training_completions` rows.",
+        columns: &[
+            ("id", "Arrival order."),
+            ("received_at", "When the daemon accepted it."),
+            ("event", "The event name in the body (`deal.updated`, `partnership_created`, `training.course_completed`), if any."),
+            ("payload", "The body, verbatim, as text (`payload::jsonb` reads it as JSON)."),
+            (
+                "outcome",
+                "`pending` (not handled yet), `read_requested` (its object type was read), `recorded` (a training completion), \
+                 `ignored` (an event the mirror does not use, or an object not mirrored) or `quarantined`.",
+            ),
+            ("processed_at", "When it was handled."),
+            ("error", "Why it was ignored or quarantined."),
+        ],
+    },
+    TableDoc {
+        name: "training_completions",
+        about: "One row per training course or learning path a partner completed (SAP Litmos, reported by PartnerStack only as \
+                webhooks), however often it was delivered.",
+        columns: &[
+            (
+                "completion_key",
+                "What identifies the completion (a hash of its kind, course or path, partner and moment); also the \
+              `object_key` of its `training.*_completed` event.",
+            ),
+            ("kind", "`course` or `learning_path`."),
+            ("item_id", "The course's or learning path's id, as PartnerStack sent it."),
+            ("item_name", "The course's or learning path's name."),
+            ("partnership_key", "PartnerStack's key of the partnership that completed it; joins `partnerships.key`."),
+            ("partner_key", "The partner's own key; joins `partnerships.partner_key`."),
+            ("partner_email", "The partner's email, as sent."),
+            ("company_key", "The company key PartnerStack sent."),
+            ("completed_at", "When the training was completed."),
+            ("payload", "The first delivery's body, verbatim."),
+            ("received_at", "When the first delivery was received."),
+            ("deliveries", "How many times PartnerStack delivered it."),
         ],
     },
     TableDoc {
