@@ -7,8 +7,7 @@
 //! - [`partnerstack`]: the HTTP client for the vendor API (knows nothing of Postgres).
 //! - [`record`]: one API record checked and turned into typed column values.
 //! - [`diff`]: old row + new record → change events (pure).
-//! - [`store`]: PostgreSQL: migrations, page writes, bookkeeping, queue SQL (knows nothing of HTTP),
-//!   and the reporting layer: comments and views generated from the catalogue (`store::reporting`).
+//! - [`store`]: all SQL: migrations, page writes, bookkeeping, queue, reporting views (no HTTP).
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`intake`]: PartnerStack webhooks in: hints that trigger reads, training completions.
@@ -17,15 +16,18 @@
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
 //! - [`delivery`]: webhook delivery of events, signed (Standard Webhooks), in order per record.
 //! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
-//! - [`progress`]: what this process has done, counted by the sync and read by the edges;
-//!   [`live_rate`]: the records-per-second of the last few seconds that progress lines show.
+//! - [`progress`]: what this process has done, counted by the sync and read by the edges.
+//! - [`live_rate`]: the records per second of the last few seconds, for progress lines.
 //! - [`liveness`]: the loops' promises, which tell waiting from hanging.
 //! - [`daemon`]: the composition root: builds the parts, supervises the loops, stops them.
 //! - [`systemd`]: the notify protocol (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`).
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the Prometheus text.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the webhook intake endpoint.
+//! - [`metrics`]: the Prometheus text `/metrics` serves.
 //! - [`private_postgres`]: a throwaway PostgreSQL server for the demo and the tests.
 //! - [`doctor`]: read-only probes of the live API's undocumented behaviours.
-//! - [`demo`]: the first thing a new user runs; [`cli`]: the command line; [`telemetry`]: logs.
+//! - [`demo`]: the first thing a new user runs: simulator, private database, daemon.
+//! - [`cli`]: the command line: parses arguments and runs one command.
+//! - [`telemetry`]: logs, pretty on a terminal and JSON under systemd.
 //!
 //! The faithful local PartnerStack API that `demo`, `simulate` and the tests run against is
 //! the crate `partnerstack-simulator` (`crates/simulator/`), outside this one.
