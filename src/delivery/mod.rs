@@ -4,7 +4,7 @@
 //! At least once, in order per record: a delivery keeps a position in `deliveries` (every
 //! event up to it is done: accepted, dead-lettered, or not matching) and moves it only past
 //! events that are done, so a crash sends again only what may not have arrived, under the
-//! same `webhook-id`. Events of one record go one at a time in id order ([`lanes`]); up to
+//! same `webhook-id`. Events of one record go one at a time in id order (`lanes`); up to
 //! `parallelism` records are sent at once, and a bounded window of events is read ahead, so
 //! memory stays flat however far behind a delivery is. One daemon delivers a delivery at a
 //! time, under a lease fenced by an epoch; the others wait and take over when it lapses.

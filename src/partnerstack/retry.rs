@@ -47,7 +47,7 @@ impl ApiClient {
 }
 
 /// `Retry-After` as delay-seconds or as an HTTP date (relative to `now`); `None` when it is
-/// neither. Capped at [`MAX_SERVER_WAIT`].
+/// neither. Capped at `MAX_SERVER_WAIT` (an hour).
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     let wait = if let Ok(seconds) = value.parse::<f64>() {

@@ -344,7 +344,7 @@ impl Worker {
 }
 
 /// The daemon's write-back workers: `settings.workers` of them, all woken by one `LISTEN`
-/// connection. [`WorkerPool::spawn_into`] hands each loop to the daemon's supervisor.
+/// connection. [`WorkerPool::loops`] hands each loop to the daemon's supervisor.
 pub struct WorkerPool {
     pub api: ApiClient,
     pub store: Store,
