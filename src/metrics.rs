@@ -69,10 +69,10 @@ fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
     }
     let waiting: Family<Labels, Gauge> = Family::default();
     let waited: Family<Labels, Counter<f64, AtomicU64>> = Family::default();
-    for (i, priority) in crate::partnerstack::Priority::ALL.into_iter().enumerate() {
+    for priority in crate::partnerstack::Priority::ALL {
         let labels = vec![("priority", priority.label().to_owned())];
-        waiting.get_or_create(&labels).set(budget.waiting[i] as i64);
-        waited.get_or_create(&labels).inc_by(budget.waited[i].as_secs_f64());
+        waiting.get_or_create(&labels).set(budget.waiting(priority) as i64);
+        waited.get_or_create(&labels).inc_by(budget.waited(priority).as_secs_f64());
     }
     registry.register("api_permits_waiting", "Requests waiting for their turn in the request budget, by priority", waiting);
     registry.register(

@@ -129,10 +129,20 @@ pub(super) enum Verdict {
 pub struct BudgetSnapshot {
     /// Requests per second allowed now; `None` without a client-side limit.
     pub rate: Option<f64>,
-    /// Per priority (in [`Priority::ALL`] order): callers waiting for a permit now, and the
-    /// time callers have waited in all.
-    pub waiting: [usize; 3],
-    pub waited: [Duration; 3],
+    waiting: [usize; 3],
+    waited: [Duration; 3],
+}
+
+impl BudgetSnapshot {
+    /// Callers waiting for a permit now at `priority`.
+    pub fn waiting(&self, priority: Priority) -> usize {
+        self.waiting[priority.index()]
+    }
+
+    /// The time callers at `priority` have waited for their permits, added up.
+    pub fn waited(&self, priority: Priority) -> Duration {
+        self.waited[priority.index()]
+    }
 }
 
 pub(super) struct Budget {
