@@ -509,7 +509,7 @@ impl RawPartnerStack {
         }
         let rate_limit = match self.requests_per_second {
             None => RateLimit::Adaptive { ceiling: None },
-            Some(r) if r == 0.0 => RateLimit::Unlimited,
+            Some(0.0) => RateLimit::Unlimited,
             Some(r) if (crate::partnerstack::MIN_CEILING..=crate::partnerstack::MAX_RATE).contains(&r) => {
                 RateLimit::Adaptive { ceiling: Some(r) }
             }

@@ -313,7 +313,11 @@ impl Budget {
 
     pub(super) fn snapshot(&self) -> BudgetSnapshot {
         let state = self.lock();
-        BudgetSnapshot { rate: state.pace.as_ref().map(|p| p.rate), waiting: state.waiting.each_ref().map(VecDeque::len), waited: state.waited }
+        BudgetSnapshot {
+            rate: state.pace.as_ref().map(|p| p.rate),
+            waiting: state.waiting.each_ref().map(VecDeque::len),
+            waited: state.waited,
+        }
     }
 }
 

@@ -143,9 +143,7 @@ impl ApiClient {
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| ApiError::Config(format!("cannot build the HTTP client: {}", crate::telemetry::error_chain(&e))))?;
-        Ok(ApiClient {
-            inner: Arc::new(Inner { http, config, budget, counters: stats::Counters::default(), gate: gate::Gate::default() }),
-        })
+        Ok(ApiClient { inner: Arc::new(Inner { http, config, budget, counters: stats::Counters::default(), gate: gate::Gate::default() }) })
     }
 
     /// HTTP requests actually sent, retries included.

@@ -91,7 +91,12 @@ async fn the_write_log_holds_every_write_in_order_with_its_answered_status() {
     assert!(dropped.is_err());
 
     // After the one GET, each write is the next request received.
-    let w = |method: &str, path: String, status: u16, received_before: u64| WriteRequest { method: method.into(), path, status, received_before };
+    let w = |method: &str, path: String, status: u16, received_before: u64| WriteRequest {
+        method: method.into(),
+        path,
+        status,
+        received_before,
+    };
     assert_eq!(
         s.writes(),
         [
