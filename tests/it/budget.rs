@@ -145,6 +145,13 @@ async fn the_rate_learned_survives_a_restart_of_the_daemon() {
         scraped_rate(port).await.filter(|r| *r >= 2.0 * START_RATE)
     })
     .await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    for series in [
+        "partnerstack_mirror_api_permits_waiting{priority=\"urgent\"}",
+        "partnerstack_mirror_api_permit_wait_seconds_total{priority=\"bulk\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
     support::sigterm(&first).await;
     assert!(first.wait().await.unwrap().success());
     let (remembered, public_key): (f64, String) =
