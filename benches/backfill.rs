@@ -1,5 +1,7 @@
 //! Backfill benchmark: `cargo bench --bench backfill` (BENCH_RECORDS=200000,
-//! BENCH_CONCURRENCY=4 by default; BENCH_EVENTS=0 loads without `created` events).
+//! BENCH_CONCURRENCY=4 by default; BENCH_EVENTS=0 loads without `created` events;
+//! BENCH_RATE_LIMIT=20 makes the simulator answer 429 above 20 requests a second, which the
+//! client is not told, and prints the share of that limit the backfill used).
 //!
 //! Starts the simulator in its own process (so its memory is not counted), a private
 //! PostgreSQL server (or uses DATABASE_URL), backfills every object, and prints records per
@@ -16,7 +18,7 @@ use std::{
 use partnerstack_mirror::{
     backoff::Backoff,
     object::ObjectKind,
-    partnerstack::{ApiClient, ClientConfig},
+    partnerstack::{ApiClient, ClientConfig, RateLimit},
     private_postgres::PrivatePostgres,
     scheduler,
     store::Store,
@@ -39,12 +41,19 @@ impl Drop for KillOnDrop {
 async fn main() -> anyhow::Result<()> {
     let records: usize = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let concurrency: usize = std::env::var("BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let limit: Option<f64> = std::env::var("BENCH_RATE_LIMIT").ok().and_then(|v| v.parse().ok());
+    // Against a limit the client must find it; without one, nothing holds the client back.
+    let (rate_limit, limit_args) = match limit {
+        Some(n) => (RateLimit::Adaptive { ceiling: None }, vec!["--rate-limit".to_owned(), n.to_string()]),
+        None => (RateLimit::Unlimited, Vec::new()),
+    };
 
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let started = Instant::now();
     let _simulator = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_partnerstack-mirror"))
             .args(["simulate", "--listen", &format!("127.0.0.1:{port}"), "--records", &records.to_string()])
+            .args(&limit_args)
             .stdout(Stdio::null())
             .spawn()?,
     );
@@ -69,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         base_url: format!("http://127.0.0.1:{port}/api/v2").parse()?,
         public_key: sim.public_key,
         private_key: SecretString::from(sim.private_key),
-        requests_per_second: 0.0,
+        rate_limit,
         timeout: Duration::from_secs(30),
         max_retries: 4,
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
@@ -123,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
         progress.write_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
     );
 
+    if let Some(limit) = limit {
+        print_budget(&api, limit, elapsed);
+    }
+
     // Pass 2: nothing changed.
     let before = api.requests_sent();
     let summary = scheduler::poll_all(&syncer, &ObjectKind::default_set(), false).await;
@@ -163,6 +176,18 @@ async fn main() -> anyhow::Result<()> {
         pg.stop().await?;
     }
     Ok(())
+}
+
+/// How much of a rate limit the client was not told the backfill used, and what it cost.
+fn print_budget(api: &ApiClient, limit: f64, elapsed: f64) {
+    let sent = api.requests_sent();
+    let refused: u64 = api.request_counts().iter().filter(|(_, status, _)| status == "429").map(|(_, _, n)| n).sum();
+    println!("\n== request budget against a limit of {limit}/s the client was not told");
+    println!("requests sent    {sent} ({:.0}% of {limit}/s over {elapsed:.1}s)", 100.0 * sent as f64 / (limit * elapsed));
+    println!("share used       {:.1}% (requests answered without 429)", 100.0 * (sent - refused) as f64 / (limit * elapsed));
+    println!("answered 429     {refused} ({:.1}% of requests sent)", 100.0 * refused as f64 / sent.max(1) as f64);
+    println!("paused by 429s   {:.1}s", api.throttled_seconds());
+    println!("rate found       {:.1}/s", api.learned_rate().unwrap_or_default());
 }
 
 fn copy_escape(text: &str) -> String {

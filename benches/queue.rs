@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use partnerstack_mirror::{
     backoff::Backoff,
     object::ObjectKind,
-    partnerstack::{ApiClient, ClientConfig},
+    partnerstack::{ApiClient, ClientConfig, RateLimit},
     private_postgres::PrivatePostgres,
     queue::{self, QueueSettings},
     store::Store,
@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         base_url: sim.base_url.parse()?,
         public_key,
         private_key: SecretString::from(private_key),
-        requests_per_second: 0.0,
+        rate_limit: RateLimit::Unlimited,
         timeout: Duration::from_secs(30),
         max_retries: 4,
         backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(1)),

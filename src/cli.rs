@@ -84,6 +84,10 @@ enum Command {
         records: usize,
         #[arg(long, default_value_t = 0.0)]
         mutations_per_sec: f64,
+        /// Answer 429 (with `Retry-After: 1`) above this many requests a second (a token
+        /// bucket holding a second's worth); none by default.
+        #[arg(long)]
+        rate_limit: Option<f64>,
         /// Serve this many records of each object broken (NUL characters, wrong types, no
         /// key, bad timestamps, huge strings in turn), to watch quarantine work.
         #[arg(long, default_value_t = 0)]
@@ -218,8 +222,9 @@ pub async fn main(cli: Cli) -> ExitCode {
             tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern, consumer }, shutdown).await
         }
         Command::Events { command: EventsCommand::Consumers } => consumers(config.expect("loaded")).await,
-        Command::Simulate { listen, seed, records, mutations_per_sec, poison } => {
-            simulate(listen, SimulatorConfig { seed, records, mutations_per_sec, ..SimulatorConfig::default() }, poison, shutdown).await
+        Command::Simulate { listen, seed, records, mutations_per_sec, rate_limit, poison } => {
+            let config = SimulatorConfig { seed, records, mutations_per_sec, rate_limit_per_sec: rate_limit, ..SimulatorConfig::default() };
+            simulate(listen, config, poison, shutdown).await
         }
         Command::Demo { records, mutations_per_sec, seed, schema } => {
             demo::run(demo::DemoOptions { records, mutations_per_sec, seed, schema }, shutdown).await
@@ -252,6 +257,7 @@ async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, shutdown: Ca
     let bar = progress_bar(&syncer);
     let summary = scheduler::poll_all(&syncer, &objects, full).await;
     bar.finish();
+    daemon::remember_rate(&config.partnerstack, syncer.api(), syncer.store()).await;
     print_summary(&summary)
 }
 

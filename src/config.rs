@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::object::ObjectKind;
+use crate::{object::ObjectKind, partnerstack::RateLimit};
 
 mod delivery;
 
@@ -154,7 +154,9 @@ pub struct PartnerStackConfig {
     pub api_url: Url,
     pub public_key: String,
     pub private_key: Option<SecretString>,
-    pub requests_per_second: f64,
+    /// From `requests_per_second`: unset, find the allowed rate; positive, find it under that
+    /// ceiling; 0, no client-side limit.
+    pub rate_limit: RateLimit,
     pub timeout: Duration,
     pub max_retries: usize,
     pub page_size: u16,
@@ -166,7 +168,7 @@ impl fmt::Debug for PartnerStackConfig {
             .field("api_url", &self.api_url.as_str())
             .field("public_key", &self.public_key)
             .field("private_key", &self.private_key.as_ref().map(|_| "[redacted]"))
-            .field("requests_per_second", &self.requests_per_second)
+            .field("rate_limit", &self.rate_limit)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .field("page_size", &self.page_size)
@@ -306,7 +308,7 @@ struct RawPartnerStack {
     public_key: Option<String>,
     private_key: Option<SecretString>,
     private_key_file: Option<PathBuf>,
-    requests_per_second: f64,
+    requests_per_second: Option<f64>,
     #[serde(with = "humantime_serde")]
     timeout: Duration,
     max_retries: usize,
@@ -320,7 +322,7 @@ impl Default for RawPartnerStack {
             public_key: None,
             private_key: None,
             private_key_file: None,
-            requests_per_second: 5.0,
+            requests_per_second: None,
             timeout: Duration::from_secs(30),
             max_retries: 8,
             page_size: 250,
@@ -505,9 +507,24 @@ impl RawPartnerStack {
         if !(1..=250).contains(&self.page_size) {
             return Err(invalid("partnerstack.page_size", "must be between 1 and 250"));
         }
-        if !self.requests_per_second.is_finite() || self.requests_per_second < 0.0 {
-            return Err(invalid("partnerstack.requests_per_second", "must be zero (unlimited) or positive"));
-        }
+        let rate_limit = match self.requests_per_second {
+            None => RateLimit::Adaptive { ceiling: None },
+            Some(0.0) => RateLimit::Unlimited,
+            Some(r) if (crate::partnerstack::MIN_CEILING..=crate::partnerstack::MAX_RATE).contains(&r) => {
+                RateLimit::Adaptive { ceiling: Some(r) }
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "partnerstack.requests_per_second",
+                    format!(
+                        "must be a ceiling between {} and {} requests a second, or 0 for no limit \
+                         (leave it unset to let the client find the allowed rate)",
+                        crate::partnerstack::MIN_CEILING,
+                        crate::partnerstack::MAX_RATE
+                    ),
+                ))
+            }
+        };
         if self.timeout.is_zero() {
             return Err(invalid("partnerstack.timeout", "must be positive"));
         }
@@ -526,7 +543,7 @@ impl RawPartnerStack {
             api_url,
             public_key: self.public_key.unwrap_or_default(),
             private_key,
-            requests_per_second: self.requests_per_second,
+            rate_limit,
             timeout: self.timeout,
             max_retries: self.max_retries,
             page_size: self.page_size,
@@ -707,6 +724,18 @@ mod tests {
         let err = Config::from_toml("[webhooks]\ntoken = \"short\"").unwrap_err().to_string();
         assert!(err.contains("webhooks.token"), "{err}");
         assert!(Config::from_toml("").unwrap().webhooks.token.is_none(), "intake is off by default");
+    }
+
+    #[test]
+    fn requests_per_second_unset_finds_the_rate_positive_caps_it_and_zero_lifts_the_limit() {
+        let limit = |toml: &str| Config::from_toml(toml).map(|c| c.partnerstack.rate_limit);
+        assert_eq!(limit("").unwrap(), RateLimit::Adaptive { ceiling: None });
+        assert_eq!(limit("[partnerstack]\nrequests_per_second = 12.5").unwrap(), RateLimit::Adaptive { ceiling: Some(12.5) });
+        assert_eq!(limit("[partnerstack]\nrequests_per_second = 0").unwrap(), RateLimit::Unlimited);
+        for bad in ["-1", "1e9", "nan"] {
+            let err = limit(&format!("[partnerstack]\nrequests_per_second = {bad}")).unwrap_err().to_string();
+            assert!(err.contains("partnerstack.requests_per_second"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(45);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The client's pauses between retries of one request: from 200 ms, doubling, up to 30 s.
 const API_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+/// How often the request rate the client has found is written to `api_budget` (and once
+/// more when the daemon stops).
+const REMEMBER_RATE_EVERY: Duration = Duration::from_secs(60);
 /// Added to the longest bounded step (a request's timeout, a database call's) before a loop
 /// that has not kept its promise counts as stuck.
 const STEP_SLACK: Duration = Duration::from_secs(5);
@@ -86,7 +89,7 @@ fn client_config(config: &Config, private_key: SecretString) -> ClientConfig {
         base_url: p.api_url.clone(),
         public_key: p.public_key.clone(),
         private_key,
-        requests_per_second: p.requests_per_second,
+        rate_limit: p.rate_limit,
         timeout: p.timeout,
         max_retries: p.max_retries,
         backoff: API_BACKOFF,
@@ -95,11 +98,17 @@ fn client_config(config: &Config, private_key: SecretString) -> ClientConfig {
     }
 }
 
-/// Store (migrated) + client + syncer.
+/// Store (migrated) + client + syncer. The client starts from the request rate an earlier
+/// run found for this key, if any.
 pub async fn syncer(config: &Config, shutdown: CancellationToken) -> Result<Syncer, WiringError> {
     let api = api_client(config)?;
     let store = store(config).await?;
     store.migrate().await?;
+    let p = &config.partnerstack;
+    if let Some(rate) = store.learned_rate(p.api_url.as_str(), &p.public_key).await?.filter(|_| api.learned_rate().is_some()) {
+        api.start_from(rate);
+        tracing::info!(learned = rate, starting_at = api.learned_rate(), "starting from the request rate learned before");
+    }
     Ok(Syncer::new(api, store, SyncSettings::from(&config.sync), shutdown))
 }
 
@@ -253,6 +262,11 @@ impl Daemon {
             Watch::Liveness,
             crate::retention::run(store.clone(), crate::retention::RetentionSettings::from(&config), shutdown.clone()).boxed(),
         );
+        supervisor.spawn(
+            "request budget",
+            Watch::Liveness,
+            keep_rate_remembered(config.clone(), api.clone(), store.clone(), shutdown.clone()).boxed(),
+        );
         supervisor.spawn("daemon report", Watch::Liveness, report(store.clone(), holder.clone(), describe, shutdown.clone()).boxed());
         supervisor.spawn(
             "scheduler",
@@ -324,6 +338,32 @@ async fn report(store: Store, holder: String, describe: impl Fn() -> String, shu
         }
     }
     Ok(())
+}
+
+/// Writes the request rate the client has found for the configured key to `api_budget`, so
+/// the next start begins from it rather than from a cautious guess. Nothing to write without
+/// a client-side limit; a failure is logged (the rate is only a head start).
+pub async fn remember_rate(partnerstack: &crate::config::PartnerStackConfig, api: &ApiClient, store: &Store) {
+    let Some(rate) = api.learned_rate() else { return };
+    crate::liveness::step();
+    if let Err(error) = store.remember_rate(partnerstack.api_url.as_str(), &partnerstack.public_key, rate).await {
+        tracing::warn!(error = %crate::telemetry::error_chain(&error), "cannot remember the learned request rate in `api_budget`");
+    }
+}
+
+/// [`remember_rate`] every [`REMEMBER_RATE_EVERY`], and once more when the daemon stops.
+async fn keep_rate_remembered(config: Config, api: ApiClient, store: Store, shutdown: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        crate::liveness::wait_for(REMEMBER_RATE_EVERY);
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep(REMEMBER_RATE_EVERY) => false,
+        };
+        remember_rate(&config.partnerstack, &api, &store).await;
+        if stopping {
+            return Ok(());
+        }
+    }
 }
 
 // ---- supervision ------------------------------------------------------------------------

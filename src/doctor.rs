@@ -314,7 +314,11 @@ pub async fn retry_after(config: &PartnerStackConfig) -> Finding {
                         Some(h) => format!("429 after {sent} rapid requests, Retry-After: {h}"),
                         None => format!("429 after {sent} rapid requests, without Retry-After"),
                     },
-                    recommendation: format!("keep partnerstack.requests_per_second below {}/s", sent.max(2) - 1),
+                    recommendation: format!(
+                        "the client finds the allowed rate from such 429s; to stay clear of them, set \
+                         partnerstack.requests_per_second below {} as a ceiling",
+                        sent.max(2) - 1
+                    ),
                 };
             }
             Ok(_) => {}

@@ -4,7 +4,7 @@
 //! Crate map, one module per responsibility:
 //! - [`object`]: the catalogue of object types, their tables, API paths and typed columns.
 //! - [`config`]: TOML + environment configuration, validated once, secrets redacted.
-//! - [`partnerstack`]: the HTTP client for the vendor API (knows nothing of Postgres).
+//! - [`partnerstack`]: the HTTP client for the vendor API and its one request budget (knows nothing of Postgres).
 //! - [`record`]: one API record checked and turned into typed column values.
 //! - [`diff`]: old row + new record → change events (pure).
 //! - [`store`]: all SQL: migrations, page writes, bookkeeping, queue, reporting views (no HTTP).

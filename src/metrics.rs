@@ -57,6 +57,29 @@ fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
         "Wall-clock seconds the API client spent paused by PartnerStack's rate limit (429)",
         throttled,
     );
+    let budget = process.api.budget();
+    if let Some(rate) = budget.rate {
+        let allowed: FloatGauge = Gauge::default();
+        allowed.set(rate);
+        registry.register(
+            "api_rate_limit_per_second",
+            "Requests per second the client allows itself now, found from PartnerStack's 429s (absent without a client-side limit)",
+            allowed,
+        );
+    }
+    let waiting: Family<Labels, Gauge> = Family::default();
+    let waited: Family<Labels, Counter<f64, AtomicU64>> = Family::default();
+    for priority in crate::partnerstack::Priority::ALL {
+        let labels = vec![("priority", priority.label().to_owned())];
+        waiting.get_or_create(&labels).set(budget.waiting(priority) as i64);
+        waited.get_or_create(&labels).inc_by(budget.waited(priority).as_secs_f64());
+    }
+    registry.register("api_permits_waiting", "Requests waiting for their turn in the request budget, by priority", waiting);
+    registry.register(
+        "api_permit_wait_seconds",
+        "Time requests have waited for their turn in the request budget, added up, by priority",
+        waited,
+    );
     let rejected: Gauge = Gauge::default();
     rejected.set(i64::from(process.api.credentials_rejected().is_some()));
     registry.register(

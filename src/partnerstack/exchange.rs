@@ -1,8 +1,8 @@
-//! One HTTP exchange: wait out a 429 pause and the rate limit, send, read the whole body,
-//! classify, and tell the gate what the answer says about the key.
+//! One HTTP exchange: wait out a 429 pause and take a permit from the request budget, send,
+//! read the whole body, classify, and tell the gate and the budget what the answer says.
 //!
-//! Every request the client sends goes through [`ApiClient::exchange`], so the rate limit,
-//! the request counters and the status classification cannot be skipped by a new caller.
+//! Every request the client sends goes through [`ApiClient::exchange`], so the budget, the
+//! request counters and the status classification cannot be skipped by a new caller.
 
 use chrono::{DateTime, Utc};
 use reqwest::{header, Method, RequestBuilder};
@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use url::Url;
 
-use super::{retry::parse_retry_after, ApiClient, ApiError};
+use super::{budget::Verdict, retry::parse_retry_after, ApiClient, ApiError};
 
 /// A successful (2xx) answer.
 pub(super) struct Answer {
@@ -39,10 +39,13 @@ impl ApiClient {
     /// Sends `request` once and reads all of its answer; a non-2xx status becomes an error.
     pub(super) async fn exchange(&self, request: RequestBuilder, path: &str) -> Result<Answer, ApiError> {
         self.wait_out_rate_limit().await;
-        self.throttle().await;
+        let permit = self.inner.budget.permit().await;
         // From here the step is bounded by the request timeout.
         crate::liveness::step();
         let counters = &self.inner.counters;
+        if permit.waited {
+            counters.count_throttled();
+        }
         counters.count_sent();
         let failed = |e: reqwest::Error| {
             counters.count_outcome(path, if e.is_timeout() { "timeout" } else { "transport" });
@@ -59,27 +62,26 @@ impl ApiClient {
         // transport trouble like any other, and retried as such.
         let body = response.bytes().await.map_err(failed)?;
         counters.count_outcome(path, status.as_str());
-        if !status.is_success() {
-            let error = ApiError::from_status(status.as_u16(), &body, retry_after);
-            match &error {
-                ApiError::RateLimited { retry_after } => self.inner.gate.pause(*retry_after),
-                ApiError::Unauthorized { status, message } => self.inner.gate.rejected(*status, message),
-                _ => {}
+        let error = (!status.is_success()).then(|| ApiError::from_status(status.as_u16(), &body, retry_after));
+        // What the answer says about the rate: any answer but a 429 or a server error shows
+        // the API took the request at this pace.
+        let verdict = match &error {
+            Some(ApiError::RateLimited { retry_after }) => {
+                self.inner.gate.pause(*retry_after);
+                Verdict::TooFast { until: self.inner.gate.paused_until() }
             }
+            Some(ApiError::Server { .. }) => Verdict::Unclear,
+            Some(ApiError::Unauthorized { status, message }) => {
+                self.inner.gate.rejected(*status, message);
+                Verdict::Accepted
+            }
+            Some(_) | None => Verdict::Accepted,
+        };
+        self.inner.budget.answered(&permit, verdict);
+        if let Some(error) = error {
             return Err(error);
         }
         self.inner.gate.accepted();
         Ok(Answer { date, content_type, body })
-    }
-
-    /// Waits for the client-side rate limit, counting the requests that had to wait.
-    async fn throttle(&self) {
-        use governor::clock::{Clock, DefaultClock};
-        let Some(limiter) = &self.inner.limiter else { return };
-        if let Err(not_until) = limiter.check() {
-            self.inner.counters.count_throttled();
-            crate::liveness::wait_for(not_until.wait_time_from(DefaultClock::default().now()));
-            limiter.until_ready().await;
-        }
     }
 }

@@ -1,16 +1,18 @@
 //! The PartnerStack vendor API client. Knows nothing of PostgreSQL.
 //!
 //! One `reqwest::Client` (timeout, user agent) shared by clones; HTTP Basic auth with the
-//! public key as user and the private key as password; a client-side rate limit on every
-//! request sent, retries included; retries with capped exponential backoff and full jitter
+//! public key as user and the private key as password; one request budget with priorities
+//! on every request sent, retries included, whose rate is found from the API's 429s; retries with capped exponential backoff and full jitter
 //! that wait at least what `Retry-After` asks; list pages kept as raw JSON items so a record
 //! that cannot be stored can be quarantined verbatim.
 //!
 //! - `error`: what a failure means ([`ApiError::class`]), decided once.
 //! - `exchange`: one HTTP request and its answer; `retry`: when and how long to wait;
 //! - `gate`: what the API said to every caller at once (429 pauses, rejected credentials);
+//!   `budget`: who sends next, and how fast (SPEC 12);
 //!   `pagination`: list queries, pages and cursors; `stats`: counters.
 
+mod budget;
 mod error;
 mod exchange;
 mod gate;
@@ -21,12 +23,12 @@ mod stats;
 use std::{fmt, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{value::RawValue, Value};
 use url::Url;
 
+pub use budget::{current_priority, with_priority, BudgetSnapshot, Priority, RateLimit, MAX_RATE, MIN_CEILING, START_RATE};
 pub use error::{ApiError, ErrorClass};
 
 use crate::backoff::Backoff;
@@ -41,8 +43,9 @@ pub struct ClientConfig {
     pub base_url: Url,
     pub public_key: String,
     pub private_key: SecretString,
-    /// Requests sent per second, retries included, evenly spaced; `<= 0` means unlimited.
-    pub requests_per_second: f64,
+    /// How fast requests (retries included) may go: found from the API's answers, under an
+    /// optional ceiling, or unlimited.
+    pub rate_limit: RateLimit,
     /// Per request, connection to last byte of the body.
     pub timeout: Duration,
     /// Retries per request for retryable failures (so at most `max_retries + 1` sends).
@@ -60,7 +63,7 @@ impl fmt::Debug for ClientConfig {
             .field("base_url", &self.base_url.as_str())
             .field("public_key", &self.public_key)
             .field("private_key", &"[redacted]")
-            .field("requests_per_second", &self.requests_per_second)
+            .field("rate_limit", &self.rate_limit)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .field("backoff", &self.backoff)
@@ -98,12 +101,12 @@ pub struct Page {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
-    limiter: Option<DefaultDirectRateLimiter>,
+    budget: budget::Budget,
     counters: stats::Counters,
     gate: gate::Gate,
 }
 
-/// The API client; clones share one connection pool, rate limit and set of counters.
+/// The API client; clones share one connection pool, request budget and set of counters.
 #[derive(Clone)]
 pub struct ApiClient {
     inner: Arc<Inner>,
@@ -133,15 +136,14 @@ impl ApiClient {
                 config.backoff.min, config.backoff.max
             )));
         }
-        let limiter = rate_limiter(config.requests_per_second)?;
+        check_rate_limit(config.rate_limit)?;
+        let budget = budget::Budget::new(config.rate_limit);
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| ApiError::Config(format!("cannot build the HTTP client: {}", crate::telemetry::error_chain(&e))))?;
-        Ok(ApiClient {
-            inner: Arc::new(Inner { http, config, limiter, counters: stats::Counters::default(), gate: gate::Gate::default() }),
-        })
+        Ok(ApiClient { inner: Arc::new(Inner { http, config, budget, counters: stats::Counters::default(), gate: gate::Gate::default() }) })
     }
 
     /// HTTP requests actually sent, retries included.
@@ -152,6 +154,23 @@ impl ApiClient {
     /// A snapshot of the counters.
     pub fn stats(&self) -> ClientStats {
         self.inner.counters.snapshot()
+    }
+
+    /// The request rate found so far (requests per second), to remember across restarts;
+    /// `None` without a client-side limit.
+    pub fn learned_rate(&self) -> Option<f64> {
+        self.inner.budget.rate()
+    }
+
+    /// Starts from a rate learned by an earlier run instead of the cautious
+    /// [`START_RATE`] (kept under the ceiling; ignored without a client-side limit).
+    pub fn start_from(&self, rate: f64) {
+        self.inner.budget.start_from(rate);
+    }
+
+    /// The request budget now: rate, and callers waiting by priority.
+    pub fn budget(&self) -> BudgetSnapshot {
+        self.inner.budget.snapshot()
     }
 
     /// Requests by endpoint and outcome, for `/metrics`.
@@ -220,20 +239,14 @@ pub fn segment(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, SPLITS).to_string()
 }
 
-/// Evenly spaced requests (burst of one): an operator's "5 per second" then holds in every
-/// one-second window, which matters against a vendor whose limits are unpublished.
-fn rate_limiter(requests_per_second: f64) -> Result<Option<DefaultDirectRateLimiter>, ApiError> {
-    if requests_per_second.is_nan() || requests_per_second.is_infinite() {
-        return Err(ApiError::Config(format!("requests_per_second {requests_per_second} is not a number of requests")));
+/// A ceiling must be a number of requests a second the budget can pace.
+fn check_rate_limit(limit: RateLimit) -> Result<(), ApiError> {
+    match limit {
+        RateLimit::Adaptive { ceiling: Some(c) } if !(MIN_CEILING..=MAX_RATE).contains(&c) => Err(ApiError::Config(format!(
+            "requests_per_second {c} is out of range: between {MIN_CEILING} and {MAX_RATE}, or 0 for no limit"
+        ))),
+        _ => Ok(()),
     }
-    if requests_per_second <= 0.0 {
-        return Ok(None);
-    }
-    let quota = Duration::try_from_secs_f64(1.0 / requests_per_second)
-        .ok()
-        .and_then(Quota::with_period)
-        .ok_or_else(|| ApiError::Config(format!("requests_per_second {requests_per_second} is out of range; use 0 for unlimited")))?;
-    Ok(Some(RateLimiter::direct(quota)))
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ fn config(base_url: Url) -> ClientConfig {
         base_url,
         public_key: "pk_test".into(),
         private_key: SecretString::from(PRIVATE_KEY),
-        requests_per_second: 0.0,
+        rate_limit: RateLimit::Unlimited,
         timeout: Duration::from_secs(5),
         max_retries: 3,
         backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(5)),
@@ -290,11 +290,11 @@ async fn request_json_unwraps_data_and_retries_idempotent_calls() {
 #[tokio::test]
 async fn the_client_side_rate_limit_applies_to_every_request_retries_included() {
     let (app, calls) = scripted(vec![(500, None, ""), (200, None, OK)]);
-    let api = ApiClient::new(ClientConfig { requests_per_second: 4.0, ..config(serve(app).await) }).unwrap();
+    let api = ApiClient::new(ClientConfig { rate_limit: RateLimit::Adaptive { ceiling: Some(4.0) }, ..config(serve(app).await) }).unwrap();
     first_page(&api).await.unwrap();
     first_page(&api).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    // One request every 250 ms: each one after the first found the limiter closed.
+    // One request every 250 ms (the ceiling): each one after the first waited for its slot.
     assert_eq!(api.stats().throttled, 2);
 
     let (app, _) = scripted(vec![(200, None, OK)]);
@@ -341,9 +341,10 @@ fn bad_configuration_is_refused_as_fatal() {
     let bad = [
         ClientConfig { page_size: 0, ..config(base.clone()) },
         ClientConfig { page_size: 251, ..config(base.clone()) },
-        ClientConfig { requests_per_second: f64::NAN, ..config(base.clone()) },
-        ClientConfig { requests_per_second: f64::INFINITY, ..config(base.clone()) },
-        ClientConfig { requests_per_second: 1e-300, ..config(base.clone()) },
+        ClientConfig { rate_limit: RateLimit::Adaptive { ceiling: Some(f64::NAN) }, ..config(base.clone()) },
+        ClientConfig { rate_limit: RateLimit::Adaptive { ceiling: Some(f64::INFINITY) }, ..config(base.clone()) },
+        ClientConfig { rate_limit: RateLimit::Adaptive { ceiling: Some(1e-300) }, ..config(base.clone()) },
+        ClientConfig { rate_limit: RateLimit::Adaptive { ceiling: Some(-1.0) }, ..config(base.clone()) },
         ClientConfig { timeout: Duration::ZERO, ..config(base.clone()) },
         ClientConfig { backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(1)), ..config(base.clone()) },
         ClientConfig { base_url: "mailto:ops@example.com".parse().unwrap(), ..config(base.clone()) },
@@ -352,7 +353,7 @@ fn bad_configuration_is_refused_as_fatal() {
         let err = ApiClient::new(config.clone()).unwrap_err();
         assert_eq!(err.class(), ErrorClass::Fatal, "{config:?}");
     }
-    assert!(ApiClient::new(ClientConfig { requests_per_second: -1.0, ..config(base) }).is_ok(), "negative means unlimited");
+    assert!(ApiClient::new(ClientConfig { rate_limit: RateLimit::Adaptive { ceiling: None }, ..config(base) }).is_ok());
 }
 
 #[test]

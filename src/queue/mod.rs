@@ -26,7 +26,7 @@ pub use operation::{execute, find_created, OperationError, Outcome};
 use crate::{
     backoff::Backoff,
     object::ObjectKind,
-    partnerstack::{ApiClient, ApiError, ErrorClass},
+    partnerstack::{with_priority, ApiClient, ApiError, ErrorClass, Priority},
     record,
     store::{Claim, FailedAttempt, QueueWakeups, Store, StoreError, Success},
     telemetry::error_chain,
@@ -118,7 +118,8 @@ impl Worker {
     pub async fn work_one(&self) -> Result<Option<Handled>, StoreError> {
         let handled = match self.store.claim(&self.name, self.settings.lease).await? {
             None => return Ok(None),
-            Some(Claim::Request(request)) => self.handle(request).await?,
+            // Someone queued this and waits for it: it goes first in the request budget.
+            Some(Claim::Request(request)) => with_priority(Priority::Urgent, self.handle(request)).await?,
             Some(Claim::Unknown { id, operation, object_type, object_key, why }) => {
                 warn!(
                     id,

@@ -3,6 +3,7 @@
 //! Every connection has `search_path` set to the configured schema, so all SQL here and in
 //! the migrations is unqualified.
 
+mod budget;
 mod daemons;
 mod deliveries;
 mod events;

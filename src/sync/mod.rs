@@ -31,7 +31,7 @@ pub use crate::progress::{ObjectCounters, Progress};
 use crate::{
     diff::EventSource,
     object::{ChangeFilter, ObjectKind},
-    partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
+    partnerstack::{with_priority, ApiClient, ApiError, ErrorClass, ListQuery, Priority},
     store::{CursorAdvance, Lease, ReconcileOutcome, RunKind, RunTotals, Store, StoreError},
 };
 use pass::Pass;
@@ -179,14 +179,18 @@ impl Syncer {
     /// A read made at once because a PartnerStack webhook said the object changed: the next
     /// incremental window, reaching up to now (the `lookback` overlap of the next window
     /// re-reads anything committed late, so `settle` is not needed here), its events marked
-    /// `webhook`. An object never loaded is backfilled, as by [`Syncer::sync_object`].
+    /// `webhook`, at urgent priority in the request budget. An object never loaded is
+    /// backfilled, as by [`Syncer::sync_object`] (at bulk priority).
     pub async fn read_now(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
         self.leased(kind, RunKind::Poll, |lease| async move {
             let state = self.store.object_state(kind).await?;
             match (state.cursor_ms, kind.change_filter()) {
                 (None, _) => self.scan(kind, RunKind::Backfill, state.backfill_completed_at.is_none(), &lease).await,
                 (Some(_), ChangeFilter::PerTeam) => Ok(PassReport::nothing(kind, RunKind::Poll, false)),
-                (Some(cursor), filter) => self.poll_window(kind, cursor, filter, &lease, Duration::ZERO, EventSource::Webhook).await,
+                (Some(cursor), filter) => {
+                    let read = self.poll_window(kind, cursor, filter, &lease, Duration::ZERO, EventSource::Webhook);
+                    with_priority(Priority::Urgent, read).await
+                }
             }
         })
         .await
@@ -203,9 +207,9 @@ impl Syncer {
         .await
     }
 
-    /// The next incremental window.
+    /// The next incremental window, at normal priority in the request budget.
     async fn poll(&self, kind: ObjectKind, cursor: i64, filter: ChangeFilter, lease: &Lease) -> Result<PassReport, SyncError> {
-        self.poll_window(kind, cursor, filter, lease, self.settings.settle, EventSource::Poll).await
+        with_priority(Priority::Normal, self.poll_window(kind, cursor, filter, lease, self.settings.settle, EventSource::Poll)).await
     }
 
     /// The window `[cursor - lookback, now - settle]`, its events marked `source`.
@@ -237,28 +241,29 @@ impl Syncer {
         .await
     }
 
-    /// A backfill or rescan: every record, by disjoint created windows read concurrently.
+    /// A backfill or rescan: every record, by disjoint created windows read concurrently,
+    /// at bulk priority in the request budget (whoever started it).
     async fn scan(&self, kind: ObjectKind, run: RunKind, first_load: bool, lease: &Lease) -> Result<PassReport, SyncError> {
         let source = if first_load { EventSource::Backfill } else { EventSource::Poll };
         let emit_events = !first_load || self.settings.emit_backfill_events;
         let until = self.settled_now();
-        self.run_pass(Pass { kind, run, from: None, until }, |run_id| async move {
+        let pass = self.run_pass(Pass { kind, run, from: None, until }, |run_id| async move {
             let to = Destination { kind, source, emit_events, run_id, lease: lease.clone(), seen: None };
             self.read_everything(&to, until).await
-        })
-        .await
+        });
+        with_priority(Priority::Bulk, pass).await
     }
 
     /// A complete key scan: reads every record (and stores what changed), then marks deleted
     /// the live rows it did not see, unless more than the brake allows would go. Only a scan
-    /// that finished cleanly gets that far.
+    /// that finished cleanly gets that far. Bulk priority in the request budget.
     pub async fn reconcile(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
-        self.leased(kind, RunKind::Reconcile, |lease| async move {
+        let scan = self.leased(kind, RunKind::Reconcile, |lease| async move {
             let until = self.settled_now();
             self.run_pass(Pass { kind, run: RunKind::Reconcile, from: None, until }, |run_id| self.key_scan(kind, run_id, until, &lease))
                 .await
-        })
-        .await
+        });
+        with_priority(Priority::Bulk, scan).await
     }
 
     /// The work of [`Syncer::reconcile`] once its run is open.

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod budget;
 mod crash;
 mod delivery;
 mod demo;

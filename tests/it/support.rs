@@ -12,7 +12,7 @@ use std::{
 use partnerstack_mirror::{
     backoff::Backoff,
     object::ObjectKind,
-    partnerstack::{ApiClient, ClientConfig},
+    partnerstack::{ApiClient, ClientConfig, RateLimit},
     private_postgres::PrivatePostgres,
     store::Store,
     sync::{SyncSettings, Syncer},
@@ -78,19 +78,23 @@ pub async fn simulator(records: usize, configure: impl FnOnce(&mut SimulatorConf
 
 /// A client for the simulator with small backoffs so retries stay fast.
 pub fn client(sim: &RunningSimulator, page_size: u16) -> ApiClient {
+    ApiClient::new(client_config(sim, page_size)).unwrap()
+}
+
+/// What [`client`] is built from: no client-side rate limit, small backoffs.
+pub fn client_config(sim: &RunningSimulator, page_size: u16) -> ClientConfig {
     let defaults = SimulatorConfig::default();
-    ApiClient::new(ClientConfig {
+    ClientConfig {
         base_url: sim.base_url.parse().unwrap(),
         public_key: defaults.public_key,
         private_key: SecretString::from(defaults.private_key),
-        requests_per_second: 0.0,
+        rate_limit: RateLimit::Unlimited,
         timeout: Duration::from_secs(5),
         max_retries: 4,
         backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(50)),
         page_size,
         user_agent: "partnerstack-mirror-tests".into(),
-    })
-    .unwrap()
+    }
 }
 
 pub fn settings() -> SyncSettings {

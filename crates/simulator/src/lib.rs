@@ -192,6 +192,9 @@ pub struct WriteRequest {
     pub path: String,
     /// The HTTP status answered; 0 when the connection was dropped instead.
     pub status: u16,
+    /// Requests of any kind the API had received before this one (see
+    /// [`Simulator::request_count`]): where the write fell among the reads.
+    pub received_before: u64,
 }
 
 /// Code run between two list pages; see [`Simulator::after_pages`].

@@ -69,11 +69,11 @@ pub(super) async fn start(sim: Simulator, addr: SocketAddr) -> io::Result<Runnin
 
 async fn handle(State(served): State<Served>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let sim = &served.sim;
-    sim.shared.requests.fetch_add(1, Ordering::Relaxed);
+    let received_before = sim.shared.requests.fetch_add(1, Ordering::Relaxed);
     let write = writes::is_write(&method);
     let (fault, logged) = {
         let mut state = sim.lock();
-        let logged = write.then(|| state.log_write(method.as_str(), uri.path()));
+        let logged = write.then(|| state.log_write(method.as_str(), uri.path(), received_before));
         (state.take_fault(write), logged)
     };
     let request = Incoming { method: &method, uri: &uri, headers: &headers, body: &body, origin: &served.origin };

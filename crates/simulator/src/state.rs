@@ -103,9 +103,10 @@ impl State {
         Some(fault)
     }
 
-    /// Logs a write request as it arrives (status 0 until answered); its index in the log.
-    pub fn log_write(&mut self, method: &str, path: &str) -> usize {
-        self.writes.push(WriteRequest { method: method.to_owned(), path: path.to_owned(), status: 0 });
+    /// Logs a write request as it arrives (status 0 until answered), after `received_before`
+    /// requests of any kind; its index in the log.
+    pub fn log_write(&mut self, method: &str, path: &str, received_before: u64) -> usize {
+        self.writes.push(WriteRequest { method: method.to_owned(), path: path.to_owned(), status: 0, received_before });
         self.writes.len() - 1
     }
 

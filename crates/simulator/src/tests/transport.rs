@@ -90,14 +90,20 @@ async fn the_write_log_holds_every_write_in_order_with_its_answered_status() {
         .await;
     assert!(dropped.is_err());
 
-    let w = |method: &str, path: String, status: u16| WriteRequest { method: method.into(), path, status };
+    // After the one GET, each write is the next request received.
+    let w = |method: &str, path: String, status: u16, received_before: u64| WriteRequest {
+        method: method.into(),
+        path,
+        status,
+        received_before,
+    };
     assert_eq!(
         s.writes(),
         [
-            w("PATCH", format!("/api/v2/deals/{deal}"), 200),
-            w("PATCH", "/api/v2/deals/deal_nope".into(), 404),
-            w("DELETE", format!("/api/v2/deals/{deal}"), 503),
-            w("POST", "/api/v2/rewards".into(), 0),
+            w("PATCH", format!("/api/v2/deals/{deal}"), 200, 1),
+            w("PATCH", "/api/v2/deals/deal_nope".into(), 404, 2),
+            w("DELETE", format!("/api/v2/deals/{deal}"), 503, 3),
+            w("POST", "/api/v2/rewards".into(), 0, 4),
         ]
     );
     assert_eq!(s.record(Resource::Deal, &deal).unwrap()["archived"], json!(false), "a 503 applied nothing");
