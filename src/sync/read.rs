@@ -9,7 +9,11 @@ use std::{
 
 use futures::{Stream, StreamExt};
 
-use super::{CreatedWindow, SyncError, Syncer};
+use super::{
+    scan::Readers,
+    window::{Claim, CreatedWindow},
+    SyncError, Syncer,
+};
 use crate::{
     diff::EventSource,
     object::ObjectKind,
@@ -35,8 +39,9 @@ pub(super) struct Destination {
 pub(super) struct Listing {
     pub path: String,
     pub query: ListQuery,
-    /// Keep only records created inside this window (backfill windows are disjoint, and the
-    /// query asks for a millisecond more on each side).
+    /// Keep only records created inside this window (scan windows are disjoint, and the
+    /// query asks for a millisecond more on each side); it may shrink as its reader hands
+    /// older parts to others.
     pub created: Option<CreatedWindow>,
     /// Moves the cursor with the last page.
     pub advance: Option<CursorAdvance>,
@@ -51,13 +56,16 @@ struct CheckedPage {
 }
 
 impl Syncer {
-    /// Reads one listing page by page; each page is one transaction.
-    pub(super) async fn read(&self, to: &Destination, listing: Listing) -> Result<(), SyncError> {
+    /// Reads one listing page by page; each page is one transaction. With `readers`, a
+    /// created window that proves dense hands its older part to an idle reader of the pool
+    /// and stops once its pages pass below what it kept.
+    pub(super) async fn read(&self, to: &Destination, listing: Listing, readers: Option<&Readers>) -> Result<(), SyncError> {
         let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
+        let mut claim = listing.created.map(Claim::new);
         let mut advanced = false;
         while let Some(page) = self.next_page(&mut pages).await? {
-            let last = !page.has_more;
-            let checked = check(to.kind, &page, listing.created);
+            let checked = check(to.kind, &page, claim.as_mut());
+            let last = !page.has_more || claim.as_ref().is_some_and(Claim::passed);
             if let Some(seen) = &to.seen {
                 let mut seen = seen.lock().expect("no panics while holding it");
                 seen.extend(checked.records.iter().map(|r| r.key.clone()));
@@ -68,6 +76,9 @@ impl Syncer {
             crate::liveness::step();
             if last {
                 break;
+            }
+            if let (Some(readers), Some(claim)) = (readers, claim.as_mut()) {
+                readers.offer(claim, page.items.len());
             }
         }
         self.progress.listings_done.fetch_add(1, Ordering::Relaxed);
@@ -115,13 +126,14 @@ impl Syncer {
     }
 }
 
-/// Checks every item of `page`: a valid record is kept when it was created inside `created`
-/// (if given), an invalid one is rejected for quarantine.
-fn check(kind: ObjectKind, page: &Page, created: Option<CreatedWindow>) -> CheckedPage {
+/// Checks every item of `page`: a valid record is kept when it belongs to `claim` (if
+/// given; the claim takes note of every record listed), an invalid one is rejected for
+/// quarantine.
+fn check(kind: ObjectKind, page: &Page, mut claim: Option<&mut Claim>) -> CheckedPage {
     let mut checked = CheckedPage { records: Vec::with_capacity(page.items.len()), rejected: Vec::new() };
     for item in &page.items {
         match record::check(kind, item) {
-            Ok(r) if created.is_none_or(|w| w.contains(r.created_ms.unwrap_or(0))) => checked.records.push(r),
+            Ok(r) if claim.as_mut().is_none_or(|c| c.observe(r.created_ms.unwrap_or(0))) => checked.records.push(r),
             Ok(_) => {}
             Err(bad) => checked.rejected.push(bad),
         }
