@@ -7,7 +7,7 @@ use std::{
     time::Instant,
 };
 
-use futures::{Stream, StreamExt};
+use futures::{stream::FuturesUnordered, Future, Stream, StreamExt};
 
 use super::{
     scan::Readers,
@@ -56,14 +56,17 @@ struct CheckedPage {
 }
 
 impl Syncer {
-    /// Reads one listing page by page; each page is one transaction. With `readers`, a
-    /// created window that proves dense hands its older part to an idle reader of the pool
-    /// and stops once its pages pass below what it kept.
+    /// Reads one listing page by page; each page is one transaction. With `readers` (a
+    /// scan's, whose pages carry no cursor), pages are written while the next one is
+    /// fetched, as many at once as the pool allows, and a created window that proves dense
+    /// hands its older part to an idle reader and stops once its pages pass below what it
+    /// kept.
     pub(super) async fn read(&self, to: &Destination, listing: Listing, readers: Option<&Readers>) -> Result<(), SyncError> {
         let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
         let mut claim = listing.created.map(Claim::new);
         let mut advanced = false;
-        while let Some(page) = self.next_page(&mut pages).await? {
+        let mut writing = FuturesUnordered::new();
+        while let Some(page) = beside(&mut writing, self.next_page(&mut pages)).await?? {
             let checked = check(to.kind, &page, claim.as_mut());
             let last = !page.has_more || claim.as_ref().is_some_and(Claim::passed);
             if let Some(seen) = &to.seen {
@@ -71,15 +74,29 @@ impl Syncer {
                 seen.extend(checked.records.iter().map(|r| r.key.clone()));
                 seen.extend(checked.rejected.iter().filter_map(|r| r.key.clone()));
             }
-            self.write(to, checked, if last { listing.advance.clone() } else { None }).await?;
-            advanced |= last;
             crate::liveness::step();
+            match readers {
+                Some(readers) if listing.advance.is_none() => {
+                    let permit = beside(&mut writing, readers.writers.acquire()).await?.expect("the semaphore is never closed");
+                    writing.push(async move {
+                        let _permit = permit;
+                        self.write(to, checked, None).await
+                    });
+                }
+                _ => {
+                    self.write(to, checked, if last { listing.advance.clone() } else { None }).await?;
+                    advanced |= last;
+                }
+            }
             if last {
                 break;
             }
             if let (Some(readers), Some(claim)) = (readers, claim.as_mut()) {
                 readers.offer(claim, page.items.len());
             }
+        }
+        while let Some(written) = writing.next().await {
+            written?;
         }
         self.progress.listings_done.fetch_add(1, Ordering::Relaxed);
         if let (Some(advance), false) = (&listing.advance, advanced) {
@@ -139,6 +156,20 @@ fn check(kind: ObjectKind, page: &Page, mut claim: Option<&mut Claim>) -> Checke
         }
     }
     checked
+}
+
+/// Awaits `work` while the pages in `writing` are written; the first failed write fails.
+async fn beside<T>(
+    writing: &mut FuturesUnordered<impl Future<Output = Result<(), SyncError>>>,
+    work: impl Future<Output = T>,
+) -> Result<T, SyncError> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            Some(written) = writing.next() => written?,
+        }
+    }
 }
 
 /// Adds one page's outcome to the process's totals.

@@ -14,7 +14,7 @@ use std::sync::{
 };
 
 use futures::{stream, stream::FuturesUnordered, StreamExt, TryStreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::{
     read::{Destination, Listing},
@@ -70,7 +70,7 @@ impl Syncer {
     async fn read_by_volume(&self, to: &Destination, window: CreatedWindow) -> Result<(), SyncError> {
         let limit = self.settings.backfill_concurrency.max(1);
         let (handed, mut handed_off) = mpsc::channel(limit);
-        let readers = Readers { limit, busy: AtomicUsize::new(1), handed, progress: self.progress.clone() };
+        let readers = Readers { limit, busy: AtomicUsize::new(1), handed, writers: Semaphore::new(limit), progress: self.progress.clone() };
         let listing = |created: CreatedWindow| Listing {
             path: to.kind.api_path().to_owned(),
             query: created.query(),
@@ -100,11 +100,14 @@ impl Syncer {
 }
 
 /// The readers of one scan: how many are busy (reading, or handed a window not yet
-/// started), and where handed-off windows go.
+/// started), where handed-off windows go, and how many pages may be written at once.
 pub(super) struct Readers {
     limit: usize,
     busy: AtomicUsize,
     handed: mpsc::Sender<CreatedWindow>,
+    /// Pages being written at once, over all readers: a reader fetches its next page while
+    /// its last ones are written, so one reader alone can keep the database busy.
+    pub(super) writers: Semaphore,
     progress: Arc<Progress>,
 }
 

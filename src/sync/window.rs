@@ -45,13 +45,16 @@ impl CreatedWindow {
 
 /// The part of a window its reader still owns, and what the reader has seen of it so far:
 /// the listing goes newest-created first, so the records still to come were created at or
-/// before the oldest one seen, and the density seen so far guesses where they lie.
+/// before the oldest one seen, and the density seen lately guesses where they lie.
 #[derive(Clone, Debug)]
 pub struct Claim {
     window: CreatedWindow,
-    /// `created_at` of the first and of the latest record listed inside the window.
-    newest: Option<i64>,
+    /// `created_at` of the latest record listed.
     oldest: Option<i64>,
+    /// `(kept, created_ms)` at the last two times `kept` reached a power of two: the
+    /// density is taken since the older one, over the newer half or more of what was read,
+    /// so it follows a history whose density changes (sparse years, then a crowded day).
+    checkpoints: [(u64, i64); 2],
     /// Records listed inside the window so far.
     kept: u64,
     /// False once a record came newer than one before it: the listing is not in the
@@ -62,7 +65,7 @@ pub struct Claim {
 
 impl Claim {
     pub fn new(window: CreatedWindow) -> Claim {
-        Claim { window, newest: None, oldest: None, kept: 0, ordered: true }
+        Claim { window, oldest: None, kept: 0, checkpoints: [(0, 0); 2], ordered: true }
     }
 
     /// The records this reader still keeps.
@@ -80,7 +83,9 @@ impl Claim {
         let inside = self.window.contains(created_ms);
         if inside {
             self.kept += 1;
-            self.newest.get_or_insert(created_ms);
+            if self.kept.is_power_of_two() {
+                self.checkpoints = [self.checkpoints[1], (self.kept, created_ms)];
+            }
         }
         inside
     }
@@ -97,16 +102,17 @@ impl Claim {
     ///
     /// A bounded remainder is halved. An open one (towards the past, where nothing tells
     /// how far records go) is cut once this reader has read `MIN_WINDOW_PAGES` pages: it
-    /// keeps about as many records again as it has read, and hands off everything older.
+    /// keeps about as many records again as it has read, at the density seen lately, and
+    /// hands off everything older.
     pub fn older_part(&self, page_size: usize) -> Option<CreatedWindow> {
-        let (Some(newest), Some(oldest)) = (self.newest, self.oldest) else { return None };
+        let (Some(oldest), [(since_kept, since), _]) = (self.oldest, self.checkpoints) else { return None };
         let page = page_size.max(1) as f64;
         let min_window = MIN_WINDOW_PAGES as f64 * page;
-        if !self.ordered || (self.kept as f64) < page {
+        if !self.ordered || (self.kept as f64) < page || since_kept == 0 {
             return None;
         }
-        // Records per millisecond over what was read (its span at least one millisecond).
-        let density = self.kept as f64 / (newest - oldest).max(1) as f64;
+        // Records per millisecond lately (over a span of at least one millisecond).
+        let density = (self.kept - since_kept) as f64 / (since - oldest).max(1) as f64;
         let at = match self.window.from {
             Some(from) => {
                 let left = oldest - from; // milliseconds `[from, oldest)` still to read

@@ -18,4 +18,5 @@ mod simulator_contract;
 mod sync_backfill;
 mod sync_changes;
 mod sync_failures;
+mod sync_windows;
 mod webhooks;
