@@ -3,9 +3,11 @@
 //! Every connection has `search_path` set to the configured schema, so all SQL here and in
 //! the migrations is unqualified.
 
+mod copy;
 mod daemons;
 mod deliveries;
 mod events;
+mod first_load;
 mod inbox;
 mod lease;
 mod lookup;
@@ -30,6 +32,7 @@ use sqlx::{
 pub use daemons::DaemonLine;
 pub use deliveries::{Checkpoint, DeadLetter, DeliveryClaim, DeliveryLease, DeliveryLine, GiveUp};
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
+pub use first_load::FirstLoadWrite;
 pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, record_training_in, InboxOutcome, InboxRow, TrainingRow};
 pub use lease::Lease;
 pub use page::{insert_events, PageOutcome, PageWrite};

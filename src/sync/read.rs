@@ -3,7 +3,10 @@
 
 use std::{
     collections::HashSet,
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Instant,
 };
 
@@ -20,7 +23,7 @@ use crate::{
     partnerstack::{ApiError, ListQuery, Page},
     progress::Progress,
     record::{self, Record, Rejected},
-    store::{CursorAdvance, Lease, PageOutcome, PageWrite},
+    store::{CursorAdvance, FirstLoadWrite, Lease, PageOutcome, PageWrite},
 };
 
 /// Where a pass's pages go, shared by all its listings.
@@ -80,11 +83,11 @@ impl Syncer {
                     let permit = beside(&mut writing, readers.writers.acquire()).await?.expect("the semaphore is never closed");
                     writing.push(async move {
                         let _permit = permit;
-                        self.write(to, checked, None).await
+                        self.write(to, checked, None, Some(&readers.first_load)).await
                     });
                 }
                 _ => {
-                    self.write(to, checked, if last { listing.advance.clone() } else { None }).await?;
+                    self.write(to, checked, if last { listing.advance.clone() } else { None }, None).await?;
                     advanced |= last;
                 }
             }
@@ -118,25 +121,40 @@ impl Syncer {
     }
 
     /// Writes one checked page (rows, events, quarantine and, with `advance`, the cursor) in
-    /// one transaction, and counts what it changed.
-    async fn write(&self, to: &Destination, page: CheckedPage, advance: Option<CursorAdvance>) -> Result<(), SyncError> {
+    /// one transaction, and counts what it changed. While `first_load` holds, by `COPY`
+    /// (the table was empty when the backfill began); it stops holding once a page meets
+    /// a stored row.
+    async fn write(
+        &self,
+        to: &Destination,
+        page: CheckedPage,
+        advance: Option<CursorAdvance>,
+        first_load: Option<&AtomicBool>,
+    ) -> Result<(), SyncError> {
         if let Some(first) = page.rejected.first() {
             tracing::warn!(object = %to.kind, count = page.rejected.len(), first_error = %first.error, "records quarantined");
         }
         let write_started = Instant::now();
-        let outcome = self
-            .store
-            .write_page(PageWrite {
-                kind: to.kind,
-                records: page.records,
-                rejected: &page.rejected,
-                source: to.source,
-                emit_events: to.emit_events,
-                run_id: Some(to.run_id),
-                advance,
-                lease: Some(&to.lease),
-            })
-            .await?;
+        let write = PageWrite {
+            kind: to.kind,
+            records: page.records,
+            rejected: &page.rejected,
+            source: to.source,
+            emit_events: to.emit_events,
+            run_id: Some(to.run_id),
+            advance,
+            lease: Some(&to.lease),
+        };
+        let outcome = match first_load.filter(|f| f.load(Ordering::Relaxed)) {
+            Some(first_load) => match self.store.write_first_load_page(write).await? {
+                FirstLoadWrite::Copied(outcome) => outcome,
+                FirstLoadWrite::Upserted(outcome) => {
+                    first_load.store(false, Ordering::Relaxed);
+                    outcome
+                }
+            },
+            None => self.store.write_page(write).await?,
+        };
         self.progress.write_micros.fetch_add(write_started.elapsed().as_micros() as u64, Ordering::Relaxed);
         count(&self.progress, to.kind, &outcome);
         Ok(())

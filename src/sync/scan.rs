@@ -9,7 +9,7 @@
 //! it. At most `sync.backfill_concurrency` readers run at once.
 
 use std::sync::{
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicUsize, Ordering},
     Arc,
 };
 
@@ -22,6 +22,7 @@ use super::{
     SyncError, Syncer,
 };
 use crate::{
+    diff::EventSource,
     object::ChangeFilter,
     partnerstack::{segment, ListQuery},
     progress::Progress,
@@ -70,7 +71,16 @@ impl Syncer {
     async fn read_by_volume(&self, to: &Destination, window: CreatedWindow) -> Result<(), SyncError> {
         let limit = self.settings.backfill_concurrency.max(1);
         let (handed, mut handed_off) = mpsc::channel(limit);
-        let readers = Readers { limit, busy: AtomicUsize::new(1), handed, writers: Semaphore::new(limit), progress: self.progress.clone() };
+        // A backfill into an empty table needs no lookups: its pages go in by `COPY`.
+        let first_load = to.source == EventSource::Backfill && self.store.holds_no_rows(to.kind).await?;
+        let readers = Readers {
+            limit,
+            busy: AtomicUsize::new(1),
+            handed,
+            writers: Semaphore::new(limit),
+            first_load: AtomicBool::new(first_load),
+            progress: self.progress.clone(),
+        };
         let listing = |created: CreatedWindow| Listing {
             path: to.kind.api_path().to_owned(),
             query: created.query(),
@@ -108,6 +118,9 @@ pub(super) struct Readers {
     /// Pages being written at once, over all readers: a reader fetches its next page while
     /// its last ones are written, so one reader alone can keep the database busy.
     pub(super) writers: Semaphore,
+    /// The object's table was empty when this backfill began, and no page has met a
+    /// stored row since: pages are written by `COPY`.
+    pub(super) first_load: AtomicBool,
     progress: Arc<Progress>,
 }
 
