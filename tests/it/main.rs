@@ -8,6 +8,7 @@ mod delivery;
 mod demo;
 mod doctor;
 mod events;
+mod first_load;
 mod operations;
 mod production;
 mod quarantine;
