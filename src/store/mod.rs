@@ -4,9 +4,11 @@
 //! the migrations is unqualified.
 
 mod budget;
+mod copy;
 mod daemons;
 mod deliveries;
 mod events;
+mod first_load;
 mod inbox;
 mod lease;
 mod lookup;
@@ -32,6 +34,7 @@ use sqlx::{
 pub use daemons::DaemonLine;
 pub use deliveries::{Checkpoint, DeadLetter, DeliveryClaim, DeliveryLease, DeliveryLine, GiveUp};
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
+pub use first_load::FirstLoadWrite;
 pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, record_training_in, InboxOutcome, InboxRow, TrainingRow};
 pub use lease::Lease;
 pub use page::{insert_events, PageOutcome, PageWrite};

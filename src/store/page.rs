@@ -89,7 +89,7 @@ pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'
             continue;
         }
         if page.emit_events {
-            let occurred = record.updated_ms.or(record.created_ms).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            let occurred = occurred_ms(record);
             events.extend(diff::diff(kind, old, &record.raw, &record.text, occurred, page.source));
             if vanished {
                 events.push(diff::reappeared(kind, &record.raw, &record.text, occurred, page.source));
@@ -105,13 +105,7 @@ pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'
     if !page.rejected.is_empty() {
         quarantine(tx, kind, page.rejected).await?;
     }
-    if !keys.is_empty() {
-        sqlx::query("DELETE FROM quarantine WHERE object = $1 AND fingerprint = ANY($2)")
-            .bind(kind.table())
-            .bind(&keys)
-            .execute(&mut **tx)
-            .await?;
-    }
+    clear_quarantine_in(tx, kind, &keys).await?;
     let outcome = PageOutcome {
         records: (records.len() + page.rejected.len()) as u64,
         rows_written: rows_written as u64,
@@ -123,16 +117,7 @@ pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'
         insert_events(tx, &events).await?;
     }
     if let Some(run_id) = page.run_id {
-        sqlx::query(
-            "UPDATE sync_runs SET pages = pages + 1, records_read = records_read + $2, rows_written = rows_written + $3, \
-             events_written = events_written + $4 WHERE id = $1",
-        )
-        .bind(run_id)
-        .bind(outcome.records as i32)
-        .bind(outcome.rows_written as i32)
-        .bind(outcome.events_written as i32)
-        .execute(&mut **tx)
-        .await?;
+        count_in_run(tx, run_id, &outcome).await?;
     }
     if let Some(advance) = page.advance {
         super::state::advance_in(tx, kind, &advance).await?;
@@ -162,7 +147,40 @@ pub async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[NewEven
     Ok(())
 }
 
-async fn quarantine(tx: &mut Transaction<'_, Postgres>, kind: ObjectKind, rejected: &[Rejected]) -> Result<(), StoreError> {
+/// A clean copy of a record ends its quarantine.
+pub(super) async fn clear_quarantine_in(tx: &mut Transaction<'_, Postgres>, kind: ObjectKind, keys: &[&str]) -> Result<(), StoreError> {
+    if !keys.is_empty() {
+        sqlx::query("DELETE FROM quarantine WHERE object = $1 AND fingerprint = ANY($2)")
+            .bind(kind.table())
+            .bind(keys)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Adds one page's outcome to its run's counters.
+pub(super) async fn count_in_run(tx: &mut Transaction<'_, Postgres>, run_id: i64, outcome: &PageOutcome) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE sync_runs SET pages = pages + 1, records_read = records_read + $2, rows_written = rows_written + $3, \
+         events_written = events_written + $4 WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(outcome.records as i32)
+    .bind(outcome.rows_written as i32)
+    .bind(outcome.events_written as i32)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// When a record's change happened, for its events: its `updated_at`, else its
+/// `created_at`, else now.
+pub(super) fn occurred_ms(record: &Record) -> i64 {
+    record.updated_ms.or(record.created_ms).unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
+}
+
+pub(super) async fn quarantine(tx: &mut Transaction<'_, Postgres>, kind: ObjectKind, rejected: &[Rejected]) -> Result<(), StoreError> {
     let rows: Vec<Value> = rejected
         .iter()
         .map(|r| {
@@ -190,7 +208,7 @@ async fn quarantine(tx: &mut Transaction<'_, Postgres>, kind: ObjectKind, reject
 
 /// The API may list a record twice in one page when it changes mid-listing; the newest copy
 /// wins (one row may not be upserted twice in one statement).
-fn dedupe(records: Vec<Record>) -> Vec<Record> {
+pub(super) fn dedupe(records: Vec<Record>) -> Vec<Record> {
     let mut position: HashMap<String, usize> = HashMap::with_capacity(records.len());
     let mut out: Vec<Record> = Vec::with_capacity(records.len());
     for r in records {

@@ -10,7 +10,8 @@
 //!   list gets a new `updated_at` after the window's end and is read by the next window.
 //! - Transactions and rewards are read by created windows, and rescans catch their later
 //!   changes (SPEC 9.3), so nothing depends on `min_updated` being honoured there.
-//! - The first pass backfills by disjoint created windows, several at once.
+//! - Backfills and rescans read disjoint created windows, several at once, placed by volume:
+//!   one window over everything, split while it is read when it proves dense (`window.rs`).
 
 mod pass;
 mod read;
@@ -37,7 +38,7 @@ use crate::{
 use pass::Pass;
 use read::{Destination, Listing};
 
-pub use window::{split_created, CreatedWindow};
+pub use window::{Claim, CreatedWindow};
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +237,7 @@ impl Syncer {
             let to = Destination { kind, source, emit_events: true, run_id, lease: lease.clone(), seen: None };
             let advance = CursorAdvance { cursor_ms: until, window_start_ms: Some(from), window_end_ms: until, ..CursorAdvance::default() };
             let listing = Listing { path: kind.api_path().to_owned(), query, created: None, advance: Some(advance) };
-            self.read(&to, listing).await
+            self.read(&to, listing, None).await
         })
         .await
     }

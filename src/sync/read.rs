@@ -3,20 +3,27 @@
 
 use std::{
     collections::HashSet,
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Instant,
 };
 
-use futures::{Stream, StreamExt};
+use futures::{stream::FuturesUnordered, Future, Stream, StreamExt};
 
-use super::{CreatedWindow, SyncError, Syncer};
+use super::{
+    scan::Readers,
+    window::{Claim, CreatedWindow},
+    SyncError, Syncer,
+};
 use crate::{
     diff::EventSource,
     object::ObjectKind,
     partnerstack::{ApiError, ListQuery, Page},
     progress::Progress,
     record::{self, Record, Rejected},
-    store::{CursorAdvance, Lease, PageOutcome, PageWrite},
+    store::{CursorAdvance, FirstLoadWrite, Lease, PageOutcome, PageWrite},
 };
 
 /// Where a pass's pages go, shared by all its listings.
@@ -35,8 +42,9 @@ pub(super) struct Destination {
 pub(super) struct Listing {
     pub path: String,
     pub query: ListQuery,
-    /// Keep only records created inside this window (backfill windows are disjoint, and the
-    /// query asks for a millisecond more on each side).
+    /// Keep only records created inside this window (scan windows are disjoint, and the
+    /// query asks for a millisecond more on each side); it may shrink as its reader hands
+    /// older parts to others.
     pub created: Option<CreatedWindow>,
     /// Moves the cursor with the last page.
     pub advance: Option<CursorAdvance>,
@@ -51,24 +59,47 @@ struct CheckedPage {
 }
 
 impl Syncer {
-    /// Reads one listing page by page; each page is one transaction.
-    pub(super) async fn read(&self, to: &Destination, listing: Listing) -> Result<(), SyncError> {
+    /// Reads one listing page by page; each page is one transaction. With `readers` (a
+    /// scan's, whose pages carry no cursor), pages are written while the next one is
+    /// fetched, as many at once as the pool allows, and a created window that proves dense
+    /// hands its older part to an idle reader and stops once its pages pass below what it
+    /// kept.
+    pub(super) async fn read(&self, to: &Destination, listing: Listing, readers: Option<&Readers>) -> Result<(), SyncError> {
         let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
+        let mut claim = listing.created.map(Claim::new);
         let mut advanced = false;
-        while let Some(page) = self.next_page(&mut pages).await? {
-            let last = !page.has_more;
-            let checked = check(to.kind, &page, listing.created);
+        let mut writing = FuturesUnordered::new();
+        while let Some(page) = beside(&mut writing, self.next_page(&mut pages)).await?? {
+            let checked = check(to.kind, &page, claim.as_mut());
+            let last = !page.has_more || claim.as_ref().is_some_and(Claim::passed);
             if let Some(seen) = &to.seen {
                 let mut seen = seen.lock().expect("no panics while holding it");
                 seen.extend(checked.records.iter().map(|r| r.key.clone()));
                 seen.extend(checked.rejected.iter().filter_map(|r| r.key.clone()));
             }
-            self.write(to, checked, if last { listing.advance.clone() } else { None }).await?;
-            advanced |= last;
             crate::liveness::step();
+            match readers {
+                Some(readers) if listing.advance.is_none() => {
+                    let permit = beside(&mut writing, readers.writers.acquire()).await?.expect("the semaphore is never closed");
+                    writing.push(async move {
+                        let _permit = permit;
+                        self.write(to, checked, None, Some(&readers.first_load)).await
+                    });
+                }
+                _ => {
+                    self.write(to, checked, if last { listing.advance.clone() } else { None }, None).await?;
+                    advanced |= last;
+                }
+            }
             if last {
                 break;
             }
+            if let (Some(readers), Some(claim)) = (readers, claim.as_mut()) {
+                readers.offer(claim, page.items.len());
+            }
+        }
+        while let Some(written) = writing.next().await {
+            written?;
         }
         self.progress.listings_done.fetch_add(1, Ordering::Relaxed);
         if let (Some(advance), false) = (&listing.advance, advanced) {
@@ -90,43 +121,73 @@ impl Syncer {
     }
 
     /// Writes one checked page (rows, events, quarantine and, with `advance`, the cursor) in
-    /// one transaction, and counts what it changed.
-    async fn write(&self, to: &Destination, page: CheckedPage, advance: Option<CursorAdvance>) -> Result<(), SyncError> {
+    /// one transaction, and counts what it changed. While `first_load` holds, by `COPY`
+    /// (the table was empty when the backfill began); it stops holding once a page meets
+    /// a stored row.
+    async fn write(
+        &self,
+        to: &Destination,
+        page: CheckedPage,
+        advance: Option<CursorAdvance>,
+        first_load: Option<&AtomicBool>,
+    ) -> Result<(), SyncError> {
         if let Some(first) = page.rejected.first() {
             tracing::warn!(object = %to.kind, count = page.rejected.len(), first_error = %first.error, "records quarantined");
         }
         let write_started = Instant::now();
-        let outcome = self
-            .store
-            .write_page(PageWrite {
-                kind: to.kind,
-                records: page.records,
-                rejected: &page.rejected,
-                source: to.source,
-                emit_events: to.emit_events,
-                run_id: Some(to.run_id),
-                advance,
-                lease: Some(&to.lease),
-            })
-            .await?;
+        let write = PageWrite {
+            kind: to.kind,
+            records: page.records,
+            rejected: &page.rejected,
+            source: to.source,
+            emit_events: to.emit_events,
+            run_id: Some(to.run_id),
+            advance,
+            lease: Some(&to.lease),
+        };
+        let outcome = match first_load.filter(|f| f.load(Ordering::Relaxed)) {
+            Some(first_load) => match self.store.write_first_load_page(write).await? {
+                FirstLoadWrite::Copied(outcome) => outcome,
+                FirstLoadWrite::Upserted(outcome) => {
+                    first_load.store(false, Ordering::Relaxed);
+                    outcome
+                }
+            },
+            None => self.store.write_page(write).await?,
+        };
         self.progress.write_micros.fetch_add(write_started.elapsed().as_micros() as u64, Ordering::Relaxed);
         count(&self.progress, to.kind, &outcome);
         Ok(())
     }
 }
 
-/// Checks every item of `page`: a valid record is kept when it was created inside `created`
-/// (if given), an invalid one is rejected for quarantine.
-fn check(kind: ObjectKind, page: &Page, created: Option<CreatedWindow>) -> CheckedPage {
+/// Checks every item of `page`: a valid record is kept when it belongs to `claim` (if
+/// given; the claim takes note of every record listed), an invalid one is rejected for
+/// quarantine.
+fn check(kind: ObjectKind, page: &Page, mut claim: Option<&mut Claim>) -> CheckedPage {
     let mut checked = CheckedPage { records: Vec::with_capacity(page.items.len()), rejected: Vec::new() };
     for item in &page.items {
         match record::check(kind, item) {
-            Ok(r) if created.is_none_or(|w| w.contains(r.created_ms.unwrap_or(0))) => checked.records.push(r),
+            Ok(r) if claim.as_mut().is_none_or(|c| c.observe(r.created_ms.unwrap_or(0))) => checked.records.push(r),
             Ok(_) => {}
             Err(bad) => checked.rejected.push(bad),
         }
     }
     checked
+}
+
+/// Awaits `work` while the pages in `writing` are written; the first failed write fails.
+async fn beside<T>(
+    writing: &mut FuturesUnordered<impl Future<Output = Result<(), SyncError>>>,
+    work: impl Future<Output = T>,
+) -> Result<T, SyncError> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            Some(written) = writing.next() => written?,
+        }
+    }
 }
 
 /// Adds one page's outcome to the process's totals.

@@ -1,35 +1,43 @@
 //! A complete read of one object (backfills, rescans, key scans): every record created up to
-//! a moment, by disjoint created windows read at the same time, or team by team for
-//! partner-team members; the cursor moves to that moment once every listing is read.
+//! a moment, by disjoint created windows placed by volume, or team by team for partner-team
+//! members; the cursor moves to that moment once every listing is read.
+//!
+//! The scan starts with one reader over everything. After each full page a reader offers
+//! the older part of what it has left to the pool; the pool takes it only while a reader
+//! is idle, and only if the claim is dense enough to be worth a window of its own
+//! ([`Claim::older_part`]). The reader keeps the newer part and stops when its pages pass below
+//! it. At most `sync.backfill_concurrency` readers run at once.
 
-use std::sync::atomic::Ordering;
+use std::sync::{
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+    Arc,
+};
 
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, stream::FuturesUnordered, StreamExt, TryStreamExt};
+use tokio::sync::{mpsc, Semaphore};
 
 use super::{
     read::{Destination, Listing},
-    window, SyncError, Syncer,
+    window::{Claim, CreatedWindow},
+    SyncError, Syncer,
 };
 use crate::{
-    object::{ChangeFilter, ObjectKind},
+    diff::EventSource,
+    object::ChangeFilter,
     partnerstack::{segment, ListQuery},
+    progress::Progress,
     store::CursorAdvance,
 };
-
-/// Created windows per concurrent reader: more, smaller windows even out their sizes, so
-/// one large window does not leave the other readers idle at the end.
-const WINDOWS_PER_READER: usize = 4;
 
 impl Syncer {
     /// Reads every record created up to `until`, then moves the cursor to `until` (changes
     /// made during the read have a later `updated_at`, so the next poll reads them).
     pub(super) async fn read_everything(&self, to: &Destination, until: i64) -> Result<(), SyncError> {
-        let listings = self.scan_listings(to.kind, until).await?;
-        self.progress.listings_planned.fetch_add(listings.len() as u64, Ordering::Relaxed);
-        stream::iter(listings.into_iter().map(|listing| self.read(to, listing)))
-            .buffer_unordered(self.settings.backfill_concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
+        if to.kind.change_filter() == ChangeFilter::PerTeam {
+            self.read_teams(to).await?;
+        } else {
+            self.read_by_volume(to, CreatedWindow::everything_until(until)).await?;
+        }
         let advance = CursorAdvance {
             cursor_ms: until,
             window_start_ms: None,
@@ -41,26 +49,98 @@ impl Syncer {
         Ok(())
     }
 
-    /// The listings that together cover every record created up to `until`.
-    async fn scan_listings(&self, kind: ObjectKind, until: i64) -> Result<Vec<Listing>, SyncError> {
-        if kind.change_filter() == ChangeFilter::PerTeam {
-            let teams = self.store.team_keys().await?;
-            return Ok(teams
-                .into_iter()
-                .map(|team| Listing {
-                    path: format!("{}/{}", kind.api_path(), segment(&team)),
-                    query: ListQuery::default(),
-                    created: None,
-                    advance: None,
-                })
-                .collect());
+    /// Partner-team members, one listing per team, `backfill_concurrency` at a time.
+    async fn read_teams(&self, to: &Destination) -> Result<(), SyncError> {
+        let kind = to.kind;
+        let teams = self.store.team_keys().await?;
+        self.progress.listings_planned.fetch_add(teams.len() as u64, Ordering::Relaxed);
+        let listings = teams.into_iter().map(|team| Listing {
+            path: format!("{}/{}", kind.api_path(), segment(&team)),
+            query: ListQuery::default(),
+            created: None,
+            advance: None,
+        });
+        stream::iter(listings.map(|listing| self.read(to, listing, None)))
+            .buffer_unordered(self.settings.backfill_concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Every record of `window`, starting with one reader and splitting by volume.
+    async fn read_by_volume(&self, to: &Destination, window: CreatedWindow) -> Result<(), SyncError> {
+        let limit = self.settings.backfill_concurrency.max(1);
+        let (handed, mut handed_off) = mpsc::channel(limit);
+        // A backfill into an empty table needs no lookups: its pages go in by `COPY`.
+        let first_load = to.source == EventSource::Backfill && self.store.holds_no_rows(to.kind).await?;
+        let readers = Readers {
+            limit,
+            busy: AtomicUsize::new(1),
+            handed,
+            writers: Semaphore::new(limit),
+            first_load: AtomicBool::new(first_load),
+            progress: self.progress.clone(),
+        };
+        let listing = |created: CreatedWindow| Listing {
+            path: to.kind.api_path().to_owned(),
+            query: created.query(),
+            created: Some(created),
+            advance: None,
+        };
+        self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
+        let mut running = FuturesUnordered::new();
+        running.push(self.read(to, listing(window), Some(&readers)));
+        loop {
+            tokio::select! {
+                Some(older) = handed_off.recv() => running.push(self.read(to, listing(older), Some(&readers))),
+                Some(done) = running.next() => {
+                    done?;
+                    readers.busy.fetch_sub(1, Ordering::AcqRel);
+                    if running.is_empty() {
+                        // A reader hands off before it finishes, so anything handed is queued.
+                        match handed_off.try_recv() {
+                            Ok(older) => running.push(self.read(to, listing(older), Some(&readers))),
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                }
+            }
         }
-        let oldest =
-            if self.settings.backfill_concurrency > 1 { window::oldest_created(&self.api, kind.api_path(), until).await? } else { None };
-        let parts = self.settings.backfill_concurrency * WINDOWS_PER_READER;
-        Ok(window::split_created(oldest, until, parts)
-            .into_iter()
-            .map(|created| Listing { path: kind.api_path().to_owned(), query: created.query(), created: Some(created), advance: None })
-            .collect())
+    }
+}
+
+/// The readers of one scan: how many are busy (reading, or handed a window not yet
+/// started), where handed-off windows go, and how many pages may be written at once.
+pub(super) struct Readers {
+    limit: usize,
+    busy: AtomicUsize,
+    handed: mpsc::Sender<CreatedWindow>,
+    /// Pages being written at once, over all readers: a reader fetches its next page while
+    /// its last ones are written, so one reader alone can keep the database busy.
+    pub(super) writers: Semaphore,
+    /// The object's table was empty when this backfill began, and no page has met a
+    /// stored row since: pages are written by `COPY`.
+    pub(super) first_load: AtomicBool,
+    progress: Arc<Progress>,
+}
+
+impl Readers {
+    /// Called by a reader after a full page: if a reader is idle and `claim` is dense enough
+    /// (`page_size` records a full page), hands the older part of the claim to it.
+    pub(super) fn offer(&self, claim: &mut Claim, page_size: usize) {
+        let reserved = self.busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| (b < self.limit).then_some(b + 1)).is_ok();
+        if !reserved {
+            return;
+        }
+        match claim.older_part(page_size) {
+            // Never full: at most `limit` windows are busy, and the channel holds `limit`.
+            Some(older) if self.handed.try_send(older).is_ok() => {
+                claim.give_up(older);
+                self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.busy.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 }

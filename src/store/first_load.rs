@@ -1,0 +1,212 @@
+//! A first load's pages, written by binary `COPY`: the object's table was empty when the
+//! backfill began, so there are no stored rows to look up, lock or diff against, and rows
+//! and their `created` events go in as two `COPY` statements, which insert in batches.
+//! Everything else is as in [`write_page_in`](super::page::write_page_in): one transaction
+//! per page holding the lease fence, rows, events (taking the events lock, see the
+//! migration), quarantine, run counters and cursor.
+//!
+//! A row that exists after all (a write-back or a resumed load got there first, or the API
+//! listed a record twice) makes the `COPY` fail on the primary key; the page is then
+//! written the ordinary way, which diffs it, and the caller stops trying `COPY`.
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+
+use super::{
+    copy::{CopyRows, OutOfRange},
+    page::{self, PageOutcome, PageWrite},
+    Store, StoreError,
+};
+use crate::{
+    diff::{self, NewEvent},
+    object::{ColumnType, ObjectKind},
+    record::Record,
+};
+
+/// How a first load's page was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstLoadWrite {
+    /// By `COPY`.
+    Copied(PageOutcome),
+    /// The ordinary way, `COPY` having been refused: later pages should not try again.
+    Upserted(PageOutcome),
+}
+
+impl FirstLoadWrite {
+    pub fn outcome(&self) -> PageOutcome {
+        match self {
+            FirstLoadWrite::Copied(o) | FirstLoadWrite::Upserted(o) => *o,
+        }
+    }
+}
+
+impl Store {
+    /// True when the object's table has no row: a backfill may then load it by `COPY`.
+    pub async fn holds_no_rows(&self, kind: ObjectKind) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", kind.table())).fetch_one(self.pool()).await?)
+    }
+
+    /// Writes one page of a first load into a table that was empty when the load began
+    /// (see the module's documentation); the page is written whatever happens to the `COPY`.
+    pub async fn write_first_load_page(&self, mut page: PageWrite<'_>) -> Result<FirstLoadWrite, StoreError> {
+        let records = page::dedupe(std::mem::take(&mut page.records));
+        match self.copy_page(&page, &records).await? {
+            Some(outcome) => Ok(FirstLoadWrite::Copied(outcome)),
+            None => {
+                tracing::debug!(object = %page.kind, "a first load's page met stored rows; written the ordinary way");
+                Ok(FirstLoadWrite::Upserted(self.write_page(PageWrite { records, ..page }).await?))
+            }
+        }
+    }
+
+    /// The page by `COPY`, in one transaction; `None` when the server refused it (nothing
+    /// of it is kept).
+    async fn copy_page(&self, page: &PageWrite<'_>, records: &[Record]) -> Result<Option<PageOutcome>, StoreError> {
+        let kind = page.kind;
+        let Ok(rows) = encode_rows(kind, records) else { return Ok(None) };
+        let events: Vec<NewEvent> = if page.emit_events {
+            records.iter().flat_map(|r| diff::diff(kind, None, &r.raw, &r.text, page::occurred_ms(r), page.source)).collect()
+        } else {
+            Vec::new()
+        };
+        let outcome = PageOutcome {
+            records: (records.len() + page.rejected.len()) as u64,
+            rows_written: records.len() as u64,
+            events_written: events.len() as u64,
+            quarantined: page.rejected.len() as u64,
+        };
+
+        let mut tx = self.pool().begin().await?;
+        if let Some(lease) = page.lease {
+            super::lease::fence_in(&mut tx, lease).await?;
+        }
+        if !records.is_empty() {
+            match copy_in(&mut tx, copy_rows_sql(kind), rows).await {
+                Err(StoreError::Database(sqlx::Error::Database(refused))) => {
+                    tracing::debug!(object = %kind, error = %refused, "COPY refused");
+                    return Ok(None);
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        if !page.rejected.is_empty() {
+            page::quarantine(&mut tx, kind, page.rejected).await?;
+        }
+        let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+        page::clear_quarantine_in(&mut tx, kind, &keys).await?;
+        // Events last: the COPY fires the statement trigger that takes the events lock.
+        if !events.is_empty() {
+            copy_in(&mut tx, COPY_EVENTS, encode_events(&events)).await?;
+        }
+        if let Some(run_id) = page.run_id {
+            page::count_in_run(&mut tx, run_id, &outcome).await?;
+        }
+        if let Some(advance) = &page.advance {
+            super::state::advance_in(&mut tx, kind, advance).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(outcome))
+    }
+}
+
+async fn copy_in(tx: &mut Transaction<'_, Postgres>, statement: &str, data: Vec<u8>) -> Result<u64, StoreError> {
+    let mut copy = tx.copy_in_raw(statement).await?;
+    if let Err(e) = copy.send(data).await {
+        // The server may already have said why; `abort` reads its answer.
+        let _ = copy.abort("sending failed").await;
+        return Err(e.into());
+    }
+    Ok(copy.finish().await?)
+}
+
+const COPY_EVENTS: &str =
+    "COPY events (event_type, object_type, object_key, occurred_at, source, changes, data) FROM STDIN (FORMAT binary)";
+
+fn encode_events(events: &[NewEvent]) -> Vec<u8> {
+    let mut out = CopyRows::new();
+    for e in events {
+        out.row(7);
+        out.text(&e.event_type);
+        out.text(e.object_type);
+        out.text(&e.object_key);
+        if out.timestamptz_ms(e.occurred_ms).is_err() {
+            out.null(); // unreachable for a record's own timestamps; the column is NOT NULL, so it fails loudly
+        }
+        out.text(e.source.as_str());
+        match &e.changes {
+            Some(changes) => out.jsonb(&changes.to_string()),
+            None => out.null(),
+        }
+        out.jsonb(e.data.get());
+    }
+    out.finish()
+}
+
+/// The rows as [`upsert_sql`](super::page) would store them: the same columns, the same
+/// conversions, `first_synced_at` and `synced_at` left to their defaults.
+fn encode_rows(kind: ObjectKind, records: &[Record]) -> Result<Vec<u8>, OutOfRange> {
+    let typed = kind.columns();
+    let mut out = CopyRows::new();
+    let stamp = |out: &mut CopyRows, ms: Option<i64>| match ms {
+        Some(ms) => out.timestamptz_ms(ms),
+        None => Ok(out.null()),
+    };
+    for r in records {
+        out.row(6 + typed.len());
+        out.text(&r.key);
+        stamp(&mut out, r.created_ms)?;
+        stamp(&mut out, r.updated_ms)?;
+        out.bool(r.archived);
+        // Archived: deleted since its last update (or now, without one).
+        stamp(&mut out, r.archived.then(|| r.updated_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis())))?;
+        out.jsonb(r.text.get());
+        for column in typed {
+            let value = r.columns.get(column.name).filter(|v| !v.is_null());
+            match column.ty {
+                ColumnType::Text => match value.and_then(Value::as_str) {
+                    Some(s) => out.text(s),
+                    None => out.null(),
+                },
+                ColumnType::Date => match value.and_then(Value::as_str) {
+                    None => out.null(),
+                    Some(s) => out.date(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| OutOfRange)?),
+                },
+                ColumnType::BigInt => match value.and_then(Value::as_i64) {
+                    Some(v) => out.bigint(v),
+                    None => out.null(),
+                },
+                ColumnType::Timestamp => stamp(&mut out, value.and_then(Value::as_i64))?,
+                ColumnType::Bool => match value.and_then(Value::as_bool) {
+                    Some(v) => out.bool(v),
+                    None => out.null(),
+                },
+                ColumnType::TextArray => match value.and_then(Value::as_array) {
+                    None => out.null(),
+                    Some(items) => out.text_array(items.iter().filter_map(Value::as_str)),
+                },
+            }
+        }
+    }
+    Ok(out.finish())
+}
+
+/// `COPY <table> (<the upsert's columns>) FROM STDIN (FORMAT binary)`, built once per object.
+fn copy_rows_sql(kind: ObjectKind) -> &'static str {
+    static CACHE: OnceLock<Vec<(ObjectKind, String)>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        ObjectKind::ALL
+            .into_iter()
+            .map(|k| {
+                let mut columns: Vec<String> =
+                    ["key", "created_at", "updated_at", "archived", "deleted_at", "raw"].map(String::from).to_vec();
+                columns.extend(k.columns().iter().map(|c| format!("\"{}\"", c.name)));
+                (k, format!("COPY {} ({}) FROM STDIN (FORMAT binary)", k.table(), columns.join(", ")))
+            })
+            .collect()
+    });
+    cache.iter().find(|(k, _)| *k == kind).map(|(_, sql)| sql.as_str()).expect("every kind is in ALL")
+}
