@@ -252,6 +252,18 @@ pub const BOOKKEEPING: &[TableDoc] = &[
         ],
     },
     TableDoc {
+        name: "api_budget",
+        about: "The request rate each PartnerStack API key was found to allow (from its 429s), so a restarted daemon starts \
+                from it instead of finding it again. Written every minute and at stop; several daemons on one key each learn \
+                their share and the last to write wins.",
+        columns: &[
+            ("api_url", "The API's base URL."),
+            ("public_key", "The public API key (never the private one)."),
+            ("requests_per_second", "The rate the client allowed itself when it wrote the row."),
+            ("learned_at", "When it was written."),
+        ],
+    },
+    TableDoc {
         name: "reporting_layer",
         about: "What the comments and views generated from the catalogue were last applied as (a start with the same ones does nothing).",
         columns: &[
