@@ -10,7 +10,7 @@ use partnerstack_mirror::{
     partnerstack::{with_priority, ApiClient, ClientConfig, ListQuery, Priority, RateLimit, START_RATE},
     queue::{Handled, QueueSettings, Worker},
     store::Store,
-    sync::{SyncSettings, Syncer},
+    sync::Syncer,
 };
 use partnerstack_simulator::{RunningSimulator, SimulatorConfig};
 use serde_json::json;
@@ -74,13 +74,19 @@ async fn the_rate_found_settles_near_a_limit_the_client_is_not_told_and_follows_
 async fn a_write_back_waits_behind_at_most_one_backfill_request() {
     let sim = support::simulator(3_000, |_| {}).await;
     let store = support::store().await;
-    // Four permits a second, and a backfill of two-record pages that keeps them all taken.
+    // Four permits a second, and backfills of two-record pages that keep them all taken: three
+    // objects at once, so that several backfill requests are always waiting for a permit.
     let api = adaptive_client(&sim, 2, Some(4.0));
     let stop = CancellationToken::new();
-    let settings = SyncSettings { backfill_concurrency: 4, ..support::settings() };
-    let syncer = Syncer::new(api.clone(), store.clone(), settings, stop.clone());
-    let backfill = tokio::spawn(async move { syncer.sync_object(ObjectKind::Deal, false).await });
-    support::eventually("the backfill's readers to queue for permits", Duration::from_secs(60), || async {
+    let syncer = Syncer::new(api.clone(), store.clone(), support::settings(), stop.clone());
+    let backfills: Vec<_> = [ObjectKind::Deal, ObjectKind::Customer, ObjectKind::Partnership]
+        .into_iter()
+        .map(|kind| {
+            let syncer = syncer.clone();
+            tokio::spawn(async move { syncer.sync_object(kind, false).await })
+        })
+        .collect();
+    support::eventually("the backfills' readers to queue for permits", Duration::from_secs(60), || async {
         api.budget().waiting(Priority::Bulk) >= 3
     })
     .await;
@@ -105,7 +111,9 @@ async fn a_write_back_waits_behind_at_most_one_backfill_request() {
         "{overtaking} backfill requests reached the API between the write-back's queueing and its own request (at most the one already granted)"
     );
     stop.cancel();
-    let _ = backfill.await.unwrap();
+    for backfill in backfills {
+        let _ = backfill.await.unwrap();
+    }
 }
 
 fn queue_settings() -> QueueSettings {
