@@ -47,8 +47,19 @@ impl Syncer {
             tokio::select! {
                 result = &mut work => break result,
                 _ = renewals.tick() => {
-                    if let Err(error) = self.store.renew_lease(&lease).await {
-                        tracing::warn!(object = %kind, error = %crate::telemetry::error_chain(&error), "cannot renew the lease");
+                    // The work goes on while the renewal waits: a page's transaction holds
+                    // the lease row `FOR SHARE` (so a takeover waits for it), the renewal's
+                    // UPDATE waits for that transaction to commit, and the transaction
+                    // commits only while the work is polled.
+                    let renewal = self.store.renew_lease(&lease);
+                    tokio::pin!(renewal);
+                    tokio::select! {
+                        result = &mut work => break result,
+                        renewed = &mut renewal => {
+                            if let Err(error) = renewed {
+                                tracing::warn!(object = %kind, error = %crate::telemetry::error_chain(&error), "cannot renew the lease");
+                            }
+                        }
                     }
                 }
             }

@@ -99,3 +99,22 @@ async fn a_first_load_page_that_meets_a_stored_row_is_diffed_like_any_other_page
         sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'deal.created'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(created, records.len() as i64, "one created event per record");
 }
+
+/// The lease is renewed while pages are written: a page's transaction holds the lease row
+/// `FOR SHARE` until it commits, so the renewal must wait beside the work, never instead of
+/// it (the two used to wait for each other for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_that_renews_its_lease_while_pages_are_written_finishes() {
+    let sim = support::simulator(3_000, |_| {}).await;
+    let store = support::store().await;
+    // A renewal every 40 ms, and pages of five records: hundreds of renewals, each likely to
+    // meet a page's open transaction.
+    let settings = partnerstack_mirror::sync::SyncSettings { lease_ttl: std::time::Duration::from_millis(120), ..support::settings() };
+    let syncer = support::syncer(&store, &sim, 5, settings);
+    let pass = tokio::time::timeout(std::time::Duration::from_secs(60), syncer.sync_object(ObjectKind::Deal, false))
+        .await
+        .expect("the backfill finishes while its lease is renewed")
+        .unwrap();
+    assert!(pass.totals.rows_written > 0);
+    assert_eq!(rows(&store, ObjectKind::Deal).await.len(), sim.simulator.records(ObjectKind::Deal).len());
+}
