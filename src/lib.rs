@@ -13,6 +13,7 @@
 //! - [`intake`]: PartnerStack webhooks in: hints that trigger reads, training completions.
 //! - [`subscriptions`]: PartnerStack's webhook subscriptions (`/v2/webhooks`).
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
+//! - [`renewal`]: keeps a lease alive beside the work it guards, never instead of it.
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
 //! - [`delivery`]: webhook delivery of events, signed (Standard Webhooks), in order per record.
 //! - [`retention`]: prunes old events (never unread ones), finished requests and runs.
@@ -51,6 +52,7 @@ pub mod private_postgres;
 pub mod progress;
 pub mod queue;
 pub mod record;
+pub mod renewal;
 pub mod retention;
 pub mod scheduler;
 pub mod store;

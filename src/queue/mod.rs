@@ -178,21 +178,14 @@ impl Worker {
     #[tracing::instrument(name = "write_back", skip_all, fields(id = request.id, operation = %request.operation, object_type = request.kind.singular()))]
     async fn handle(&self, request: QueuedRequest) -> Result<Handled, StoreError> {
         let id = request.id;
-        let work = self.carry_out(request);
-        tokio::pin!(work);
-        let mut renew = tokio::time::interval(self.settings.lease / 3);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        renew.tick().await;
-        loop {
-            tokio::select! {
-                handled = &mut work => return handled,
-                _ = renew.tick() => match self.store.renew_claim(id, &self.name, self.settings.lease).await {
-                    Ok(true) => {}
-                    Ok(false) => warn!(id, "the request's lease was lost to another worker; its outcome will not be recorded here"),
-                    Err(error) => warn!(id, error = %error_chain(&error), "could not renew the request's lease"),
-                },
+        crate::renewal::renewing(self.carry_out(request), self.settings.lease / 3, || async {
+            match self.store.renew_claim(id, &self.name, self.settings.lease).await {
+                Ok(true) => {}
+                Ok(false) => warn!(id, "the request's lease was lost to another worker; its outcome will not be recorded here"),
+                Err(error) => warn!(id, error = %error_chain(&error), "could not renew the request's lease"),
             }
-        }
+        })
+        .await
     }
 
     async fn carry_out(&self, request: QueuedRequest) -> Result<Handled, StoreError> {

@@ -38,32 +38,12 @@ impl Syncer {
         let Some(lease) = self.store.acquire_lease(kind, &self.holder, self.settings.lease_ttl).await? else {
             return Ok(PassReport::nothing(kind, run, true));
         };
-        let work = work(lease.clone());
-        tokio::pin!(work);
-        let mut renewals = tokio::time::interval(lease.ttl / 3);
-        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        renewals.tick().await;
-        let result = loop {
-            tokio::select! {
-                result = &mut work => break result,
-                _ = renewals.tick() => {
-                    // The work goes on while the renewal waits: a page's transaction holds
-                    // the lease row `FOR SHARE` (so a takeover waits for it), the renewal's
-                    // UPDATE waits for that transaction to commit, and the transaction
-                    // commits only while the work is polled.
-                    let renewal = self.store.renew_lease(&lease);
-                    tokio::pin!(renewal);
-                    tokio::select! {
-                        result = &mut work => break result,
-                        renewed = &mut renewal => {
-                            if let Err(error) = renewed {
-                                tracing::warn!(object = %kind, error = %crate::telemetry::error_chain(&error), "cannot renew the lease");
-                            }
-                        }
-                    }
-                }
+        let result = crate::renewal::renewing(work(lease.clone()), lease.ttl / 3, || async {
+            if let Err(error) = self.store.renew_lease(&lease).await {
+                tracing::warn!(object = %kind, error = %crate::telemetry::error_chain(&error), "cannot renew the lease");
             }
-        };
+        })
+        .await;
         if let Err(error) = self.store.release_lease(&lease).await {
             tracing::warn!(object = %lease.kind, error = %error, "cannot release the lease; it expires by itself");
         }
