@@ -153,7 +153,10 @@ fn encode_rows(kind: ObjectKind, records: &[Record]) -> Result<Vec<u8>, OutOfRan
     let mut out = CopyRows::new();
     let stamp = |out: &mut CopyRows, ms: Option<i64>| match ms {
         Some(ms) => out.timestamptz_ms(ms),
-        None => Ok(out.null()),
+        None => {
+            out.null();
+            Ok(())
+        }
     };
     for r in records {
         out.row(6 + typed.len());
