@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use partnerstack_simulator::{Simulator, SimulatorConfig};
+use partnerstack_simulator::SimulatorConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -13,9 +13,14 @@ use crate::{
     daemon::{self, Daemon},
     demo,
     object::ObjectKind,
-    scheduler,
     telemetry::{self, LogFormat},
 };
+
+mod admin;
+mod passes;
+
+use admin::{consumers, delivery, doctor, migrate, queue, simulate, status, tail, webhooks};
+use passes::{reconcile, sync};
 
 #[derive(Parser, Debug)]
 #[command(name = "partnerstack-mirror", version, about = "Mirror a PartnerStack account into PostgreSQL, with change events")]
@@ -249,273 +254,6 @@ async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Exit
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
     let daemon = Daemon::build(config, shutdown).await?;
     Ok(daemon.run(listener).await)
-}
-
-async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let syncer = daemon::syncer(&config, shutdown).await?;
-    let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
-    let bar = progress_bar(&syncer);
-    let summary = scheduler::poll_all(&syncer, &objects, full).await;
-    bar.finish();
-    daemon::remember_rate(&config.partnerstack, syncer.api(), syncer.store()).await;
-    print_summary(&summary)
-}
-
-/// A live line on a terminal while a long pass (a backfill) runs: pages, records, the rate
-/// of the last few seconds ([`crate::live_rate`]).
-/// Nothing when stderr is not a terminal.
-struct ProgressLine {
-    bar: Option<indicatif::ProgressBar>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl ProgressLine {
-    fn finish(self) {
-        if let Some(task) = self.task {
-            task.abort();
-        }
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-fn progress_bar(syncer: &crate::sync::Syncer) -> ProgressLine {
-    use std::{io::IsTerminal, sync::atomic::Ordering};
-    if !std::io::stderr().is_terminal() {
-        return ProgressLine { bar: None, task: None };
-    }
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    let progress = syncer.progress();
-    let ticker = bar.clone();
-    let started = std::time::Instant::now();
-    let task = tokio::spawn(async move {
-        let mut rate = crate::live_rate::LiveRate::default();
-        loop {
-            let records = progress.records.load(Ordering::Relaxed);
-            let eta = progress.eta(started.elapsed()).map(|d| format!(" | ETA {}s", d.as_secs())).unwrap_or_default();
-            ticker.set_message(format!(
-                "pages {} | records {} ({:.0}/s over the last {}s) | rows written {} | events {}{eta}",
-                progress.pages.load(Ordering::Relaxed),
-                records,
-                rate.sample(tokio::time::Instant::now(), records),
-                crate::live_rate::WINDOW.as_secs(),
-                progress.rows_written.load(Ordering::Relaxed),
-                progress.events_written.load(Ordering::Relaxed),
-            ));
-            ticker.tick();
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    });
-    ProgressLine { bar: Some(bar), task: Some(task) }
-}
-
-async fn reconcile(config: Config, objects: Vec<ObjectKind>, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let syncer = daemon::syncer(&config, shutdown).await?;
-    let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
-    let bar = progress_bar(&syncer);
-    let summary = scheduler::reconcile_all(&syncer, &objects).await;
-    bar.finish();
-    print_summary(&summary)
-}
-
-fn print_summary(summary: &scheduler::PassSummary) -> anyhow::Result<ExitCode> {
-    for r in &summary.reports {
-        if r.held_elsewhere {
-            println!("{:<22} skipped: another instance holds its lease (it is syncing it now, or died and its lease lapses within sync.lease_ttl)", r.kind.table());
-            continue;
-        }
-        println!(
-            "{:<22} {:<9} pages {:>6}  records {:>8}  rows written {:>8}  events {:>8}",
-            r.kind.table(),
-            r.run.as_str(),
-            r.totals.pages,
-            r.totals.records_read,
-            r.totals.rows_written,
-            r.totals.events_written
-        );
-    }
-    for (kind, e) in &summary.failures {
-        eprintln!("error: {kind}: {}", e.chain());
-    }
-    Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
-    store.migrate().await?;
-    println!("migrations applied to schema {}", store.schema());
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn status(config: Config) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
-    print!("{}", store.status().await.context("cannot read the mirror's state (run `partnerstack-mirror migrate` first?)")?);
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
-    store.migrate().await?;
-    match command {
-        QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
-            let payload: serde_json::Value = serde_json::from_str(&payload).context("--payload is not valid JSON")?;
-            let id = store
-                .enqueue(&operation, &object_type, object_key.as_deref(), &payload, idempotency_key.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!(crate::telemetry::error_chain(&e)))?;
-            println!("queued request {id}");
-        }
-        QueueCommand::List { status, limit } => {
-            println!(
-                "{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  last error",
-                "id", "operation", "object", "key", "status", "try", "run after (UTC)"
-            );
-            for r in store.list_queue(status.as_deref(), limit).await? {
-                println!(
-                    "{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  {}",
-                    r.id,
-                    r.operation,
-                    r.object_type,
-                    r.object_key.as_deref().unwrap_or("-"),
-                    r.status,
-                    r.attempts,
-                    r.run_after.format("%Y-%m-%d %H:%M:%S"),
-                    r.last_error
-                        .as_deref()
-                        .map(|e| format!("{}{}", r.http_status.map(|s| format!("[{s}] ")).unwrap_or_default(), e))
-                        .unwrap_or_else(|| "-".into())
-                );
-            }
-        }
-        QueueCommand::Retry { id } => {
-            anyhow::ensure!(store.requeue(id).await?, "request {id} is not failed or cancelled");
-            println!("request {id} queued again");
-        }
-        QueueCommand::Cancel { id } => {
-            anyhow::ensure!(store.cancel(id).await?, "request {id} is not pending (only pending requests can be cancelled)");
-            println!("request {id} cancelled");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn tail(config: Config, options: crate::store::TailOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    use std::io::Write;
-    let store = daemon::store(&config).await?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    // A consumer's position is committed after each line: the line must have left the buffer.
-    let flush_each = options.follow || options.consumer.is_some();
-    store
-        .tail(&options, &shutdown, |line| {
-            // `| head` closing the pipe ends the command quietly.
-            writeln!(out, "{line}").is_ok() && (!flush_each || out.flush().is_ok())
-        })
-        .await?;
-    let _ = out.flush();
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn consumers(config: Config) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
-    store.migrate().await?;
-    println!("{:<24} {:>12} {:>10}  {:<19}  oldest unread", "consumer", "position", "lag", "last commit (UTC)");
-    for c in store.consumers().await? {
-        println!(
-            "{:<24} {:>12} {:>10}  {:<19}  {}",
-            c.name,
-            c.position,
-            c.lag,
-            c.updated_at.format("%Y-%m-%d %H:%M:%S"),
-            c.oldest_unread_age_seconds.map_or("caught up".into(), |s| format!("{s:.0}s old"))
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
-    use crate::subscriptions;
-    let api = daemon::api_client(&config)?;
-    match command {
-        WebhooksCommand::Register { url, events } => {
-            let s = subscriptions::register(&api, &url, &events).await.context("PartnerStack did not register the subscription")?;
-            println!("registered {} → {} for {}", s.key, s.target.as_deref().unwrap_or(&url), s.events.join(", "));
-        }
-        WebhooksCommand::List => {
-            for s in subscriptions::list(&api).await.context("cannot list the subscriptions")? {
-                println!("{:<24} {:<60} {}", s.key, s.target.as_deref().unwrap_or("-"), s.events.join(", "));
-            }
-        }
-        WebhooksCommand::Remove { key } => {
-            subscriptions::remove(&api, &key).await.with_context(|| format!("cannot remove subscription {key}"))?;
-            println!("removed {key}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn delivery(config: Config, command: DeliveryCommand) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
-    store.migrate().await?;
-    let configured = |name: &str| config.deliveries.iter().any(|d| d.name == name);
-    match command {
-        DeliveryCommand::List => {
-            let lines = store.deliveries().await?;
-            for d in &lines {
-                let note = if configured(&d.name) { "" } else { " (not in this configuration)" };
-                println!("{d}{note}");
-            }
-            for d in config.deliveries.iter().filter(|d| !lines.iter().any(|l| l.name == d.name)) {
-                println!("delivery {}: configured, not started yet (the daemon creates it)", d.name);
-            }
-        }
-        DeliveryCommand::Retry { name, event } => {
-            let n = store.requeue_dead_letters(&name, event).await?;
-            match event {
-                Some(id) => anyhow::ensure!(n == 1, "delivery {name} has no dead letter for event {id} waiting to be retried"),
-                None => println!("{n} dead letter(s) of delivery {name} queued again; the delivering daemon sends them"),
-            }
-            if event.is_some() {
-                println!("dead letter queued again; the delivering daemon sends it");
-            }
-        }
-        DeliveryCommand::Enable { name } => {
-            anyhow::ensure!(store.enable_delivery(&name).await?, "there is no delivery {name}");
-            println!("delivery {name} enabled; a daemon resumes it from its position within seconds");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
-    let api = daemon::api_client(&config)?;
-    let report = crate::doctor::examine(&api, &config.partnerstack).await;
-    print!("{report}");
-    Ok(if report.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-async fn simulate(listen: SocketAddr, config: SimulatorConfig, poison: usize, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    use partnerstack_simulator::Poison;
-    let (public_key, private_key) = (config.public_key.clone(), config.private_key.clone());
-    let simulator = Simulator::new(config);
-    let kinds = [Poison::NulCharacter, Poison::WrongType, Poison::MissingKey, Poison::BadTimestamp, Poison::Huge];
-    for kind in ObjectKind::ALL {
-        for (i, key) in simulator.keys(kind).into_iter().take(poison).enumerate() {
-            simulator.poison(kind, &key, kinds[i % kinds.len()]);
-        }
-    }
-    let running = simulator.start(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    println!("PartnerStack simulator at {}", running.base_url);
-    println!("  public key {public_key}  private key {private_key}");
-    println!("  curl -u {public_key}:{private_key} '{}/deals?limit=2'", running.base_url);
-    shutdown.cancelled().await;
-    running.stop().await;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Cancels `token` on SIGINT or SIGTERM: every task finishes or rolls back its page and exits.

@@ -18,13 +18,19 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
+
+mod host;
+#[cfg(test)]
+mod tests;
+
+use host::{server_user, Binaries, RunAs};
 
 /// How long a freshly started server may take to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -488,114 +494,6 @@ impl Watchdog {
     }
 }
 
-/// Where `initdb` and `postgres` live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Binaries {
-    initdb: PathBuf,
-    postgres: PathBuf,
-}
-
-impl Binaries {
-    /// PATH first (an explicit choice by whoever set it), then the newest Debian-style
-    /// versioned install, which is not on PATH by default.
-    fn locate() -> Result<Binaries> {
-        let path_dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
-        path_dirs
-            .into_iter()
-            .chain(versioned_bin_dirs(Path::new(VERSIONED_INSTALL_ROOT)))
-            .find_map(|dir| Binaries::in_dir(&dir))
-            .ok_or(PrivatePostgresError::BinariesNotFound)
-    }
-
-    fn in_dir(dir: &Path) -> Option<Binaries> {
-        let initdb = dir.join("initdb");
-        let postgres = dir.join("postgres");
-        (is_executable(&initdb) && is_executable(&postgres)).then_some(Binaries { initdb, postgres })
-    }
-}
-
-/// `ROOT/<version>/bin` for every numeric version directory, newest first.
-fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut versions: Vec<(Vec<u32>, PathBuf)> = entries
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let version = name.split('.').map(|part| part.parse().ok()).collect::<Option<Vec<u32>>>()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
-    versions.into_iter().map(|(_, dir)| dir).collect()
-}
-
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// The system user the server runs as when we cannot run it as ourselves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
-}
-
-/// `None` runs the server as ourselves; as root, PostgreSQL refuses that, so it runs as
-/// the `postgres` system user that the server package creates.
-fn server_user() -> Result<Option<RunAs>> {
-    if effective_uid().map_err(PrivatePostgresError::CurrentUser)? != 0 {
-        return Ok(None);
-    }
-    postgres_user().map(Some).ok_or(PrivatePostgresError::NoPostgresUser)
-}
-
-/// Read from /proc (there is no libc dependency), falling back to `id -u`.
-fn effective_uid() -> io::Result<u32> {
-    if let Ok(status) = fs::read_to_string("/proc/self/status") {
-        if let Some(uid) = parse_effective_uid(&status) {
-            return Ok(uid);
-        }
-    }
-    command_number(Command::new("id").arg("-u"))
-}
-
-/// The `Uid:` line lists the real, effective, saved and filesystem uids.
-fn parse_effective_uid(proc_status: &str) -> Option<u32> {
-    proc_status.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn postgres_user() -> Option<RunAs> {
-    fs::read_to_string("/etc/passwd").ok().and_then(|passwd| parse_passwd_user(&passwd, "postgres")).or_else(|| {
-        // Users from other NSS sources (LDAP, systemd-userdb) are not in /etc/passwd.
-        let uid = command_number(Command::new("id").args(["-u", "postgres"])).ok()?;
-        let gid = command_number(Command::new("id").args(["-g", "postgres"])).ok()?;
-        Some(RunAs { uid, gid })
-    })
-}
-
-fn parse_passwd_user(passwd: &str, user: &str) -> Option<RunAs> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        if fields.next()? != user {
-            return None;
-        }
-        let _password = fields.next()?;
-        let uid = fields.next()?.parse().ok()?;
-        let gid = fields.next()?.parse().ok()?;
-        Some(RunAs { uid, gid })
-    })
-}
-
-fn command_number(command: &mut Command) -> io::Result<u32> {
-    let output = command.stderr(Stdio::null()).output()?;
-    if !output.status.success() {
-        return Err(io::Error::other(format!("{command:?} failed ({})", output.status)));
-    }
-    String::from_utf8_lossy(&output.stdout).trim().parse().map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
-}
-
 /// A new directory that only the server user can use. As root it goes under /tmp, which the
 /// `postgres` user can traverse even when root's own TMPDIR is private.
 fn create_private_dir(run_as: Option<RunAs>) -> Result<PathBuf> {
@@ -646,105 +544,4 @@ fn log_tail(path: &Path, start: u64) -> String {
         })
     };
     read().unwrap_or_else(|error| format!("(could not read {}: {error})", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn answers_select_1(url: &str) -> bool {
-        let Ok(mut connection) = PgConnection::connect(url).await else {
-            return false;
-        };
-        let one: Result<i32, _> = sqlx::query_scalar("SELECT 1").fetch_one(&mut connection).await;
-        matches!(one, Ok(1))
-    }
-
-    fn accepts_connections(port: u16) -> bool {
-        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
-    }
-
-    #[tokio::test]
-    async fn a_started_server_answers_select_1_at_its_url() {
-        let server = PrivatePostgres::start().await.expect("server starts");
-        assert!(answers_select_1(&server.url()).await, "{} answers SELECT 1", server.url());
-        assert_eq!(server.url(), format!("postgres://postgres@127.0.0.1:{}/postgres", server.port()));
-        let dir = server.dir.clone();
-        server.stop().await.expect("server stops");
-        assert!(!dir.exists(), "{} was removed", dir.display());
-    }
-
-    #[tokio::test]
-    async fn dropping_a_server_stops_it_and_removes_its_directory() {
-        let server = PrivatePostgres::start().await.expect("server starts");
-        let (port, dir) = (server.port(), server.dir.clone());
-        assert!(accepts_connections(port));
-        drop(server);
-        assert!(!dir.exists(), "{} was removed", dir.display());
-        assert!(!accepts_connections(port), "port {port} no longer accepts connections");
-    }
-
-    #[tokio::test]
-    async fn two_servers_run_side_by_side_on_different_ports() {
-        let (first, second) = tokio::join!(PrivatePostgres::start(), PrivatePostgres::start());
-        let (first, second) = (first.expect("first starts"), second.expect("second starts"));
-        assert_ne!(first.port(), second.port());
-        assert_ne!(first.dir, second.dir);
-        assert!(answers_select_1(&first.url()).await);
-        assert!(answers_select_1(&second.url()).await);
-        first.stop().await.expect("first stops");
-        assert!(answers_select_1(&second.url()).await, "second outlives first");
-        second.stop().await.expect("second stops");
-    }
-
-    #[tokio::test]
-    async fn a_server_whose_owner_vanishes_is_cleaned_up_by_the_watchdog() {
-        let mut server = PrivatePostgres::start().await.expect("server starts");
-        let (port, dir) = (server.port(), server.dir.clone());
-        // Closing our end of the pipe is what the kernel does when the owner dies.
-        let watchdog = server.watchdog.as_mut().expect("watchdog is armed");
-        drop(watchdog.child.stdin.take());
-
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while dir.exists() || accepts_connections(port) {
-            assert!(Instant::now() < deadline, "watchdog cleaned up within 30s");
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-        // Dropping after the watchdog acted must neither fail nor hang.
-        drop(server);
-    }
-
-    #[test]
-    fn url_for_puts_the_database_name_in_the_path_percent_encoded() {
-        let server = PrivatePostgres { dir: PathBuf::from("/nonexistent"), port: 5432, server: None, watchdog: None, dir_removed: true };
-        assert_eq!(server.url_for("app_test"), "postgres://postgres@127.0.0.1:5432/app_test");
-        assert_eq!(server.url_for("a b/c"), "postgres://postgres@127.0.0.1:5432/a%20b%2Fc");
-        assert_eq!(server.url(), "postgres://postgres@127.0.0.1:5432/postgres");
-    }
-
-    #[test]
-    fn versioned_installs_are_tried_newest_first() {
-        let root = std::env::temp_dir().join(format!("pg-versions-{:08x}", rand::random::<u32>()));
-        for version in ["9.6", "15", "10", "16", "main"] {
-            fs::create_dir_all(root.join(version).join("bin")).unwrap();
-        }
-        let found = versioned_bin_dirs(&root);
-        fs::remove_dir_all(&root).unwrap();
-        let versions: Vec<_> = found.iter().map(|dir| dir.parent().unwrap().file_name().unwrap().to_str().unwrap()).collect();
-        assert_eq!(versions, ["16", "15", "10", "9.6"]);
-    }
-
-    #[test]
-    fn the_effective_uid_is_the_second_uid_in_proc_status() {
-        let status = "Name:\tcargo\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
-        assert_eq!(parse_effective_uid(status), Some(0));
-    }
-
-    #[test]
-    fn the_postgres_user_is_read_from_passwd() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
-                      postgres:x:101:104:PostgreSQL administrator:/var/lib/postgresql:/bin/bash\n";
-        assert_eq!(parse_passwd_user(passwd, "postgres"), Some(RunAs { uid: 101, gid: 104 }));
-        assert_eq!(parse_passwd_user(passwd, "nobody"), None);
-    }
 }

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::{is_loopback, ConfigError};
+use super::{file::is_loopback, ConfigError};
 
 /// What a delivery does with an event its endpoint refused `max_attempts` times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -1,0 +1,189 @@
+//! The operator's commands that run once and print: `migrate`, `status`, `queue`, `events`,
+//! `webhooks`, `delivery`, `doctor`, and `simulate`, which serves until stopped.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use anyhow::Context;
+use partnerstack_simulator::{Simulator, SimulatorConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::{DeliveryCommand, QueueCommand, WebhooksCommand};
+use crate::{config::Config, daemon, object::ObjectKind};
+
+pub(super) async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
+    let store = daemon::store(&config).await?;
+    store.migrate().await?;
+    println!("migrations applied to schema {}", store.schema());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn status(config: Config) -> anyhow::Result<ExitCode> {
+    let store = daemon::store(&config).await?;
+    print!("{}", store.status().await.context("cannot read the mirror's state (run `partnerstack-mirror migrate` first?)")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    let store = daemon::store(&config).await?;
+    store.migrate().await?;
+    match command {
+        QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
+            let payload: serde_json::Value = serde_json::from_str(&payload).context("--payload is not valid JSON")?;
+            let id = store
+                .enqueue(&operation, &object_type, object_key.as_deref(), &payload, idempotency_key.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!(crate::telemetry::error_chain(&e)))?;
+            println!("queued request {id}");
+        }
+        QueueCommand::List { status, limit } => {
+            println!(
+                "{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  last error",
+                "id", "operation", "object", "key", "status", "try", "run after (UTC)"
+            );
+            for r in store.list_queue(status.as_deref(), limit).await? {
+                println!(
+                    "{:>8}  {:<17} {:<12} {:<24} {:<10} {:>3}  {:<19}  {}",
+                    r.id,
+                    r.operation,
+                    r.object_type,
+                    r.object_key.as_deref().unwrap_or("-"),
+                    r.status,
+                    r.attempts,
+                    r.run_after.format("%Y-%m-%d %H:%M:%S"),
+                    r.last_error
+                        .as_deref()
+                        .map(|e| format!("{}{}", r.http_status.map(|s| format!("[{s}] ")).unwrap_or_default(), e))
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        QueueCommand::Retry { id } => {
+            anyhow::ensure!(store.requeue(id).await?, "request {id} is not failed or cancelled");
+            println!("request {id} queued again");
+        }
+        QueueCommand::Cancel { id } => {
+            anyhow::ensure!(store.cancel(id).await?, "request {id} is not pending (only pending requests can be cancelled)");
+            println!("request {id} cancelled");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn tail(config: Config, options: crate::store::TailOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let store = daemon::store(&config).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    // A consumer's position is committed after each line: the line must have left the buffer.
+    let flush_each = options.follow || options.consumer.is_some();
+    store
+        .tail(&options, &shutdown, |line| {
+            // `| head` closing the pipe ends the command quietly.
+            writeln!(out, "{line}").is_ok() && (!flush_each || out.flush().is_ok())
+        })
+        .await?;
+    let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn consumers(config: Config) -> anyhow::Result<ExitCode> {
+    let store = daemon::store(&config).await?;
+    store.migrate().await?;
+    println!("{:<24} {:>12} {:>10}  {:<19}  oldest unread", "consumer", "position", "lag", "last commit (UTC)");
+    for c in store.consumers().await? {
+        println!(
+            "{:<24} {:>12} {:>10}  {:<19}  {}",
+            c.name,
+            c.position,
+            c.lag,
+            c.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            c.oldest_unread_age_seconds.map_or("caught up".into(), |s| format!("{s:.0}s old"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
+    use crate::subscriptions;
+    let api = daemon::api_client(&config)?;
+    match command {
+        WebhooksCommand::Register { url, events } => {
+            let s = subscriptions::register(&api, &url, &events).await.context("PartnerStack did not register the subscription")?;
+            println!("registered {} → {} for {}", s.key, s.target.as_deref().unwrap_or(&url), s.events.join(", "));
+        }
+        WebhooksCommand::List => {
+            for s in subscriptions::list(&api).await.context("cannot list the subscriptions")? {
+                println!("{:<24} {:<60} {}", s.key, s.target.as_deref().unwrap_or("-"), s.events.join(", "));
+            }
+        }
+        WebhooksCommand::Remove { key } => {
+            subscriptions::remove(&api, &key).await.with_context(|| format!("cannot remove subscription {key}"))?;
+            println!("removed {key}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn delivery(config: Config, command: DeliveryCommand) -> anyhow::Result<ExitCode> {
+    let store = daemon::store(&config).await?;
+    store.migrate().await?;
+    let configured = |name: &str| config.deliveries.iter().any(|d| d.name == name);
+    match command {
+        DeliveryCommand::List => {
+            let lines = store.deliveries().await?;
+            for d in &lines {
+                let note = if configured(&d.name) { "" } else { " (not in this configuration)" };
+                println!("{d}{note}");
+            }
+            for d in config.deliveries.iter().filter(|d| !lines.iter().any(|l| l.name == d.name)) {
+                println!("delivery {}: configured, not started yet (the daemon creates it)", d.name);
+            }
+        }
+        DeliveryCommand::Retry { name, event } => {
+            let n = store.requeue_dead_letters(&name, event).await?;
+            match event {
+                Some(id) => anyhow::ensure!(n == 1, "delivery {name} has no dead letter for event {id} waiting to be retried"),
+                None => println!("{n} dead letter(s) of delivery {name} queued again; the delivering daemon sends them"),
+            }
+            if event.is_some() {
+                println!("dead letter queued again; the delivering daemon sends it");
+            }
+        }
+        DeliveryCommand::Enable { name } => {
+            anyhow::ensure!(store.enable_delivery(&name).await?, "there is no delivery {name}");
+            println!("delivery {name} enabled; a daemon resumes it from its position within seconds");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
+    let api = daemon::api_client(&config)?;
+    let report = crate::doctor::examine(&api, &config.partnerstack).await;
+    print!("{report}");
+    Ok(if report.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub(super) async fn simulate(
+    listen: SocketAddr,
+    config: SimulatorConfig,
+    poison: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    use partnerstack_simulator::Poison;
+    let (public_key, private_key) = (config.public_key.clone(), config.private_key.clone());
+    let simulator = Simulator::new(config);
+    let kinds = [Poison::NulCharacter, Poison::WrongType, Poison::MissingKey, Poison::BadTimestamp, Poison::Huge];
+    for kind in ObjectKind::ALL {
+        for (i, key) in simulator.keys(kind).into_iter().take(poison).enumerate() {
+            simulator.poison(kind, &key, kinds[i % kinds.len()]);
+        }
+    }
+    let running = simulator.start(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    println!("PartnerStack simulator at {}", running.base_url);
+    println!("  public key {public_key}  private key {private_key}");
+    println!("  curl -u {public_key}:{private_key} '{}/deals?limit=2'", running.base_url);
+    shutdown.cancelled().await;
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}

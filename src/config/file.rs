@@ -1,0 +1,385 @@
+//! The configuration as written: the file's and the environment's shape, with the SPEC's
+//! defaults, and its validation into [`Config`](super::Config), where every error names its key.
+
+use std::{path::PathBuf, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    delivery, invalid, Config, ConfigError, DatabaseConfig, EventsConfig, HttpConfig, PartnerStackConfig, QueueConfig, Retention, Schedule,
+    SyncConfig, WebhooksConfig, DAY,
+};
+use crate::{object::ObjectKind, partnerstack::RateLimit};
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawConfig {
+    database: RawDatabase,
+    partnerstack: RawPartnerStack,
+    sync: RawSync,
+    queue: RawQueue,
+    http: RawHttp,
+    events: RawEvents,
+    delivery: Vec<delivery::RawDelivery>,
+    webhooks: RawWebhooks,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawWebhooks {
+    token: Option<SecretString>,
+    token_file: Option<PathBuf>,
+}
+
+impl RawWebhooks {
+    fn validate(self) -> Result<WebhooksConfig, ConfigError> {
+        let token = match (self.token, self.token_file) {
+            (Some(_), Some(_)) => return Err(invalid("webhooks.token_file", "set either token or token_file, not both")),
+            (Some(t), None) => Some(t),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| invalid("webhooks.token_file", format!("cannot read {}: {e}", path.display())))?;
+                Some(SecretString::from(text.trim().to_owned()))
+            }
+            (None, None) => None,
+        };
+        if let Some(t) = &token {
+            let t = t.expose_secret();
+            // The token travels in a URL path: long enough not to be guessed, and plain.
+            if t.len() < 16 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(
+                    "webhooks.token",
+                    "must be at least 16 characters of A-Z, a-z, 0-9, - and _ (e.g. `openssl rand -hex 24`)",
+                ));
+            }
+        }
+        Ok(WebhooksConfig { token })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawEvents {
+    retain: Retention,
+}
+
+impl Default for RawEvents {
+    fn default() -> Self {
+        RawEvents { retain: Retention::Keep(90 * DAY) }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<SecretString>,
+    schema: String,
+    max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    statement_timeout: Duration,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        RawDatabase { url: None, schema: "partnerstack".into(), max_connections: 10, statement_timeout: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPartnerStack {
+    api_url: String,
+    public_key: Option<String>,
+    private_key: Option<SecretString>,
+    private_key_file: Option<PathBuf>,
+    requests_per_second: Option<f64>,
+    #[serde(with = "humantime_serde")]
+    timeout: Duration,
+    max_retries: usize,
+    page_size: u16,
+}
+
+impl Default for RawPartnerStack {
+    fn default() -> Self {
+        RawPartnerStack {
+            api_url: "https://api.partnerstack.com/api/v2".into(),
+            public_key: None,
+            private_key: None,
+            private_key_file: None,
+            requests_per_second: None,
+            timeout: Duration::from_secs(30),
+            max_retries: 8,
+            page_size: 250,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawSync {
+    objects: Vec<String>,
+    schedule: Option<String>,
+    #[serde(with = "humantime_serde")]
+    interval: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    lookback: Duration,
+    #[serde(with = "humantime_serde")]
+    settle: Duration,
+    rescan_schedule: String,
+    reconcile_schedule: String,
+    backfill_concurrency: usize,
+    emit_backfill_events: bool,
+    reconcile_max_delete_share: f64,
+    #[serde(with = "humantime_serde")]
+    freshness: Duration,
+    #[serde(with = "humantime_serde")]
+    lease_ttl: Duration,
+    retain_runs: Retention,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync {
+            objects: Vec::new(),
+            schedule: None,
+            interval: None,
+            lookback: Duration::from_secs(600),
+            settle: Duration::from_secs(5),
+            rescan_schedule: "0 0 * * * *".into(),
+            reconcile_schedule: "0 30 3 * * *".into(),
+            backfill_concurrency: 4,
+            emit_backfill_events: true,
+            reconcile_max_delete_share: 0.10,
+            freshness: Duration::from_secs(1800),
+            lease_ttl: Duration::from_secs(60),
+            retain_runs: Retention::Keep(30 * DAY),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawQueue {
+    workers: usize,
+    max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    lease: Duration,
+    #[serde(with = "humantime_serde")]
+    lookup_grace: Duration,
+    retain_finished: Retention,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        RawQueue {
+            workers: 2,
+            max_attempts: 10,
+            lease: Duration::from_secs(60),
+            lookup_grace: Duration::from_secs(600),
+            retain_finished: Retention::Keep(90 * DAY),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp { listen: "127.0.0.1:9187".into() }
+    }
+}
+
+impl RawConfig {
+    pub(super) fn validate(self) -> Result<Config, ConfigError> {
+        Ok(Config {
+            database: self.database.validate()?,
+            partnerstack: self.partnerstack.validate()?,
+            sync: self.sync.validate()?,
+            queue: self.queue.validate()?,
+            events: EventsConfig { retain: self.events.retain },
+            webhooks: self.webhooks.validate()?,
+            http: HttpConfig { listen: self.http.listen.parse().map_err(|e| invalid("http.listen", format!("{e}: expected host:port")))? },
+            deliveries: delivery::validate(self.delivery)?,
+        })
+    }
+}
+
+impl RawDatabase {
+    fn validate(self) -> Result<DatabaseConfig, ConfigError> {
+        let valid_identifier = !self.schema.is_empty()
+            && self.schema.len() <= 63
+            && self.schema.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && self.schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_identifier {
+            return Err(invalid("database.schema", "must be a lowercase SQL identifier (a-z, 0-9, _)"));
+        }
+        if self.max_connections < 2 {
+            return Err(invalid("database.max_connections", "must be at least 2"));
+        }
+        if let Some(url) = &self.url {
+            let u = url.expose_secret();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return Err(invalid("database.url", "must start with postgres:// or postgresql://"));
+            }
+        }
+        if self.statement_timeout < Duration::from_millis(100) {
+            return Err(invalid("database.statement_timeout", "must be at least 100ms"));
+        }
+        Ok(DatabaseConfig {
+            url: self.url,
+            schema: self.schema,
+            max_connections: self.max_connections,
+            statement_timeout: self.statement_timeout,
+        })
+    }
+}
+
+impl RawPartnerStack {
+    fn validate(self) -> Result<PartnerStackConfig, ConfigError> {
+        let api_url = Url::parse(&self.api_url).map_err(|e| invalid("partnerstack.api_url", e.to_string()))?;
+        match api_url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&api_url) => {}
+            "http" => return Err(invalid("partnerstack.api_url", "plain http:// is only allowed for loopback hosts")),
+            other => return Err(invalid("partnerstack.api_url", format!("unsupported scheme `{other}`"))),
+        }
+        if !(1..=250).contains(&self.page_size) {
+            return Err(invalid("partnerstack.page_size", "must be between 1 and 250"));
+        }
+        let rate_limit = match self.requests_per_second {
+            None => RateLimit::Adaptive { ceiling: None },
+            Some(0.0) => RateLimit::Unlimited,
+            Some(r) if (crate::partnerstack::MIN_CEILING..=crate::partnerstack::MAX_RATE).contains(&r) => {
+                RateLimit::Adaptive { ceiling: Some(r) }
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "partnerstack.requests_per_second",
+                    format!(
+                        "must be a ceiling between {} and {} requests a second, or 0 for no limit \
+                         (leave it unset to let the client find the allowed rate)",
+                        crate::partnerstack::MIN_CEILING,
+                        crate::partnerstack::MAX_RATE
+                    ),
+                ))
+            }
+        };
+        if self.timeout.is_zero() {
+            return Err(invalid("partnerstack.timeout", "must be positive"));
+        }
+        let private_key = match (self.private_key, self.private_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("partnerstack.private_key_file", "set either private_key or private_key_file, not both"))
+            }
+            (Some(k), None) => Some(k),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile { path, source })?;
+                Some(SecretString::from(text.trim().to_owned()))
+            }
+            (None, None) => None,
+        };
+        Ok(PartnerStackConfig {
+            api_url,
+            public_key: self.public_key.unwrap_or_default(),
+            private_key,
+            rate_limit,
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+            page_size: self.page_size,
+        })
+    }
+}
+
+pub(super) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl RawSync {
+    fn validate(self) -> Result<SyncConfig, ConfigError> {
+        let objects = if self.objects.is_empty() {
+            ObjectKind::default_set()
+        } else {
+            let mut kinds = Vec::new();
+            for name in &self.objects {
+                let kind: ObjectKind = name.parse().map_err(|e: crate::object::UnknownObject| invalid("sync.objects", e.to_string()))?;
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            kinds
+        };
+        let schedule = match (self.schedule, self.interval) {
+            (Some(_), Some(_)) => return Err(invalid("sync.schedule", "set either sync.schedule or sync.interval, not both")),
+            (Some(cron), None) => {
+                check_cron("sync.schedule", &cron)?;
+                Schedule::Cron(cron)
+            }
+            (None, Some(every)) if every.is_zero() => return Err(invalid("sync.interval", "must be positive")),
+            (None, Some(every)) => Schedule::Every(every),
+            (None, None) => Schedule::Every(Duration::from_secs(60)),
+        };
+        check_cron("sync.rescan_schedule", &self.rescan_schedule)?;
+        check_cron("sync.reconcile_schedule", &self.reconcile_schedule)?;
+        if !(0.0..=1.0).contains(&self.reconcile_max_delete_share) {
+            return Err(invalid("sync.reconcile_max_delete_share", "must be between 0 and 1"));
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(invalid("sync.lease_ttl", "must be at least 1s"));
+        }
+        if self.backfill_concurrency == 0 {
+            return Err(invalid("sync.backfill_concurrency", "must be at least 1"));
+        }
+        Ok(SyncConfig {
+            objects,
+            schedule,
+            lookback: self.lookback,
+            settle: self.settle,
+            rescan_schedule: self.rescan_schedule,
+            reconcile_schedule: self.reconcile_schedule,
+            backfill_concurrency: self.backfill_concurrency,
+            emit_backfill_events: self.emit_backfill_events,
+            reconcile_max_delete_share: self.reconcile_max_delete_share,
+            freshness: self.freshness,
+            lease_ttl: self.lease_ttl,
+            retain_runs: self.retain_runs,
+        })
+    }
+}
+
+impl RawQueue {
+    fn validate(self) -> Result<QueueConfig, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(invalid("queue.max_attempts", "must be at least 1"));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(invalid("queue.lease", "must be at least 1s"));
+        }
+        Ok(QueueConfig {
+            workers: self.workers,
+            max_attempts: self.max_attempts,
+            lease: self.lease,
+            lookup_grace: self.lookup_grace,
+            retain_finished: self.retain_finished,
+        })
+    }
+}
+
+/// Cron expressions have six fields (seconds first), as tokio-cron-scheduler reads them.
+fn check_cron(key: &'static str, expr: &str) -> Result<(), ConfigError> {
+    let fields = expr.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return Err(invalid(key, format!("`{expr}` is not a cron expression with seconds (6 fields, e.g. `0 */5 * * * *`)")));
+    }
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {})).map(drop).map_err(|e| invalid(key, format!("`{expr}`: {e}")))
+}
