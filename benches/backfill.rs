@@ -20,7 +20,6 @@ use partnerstack_mirror::{
     backoff::Backoff,
     object::ObjectKind,
     partnerstack::{ApiClient, ClientConfig, RateLimit},
-    private_postgres::PrivatePostgres,
     scheduler,
     store::Store,
     sync::{SyncSettings, Syncer},
@@ -38,10 +37,12 @@ impl Drop for KillOnDrop {
     }
 }
 
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let records: usize = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let concurrency: usize = std::env::var("BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let records: usize = support::knob("BENCH_RECORDS", 200_000);
+    let concurrency: usize = support::knob("BENCH_CONCURRENCY", 4);
     let limit: Option<f64> = std::env::var("BENCH_RATE_LIMIT").ok().and_then(|v| v.parse().ok());
     // Against a limit the client must find it; without one, nothing holds the client back.
     let (rate_limit, limit_args) = match limit {
@@ -65,11 +66,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("simulator with {records} records ready in {:.1}s", started.elapsed().as_secs_f64());
 
-    let private = match std::env::var("DATABASE_URL") {
-        Ok(_) => None,
-        Err(_) => Some(PrivatePostgres::start().await?),
-    };
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| private.as_ref().unwrap().url());
+    let database = support::Database::start().await?;
+    let url = database.url.clone();
     let schema = format!("bench_{}", std::process::id());
     let store = Store::connect(&url, &schema, 10).await?;
     store.migrate().await?;
@@ -180,9 +178,7 @@ async fn main() -> anyhow::Result<()> {
 
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut *conn).await?;
     drop(conn);
-    if let Some(pg) = private {
-        pg.stop().await?;
-    }
+    database.stop().await?;
     Ok(())
 }
 

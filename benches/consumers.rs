@@ -7,16 +7,15 @@
 
 use std::time::{Duration, Instant};
 
-use partnerstack_mirror::{private_postgres::PrivatePostgres, store::Store};
+use partnerstack_mirror::store::Store;
+
+mod support;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let events: i64 = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
-    let private = match std::env::var("DATABASE_URL") {
-        Ok(_) => None,
-        Err(_) => Some(PrivatePostgres::start().await?),
-    };
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| private.as_ref().unwrap().url());
+    let events: i64 = support::knob("BENCH_EVENTS", 10_000_000);
+    let database = support::Database::start().await?;
+    let url = database.url.clone();
     let schema = format!("bench_consumers_{}", std::process::id());
     let store = Store::connect(&url, &schema, 4).await?;
     store.migrate().await?;
@@ -78,8 +77,6 @@ async fn main() -> anyhow::Result<()> {
     }
 
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(store.pool()).await?;
-    if let Some(pg) = private {
-        pg.stop().await?;
-    }
+    database.stop().await?;
     Ok(())
 }

@@ -21,17 +21,12 @@ use partnerstack_mirror::{
     delivery::{Delivery, DeliveryCounters, DeliverySettings, Signer},
     diff::{EventSource, NewEvent},
     object::ObjectKind,
-    private_postgres::PrivatePostgres,
     store::{insert_events, Store},
 };
 use partnerstack_simulator::{Mutation, Simulator, SimulatorConfig};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// What the receiver saw: verified webhooks, and for stage changes the delay since the change.
 #[derive(Default)]
@@ -78,26 +73,23 @@ fn delivery_toml(url: &str, secret: &str, events: &str, start: &str) -> String {
     format!("[[delivery]]\nname = \"bench\"\nurl = \"{url}\"\nsecret = \"{secret}\"\nevents = {events}\nstart = \"{start}\"\n")
 }
 
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let private = match std::env::var("DATABASE_URL") {
-        Ok(_) => None,
-        Err(_) => Some(PrivatePostgres::start().await?),
-    };
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| private.as_ref().unwrap().url());
+    let database = support::Database::start().await?;
+    let url = database.url.clone();
     let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()));
 
     throughput(&url, &secret).await?;
     latency(&url, &secret).await?;
-    if let Some(pg) = private {
-        pg.stop().await?;
-    }
+    database.stop().await?;
     Ok(())
 }
 
 async fn throughput(url: &str, secret: &str) -> anyhow::Result<()> {
-    let events = env("BENCH_EVENTS", 20_000) as usize;
-    let records = env("BENCH_RECORDS", 2_000) as usize;
+    let events = support::knob::<u64>("BENCH_EVENTS", 20_000) as usize;
+    let records = support::knob::<u64>("BENCH_RECORDS", 2_000) as usize;
     let schema = format!("bench_delivery_{}", std::process::id());
     let store = Store::connect(url, &schema, 10).await?;
     store.migrate().await?;
@@ -149,9 +141,9 @@ async fn throughput(url: &str, secret: &str) -> anyhow::Result<()> {
 }
 
 async fn latency(url: &str, secret: &str) -> anyhow::Result<()> {
-    let interval = env("BENCH_INTERVAL", 10);
-    let seconds = env("BENCH_SECONDS", 60);
-    let rate = env("BENCH_CHANGES_PER_SEC", 5);
+    let interval = support::knob::<u64>("BENCH_INTERVAL", 10);
+    let seconds = support::knob::<u64>("BENCH_SECONDS", 60);
+    let rate = support::knob::<u64>("BENCH_CHANGES_PER_SEC", 5);
     let sim_config = SimulatorConfig { records: 2_000, ..SimulatorConfig::default() };
     let (public_key, private_key) = (sim_config.public_key.clone(), sim_config.private_key.clone());
     let sim = Simulator::new(sim_config).start("127.0.0.1:0".parse()?).await?;

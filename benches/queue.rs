@@ -8,7 +8,6 @@ use partnerstack_mirror::{
     backoff::Backoff,
     object::ObjectKind,
     partnerstack::{ApiClient, ClientConfig, RateLimit},
-    private_postgres::PrivatePostgres,
     queue::{self, QueueSettings},
     store::Store,
 };
@@ -17,19 +16,18 @@ use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let requests: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
-    let workers: usize = std::env::var("BENCH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let requests: usize = support::knob("BENCH_REQUESTS", 5_000);
+    let workers: usize = support::knob("BENCH_WORKERS", 4);
 
     let sim_config = SimulatorConfig { records: 5_000, ..SimulatorConfig::default() };
     let (public_key, private_key) = (sim_config.public_key.clone(), sim_config.private_key.clone());
     let sim = Simulator::new(sim_config).start("127.0.0.1:0".parse()?).await?;
-    let private = match std::env::var("DATABASE_URL") {
-        Ok(_) => None,
-        Err(_) => Some(PrivatePostgres::start().await?),
-    };
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| private.as_ref().unwrap().url());
+    let database = support::Database::start().await?;
+    let url = database.url.clone();
     let schema = format!("bench_queue_{}", std::process::id());
     let store = Store::connect(&url, &schema, (workers as u32 + 4).max(8)).await?;
     store.migrate().await?;
@@ -96,8 +94,6 @@ async fn main() -> anyhow::Result<()> {
 
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(store.pool()).await?;
     sim.stop().await;
-    if let Some(pg) = private {
-        pg.stop().await?;
-    }
+    database.stop().await?;
     Ok(())
 }

@@ -8,18 +8,17 @@
 
 use std::time::Instant;
 
-use partnerstack_mirror::{private_postgres::PrivatePostgres, store::Store};
+use partnerstack_mirror::store::Store;
 
 const STAGES: &str = "ARRAY['Prospecting', 'Qualified', 'Demo Scheduled', 'Proposal Sent', 'Negotiation', 'Closed Won', 'Closed Lost']";
 
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let deals: i64 = std::env::var("BENCH_DEALS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let private = match std::env::var("DATABASE_URL") {
-        Ok(_) => None,
-        Err(_) => Some(PrivatePostgres::start().await?),
-    };
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| private.as_ref().unwrap().url());
+    let deals: i64 = support::knob("BENCH_DEALS", 100_000);
+    let database = support::Database::start().await?;
+    let url = database.url.clone();
     let schema = format!("bench_reporting_{}", std::process::id());
     let store = Store::connect(&url, &schema, 4).await?;
 
@@ -96,9 +95,7 @@ async fn main() -> anyhow::Result<()> {
     println!("one deal's history reads the events index: {indexed}");
 
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(store.pool()).await?;
-    if let Some(pg) = private {
-        pg.stop().await?;
-    }
+    database.stop().await?;
     Ok(())
 }
 

@@ -12,25 +12,23 @@ use partnerstack_mirror::{
     config::{Config, Retention},
     daemon,
     object::ObjectKind,
-    private_postgres::PrivatePostgres,
     retention::{prune_once, RetentionSettings},
     scheduler,
 };
 use partnerstack_simulator::{Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let records: usize = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let old_events: i64 = std::env::var("BENCH_OLD_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let records: usize = support::knob("BENCH_RECORDS", 100_000);
+    let old_events: i64 = support::knob("BENCH_OLD_EVENTS", 1_000_000);
     let sim_config = SimulatorConfig { records, ..SimulatorConfig::default() };
     let (public_key, private_key) = (sim_config.public_key.clone(), sim_config.private_key.clone());
     let sim = Simulator::new(sim_config).start("127.0.0.1:0".parse()?).await?;
-    let private = match std::env::var("DATABASE_URL") {
-        Ok(_) => None,
-        Err(_) => Some(PrivatePostgres::start().await?),
-    };
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| private.as_ref().unwrap().url());
+    let database = support::Database::start().await?;
+    let url = database.url.clone();
     let keep_90_days = RetentionSettings {
         events: Retention::Keep(Duration::from_secs(90 * 86_400)),
         finished_requests: Retention::Forever,
@@ -100,8 +98,6 @@ async fn main() -> anyhow::Result<()> {
     );
 
     sim.stop().await;
-    if let Some(pg) = private {
-        pg.stop().await?;
-    }
+    database.stop().await?;
     Ok(())
 }

@@ -10,22 +10,21 @@
 
 use std::time::{Duration, Instant};
 
-use partnerstack_mirror::{config::Config, daemon::Daemon, object::ObjectKind, private_postgres::PrivatePostgres};
+use partnerstack_mirror::{config::Config, daemon::Daemon, object::ObjectKind};
 use partnerstack_simulator::{Mutation, Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let records: usize = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let changes: usize = std::env::var("BENCH_CHANGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let records: usize = support::knob("BENCH_RECORDS", 20_000);
+    let changes: usize = support::knob("BENCH_CHANGES", 100);
     let sim_config = SimulatorConfig { records, ..SimulatorConfig::default() };
     let (public_key, private_key) = (sim_config.public_key.clone(), sim_config.private_key.clone());
     let sim = Simulator::new(sim_config).start("127.0.0.1:0".parse()?).await?;
-    let private = match std::env::var("DATABASE_URL") {
-        Ok(_) => None,
-        Err(_) => Some(PrivatePostgres::start().await?),
-    };
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| private.as_ref().unwrap().url());
+    let database = support::Database::start().await?;
+    let url = database.url.clone();
     let schema = format!("bench_webhooks_{}", std::process::id());
     let token = "bench-token-0123456789abcdef";
     let config = Config::from_toml(&format!(
@@ -120,8 +119,6 @@ async fn main() -> anyhow::Result<()> {
     running.await?;
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(store.pool()).await?;
     sim.stop().await;
-    if let Some(pg) = private {
-        pg.stop().await?;
-    }
+    database.stop().await?;
     Ok(())
 }
