@@ -6,6 +6,7 @@
 mod budget;
 mod copy;
 mod daemons;
+mod deferred_indexes;
 mod deliveries;
 mod events;
 mod first_load;
@@ -118,6 +119,8 @@ impl Store {
         if migrated? == reporting::Applied::Changed {
             tracing::info!(schema = %self.schema, "reporting layer applied: comments and views generated from the catalogue");
         }
+        // Indexes a first load put off and did not live to build (see `deferred_indexes`).
+        self.restore_indexes(None).await?;
         Ok(())
     }
 

@@ -67,12 +67,32 @@ impl Syncer {
         Ok(())
     }
 
-    /// Every record of `window`, starting with one reader and splitting by volume.
+    /// Every record of `window`. A backfill into an empty table writes its pages by `COPY`
+    /// and builds the table's secondary indexes once at the end, not row by row; one killed
+    /// before it built them left them listed, and the next scan of the object builds them
+    /// first.
     async fn read_by_volume(&self, to: &Destination, window: CreatedWindow) -> Result<(), SyncError> {
+        self.store.restore_indexes(Some(to.kind)).await?;
+        let first_load = to.source == EventSource::Backfill && self.store.holds_no_rows(to.kind).await?;
+        if !first_load {
+            return self.read_windows(to, window, false).await;
+        }
+        let deferred = self.store.defer_indexes(to.kind).await?;
+        let read = self.read_windows(to, window, true).await;
+        if deferred > 0 {
+            if let Err(e) = self.store.restore_indexes(Some(to.kind)).await {
+                // The read's own failure, if any, says more; the next scan or start builds them.
+                read?;
+                return Err(e.into());
+            }
+        }
+        read
+    }
+
+    /// Every record of `window`, starting with one reader and splitting by volume.
+    async fn read_windows(&self, to: &Destination, window: CreatedWindow, first_load: bool) -> Result<(), SyncError> {
         let limit = self.settings.backfill_concurrency.max(1);
         let (handed, mut handed_off) = mpsc::channel(limit);
-        // A backfill into an empty table needs no lookups: its pages go in by `COPY`.
-        let first_load = to.source == EventSource::Backfill && self.store.holds_no_rows(to.kind).await?;
         let readers = Readers {
             limit,
             busy: AtomicUsize::new(1),

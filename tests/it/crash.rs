@@ -243,4 +243,8 @@ async fn a_first_load_and_a_load_resumed_after_sigkill_give_the_same_rows_and_ev
     assert_eq!(events.len(), rows, "one created event per row");
     assert!(events.iter().all(|e| e["data"].is_object()), "events carry their record");
     assert_eq!(all_events(&resumed).await, events);
+    // Indexes the killed loads put off are all built again, exactly as declared.
+    assert_eq!(support::index_definitions(&resumed).await, support::index_definitions(&whole).await);
+    let deferred: i64 = sqlx::query_scalar("SELECT count(*) FROM deferred_indexes").fetch_one(resumed.pool()).await.unwrap();
+    assert_eq!(deferred, 0, "no index is left put off");
 }

@@ -118,3 +118,77 @@ async fn a_backfill_that_renews_its_lease_while_pages_are_written_finishes() {
     assert!(pass.totals.rows_written > 0);
     assert_eq!(rows(&store, ObjectKind::Deal).await.len(), sim.simulator.records(ObjectKind::Deal).len());
 }
+
+/// Secondary indexes are put off while a first load fills a table, and built once at its
+/// end: the same indexes as declared, built anew (new oids); primary keys are kept throughout.
+#[tokio::test]
+async fn a_first_load_builds_the_secondary_indexes_it_put_off_once_its_pages_are_in() {
+    let sim = support::simulator(1_500, |_| {}).await;
+    let store = support::store().await;
+    let before = support::indexes(&store).await;
+    let declared = support::index_definitions(&store).await;
+    support::sync_all(&support::syncer(&store, &sim, 50, support::settings())).await;
+
+    assert_eq!(support::index_definitions(&store).await, declared, "the same indexes, defined the same way");
+    let after = support::indexes(&store).await;
+    let mut rebuilt = 0;
+    for ((name, table, _, old), (_, _, _, new)) in before.iter().zip(&after) {
+        // Team members are read team by team, into a table that is never `COPY`-loaded.
+        if name.ends_with("_pkey") || table == ObjectKind::PartnerTeamMember.table() {
+            assert_eq!(old, new, "{name} is kept");
+        } else {
+            assert_ne!(old, new, "{name} was put off and built again");
+            rebuilt += 1;
+        }
+    }
+    assert!(rebuilt >= 30, "every loaded table's secondary indexes ({rebuilt})");
+    let deferred: i64 = sqlx::query_scalar("SELECT count(*) FROM deferred_indexes").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(deferred, 0);
+}
+
+/// A load killed before it built its indexes left them listed: the next start builds them,
+/// except those of a table whose load is still alive elsewhere (its sync lease is live),
+/// which that load builds itself; once the lease has lapsed, a start builds them too.
+#[tokio::test]
+async fn indexes_a_killed_first_load_put_off_are_built_at_the_next_start_unless_a_live_load_holds_them() {
+    let store = support::store().await;
+    let declared = support::index_definitions(&store).await;
+    let deals = store.defer_indexes(ObjectKind::Deal).await.unwrap();
+    let customers = store.defer_indexes(ObjectKind::Customer).await.unwrap();
+    assert!(deals > 0 && customers > 0);
+    assert_eq!(support::index_definitions(&store).await.len(), declared.len() - deals - customers);
+    sqlx::query("INSERT INTO sync_leases (object, holder, epoch, expires_at) VALUES ('deals', 'elsewhere', 1, now() + interval '1 hour')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let restarted = Store::connect(&support::database_url(), store.schema(), 2).await.unwrap();
+    restarted.migrate().await.unwrap();
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT table_name FROM deferred_indexes").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(left, ["deals"], "customers' indexes are built; deals' belong to a live load");
+    assert_eq!(support::index_definitions(&store).await.len(), declared.len() - deals);
+
+    sqlx::query("UPDATE sync_leases SET expires_at = now()").execute(store.pool()).await.unwrap();
+    restarted.migrate().await.unwrap();
+    assert_eq!(support::index_definitions(&store).await, declared);
+}
+
+/// Dropping indexes needs the table to itself: a session reading it wins, and the load
+/// keeps its indexes (slower, never blocked behind a report).
+#[tokio::test]
+async fn a_first_load_keeps_its_indexes_while_another_session_reads_the_table() {
+    let store = support::store().await;
+    let declared = support::index_definitions(&store).await;
+    let observer = support::observer(&store).await;
+    let mut reading = observer.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM deals").execute(&mut *reading).await.unwrap();
+
+    assert_eq!(store.defer_indexes(ObjectKind::Deal).await.unwrap(), 0);
+    assert_eq!(support::index_definitions(&store).await, declared);
+    let deferred: i64 = sqlx::query_scalar("SELECT count(*) FROM deferred_indexes").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(deferred, 0, "nothing is listed when nothing was dropped");
+
+    reading.rollback().await.unwrap();
+    assert!(store.defer_indexes(ObjectKind::Deal).await.unwrap() > 0, "with the reader gone, the indexes can go");
+}

@@ -58,6 +58,27 @@ pub async fn store() -> Store {
     store
 }
 
+/// Every index of the object tables, by name: its table, definition, and oid (which
+/// changes when an index is dropped and built again).
+pub async fn indexes(store: &Store) -> Vec<(String, String, String, i64)> {
+    let tables: Vec<&str> = ObjectKind::ALL.iter().map(|k| k.table()).collect();
+    sqlx::query_as(
+        "SELECT indexname::text, tablename::text, indexdef,
+                (quote_ident(schemaname) || '.' || quote_ident(indexname))::regclass::oid::bigint
+           FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY($1) ORDER BY indexname",
+    )
+    .bind(&tables)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+/// The object tables' index definitions, by name.
+pub async fn index_definitions(store: &Store) -> Vec<(String, String)> {
+    let schema = format!("{}.", store.schema());
+    indexes(store).await.into_iter().map(|(name, _, def, _)| (name, def.replace(&schema, ""))).collect()
+}
+
 /// A second view of `store`'s schema under another application name, for tests that cut
 /// the mirror's own connections.
 pub async fn observer(store: &Store) -> sqlx::PgPool {

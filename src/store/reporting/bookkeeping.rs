@@ -264,6 +264,17 @@ pub const BOOKKEEPING: &[TableDoc] = &[
         ],
     },
     TableDoc {
+        name: "deferred_indexes",
+        about: "Secondary indexes of an object table that a first load dropped while it fills the table, built again when \
+                the load ends (or, after a crash, at the next start). Empty except during a first load.",
+        columns: &[
+            ("name", "The index's name."),
+            ("table_name", "The object table it belongs to."),
+            ("definition", "Its `CREATE INDEX` statement, as `pg_get_indexdef` gave it."),
+            ("deferred_at", "When the first load dropped it."),
+        ],
+    },
+    TableDoc {
         name: "reporting_layer",
         about: "What the comments and views generated from the catalogue were last applied as (a start with the same ones does nothing).",
         columns: &[
