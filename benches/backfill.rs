@@ -8,7 +8,8 @@
 //! PostgreSQL server (or uses DATABASE_URL), backfills every object, and prints records per
 //! second, API requests, events written and this process's peak memory. Then a second pass
 //! with no changes (target: one request per object, zero rows), and PostgreSQL's own ingest
-//! ceiling for the same rows: a `COPY` of key + jsonb into an unindexed table.
+//! ceiling for the same rows: a `COPY` of key + jsonb into an unindexed, unlogged table (and,
+//! for comparison, into a logged one, as the mirror's tables are).
 
 use std::{
     net::TcpListener,
@@ -174,6 +175,14 @@ async fn main() -> anyhow::Result<()> {
         println!("rows/s           {:.0}", count as f64 / copy_elapsed);
         // Target: the backfill, events included, at half of this ceiling or more.
         println!("backfill share   {:.0}% of the COPY ceiling", 100.0 * (read as f64 / elapsed) / (count as f64 / copy_elapsed));
+        // The same into a WAL-logged table, as the mirror's must be: what durability costs.
+        sqlx::query("CREATE TABLE IF NOT EXISTS copy_ceiling_logged (key text, raw jsonb)").execute(&mut *conn).await?;
+        let t = Instant::now();
+        let mut copy = conn.copy_in_raw("COPY copy_ceiling_logged (key, raw) FROM STDIN").await?;
+        copy.send(tsv.as_bytes()).await?;
+        copy.finish().await?;
+        let logged = count as f64 / t.elapsed().as_secs_f64();
+        println!("logged table     {logged:.0} rows/s (backfill share {:.0}%)", 100.0 * (read as f64 / elapsed) / logged);
     }
 
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut *conn).await?;
