@@ -15,6 +15,9 @@ use crate::object::ObjectKind;
 /// report, a dump) wins: the load then keeps the indexes and is merely slower.
 const DROP_LOCK_TIMEOUT: &str = "1s";
 
+/// Indexes built at once: sorting is CPU-bound, and a first load ends with nothing else to do.
+const BUILDERS: usize = 2;
+
 /// SQLSTATE `lock_not_available`: `lock_timeout` ran out.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
@@ -47,6 +50,13 @@ impl Store {
     /// next try; one another session is building is left to it. Returns how many were built.
     pub async fn restore_indexes(&self, kind: Option<ObjectKind>) -> Result<usize, StoreError> {
         let table = kind.map(ObjectKind::table);
+        let builders = (0..BUILDERS).map(|_| self.build_listed(table));
+        Ok(futures::future::try_join_all(builders).await?.into_iter().sum())
+    }
+
+    /// One builder: takes listed indexes one at a time (skipping those another builder holds)
+    /// until none is left. Returns how many it built.
+    async fn build_listed(&self, table: Option<&str>) -> Result<usize, StoreError> {
         let mut failed: Vec<String> = Vec::new();
         let mut built = 0;
         loop {
