@@ -115,6 +115,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum QueueCommand {
     /// Queue a request, e.g. `queue add update deal deal_abc --payload '{"amount": 1}'`.
+    #[command(visible_alias = "enqueue")]
     Add {
         operation: String,
         object_type: String,
@@ -146,8 +147,8 @@ enum WebhooksCommand {
         #[arg(long)]
         url: String,
         /// An event name to subscribe to (repeatable), e.g. `deal.updated`,
-        /// `training.course_completed`.
-        #[arg(long = "event", value_name = "NAME", required = true)]
+        /// `training.course_completed`; without one, every event the mirror acts on.
+        #[arg(long = "event", value_name = "NAME")]
         events: Vec<String>,
     },
     /// The live subscriptions.

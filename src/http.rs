@@ -110,7 +110,10 @@ async fn readyz(State(e): State<Endpoint>) -> impl IntoResponse {
 
 /// Always 200: what the process knows by itself is rendered, and the gauges read from the
 /// database are left out (not made up) when it does not answer in time.
-async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
+///
+/// Prometheus' classic text format unless the scraper asks for OpenMetrics (Prometheus itself
+/// does), which is what the registry writes.
+async fn metrics(State(e): State<Endpoint>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let snapshot = match tokio::time::timeout(DATABASE_WAIT, e.store.metrics_snapshot()).await {
         Ok(Ok(snapshot)) => Some(snapshot),
         Ok(Err(err)) => {
@@ -120,11 +123,13 @@ async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
         Err(_) => None,
     };
     let view = ProcessView { progress: &e.progress, api: &e.api, queue: &e.queue, intake: &e.intake_counters, deliveries: &e.deliveries };
-    (
-        StatusCode::OK,
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        metrics::render(&view, snapshot.as_ref()),
-    )
+    let text = metrics::render(&view, snapshot.as_ref());
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+    } else {
+        (StatusCode::OK, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], metrics::as_prometheus_text(&text))
+    }
 }
 
 /// `POST /webhooks/partnerstack/{token}`: a wrong token answers 404 (as if nothing were

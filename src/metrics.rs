@@ -44,6 +44,32 @@ pub fn render(process: &ProcessView<'_>, db: Option<&MetricsSnapshot>) -> String
     text
 }
 
+/// The OpenMetrics text `render` writes, as Prometheus' classic text format (version 0.0.4)
+/// for scrapers and tools that do not ask for OpenMetrics: no `# EOF` or `# UNIT` lines, and a
+/// counter's `HELP` and `TYPE` name its `_total` series, as client libraries write them there.
+pub fn as_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match header.and_then(|(p, rest)| Some((p, rest.split_once(' ')?))) {
+            Some((prefix, (name, rest))) if counters.contains(name) => {
+                text.push_str(prefix);
+                text.push_str(name);
+                text.push_str("_total ");
+                text.push_str(rest);
+            }
+            _ => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
 fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
     let api: Family<Labels, Counter> = Family::default();
     for (endpoint, status, n) in process.api.request_counts() {
@@ -236,4 +262,20 @@ fn clock_ticks_per_second() -> f64 {
 pub fn process_start_unix() -> f64 {
     static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *START.get_or_init(|| chrono::Utc::now().timestamp_millis() as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_text_format_names_counters_by_their_total_series_and_has_no_eof() {
+        let open = "# HELP app_requests Requests.\n# TYPE app_requests counter\napp_requests_total{a=\"b\"} 3\n\
+                    # HELP app_lag_seconds Lag.\n# TYPE app_lag_seconds gauge\n# UNIT app_lag_seconds seconds\napp_lag_seconds 1.5\n# EOF\n";
+        assert_eq!(
+            as_prometheus_text(open),
+            "# HELP app_requests_total Requests.\n# TYPE app_requests_total counter\napp_requests_total{a=\"b\"} 3\n\
+             # HELP app_lag_seconds Lag.\n# TYPE app_lag_seconds gauge\napp_lag_seconds 1.5\n"
+        );
+    }
 }

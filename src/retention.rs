@@ -15,9 +15,13 @@ use crate::{
     telemetry::error_chain,
 };
 
-/// How often the retention loop runs (and a first time this long after start).
-const EVERY: Duration = Duration::from_secs(15 * 60);
-const FIRST_RUN_AFTER: Duration = Duration::from_secs(60);
+/// How often the retention loop runs at most and at least: half the shortest retention
+/// configured, within these bounds, so a short retention (`events.retain = "1m"`) is kept to
+/// closely and a long one costs a few cheap queries an hour.
+const EVERY_AT_LEAST: Duration = Duration::from_secs(5);
+const EVERY_AT_MOST: Duration = Duration::from_secs(15 * 60);
+/// The first run, this long after start at most (a daemon restarted often still prunes).
+const FIRST_RUN_AFTER: Duration = Duration::from_secs(10);
 /// Rows per statement, and the pause between statements.
 const EVENTS_PER_BATCH: i64 = 5_000;
 const ROWS_PER_BATCH: i64 = 1_000;
@@ -37,9 +41,23 @@ impl From<&Config> for RetentionSettings {
     }
 }
 
+impl RetentionSettings {
+    /// The time between runs: half the shortest retention, within bounds.
+    pub fn period(&self) -> Duration {
+        [self.events, self.finished_requests, self.runs]
+            .into_iter()
+            .filter_map(Retention::max_age)
+            .map(|age| age / 2)
+            .min()
+            .unwrap_or(EVERY_AT_MOST)
+            .clamp(EVERY_AT_LEAST, EVERY_AT_MOST)
+    }
+}
+
 /// Runs until `shutdown`.
 pub async fn run(store: Store, settings: RetentionSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut next = FIRST_RUN_AFTER;
+    let every = settings.period();
+    let mut next = every.min(FIRST_RUN_AFTER);
     loop {
         liveness::wait_for(next);
         tokio::select! {
@@ -49,7 +67,7 @@ pub async fn run(store: Store, settings: RetentionSettings, shutdown: Cancellati
         if let Err(error) = prune_once(&store, settings, &shutdown).await {
             warn!(error = %error_chain(&error), "retention: pruning failed; trying again at the next run");
         }
-        next = EVERY;
+        next = every;
     }
 }
 
@@ -117,5 +135,23 @@ async fn pause(shutdown: &CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(PAUSE) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(events: Retention) -> RetentionSettings {
+        RetentionSettings { events, finished_requests: Retention::Forever, runs: Retention::Keep(Duration::from_secs(30 * 86_400)) }
+    }
+
+    #[test]
+    fn pruning_runs_at_half_the_shortest_retention_within_bounds() {
+        assert_eq!(settings(Retention::Keep(Duration::from_secs(60))).period(), Duration::from_secs(30));
+        assert_eq!(settings(Retention::Keep(Duration::from_secs(1))).period(), EVERY_AT_LEAST);
+        assert_eq!(settings(Retention::Keep(Duration::from_secs(90 * 86_400))).period(), EVERY_AT_MOST);
+        let forever = RetentionSettings { events: Retention::Forever, finished_requests: Retention::Forever, runs: Retention::Forever };
+        assert_eq!(forever.period(), EVERY_AT_MOST);
     }
 }

@@ -43,8 +43,30 @@ impl Subscription {
     }
 }
 
-/// Subscribes `url` to `events` (every event PartnerStack sends when empty is not allowed by
-/// the API: the caller passes at least one name).
+/// The events `webhooks register` subscribes to when none is named: those the mirror acts on
+/// (object changes that trigger a read, and training completions), in PartnerStack's current
+/// dotted names. Only the partnership names are documented with confidence (research notes
+/// §6.1); the others follow them by analogy.
+pub const MIRRORED_EVENTS: [&str; 15] = [
+    "partnership.created",
+    "partnership.updated",
+    "partnership.tags_updated",
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+    "deal.created",
+    "deal.updated",
+    "lead.created",
+    "lead.updated",
+    "application.created",
+    "application.approved",
+    "application.declined",
+    "training.course_completed",
+    "training.learning_path_completed",
+];
+
+/// Subscribes `url` to `events` (the caller passes at least one name; see
+/// [`MIRRORED_EVENTS`]).
 pub async fn register(api: &ApiClient, url: &str, events: &[String]) -> Result<Subscription, ApiError> {
     let attempt = |field: &str| json!({ field: url, "events": events });
     // Not idempotent: a lost answer is looked up with `list`, never sent again blindly.

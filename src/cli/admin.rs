@@ -108,6 +108,7 @@ pub(super) async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow
     let api = daemon::api_client(&config)?;
     match command {
         WebhooksCommand::Register { url, events } => {
+            let events = if events.is_empty() { subscriptions::MIRRORED_EVENTS.map(str::to_owned).to_vec() } else { events };
             let s = subscriptions::register(&api, &url, &events).await.context("PartnerStack did not register the subscription")?;
             println!("registered {} → {} for {}", s.key, s.target.as_deref().unwrap_or(&url), s.events.join(", "));
         }

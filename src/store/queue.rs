@@ -70,6 +70,7 @@ impl Store {
     /// or convert taken over from a dead worker may already have reached the API, so it is
     /// marked with `outcome_unknown_since`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, StoreError> {
+        self.release_expired().await?;
         let row: Option<ClaimedRow> = sqlx::query_as(
             "UPDATE write_queue q SET status = 'running', attempts = q.attempts + 1, locked_by = $1, \
                  locked_until = now() + make_interval(secs => $2), updated_at = now(), \
@@ -89,6 +90,25 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         Ok(row.map(Claim::from))
+    }
+
+    /// Puts requests whose worker's lease expired (the worker died or hung) back to
+    /// `pending`, as SPEC 6 says they return: `queue list` and SQL then show them waiting, and
+    /// the user may cancel them. A create or convert among them may already have reached the
+    /// API, so it is marked with `outcome_unknown_since` and looked up before it is sent again.
+    pub async fn release_expired(&self) -> Result<u64, StoreError> {
+        let released = sqlx::query(
+            "UPDATE write_queue SET status = 'pending', locked_by = NULL, locked_until = NULL, run_after = now(), \
+                 outcome_unknown_since = coalesce(outcome_unknown_since, CASE WHEN operation IN ('create', 'convert') THEN locked_until END) \
+             WHERE status = 'running' AND locked_until < now()",
+        )
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        if released > 0 {
+            tracing::warn!(released, "write-back requests whose worker's lease expired are pending again");
+        }
+        Ok(released)
     }
 
     /// Marks a request succeeded together with what its outcome changes in the mirror (rows,

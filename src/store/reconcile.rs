@@ -20,9 +20,15 @@ pub enum ReconcileOutcome {
     Refused { would_delete: i64, live: i64, max_share: f64 },
 }
 
+/// Deletions a key scan always carries out, whatever their share: the brake is there for
+/// an API that suddenly hides many records, and a handful of real deletions in a small
+/// account would otherwise need an operator.
+pub const ALWAYS_ALLOWED: i64 = 10;
+
 impl Store {
     /// Marks deleted every live row created at or before `scanned_until` whose key the
-    /// complete scan did not see, unless that is more than `max_share` of the live rows.
+    /// complete scan did not see, unless that is more than `max_share` of the live rows and
+    /// more than [`ALWAYS_ALLOWED`] rows.
     /// One transaction: the rows, their `<object>.deleted` events and `sync_state`.
     pub async fn mark_vanished(
         &self,
@@ -50,7 +56,7 @@ impl Store {
         .await?;
 
         let would_delete = vanished.len() as i64;
-        if would_delete > 0 && would_delete as f64 > max_share * live as f64 {
+        if would_delete > ALWAYS_ALLOWED && would_delete as f64 > max_share * live as f64 {
             tx.commit().await?;
             return Ok(ReconcileOutcome::Refused { would_delete, live, max_share });
         }

@@ -164,8 +164,7 @@ async fn indexes_a_killed_first_load_put_off_are_built_at_the_next_start_unless_
 
     let restarted = Store::connect(&support::database_url(), store.schema(), 2).await.unwrap();
     restarted.migrate().await.unwrap();
-    let left: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT table_name FROM deferred_indexes").fetch_all(store.pool()).await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT DISTINCT table_name FROM deferred_indexes").fetch_all(store.pool()).await.unwrap();
     assert_eq!(left, ["deals"], "customers' indexes are built; deals' belong to a live load");
     assert_eq!(support::index_definitions(&store).await.len(), declared.len() - deals);
 

@@ -149,7 +149,8 @@ async fn every_metric_in_the_alert_rules_and_the_dashboard_exists_in_a_live_scra
     let last = std::cell::RefCell::new(String::new());
     let (last, url) = (&last, &url);
     support::eventually("a scrape with every database gauge", Duration::from_secs(30), || async move {
-        let text = match reqwest::get(url).await {
+        // As Prometheus scrapes: asking for OpenMetrics.
+        let text = match reqwest::Client::new().get(url).header("accept", "application/openmetrics-text; version=1.0.0").send().await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
@@ -168,6 +169,16 @@ async fn every_metric_in_the_alert_rules_and_the_dashboard_exists_in_a_live_scra
     })
     .await;
     let scrape = last.take();
+    // Without asking, the classic text format: the same series, counters typed by their `_total` name.
+    let classic = reqwest::get(url).await.unwrap();
+    assert!(classic.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let classic = classic.text().await.unwrap();
+    assert!(classic.contains("# TYPE partnerstack_mirror_api_requests_total counter\n"), "{classic}");
+    assert!(!classic.contains("# EOF"));
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).map(str::to_owned).collect()
+    };
+    assert_eq!(names(&classic), names(&scrape), "the same series in both formats");
     support::sigterm(&daemon).await;
     let _ = daemon.wait().await;
 

@@ -118,6 +118,29 @@ async fn the_brake_refuses_to_delete_more_than_the_allowed_share_and_says_why() 
     assert_eq!(deleted as usize, doomed.len());
 }
 
+/// The brake is for an API that suddenly hides many records: in a small account, a few real
+/// deletions are a large share, and still go through.
+#[tokio::test]
+async fn a_handful_of_deletions_pass_the_brake_however_small_the_account() {
+    let sim = support::simulator(80, |_| {}).await;
+    let store = support::store().await;
+    let syncer = support::syncer(&store, &sim, 100, support::settings());
+    syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
+    let keys = sim.simulator.keys(ObjectKind::Lead);
+    let doomed: Vec<String> = keys.iter().take(keys.len().div_ceil(2).min(10)).cloned().collect();
+    assert!(doomed.len() >= 2 && doomed.len() as f64 > 0.1 * keys.len() as f64, "{} of {}", doomed.len(), keys.len());
+    for key in &doomed {
+        sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Lead.into(), key: key.clone() }).unwrap();
+    }
+
+    syncer.reconcile(ObjectKind::Lead).await.unwrap();
+    let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM leads WHERE deleted_at IS NOT NULL AND NOT archived")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(deleted as usize, doomed.len());
+}
+
 #[tokio::test]
 async fn a_key_scan_that_fails_midway_marks_nothing_deleted() {
     let sim = support::simulator(600, |_| {}).await;

@@ -277,6 +277,12 @@ async fn webhooks_register_list_and_remove_manage_partnerstacks_subscriptions() 
     let mut remove = support::binary(&sim, &store, &["webhooks", "remove", &key]);
     assert!(remove.status().await.unwrap().success());
     assert!(!run(&["webhooks", "list"]).await.contains(&key), "removed subscriptions are not listed");
+
+    // Without `--event`, every event the mirror acts on.
+    run(&["webhooks", "register", "--url", "https://mirror.example.test/webhooks/partnerstack/abc"]).await;
+    let subscriptions = sim.simulator.webhook_subscriptions();
+    let events = subscriptions.first().expect("a new subscription, listed first")["events"].clone();
+    assert_eq!(events, json!(partnerstack_mirror::subscriptions::MIRRORED_EVENTS));
 }
 
 /// PartnerStack sends the webhooks itself here, doubled, shuffled and partly lost: every

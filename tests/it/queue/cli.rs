@@ -32,8 +32,9 @@ async fn a_shell_user_queues_lists_cancels_and_retries_requests() {
     assert!(added.status.success(), "{}", text(&added.stderr));
     let id: i64 = text(&added.stdout).trim().strip_prefix("queued request ").expect("prints the id").parse().unwrap();
 
-    let again = cli(&sim, &store, &["add", "update", "deal", "deal_cli", "--payload", "{}", "--idempotency-key", "cli-1"]).await;
-    assert!(!again.status.success(), "the same idempotency key twice");
+    let again = cli(&sim, &store, &["enqueue", "update", "deal", "deal_cli", "--payload", "{}", "--idempotency-key", "cli-1"]).await;
+    assert!(!again.status.success(), "the same idempotency key twice (by `enqueue`, another name for `add`)");
+    assert!(text(&again.stderr).contains("cli-1") || text(&again.stderr).contains("idempotency"), "{}", text(&again.stderr));
 
     let malformed = cli(&sim, &store, &["add", "modify_tags", "deal", "deal_cli", "--payload", r#"{"add": ["x"]}"#]).await;
     assert!(!malformed.status.success());

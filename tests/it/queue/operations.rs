@@ -201,6 +201,59 @@ async fn cancelled_requests_are_never_sent() {
     assert!(!store.cancel(running).await.unwrap(), "queue cancel says no too");
 }
 
+/// SQL is the queue's primary interface: a request cancelled there is finished like one
+/// cancelled by `queue cancel` (so retention prunes it), and put back to pending it is open again.
+#[tokio::test]
+async fn a_request_cancelled_from_sql_is_stamped_finished_and_reopened_when_put_back() {
+    let store = support::store().await;
+    let id = enqueue(&store, "update", "deal", Some("deal_sql"), json!({"amount": 1})).await;
+    let stamps = || async {
+        sqlx::query_as::<_, (Option<chrono::DateTime<chrono::Utc>>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>(
+            "SELECT finished_at, updated_at, created_at FROM write_queue WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(stamps().await.0, None);
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("UPDATE write_queue SET status = 'cancelled' WHERE id = $1").bind(id).execute(&mut *tx).await.unwrap();
+    let cancelled_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let (finished, updated, _) = stamps().await;
+    assert_eq!(finished, Some(cancelled_at));
+    assert_eq!(updated, cancelled_at);
+    let pruned = store.prune_finished_requests(Duration::ZERO, 100).await.unwrap();
+    assert_eq!(pruned, 1, "retention finds it");
+
+    let id = enqueue(&store, "update", "deal", Some("deal_sql"), json!({"amount": 2})).await;
+    sqlx::query("UPDATE write_queue SET status = 'cancelled' WHERE id = $1").bind(id).execute(store.pool()).await.unwrap();
+    sqlx::query("UPDATE write_queue SET status = 'pending' WHERE id = $1").bind(id).execute(store.pool()).await.unwrap();
+    let finished: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT finished_at FROM write_queue WHERE id = $1").bind(id).fetch_one(store.pool()).await.unwrap();
+    assert_eq!(finished, None, "open again");
+}
+
+/// `refresh` reads one record of any object read one by one, not only those the API changes.
+#[tokio::test]
+async fn a_refresh_reads_a_group_into_the_mirror() {
+    let sim = support::simulator(100, |_| {}).await;
+    let store = support::store().await;
+    let group = sim.simulator.keys(ObjectKind::Group)[0].clone();
+    let id = enqueue(&store, "refresh", "group", Some(&group), json!({})).await;
+    drain(&worker(&store, &sim, "w1"), &store).await;
+    assert_eq!(outcome(&store, id).await.status, "succeeded");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM groups WHERE key = $1").bind(&group).fetch_one(store.pool()).await.unwrap();
+    assert_eq!(stored, 1);
+    let err =
+        sqlx::query("INSERT INTO write_queue (operation, object_type, object_key, payload) VALUES ('refresh', 'partner_team', 'x', '{}')")
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains(r#"operation "refresh" is not allowed for object_type "partner_team""#), "{err}");
+}
+
 #[tokio::test]
 async fn a_tag_change_the_api_accepts_but_ignores_fails_instead_of_passing_for_success() {
     // SPEC 9.6: the body of PATCH /partnerships/{key}/tags is undocumented.

@@ -86,6 +86,12 @@ async fn a_request_whose_worker_died_is_claimed_again_when_its_lease_expires() {
     let alive = worker(&store, &sim, "w2");
     assert_eq!(alive.work_one().await.unwrap(), None, "leased to the dead worker");
 
+    // Once the lease has run out, the request is pending again, as SQL and `queue list` show.
+    support::eventually("the expired request to be pending again", Duration::from_secs(10), || async {
+        store.release_expired().await.unwrap();
+        outcome(&store, id).await.status == "pending"
+    })
+    .await;
     let handled = first_claim(&alive).await;
     assert_eq!(handled, Handled::Succeeded(id));
     assert_eq!(outcome(&store, id).await.attempts, 2);
