@@ -112,7 +112,9 @@ pub async fn examine(api: &ApiClient, config: &PartnerStackConfig) -> DoctorRepo
     for path in ["transactions", "rewards"] {
         report.findings.push(updated_filter_honoured(api, path).await);
     }
+    report.findings.push(shared_milliseconds(api).await);
     report.findings.push(retry_after(config).await);
+    report.findings.push(tags_body());
     report.findings.push(webhook_subscriptions(api).await);
     report
 }
@@ -244,6 +246,73 @@ async fn archived_listed(api: &ApiClient) -> Finding {
             "no archived record in the first {PROBE_PAGES} pages of each list: either none exist, or archived records vanish from lists"
         ),
         recommendation: "keep sync.reconcile_schedule: the key scan marks vanished records deleted under either answer".into(),
+    }
+}
+
+/// SPEC 9.4: pages through the first records of the lists by `updated_at` window (the way
+/// polls read them), in small pages, looking for records that share one `updated_at`
+/// millisecond, and for such a group split by a page boundary.
+async fn shared_milliseconds(api: &ApiClient) -> Finding {
+    let question = "9.4 Do records share one updated_at millisecond (also across a page boundary)?";
+    let recommendation = "nothing to do: polls read whole milliseconds (a window never ends inside one) and overlap by sync.lookback";
+    let mut seen = 0;
+    for path in UPDATED_OBJECTS {
+        let query = ListQuery { limit: Some(25), min_updated: Some(0), ..ListQuery::default() };
+        let mut pages = std::pin::pin!(api.list(path, query));
+        let mut counts: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+        let mut across = None;
+        let mut last_of_page = None;
+        for _ in 0..PROBE_PAGES {
+            let Ok(Some(page)) = pages.try_next().await else { break };
+            let stamps: Vec<i64> =
+                page.items.iter().filter_map(|raw| serde_json::from_str::<Value>(raw.get()).ok()?.get("updated_at")?.as_i64()).collect();
+            if let (Some(before), Some(first)) = (last_of_page, stamps.first()) {
+                if before == *first {
+                    across = Some(before);
+                }
+            }
+            last_of_page = stamps.last().copied();
+            for ms in stamps {
+                *counts.entry(ms).or_default() += 1;
+                seen += 1;
+            }
+            if !page.has_more {
+                break;
+            }
+        }
+        let shared = counts.values().filter(|n| **n > 1).count();
+        if shared > 0 {
+            let largest = counts.values().max().copied().unwrap_or(0);
+            let boundary = match across {
+                Some(ms) => format!("; the group at {ms} spans a page boundary"),
+                None => String::new(),
+            };
+            return Finding {
+                question,
+                answer: Answer::Yes,
+                detail: format!("on /{path}: {shared} milliseconds shared, up to {largest} records in one{boundary}"),
+                recommendation: recommendation.into(),
+            };
+        }
+    }
+    Finding {
+        question,
+        answer: Answer::Undetermined,
+        detail: format!("no shared millisecond among the {seen} records probed"),
+        recommendation: recommendation.into(),
+    }
+}
+
+/// SPEC 9.6 cannot be probed without changing a partnership: said so, with where the answer
+/// comes from.
+fn tags_body() -> Finding {
+    Finding {
+        question: "9.6 Which body does PATCH /partnerships/{key}/tags take?",
+        answer: Answer::Undetermined,
+        detail: "not probed: it would change a partnership".into(),
+        recommendation:
+            "nothing to do: the first modify_tags request checks the tags afterwards and fails naming 9.6 if the API ignored its body"
+                .into(),
     }
 }
 

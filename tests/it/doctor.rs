@@ -45,7 +45,9 @@ async fn doctor_reports_each_answer_the_simulator_is_switched_to() {
         let honoured = if ignore_updated { Answer::No } else { Answer::Yes };
         assert_eq!(answer("9.3 Is min_updated honoured on /transactions"), honoured, "{report}");
         assert_eq!(answer("9.3 Is min_updated honoured on /rewards"), honoured, "{report}");
+        assert_eq!(answer("9.4"), Answer::Yes, "the simulator writes bursts in one millisecond: {report}");
         assert_eq!(answer("9.5"), Answer::Undetermined, "no rate limit, no 429: {report}");
+        assert_eq!(answer("9.6"), Answer::Undetermined, "never probed: {report}");
 
         sim.simulator.configure(|c| c.rate_limit_per_sec = Some(10.0));
         let burst = doctor::retry_after(&config_for(&sim)).await;
