@@ -407,10 +407,14 @@ pub struct UnknownObject(pub String);
 impl FromStr for ObjectKind {
     type Err = UnknownObject;
 
-    /// Accepts the table name (`deals`) or the singular event name (`deal`).
+    /// Accepts the table name (`deals`), the singular event name (`deal`), or the table
+    /// name's singular (`partner_team_member`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().to_ascii_lowercase().replace('-', "_");
-        ObjectKind::ALL.into_iter().find(|k| k.table() == s || k.singular() == s).ok_or(UnknownObject(s))
+        ObjectKind::ALL
+            .into_iter()
+            .find(|k| k.table() == s || k.singular() == s || k.table().strip_suffix('s') == Some(s.as_str()))
+            .ok_or(UnknownObject(s))
     }
 }
 
@@ -459,7 +463,9 @@ mod tests {
         for kind in ObjectKind::ALL {
             assert_eq!(kind.table().parse::<ObjectKind>().unwrap(), kind);
             assert_eq!(kind.singular().parse::<ObjectKind>().unwrap(), kind);
+            assert_eq!(kind.table().trim_end_matches('s').parse::<ObjectKind>().unwrap(), kind);
         }
+        assert_eq!("Partner-Team-Member".parse::<ObjectKind>().unwrap(), ObjectKind::PartnerTeamMember);
         assert!("widgets".parse::<ObjectKind>().is_err());
     }
 
