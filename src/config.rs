@@ -1,8 +1,9 @@
 //! Configuration: a TOML file layered with `PSM_` environment variables (`__` for nesting)
 //! and the conventional `DATABASE_URL`, `PARTNERSTACK_PUBLIC_KEY`, `PARTNERSTACK_PRIVATE_KEY`.
 //!
-//! Parsing happens once, at start; every error names the key at fault. Secrets are held in
-//! [`SecretString`] so they cannot reach logs, errors or `Debug` output by accident.
+//! Parsing happens once, at start; every error names the key at fault as the file spells it,
+//! and where its value came from. Secrets are held in [`SecretString`] so they cannot reach
+//! logs, errors or `Debug` output by accident, and no error quotes one.
 
 use std::{
     fmt,
@@ -12,7 +13,7 @@ use std::{
 };
 
 use figment::{
-    providers::{Env, Format, Toml},
+    providers::{Format, Toml},
     Figment,
 };
 use secrecy::SecretString;
@@ -22,7 +23,10 @@ use url::Url;
 use crate::{object::ObjectKind, partnerstack::RateLimit};
 
 mod delivery;
+mod env;
+mod explain;
 mod file;
+mod lenient;
 #[cfg(test)]
 mod tests;
 
@@ -32,17 +36,18 @@ use file::RawConfig;
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_PATHS: [&str; 2] = ["./partnerstack-mirror.toml", "/etc/partnerstack-mirror/config.toml"];
 
-/// The configuration could not be loaded; the message names the key and the reason.
+/// The configuration could not be loaded; the message names the key, the reason, and where
+/// the value came from, and never quotes a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {path} does not exist")]
     MissingFile { path: PathBuf },
-    #[error("invalid configuration: {0}")]
-    Parse(#[source] Box<figment::Error>),
-    #[error("invalid configuration: `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
-    #[error("invalid configuration: `delivery[{name}].{key}`: {reason}")]
-    InvalidDelivery { name: String, key: &'static str, reason: String },
+    /// The source itself is bad: a file that is not TOML, or cannot be read.
+    #[error("invalid configuration{origin}: {reason}")]
+    Unreadable { origin: Origin, reason: String },
+    /// `key` as the TOML file spells it: `sync.lookback`, `delivery[crm].url`.
+    #[error("invalid configuration: `{key}`: {reason}{origin}")]
+    Invalid { key: String, reason: String, origin: Origin },
     #[error("cannot read `partnerstack.private_key_file` {path}")]
     SecretFile {
         path: PathBuf,
@@ -51,8 +56,28 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
+/// Where a configuration value was written, as an error shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Not known (TOML text given in code: tests, the demo).
+    Unknown,
+    File(PathBuf),
+    /// The name of the environment variable.
+    Environment(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Unknown => Ok(()),
+            Origin::File(path) => write!(f, " (in {})", path.display()),
+            Origin::Environment(name) => write!(f, " (from {})", env::describe(name)),
+        }
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), reason: reason.into(), origin: Origin::Unknown }
 }
 
 /// The validated configuration.
@@ -237,6 +262,11 @@ impl Config {
     /// # Errors
     /// A missing explicit file, a malformed value, or a value that fails validation.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_sources(path, env::process_environment())
+    }
+
+    /// As [`Config::load`], with the environment given (tests do not touch the process's).
+    fn from_sources(path: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut figment = Figment::new();
         match path {
             Some(p) if !p.exists() => return Err(ConfigError::MissingFile { path: p.to_owned() }),
@@ -247,7 +277,7 @@ impl Config {
                 }
             }
         }
-        Self::from_figment(figment.merge(environment()))
+        Self::from_figment(env::layer(figment, vars))
     }
 
     /// Builds a configuration from TOML text alone (tests, the demo).
@@ -255,17 +285,10 @@ impl Config {
         Self::from_figment(Figment::new().merge(Toml::string(toml)))
     }
 
+    /// Lossy extraction reads numbers and booleans from text (`PSM_QUEUE__WORKERS=4`); text
+    /// keys take any scalar as written (see [`lenient`]).
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
-        raw.validate()
+        let raw: RawConfig = figment.extract_lossy().map_err(|e| explain::figment_error(&figment, e))?;
+        raw.validate().map_err(|e| explain::with_origin(&figment, e))
     }
-}
-
-/// `PSM_SYNC__INTERVAL=30s` → `sync.interval`; the three conventional names map onto their keys.
-fn environment() -> Figment {
-    Figment::new()
-        .merge(Env::prefixed("PSM_").split("__"))
-        .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
-        .merge(Env::raw().only(&["PARTNERSTACK_PUBLIC_KEY"]).map(|_| "partnerstack.public_key".into()))
-        .merge(Env::raw().only(&["PARTNERSTACK_PRIVATE_KEY"]).map(|_| "partnerstack.private_key".into()))
 }

@@ -1,6 +1,6 @@
 //! `[[delivery]]`: the webhook endpoints events are pushed to, as written and as validated.
 //! Errors name the delivery and the key (`delivery[crm].url`); the signing secret is held in
-//! a [`SecretString`] and never printed.
+//! a [`SecretString`] and never printed, not even its length.
 
 use std::{fmt, path::PathBuf, time::Duration};
 
@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::{file::is_loopback, ConfigError};
+use super::{file::is_loopback, lenient, ConfigError, Origin};
 
 /// What a delivery does with an event its endpoint refused `max_attempts` times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -55,7 +55,7 @@ impl fmt::Debug for DeliveryConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeliveryConfig")
             .field("name", &self.name)
-            .field("url", &self.url.as_str())
+            .field("url", &redacted(&self.url))
             .field("events", &self.events)
             .field("secret", &"[redacted]")
             .field("timeout", &self.timeout)
@@ -69,16 +69,33 @@ impl fmt::Debug for DeliveryConfig {
     }
 }
 
+/// A delivery URL without what may be a credential: a password in it, and its query.
+fn redacted(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("[redacted]"));
+    }
+    if shown.query().is_some() {
+        shown.set_query(Some("[redacted]"));
+    }
+    shown.to_string()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDelivery {
+    #[serde(deserialize_with = "lenient::text")]
     name: String,
+    #[serde(deserialize_with = "lenient::text")]
     url: String,
-    #[serde(default = "all_events")]
+    #[serde(default = "all_events", deserialize_with = "lenient::list")]
     events: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::optional_secret")]
     secret: Option<SecretString>,
+    #[serde(default, deserialize_with = "lenient::optional_path")]
     secret_file: Option<PathBuf>,
     /// The name of an environment variable holding the secret.
+    #[serde(default, deserialize_with = "lenient::optional_text")]
     secret_env: Option<String>,
     #[serde(default = "default_timeout", with = "humantime_serde")]
     timeout: Duration,
@@ -123,14 +140,15 @@ fn default_max_backoff() -> Duration {
 
 /// The Standard Webhooks prefix of a signing secret.
 const SECRET_PREFIX: &str = "whsec_";
-/// The Standard Webhooks specification's smallest recommended key (192 bits).
-const MIN_SECRET_BYTES: usize = 24;
+/// The Standard Webhooks specification's smallest recommended key (192 bits); a shorter one
+/// is accepted with a warning.
+const RECOMMENDED_SECRET_BYTES: usize = 24;
 
 /// Validates every delivery; names must be unique.
 pub(super) fn validate(raw: Vec<RawDelivery>) -> Result<Vec<DeliveryConfig>, ConfigError> {
     let mut deliveries: Vec<DeliveryConfig> = Vec::with_capacity(raw.len());
-    for r in raw {
-        let d = r.validate()?;
+    for (index, r) in raw.into_iter().enumerate() {
+        let d = r.validate(index)?;
         if deliveries.iter().any(|other| other.name == d.name) {
             return Err(invalid(&d.name, "name", "two deliveries have this name; names must be unique"));
         }
@@ -139,21 +157,34 @@ pub(super) fn validate(raw: Vec<RawDelivery>) -> Result<Vec<DeliveryConfig>, Con
     Ok(deliveries)
 }
 
-fn invalid(name: &str, key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::InvalidDelivery { name: name.to_owned(), key, reason: reason.into() }
+/// An error about `delivery[label].key`; `label` is the delivery's name, or its index in the
+/// list while the name itself is not valid.
+fn invalid(label: &str, key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: format!("delivery[{label}].{key}"), reason: reason.into(), origin: Origin::Unknown }
+}
+
+/// Any name an operator would write (`crm`, `CRM`, `my delivery`). It is bound as a SQL
+/// parameter, escaped as a metrics label, typed after `delivery retry`, and sent in every
+/// `webhook-id` header (`schema.name.event`): control characters would break the header and
+/// the log lines, and spaces around it would not survive a shell or a copy from a log.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("must not be empty")
+    } else if name.chars().any(char::is_control) {
+        Err("must not hold control characters (tabs, line breaks, …)")
+    } else if name.trim() != name {
+        Err("must not begin or end with a space")
+    } else {
+        Ok(())
+    }
 }
 
 impl RawDelivery {
-    fn validate(self) -> Result<DeliveryConfig, ConfigError> {
+    fn validate(self, index: usize) -> Result<DeliveryConfig, ConfigError> {
         let name = self.name;
-        // The name is part of every webhook-id (`schema.name.event`) and a metrics label.
-        let valid_name = !name.is_empty()
-            && name.len() <= 63
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if !valid_name {
-            return Err(invalid(&name, "name", "must be 1-63 characters of a-z, 0-9, _ and -"));
-        }
-        let url = Url::parse(&self.url).map_err(|e| invalid(&name, "url", format!("`{}`: {e}", self.url)))?;
+        check_name(&name).map_err(|reason| invalid(&index.to_string(), "name", reason))?;
+        // Not quoted: a webhook URL often carries a credential (user:password@, a token path).
+        let url = Url::parse(&self.url).map_err(|e| invalid(&name, "url", format!("is not a URL: {e}")))?;
         match url.scheme() {
             "https" => {}
             "http" if is_loopback(&url) => {}
@@ -176,7 +207,14 @@ impl RawDelivery {
             (None, None, None) => return Err(invalid(&name, "secret", "set one of secret, secret_file or secret_env")),
             _ => return Err(invalid(&name, "secret", "set only one of secret, secret_file or secret_env")),
         };
-        check_secret(&secret).map_err(|reason| invalid(&name, "secret", reason))?;
+        let key_bytes = check_secret(&secret).map_err(|reason| invalid(&name, "secret", reason))?;
+        if key_bytes < RECOMMENDED_SECRET_BYTES {
+            tracing::warn!(
+                delivery = %name,
+                "delivery[{name}].secret is shorter than the {RECOMMENDED_SECRET_BYTES} bytes the Standard Webhooks \
+                 specification recommends; `echo whsec_$(openssl rand -base64 32)` makes one"
+            );
+        }
         if self.timeout.is_zero() || self.timeout > Duration::from_secs(300) {
             return Err(invalid(&name, "timeout", "must be between 1ms and 5m"));
         }
@@ -208,15 +246,15 @@ impl RawDelivery {
     }
 }
 
-/// `whsec_` + standard base64 of at least [`MIN_SECRET_BYTES`] bytes. The reason never
-/// quotes the secret.
-fn check_secret(secret: &SecretString) -> Result<(), String> {
+/// `whsec_` + standard base64 of at least one byte (what the signer needs); returns the key's
+/// length in bytes. The reason never quotes the secret.
+fn check_secret(secret: &SecretString) -> Result<usize, String> {
     let Some(encoded) = secret.expose_secret().strip_prefix(SECRET_PREFIX) else {
         return Err(format!("must start with `{SECRET_PREFIX}` (a Standard Webhooks secret: whsec_ + base64)"));
     };
     match base64::engine::general_purpose::STANDARD.decode(encoded) {
-        Ok(key) if key.len() >= MIN_SECRET_BYTES => Ok(()),
-        Ok(key) => Err(format!("decodes to {} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -base64 32`)", key.len())),
+        Ok(key) if key.is_empty() => Err("has no key after `whsec_` (e.g. `echo whsec_$(openssl rand -base64 32)`)".into()),
+        Ok(key) => Ok(key.len()),
         Err(_) => Err("the part after `whsec_` is not valid base64".into()),
     }
 }
@@ -250,8 +288,8 @@ mod tests {
         assert!(one(&format!("url = \"http://127.0.0.1:9000/hooks\"\nsecret = \"{SECRET}\"")).is_ok(), "loopback may be plain http");
         let err = one("url = \"https://x.example.com/\"\nsecret = \"hunter2hunter2hunter2hunter2\"").unwrap_err().to_string();
         assert!(err.contains("delivery[crm].secret") && err.contains("whsec_") && !err.contains("hunter2"), "{err}");
-        let err = one("url = \"https://x.example.com/\"\nsecret = \"whsec_c2hvcnQ=\"").unwrap_err().to_string();
-        assert!(err.contains("delivery[crm].secret") && err.contains("5 bytes"), "{err}");
+        let err = one("url = \"https://x.example.com/\"\nsecret = \"whsec_\"").unwrap_err().to_string();
+        assert!(err.contains("delivery[crm].secret") && err.contains("no key"), "{err}");
         let err = one("url = \"https://x.example.com/\"").unwrap_err().to_string();
         assert!(err.contains("delivery[crm].secret"), "{err}");
         let err = one(&format!("url = \"https://x.example.com/\"\nsecret = \"{SECRET}\"\non_failure = \"drop\"")).unwrap_err().to_string();
@@ -279,5 +317,41 @@ mod tests {
         assert_eq!(c.deliveries[0].secret.expose_secret(), SECRET);
         let debug = format!("{c:?}");
         assert!(!debug.contains("MfKQ9r8G") && debug.contains("[redacted]"), "{debug}");
+        // A password or a query in the URL may be a credential too.
+        let c = one(&format!("url = \"https://user:hunter2@x.example.com/hook?token=t0ps3cret\"\nsecret = \"{SECRET}\"")).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("t0ps3cret") && debug.contains("x.example.com/hook"), "{debug}");
+    }
+
+    #[test]
+    fn a_delivery_name_may_have_capitals_and_spaces_but_no_control_characters_or_surrounding_spaces() {
+        let named = |name: &str| {
+            Config::from_toml(&format!("[[delivery]]\nname = {name:?}\nurl = \"https://x.example.com/\"\nsecret = \"{SECRET}\""))
+        };
+        for name in ["CRM", "my delivery", "crm.eu", "Zapier (prod)", "1"] {
+            assert_eq!(named(name).unwrap().deliveries[0].name, name);
+        }
+        for name in ["", " crm", "crm ", "crm\tprod", "line\nbreak"] {
+            let err = named(name).unwrap_err().to_string();
+            assert!(err.contains("`delivery[0].name`"), "{name:?}: {err}");
+        }
+        let twice = format!(
+            "[[delivery]]\nname = \"My CRM\"\nurl = \"https://a.example.com/\"\nsecret = \"{SECRET}\"\n\
+             [[delivery]]\nname = \"My CRM\"\nurl = \"https://b.example.com/\"\nsecret = \"{SECRET}\""
+        );
+        let err = Config::from_toml(&twice).unwrap_err().to_string();
+        assert!(err.contains("`delivery[My CRM].name`") && err.contains("unique"), "{err}");
+    }
+
+    #[test]
+    fn a_short_signing_secret_is_accepted_with_a_warning_that_does_not_show_it() {
+        let (c, logs) = crate::config::tests::logs_of(|| one("url = \"https://x.example.com/\"\nsecret = \"whsec_dGlueSE=\""));
+        assert_eq!(c.unwrap().deliveries[0].secret.expose_secret(), "whsec_dGlueSE=");
+        assert!(logs.contains("delivery[crm].secret is shorter than the 24 bytes"), "{logs}");
+        assert!(!logs.contains("dGlueSE") && !logs.contains("tiny"), "{logs}");
+        let (c, logs) = crate::config::tests::logs_of(|| one(&format!("url = \"https://x.example.com/\"\nsecret = \"{SECRET}\"")));
+        assert!(c.is_ok() && logs.is_empty(), "{logs}");
+        let err = one("url = \"https://x.example.com/\"\nsecret = \"whsec_not base64!\"").unwrap_err().to_string();
+        assert!(err.contains("`delivery[crm].secret`") && err.contains("base64") && !err.contains("not base64!"), "{err}");
     }
 }

@@ -1,15 +1,16 @@
 //! The configuration as written: the file's and the environment's shape, with the SPEC's
 //! defaults, and its validation into [`Config`](super::Config), where every error names its key.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, str::FromStr, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
 use super::{
-    delivery, invalid, Config, ConfigError, DatabaseConfig, EventsConfig, HttpConfig, PartnerStackConfig, QueueConfig, Retention, Schedule,
-    SyncConfig, WebhooksConfig, DAY,
+    delivery, invalid, lenient, Config, ConfigError, DatabaseConfig, EventsConfig, HttpConfig, PartnerStackConfig, QueueConfig, Retention,
+    Schedule, SyncConfig, WebhooksConfig, DAY,
 };
 use crate::{object::ObjectKind, partnerstack::RateLimit};
 
@@ -29,7 +30,9 @@ pub(super) struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct RawWebhooks {
+    #[serde(deserialize_with = "lenient::optional_secret")]
     token: Option<SecretString>,
+    #[serde(deserialize_with = "lenient::optional_path")]
     token_file: Option<PathBuf>,
 }
 
@@ -46,17 +49,38 @@ impl RawWebhooks {
             (None, None) => None,
         };
         if let Some(t) = &token {
-            let t = t.expose_secret();
-            // The token travels in a URL path: long enough not to be guessed, and plain.
-            if t.len() < 16 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(invalid(
-                    "webhooks.token",
-                    "must be at least 16 characters of A-Z, a-z, 0-9, - and _ (e.g. `openssl rand -hex 24`)",
-                ));
-            }
+            check_token(t.expose_secret())?;
         }
         Ok(WebhooksConfig { token })
     }
+}
+
+/// A token shorter than this is accepted with a warning: it may be guessed.
+const SHORT_TOKEN: usize = 16;
+
+/// The token is one segment of the intake URL's path, so it must travel as written: any
+/// non-empty run of the URL-unreserved characters (RFC 3986: A-Z a-z 0-9 - . _ ~), but not
+/// `.` or `..`, which clients resolve away. Neither the error nor the warning shows it.
+fn check_token(token: &str) -> Result<(), ConfigError> {
+    if token.is_empty() {
+        return Err(invalid("webhooks.token", "must not be empty"));
+    }
+    let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~');
+    if !token.chars().all(unreserved) {
+        return Err(invalid(
+            "webhooks.token",
+            "may hold only A-Z, a-z, 0-9, -, ., _ and ~ (it is part of a URL path; e.g. `openssl rand -hex 24`)",
+        ));
+    }
+    if token == "." || token == ".." {
+        return Err(invalid("webhooks.token", "must not be just one or two dots (a URL path would drop that segment)"));
+    }
+    if token.len() < SHORT_TOKEN {
+        tracing::warn!(
+            "webhooks.token is shorter than {SHORT_TOKEN} characters, so it may be guessed; `openssl rand -hex 24` makes a long one"
+        );
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -74,7 +98,9 @@ impl Default for RawEvents {
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawDatabase {
+    #[serde(deserialize_with = "lenient::optional_secret")]
     url: Option<SecretString>,
+    #[serde(deserialize_with = "lenient::text")]
     schema: String,
     max_connections: u32,
     #[serde(with = "humantime_serde")]
@@ -90,10 +116,15 @@ impl Default for RawDatabase {
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawPartnerStack {
+    #[serde(deserialize_with = "lenient::text")]
     api_url: String,
+    #[serde(deserialize_with = "lenient::optional_text")]
     public_key: Option<String>,
+    #[serde(deserialize_with = "lenient::optional_secret")]
     private_key: Option<SecretString>,
+    #[serde(deserialize_with = "lenient::optional_path")]
     private_key_file: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient::optional_number")]
     requests_per_second: Option<f64>,
     #[serde(with = "humantime_serde")]
     timeout: Duration,
@@ -119,7 +150,10 @@ impl Default for RawPartnerStack {
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawSync {
+    /// A list, or from the environment also `deals` or `deals,leads`.
+    #[serde(deserialize_with = "lenient::list")]
     objects: Vec<String>,
+    #[serde(deserialize_with = "lenient::optional_text")]
     schedule: Option<String>,
     #[serde(with = "humantime_serde")]
     interval: Option<Duration>,
@@ -127,10 +161,13 @@ struct RawSync {
     lookback: Duration,
     #[serde(with = "humantime_serde")]
     settle: Duration,
+    #[serde(deserialize_with = "lenient::text")]
     rescan_schedule: String,
+    #[serde(deserialize_with = "lenient::text")]
     reconcile_schedule: String,
     backfill_concurrency: usize,
     emit_backfill_events: bool,
+    #[serde(deserialize_with = "lenient::number")]
     reconcile_max_delete_share: f64,
     #[serde(with = "humantime_serde")]
     freshness: Duration,
@@ -186,6 +223,7 @@ impl Default for RawQueue {
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawHttp {
+    #[serde(deserialize_with = "lenient::text")]
     listen: String,
 }
 
@@ -223,10 +261,7 @@ impl RawDatabase {
             return Err(invalid("database.max_connections", "must be at least 2"));
         }
         if let Some(url) = &self.url {
-            let u = url.expose_secret();
-            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
-                return Err(invalid("database.url", "must start with postgres:// or postgresql://"));
-            }
+            check_database_url(url.expose_secret())?;
         }
         if self.statement_timeout < Duration::from_millis(100) {
             return Err(invalid("database.statement_timeout", "must be at least 100ms"));
@@ -237,6 +272,36 @@ impl RawDatabase {
             max_connections: self.max_connections,
             statement_timeout: self.statement_timeout,
         })
+    }
+}
+
+/// Parsed as the pool will parse it, so a bad port or `sslmode` is bad configuration (exit 2)
+/// found at start rather than a failed connection later. The reason never quotes the URL,
+/// which may hold a password.
+fn check_database_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid("database.url", "must start with postgres:// or postgresql://"));
+    }
+    // sqlx logs an unknown query parameter with its value; the connection logs it later anyway.
+    let parsed = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || PgConnectOptions::from_str(url));
+    match parsed {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Configuration(reason)) => Err(invalid("database.url", without_password(reason.to_string(), url))),
+        Err(other) => Err(invalid("database.url", without_password(other.to_string(), url))),
+    }
+}
+
+/// `reason` without sqlx's `error with configuration: ` (said once per nesting), unless it
+/// quotes the URL or its password (none of sqlx's do today).
+fn without_password(reason: String, url: &str) -> String {
+    let reason = reason.trim_start_matches("error with configuration: ").to_owned();
+    let password = Url::parse(url).ok().and_then(|u| u.password().map(str::to_owned));
+    let decoded = password.as_deref().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+    let quoted = [Some(url.to_owned()), password, decoded].into_iter().flatten().any(|s| !s.is_empty() && reason.contains(&s));
+    if quoted {
+        "is not a valid PostgreSQL connection URL".to_owned()
+    } else {
+        reason
     }
 }
 
