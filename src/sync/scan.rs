@@ -24,7 +24,7 @@ use super::{
 use crate::{
     diff::EventSource,
     object::ChangeFilter,
-    partnerstack::{segment, ListQuery},
+    partnerstack::{segment, ApiError, ListQuery},
     progress::Progress,
     store::CursorAdvance,
 };
@@ -60,10 +60,18 @@ impl Syncer {
             created: None,
             advance: None,
         });
-        stream::iter(listings.map(|listing| self.read(to, listing, None)))
-            .buffer_unordered(self.settings.backfill_concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
+        // A team the API no longer knows (removed since its partnerships were read) has no
+        // members to list; a key scan then finds its members gone.
+        let read = |listing: Listing| async move {
+            match self.read(to, listing, None).await {
+                Err(SyncError::Api(ApiError::NotFound { message })) => {
+                    tracing::info!(object = %kind, %message, "a partner team the API does not know: no members listed");
+                    Ok(())
+                }
+                other => other,
+            }
+        };
+        stream::iter(listings.map(read)).buffer_unordered(self.settings.backfill_concurrency).try_collect::<Vec<()>>().await?;
         Ok(())
     }
 

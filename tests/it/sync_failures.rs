@@ -105,3 +105,24 @@ async fn a_pass_logs_its_verdict_inside_its_span() {
         assert!(line["span"]["window_end"].is_number(), "{verdict}: {line}");
     }
 }
+
+/// A partnership may still name a team the API has removed: that team's listing answers 404,
+/// which means no members, not a failed scan of every team.
+#[tokio::test]
+async fn a_partner_team_the_api_no_longer_knows_has_no_members_and_fails_nothing() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    let syncer = support::syncer(&store, &sim, 100, support::settings());
+    syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
+    sqlx::query("UPDATE partnerships SET team_key = 'team_gone' WHERE key = (SELECT min(key) FROM partnerships)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    syncer.rescan(ObjectKind::PartnerTeamMember).await.unwrap_or_else(|e| panic!("{}", e.chain()));
+    let members: i64 = sqlx::query_scalar("SELECT count(*) FROM partner_team_members").fetch_one(store.pool()).await.unwrap();
+    assert!(members > 0, "the other teams' members are stored");
+    let gone: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM partner_team_members WHERE team_key = 'team_gone'").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(gone, 0);
+}
