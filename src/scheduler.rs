@@ -50,7 +50,9 @@ pub async fn poll_all(syncer: &Syncer, objects: &[ObjectKind], full: bool) -> Pa
             Ok(report) => summary.reports.push(report),
             Err(SyncError::Cancelled) => break,
             Err(e) => {
-                let fatal = e.is_fatal();
+                // A 401/403 on one object's list stops the pass only if the keys are refused
+                // everywhere; otherwise this key may not read that object, and the rest go on.
+                let fatal = e.is_fatal() && !syncer.api().credentials_work().await;
                 summary.failures.push((kind, e));
                 if fatal {
                     break;

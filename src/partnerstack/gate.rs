@@ -138,6 +138,15 @@ impl ApiClient {
         self.inner.gate.paused_total().as_secs_f64()
     }
 
+    /// Asks the API at once whether it accepts the keys (the probe's smallest page). A 401
+    /// or 403 on one path can mean that this key may not use that path while the keys are
+    /// fine: callers that met one ask here before they pause everything. Only a clear yes
+    /// counts (and ends a recorded rejection, as any success does).
+    pub async fn credentials_work(&self) -> bool {
+        let query = ListQuery { limit: Some(1), ..ListQuery::default() };
+        self.list_page(PROBE_PATH, &query, None).await.is_ok()
+    }
+
     /// Returns at once while the credentials are accepted; otherwise waits, probing the API
     /// now and then (one probe at a time for all callers, the pause growing to a minute),
     /// until it accepts them. For loops about to take new work: a write-back request must

@@ -226,14 +226,14 @@ impl Worker {
                     );
                     return self.fail(&request, &message, None).await;
                 }
-                Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => return self.pause(&request, &e).await,
+                Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => return self.refused(&request, &e).await,
                 Err(e) => return self.retry_or_fail(&request, &error_chain(&e), None, None, false).await,
             }
         }
 
         match execute(&self.api, &self.store, &request).await {
             Ok(outcome) => self.succeed(&request, outcome).await,
-            Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => self.pause(&request, &e).await,
+            Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => self.refused(&request, &e).await,
             Err(OperationError::Api(e)) => {
                 let status = e.status();
                 let ambiguous = e.may_have_been_applied();
@@ -277,6 +277,17 @@ impl Worker {
         let attempt = FailedAttempt { delay, error: message, http_status: status, outcome_unknown };
         self.store.retry_later(request.id, &self.name, &attempt).await?;
         Ok(Handled::Retrying(request.id))
+    }
+
+    /// A 401 or 403: if the API still accepts the keys, this key may not make this request,
+    /// which then fails with the API's message (a retry would meet the same answer); otherwise
+    /// the keys are at fault, and the request waits for them, uncharged.
+    async fn refused(&self, request: &QueuedRequest, error: &ApiError) -> Result<Handled, StoreError> {
+        if self.api.credentials_work().await {
+            let message = format!("{} (the API accepts the keys otherwise: this key may not make this request)", error_chain(error));
+            return self.fail(request, &message, error.status()).await;
+        }
+        self.pause(request, error).await
     }
 
     /// Puts a request back, its attempt not counted: the keys are at fault, not the request.

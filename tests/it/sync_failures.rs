@@ -126,3 +126,22 @@ async fn a_partner_team_the_api_no_longer_knows_has_no_members_and_fails_nothing
         sqlx::query_scalar("SELECT count(*) FROM partner_team_members WHERE team_key = 'team_gone'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(gone, 0);
 }
+
+/// A 403 on one object's list while the API accepts the keys: that object fails, and the
+/// objects after it in the pass are still synced (a key may lack access to part of the API).
+#[tokio::test]
+async fn an_object_this_key_may_not_read_fails_alone_and_the_pass_goes_on() {
+    let sim = support::simulator(300, |c| c.forbidden = vec!["GET /api/v2/actions".into()]).await;
+    let store = support::store().await;
+    let syncer = support::syncer(&store, &sim, 100, support::settings());
+    let summary = partnerstack_mirror::scheduler::poll_all(&syncer, &ObjectKind::default_set(), false).await;
+
+    let failed: Vec<ObjectKind> = summary.failures.iter().map(|(k, _)| *k).collect();
+    assert_eq!(failed, [ObjectKind::Action]);
+    let after = ObjectKind::default_set().into_iter().skip_while(|k| *k != ObjectKind::Action).skip(1).collect::<Vec<_>>();
+    assert!(!after.is_empty(), "objects come after actions in a pass");
+    for kind in after {
+        assert!(summary.reports.iter().any(|r| r.kind == kind), "{kind} synced after the refused object");
+    }
+    assert!(syncer.api().credentials_rejected().is_none(), "the keys are not held to be wrong");
+}

@@ -125,6 +125,10 @@ pub struct SimulatorConfig {
     pub tags_body_understood: bool,
     /// How webhooks are sent: late, lost, doubled, shuffled, in the legacy style.
     pub webhooks: WebhookSwitches,
+    /// Requests whose method and path start like one of these (`"GET /api/v2/actions"`,
+    /// `"POST /api/v2/rewards"`) answer 403 with valid keys: an account whose keys may not
+    /// use that part of the API.
+    pub forbidden: Vec<String>,
 }
 
 impl Default for SimulatorConfig {
@@ -146,6 +150,7 @@ impl Default for SimulatorConfig {
             external_ids_in_paths: true,
             tags_body_understood: true,
             webhooks: WebhookSwitches::default(),
+            forbidden: Vec::new(),
         }
     }
 }

@@ -156,6 +156,10 @@ fn serve(sim: &Simulator, request: &Incoming<'_>) -> Reply {
             reply.headers.push(("www-authenticate", "Basic realm=\"PartnerStack API\"".into()));
             return reply;
         }
+        let line = format!("{method} {}", uri.path());
+        if state.config.forbidden.iter().any(|f| line.starts_with(f.as_str())) {
+            return Reply::error(403, "Forbidden: this API key does not have access to this resource");
+        }
         let params = match Query::<Vec<(String, String)>>::try_from_uri(uri) {
             Ok(Query(params)) => params,
             Err(e) => return Reply::error(400, &format!("Malformed query string: {e}")),

@@ -163,3 +163,20 @@ async fn a_first_delete_of_an_unknown_key_fails_with_the_api_message() {
     assert_eq!((o.status.as_str(), o.http_status), ("failed", Some(404)), "{o:?}");
     assert!(o.last_error.unwrap().contains("deal_no_such_thing"));
 }
+
+/// A 403 for one kind of request while the API accepts the keys otherwise: this key may not
+/// make that request, so it fails with the API's message instead of waiting for ever.
+#[tokio::test]
+async fn a_request_this_key_may_not_make_fails_while_other_requests_go_through() {
+    let sim = support::simulator(200, |c| c.forbidden = vec!["POST /api/v2/rewards".into()]).await;
+    let store = support::store().await;
+    let forbidden = enqueue(&store, "create", "reward", None, json!({"amount": 100})).await;
+    let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
+    let allowed = enqueue(&store, "update", "deal", Some(&deal), json!({"amount": 7})).await;
+    drain(&worker(&store, &sim, "w1"), &store).await;
+
+    let refused = outcome(&store, forbidden).await;
+    assert_eq!((refused.status.as_str(), refused.attempts, refused.http_status), ("failed", 1, Some(403)));
+    assert!(refused.last_error.as_deref().unwrap_or_default().contains("may not make this request"), "{:?}", refused.last_error);
+    assert_eq!(outcome(&store, allowed).await.status, "succeeded");
+}
