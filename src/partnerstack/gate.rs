@@ -143,8 +143,14 @@ impl ApiClient {
     /// fine: callers that met one ask here before they pause everything. Only a clear yes
     /// counts (and ends a recorded rejection, as any success does).
     pub async fn credentials_work(&self) -> bool {
+        self.probe().await.is_ok()
+    }
+
+    /// One probe: the smallest page of the list every account has. A success ends a recorded
+    /// rejection, as any success does.
+    async fn probe(&self) -> Result<(), ApiError> {
         let query = ListQuery { limit: Some(1), ..ListQuery::default() };
-        self.list_page(PROBE_PATH, &query, None).await.is_ok()
+        self.list_page(PROBE_PATH, &query, None).await.map(drop)
     }
 
     /// Returns at once while the credentials are accepted; otherwise waits, probing the API
@@ -156,9 +162,8 @@ impl ApiClient {
             match self.inner.gate.claim_probe() {
                 Ok(()) => {
                     crate::liveness::step();
-                    let query = ListQuery { limit: Some(1), ..ListQuery::default() };
-                    match self.list_page(PROBE_PATH, &query, None).await {
-                        Ok(_) => self.inner.gate.accepted(),
+                    match self.probe().await {
+                        Ok(()) => {}
                         Err(ApiError::Unauthorized { .. }) => {}
                         // The keys may be fine while the API has other trouble: only a clear
                         // yes ends the pause, so keep probing.

@@ -117,7 +117,13 @@ impl Worker {
     /// Claims and carries out one due request. `None`: nothing is due.
     pub async fn work_one(&self) -> Result<Option<Handled>, StoreError> {
         let handled = match self.store.claim(&self.name, self.settings.lease).await? {
-            None => return Ok(None),
+            None => {
+                // Idle: requests a dead worker left running (and nobody could claim yet, an
+                // earlier request for their record waiting) show as pending again. A busy
+                // worker claims expired ones directly, so the sweep costs nothing then.
+                self.store.release_expired().await?;
+                return Ok(None);
+            }
             // Someone queued this and waits for it: it goes first in the request budget.
             Some(Claim::Request(request)) => with_priority(Priority::Urgent, self.handle(request)).await?,
             Some(Claim::Unknown { id, operation, object_type, object_key, why }) => {

@@ -70,7 +70,6 @@ impl Store {
     /// or convert taken over from a dead worker may already have reached the API, so it is
     /// marked with `outcome_unknown_since`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, StoreError> {
-        self.release_expired().await?;
         let row: Option<ClaimedRow> = sqlx::query_as(
             "UPDATE write_queue q SET status = 'running', attempts = q.attempts + 1, locked_by = $1, \
                  locked_until = now() + make_interval(secs => $2), updated_at = now(), \
