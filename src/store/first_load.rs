@@ -18,7 +18,7 @@
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::{types::Json, Postgres, Transaction};
 
 use super::{
     copy::{CopyRows, OutOfRange},
@@ -107,7 +107,7 @@ impl Store {
         // Events last: their statement takes the events lock, held until commit (see the
         // module's documentation for why they are not copied).
         if !events.is_empty() {
-            page::insert_events(&mut tx, &events).await?;
+            insert_events_from_rows(&mut tx, kind, &events).await?;
         }
         if let Some(run_id) = page.run_id {
             page::count_in_run(&mut tx, run_id, &outcome).await?;
@@ -128,6 +128,45 @@ async fn copy_in(tx: &mut Transaction<'_, Postgres>, statement: &str, data: Vec<
         return Err(e.into());
     }
     Ok(copy.finish().await?)
+}
+
+/// Inserts a first load's events, their `data` taken from the rows just copied: the
+/// records' JSON is sent and parsed once, for the rows, instead of once more for the events
+/// (every event of a first sight carries the record as it now is).
+async fn insert_events_from_rows(tx: &mut Transaction<'_, Postgres>, kind: ObjectKind, events: &[NewEvent]) -> Result<(), StoreError> {
+    sqlx::query(events_from_rows_sql(kind))
+        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.object_key.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.occurred_ms).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.source.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.changes.as_ref().map(Json)).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The statement of [`insert_events_from_rows`], built once per object.
+fn events_from_rows_sql(kind: ObjectKind) -> &'static str {
+    static CACHE: OnceLock<Vec<(ObjectKind, String)>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        ObjectKind::ALL
+            .into_iter()
+            .map(|k| {
+                let sql = format!(
+                    "INSERT INTO events (event_type, object_type, object_key, occurred_at, source, changes, data) \
+                     SELECT e.event_type, '{singular}', e.object_key, epoch_ms_to_timestamptz(e.occurred_ms), e.source, e.changes, \
+                            (SELECT r.raw FROM {table} r WHERE r.key = e.object_key) \
+                     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[]) WITH ORDINALITY \
+                          AS e(event_type, object_key, occurred_ms, source, changes, ord) \
+                     ORDER BY e.ord",
+                    singular = k.singular(),
+                    table = k.table()
+                );
+                (k, sql)
+            })
+            .collect()
+    });
+    cache.iter().find(|(k, _)| *k == kind).map(|(_, sql)| sql.as_str()).expect("every kind is in ALL")
 }
 
 /// The rows as [`upsert_sql`](super::page) would store them: the same columns, the same
