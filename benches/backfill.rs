@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
 
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let started = Instant::now();
-    let _simulator = KillOnDrop(
+    let simulator = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_partnerstack-mirror"))
             .args(["simulate", "--listen", &format!("127.0.0.1:{port}"), "--records", &records.to_string()])
             .args(&limit_args)
@@ -96,11 +96,13 @@ async fn main() -> anyhow::Result<()> {
     let syncer = Syncer::new(api.clone(), store.clone(), settings, CancellationToken::new());
 
     // Pass 1: backfill.
-    let cpu_before = (cpu_seconds(Some("postgres")), cpu_seconds(None));
+    let simulator_stat = format!("/proc/{}/stat", simulator.0.id());
+    let cpu_before = (cpu_seconds(Some("postgres")), cpu_seconds(None), stat_cpu_seconds(&simulator_stat));
     let t = Instant::now();
     let summary = scheduler::poll_all(&syncer, &ObjectKind::default_set(), false).await;
     let elapsed = t.elapsed().as_secs_f64();
     let (pg_cpu, own_cpu) = (cpu_seconds(Some("postgres")) - cpu_before.0, cpu_seconds(None) - cpu_before.1);
+    let simulator_cpu = stat_cpu_seconds(&simulator_stat) - cpu_before.2;
     anyhow::ensure!(
         summary.failures.is_empty(),
         "backfill failed: {:?}",
@@ -123,10 +125,13 @@ async fn main() -> anyhow::Result<()> {
     // CPU time, unlike wall time, hardly moves with other load on the machine: compare
     // variants by it.
     println!(
-        "CPU              PostgreSQL {pg_cpu:.1}s ({:.0} µs/record), this process {own_cpu:.1}s ({:.0} µs/record)",
+        "CPU              PostgreSQL {pg_cpu:.1}s ({:.0} µs/record), this process {own_cpu:.1}s ({:.0} µs/record), simulator {simulator_cpu:.1}s",
         pg_cpu * 1e6 / read as f64,
         own_cpu * 1e6 / read as f64
     );
+    // Two cores' worth of wall time: what was left idle (waits, the events lock).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!("CPU busy         {:.0}% of {cores} cores", 100.0 * (pg_cpu + own_cpu + simulator_cpu) / (elapsed * cores));
     let progress = syncer.progress();
     println!(
         "time in pages    fetch {:.1}s, write {:.1}s (summed over {concurrency} concurrent readers)",
@@ -164,24 +169,16 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         let count = tsv.lines().count();
-        let t = Instant::now();
-        let mut copy = conn.copy_in_raw("COPY copy_ceiling (key, raw) FROM STDIN").await?;
-        copy.send(tsv.as_bytes()).await?;
-        copy.finish().await?;
-        let copy_elapsed = t.elapsed().as_secs_f64();
-        println!("\n== PostgreSQL ceiling: COPY of key + jsonb, same rows");
+        // The machine is shared and drifts: the best of three `COPY`s is the ceiling.
+        let unlogged = best_copy_rate(&mut conn, "copy_ceiling", &tsv, count).await?;
+        println!("\n== PostgreSQL ceiling: COPY of key + jsonb, same rows (best of {COPY_TRIES})");
         println!("rows             {count}");
-        println!("time             {copy_elapsed:.2}s");
-        println!("rows/s           {:.0}", count as f64 / copy_elapsed);
+        println!("rows/s           {unlogged:.0}");
         // Target: the backfill, events included, at half of this ceiling or more.
-        println!("backfill share   {:.0}% of the COPY ceiling", 100.0 * (read as f64 / elapsed) / (count as f64 / copy_elapsed));
+        println!("backfill share   {:.0}% of the COPY ceiling", 100.0 * (read as f64 / elapsed) / unlogged);
         // The same into a WAL-logged table, as the mirror's must be: what durability costs.
         sqlx::query("CREATE TABLE IF NOT EXISTS copy_ceiling_logged (key text, raw jsonb)").execute(&mut *conn).await?;
-        let t = Instant::now();
-        let mut copy = conn.copy_in_raw("COPY copy_ceiling_logged (key, raw) FROM STDIN").await?;
-        copy.send(tsv.as_bytes()).await?;
-        copy.finish().await?;
-        let logged = count as f64 / t.elapsed().as_secs_f64();
+        let logged = best_copy_rate(&mut conn, "copy_ceiling_logged", &tsv, count).await?;
         println!("logged table     {logged:.0} rows/s (backfill share {:.0}%)", 100.0 * (read as f64 / elapsed) / logged);
     }
 
@@ -201,6 +198,23 @@ fn print_budget(api: &ApiClient, limit: f64, elapsed: f64) {
     println!("answered 429     {refused} ({:.1}% of requests sent)", 100.0 * refused as f64 / sent.max(1) as f64);
     println!("paused by 429s   {:.1}s", api.throttled_seconds());
     println!("rate found       {:.1}/s", api.learned_rate().unwrap_or_default());
+}
+
+const COPY_TRIES: usize = 3;
+
+/// Rows a second of `COPY … FROM STDIN` of `tsv` into `table`, the best of [`COPY_TRIES`]
+/// (the table emptied before each).
+async fn best_copy_rate(conn: &mut sqlx::PgConnection, table: &str, tsv: &str, count: usize) -> anyhow::Result<f64> {
+    let mut best = 0f64;
+    for _ in 0..COPY_TRIES {
+        sqlx::query(&format!("TRUNCATE {table}")).execute(&mut *conn).await?;
+        let t = Instant::now();
+        let mut copy = conn.copy_in_raw(&format!("COPY {table} (key, raw) FROM STDIN")).await?;
+        copy.send(tsv.as_bytes()).await?;
+        copy.finish().await?;
+        best = best.max(count as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }
 
 fn copy_escape(text: &str) -> String {
@@ -231,6 +245,15 @@ fn cpu_seconds(comm: Option<&str>) -> f64 {
             .sum(),
     };
     total as f64 / 100.0
+}
+
+/// CPU seconds (user + system) of the process whose `/proc/<pid>/stat` this is.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let ticks = std::fs::read_to_string(path).ok().and_then(|stat| {
+        let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    });
+    ticks.unwrap_or(0) as f64 / 100.0
 }
 
 fn peak_rss_kib() -> u64 {

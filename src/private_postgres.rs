@@ -216,6 +216,15 @@ impl PrivatePostgres {
         url.into()
     }
 
+    /// The same database over the server's Unix socket, for a client on this host: it skips
+    /// the TCP stack on both sides (measured: 3–13% less PostgreSQL CPU per backfilled record,
+    /// `benches/backfill.rs`).
+    pub fn socket_url(&self) -> String {
+        let mut url = url::Url::parse("postgres://postgres@localhost/postgres").expect("a constant URL is valid");
+        url.query_pairs_mut().append_pair("host", &self.dir.to_string_lossy()).append_pair("port", &self.port.to_string());
+        url.into()
+    }
+
     /// The TCP port the server listens on, on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port

@@ -17,13 +17,15 @@ pub struct Database {
 }
 
 impl Database {
-    /// `DATABASE_URL` when set, otherwise a private server of the benchmark's own.
+    /// `DATABASE_URL` when set, otherwise a private server of the benchmark's own,
+    /// reached over its Unix socket.
     pub async fn start() -> anyhow::Result<Database> {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return Ok(Database { private: None, url });
         }
         let private = PrivatePostgres::start().await?;
-        let url = private.url();
+        // Over the Unix socket, as a mirror on the database's host should connect.
+        let url = private.socket_url();
         Ok(Database { private: Some(private), url })
     }
 

@@ -20,6 +20,9 @@ async fn a_started_server_answers_select_1_at_its_url() {
     let server = PrivatePostgres::start().await.expect("server starts");
     assert!(answers_select_1(&server.url()).await, "{} answers SELECT 1", server.url());
     assert_eq!(server.url(), format!("postgres://postgres@127.0.0.1:{}/postgres", server.port()));
+    let socket = server.socket_url();
+    assert!(answers_select_1(&socket).await, "{socket} answers SELECT 1");
+    assert!(socket.contains("host=%2F"), "{socket} names the socket's directory");
     let dir = server.dir.clone();
     server.stop().await.expect("server stops");
     assert!(!dir.exists(), "{} was removed", dir.display());
