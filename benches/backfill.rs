@@ -180,6 +180,12 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query("CREATE TABLE IF NOT EXISTS copy_ceiling_logged (key text, raw jsonb)").execute(&mut *conn).await?;
         let logged = best_copy_rate(&mut conn, "copy_ceiling_logged", &tsv, count).await?;
         println!("logged table     {logged:.0} rows/s (backfill share {:.0}%)", 100.0 * (read as f64 / elapsed) / logged);
+        drop(tsv);
+        let (rows, events) = same_writes_seconds(&mut conn).await?;
+        let floor = rows + events;
+        println!("\n== PostgreSQL alone, the backfill's own writes (rows with their indexes, events)");
+        println!("time             {floor:.2}s (rows {rows:.2}s, events {events:.2}s), one statement a table, one session");
+        println!("records/s        {:.0} (backfill share {:.0}%)", read as f64 / floor, 100.0 * floor / elapsed);
     }
 
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut *conn).await?;
@@ -198,6 +204,46 @@ fn print_budget(api: &ApiClient, limit: f64, elapsed: f64) {
     println!("answered 429     {refused} ({:.1}% of requests sent)", 100.0 * refused as f64 / sent.max(1) as f64);
     println!("paused by 429s   {:.1}s", api.throttled_seconds());
     println!("rate found       {:.1}/s", api.learned_rate().unwrap_or_default());
+}
+
+/// Seconds PostgreSQL alone takes (rows, events) to write again what the backfill wrote: every object's
+/// rows into a copy of its table (indexes, constraints and defaults included) and the events
+/// into a copy of `events`, one `INSERT … SELECT` a table, the rows' JSON through text so it
+/// is parsed again as the backfill's was (a first load's events copy theirs from the rows). No HTTP, no mirror, no page transactions, no events
+/// lock: what the same work costs the server on one core.
+async fn same_writes_seconds(conn: &mut sqlx::PgConnection) -> anyhow::Result<(f64, f64)> {
+    let mut tables: Vec<&str> = ObjectKind::ALL.iter().map(|k| k.table()).collect();
+    tables.push("events");
+    let mut statements = Vec::new();
+    for table in tables {
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 AND is_identity = 'NO' ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await?;
+        let names: Vec<String> = columns.iter().map(|(c, _)| format!("\"{c}\"")).collect();
+        let values: Vec<String> = columns
+            .iter()
+            .map(|(c, ty)| match ty == "jsonb" && table != "events" {
+                true => format!("\"{c}\"::text::jsonb"),
+                false => format!("\"{c}\""),
+            })
+            .collect();
+        sqlx::query(&format!("CREATE TABLE floor_{table} (LIKE {table} INCLUDING ALL)")).execute(&mut *conn).await?;
+        statements.push(format!("INSERT INTO floor_{table} ({}) SELECT {} FROM {table}", names.join(", "), values.join(", ")));
+    }
+    let (mut rows, mut events) = (0.0, 0.0);
+    for statement in &statements {
+        let t = Instant::now();
+        sqlx::query(statement).execute(&mut *conn).await?;
+        match statement.starts_with("INSERT INTO floor_events ") {
+            true => events += t.elapsed().as_secs_f64(),
+            false => rows += t.elapsed().as_secs_f64(),
+        }
+    }
+    Ok((rows, events))
 }
 
 const COPY_TRIES: usize = 3;
