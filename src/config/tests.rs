@@ -266,3 +266,12 @@ fn an_unparseable_database_url_is_bad_configuration_that_does_not_show_the_url()
     assert!(err.contains("database.url") && !err.contains("hunter2"), "{err}");
     assert!(Config::from_toml("[database]\nurl = \"postgresql://u:hunter2@db:5433/x?sslmode=require\"").is_ok());
 }
+
+#[test]
+fn a_database_url_may_name_a_unix_socket_directory_instead_of_a_host() {
+    for url in
+        ["postgres:///analytics?host=/var/run/postgresql", "postgres://mirror@localhost/analytics?host=%2Frun%2Fpostgresql&port=5433"]
+    {
+        assert!(Config::from_toml(&format!("[database]\nurl = \"{url}\"")).is_ok(), "{url}");
+    }
+}
