@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         timeout: Duration::from_secs(30),
         max_retries: 4,
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
-        page_size: 250,
+        page_size: support::knob("BENCH_PAGE_SIZE", 250),
         user_agent: "partnerstack-mirror-bench".into(),
     })?;
     let settings = SyncSettings {

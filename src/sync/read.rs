@@ -11,6 +11,7 @@ use std::{
 };
 
 use futures::{stream::FuturesUnordered, Future, Stream, StreamExt};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{
     scan::Readers,
@@ -64,7 +65,7 @@ impl Syncer {
     /// fetched, as many at once as the pool allows, and a created window that proves dense
     /// hands its older part to an idle reader and stops once its pages pass below what it
     /// kept.
-    pub(super) async fn read(&self, to: &Destination, listing: Listing, readers: Option<&Readers>) -> Result<(), SyncError> {
+    pub(super) async fn read(&self, to: &Destination, listing: Listing, readers: Option<&Arc<Readers>>) -> Result<(), SyncError> {
         let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
         let mut claim = listing.created.map(Claim::new);
         let mut advanced = false;
@@ -80,11 +81,15 @@ impl Syncer {
             crate::liveness::step();
             match readers {
                 Some(readers) if listing.advance.is_none() => {
-                    let permit = beside(&mut writing, readers.writers.acquire()).await?.expect("the semaphore is never closed");
-                    writing.push(async move {
+                    let permit =
+                        beside(&mut writing, readers.writers.clone().acquire_owned()).await?.expect("the semaphore is never closed");
+                    // A task of its own, so pages are encoded and written on every core while
+                    // this reader fetches and checks the next.
+                    let (syncer, to, readers) = (self.clone(), to.clone(), Arc::clone(readers));
+                    writing.push(on_own_task(async move {
                         let _permit = permit;
-                        self.write(to, checked, None, Some(&readers.first_load)).await
-                    });
+                        syncer.write(&to, checked, None, Some(&readers.first_load)).await
+                    }));
                 }
                 _ => {
                     self.write(to, checked, if last { listing.advance.clone() } else { None }, None).await?;
@@ -174,6 +179,23 @@ fn check(kind: ObjectKind, page: &Page, mut claim: Option<&mut Claim>) -> Checke
         }
     }
     checked
+}
+
+/// Runs `work` on a task of its own, so that it can use another core than its caller's (the
+/// futures of one task share one thread: a scan's readers and their page writes would all
+/// parse and encode on one core). Dropped unfinished (a failed sibling, shutdown), the returned
+/// future aborts the task.
+pub(super) fn on_own_task(
+    work: impl Future<Output = Result<(), SyncError>> + Send + 'static,
+) -> impl Future<Output = Result<(), SyncError>> {
+    let task = AbortOnDropHandle::new(tokio::spawn(work));
+    async move {
+        match task.await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(SyncError::Cancelled),
+        }
+    }
 }
 
 /// Awaits `work` while the pages in `writing` are written; the first failed write fails.

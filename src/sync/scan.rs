@@ -101,33 +101,33 @@ impl Syncer {
     async fn read_windows(&self, to: &Destination, window: CreatedWindow, first_load: bool) -> Result<(), SyncError> {
         let limit = self.settings.backfill_concurrency.max(1);
         let (handed, mut handed_off) = mpsc::channel(limit);
-        let readers = Readers {
+        let readers = Arc::new(Readers {
             limit,
             busy: AtomicUsize::new(1),
             handed,
-            writers: Semaphore::new(limit),
+            writers: Arc::new(Semaphore::new(limit)),
             first_load: AtomicBool::new(first_load),
             progress: self.progress.clone(),
-        };
-        let listing = |created: CreatedWindow| Listing {
-            path: to.kind.api_path().to_owned(),
-            query: created.query(),
-            created: Some(created),
-            advance: None,
+        });
+        // The readers share this task (their page writes have tasks of their own: checking
+        // pages on more cores as well measured no faster).
+        let start = |created: CreatedWindow| {
+            let listing = Listing { path: to.kind.api_path().to_owned(), query: created.query(), created: Some(created), advance: None };
+            self.read(to, listing, Some(&readers))
         };
         self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
         let mut running = FuturesUnordered::new();
-        running.push(self.read(to, listing(window), Some(&readers)));
+        running.push(start(window));
         loop {
             tokio::select! {
-                Some(older) = handed_off.recv() => running.push(self.read(to, listing(older), Some(&readers))),
+                Some(older) = handed_off.recv() => running.push(start(older)),
                 Some(done) = running.next() => {
                     done?;
                     readers.busy.fetch_sub(1, Ordering::AcqRel);
                     if running.is_empty() {
                         // A reader hands off before it finishes, so anything handed is queued.
                         match handed_off.try_recv() {
-                            Ok(older) => running.push(self.read(to, listing(older), Some(&readers))),
+                            Ok(older) => running.push(start(older)),
                             Err(_) => return Ok(()),
                         }
                     }
@@ -145,7 +145,7 @@ pub(super) struct Readers {
     handed: mpsc::Sender<CreatedWindow>,
     /// Pages being written at once, over all readers: a reader fetches its next page while
     /// its last ones are written, so one reader alone can keep the database busy.
-    pub(super) writers: Semaphore,
+    pub(super) writers: Arc<Semaphore>,
     /// The object's table was empty when this backfill began, and no page has met a
     /// stored row since: pages are written by `COPY`.
     pub(super) first_load: AtomicBool,
