@@ -78,10 +78,7 @@ pub fn diff(
     let text = || new_text.to_owned();
 
     let Some(old) = old else {
-        let mut events = vec![event("created", None, text())];
-        if kind == ObjectKind::PartnerTeamMember {
-            events.push(event("member_joined", None, text()));
-        }
+        let mut events: Vec<NewEvent> = first_sight(kind).iter().map(|suffix| event(suffix, None, text())).collect();
         // First sight: the decisions the record already carries are news too (an application
         // PartnerStack approved before the next poll must still reach an automation waiting
         // for `application.approved`). A backfill is a snapshot, not news.
@@ -154,6 +151,16 @@ pub fn diff(
         _ => {}
     }
     events
+}
+
+/// The events every first sight of a record makes, whatever it holds (their type after the
+/// object's singular and a dot), in order. All a backfill's first sight makes: a snapshot is
+/// not news.
+pub fn first_sight(kind: ObjectKind) -> &'static [&'static str] {
+    match kind {
+        ObjectKind::PartnerTeamMember => &["created", "member_joined"],
+        _ => &["created"],
+    }
 }
 
 /// A record that vanished from a complete key scan.

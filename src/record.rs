@@ -4,7 +4,7 @@
 //! Everything PostgreSQL would reject is caught here, per record, so that one bad record
 //! goes to `quarantine` with a clear reason instead of failing the whole page's statement.
 
-use serde_json::{value::RawValue, Map, Value};
+use serde_json::{value::RawValue, Value};
 
 use crate::object::{ColumnType, ObjectKind};
 
@@ -29,20 +29,34 @@ pub enum RecordError {
     WrongType { field: String, expected: &'static str, found: String },
 }
 
-/// A record that passed every check.
+/// A record that passed every check. It keeps its JSON as text only, not as a parsed tree:
+/// a first load never needs the tree again, and a page's records are in memory several at
+/// once (a tree is a few times the size of its text); a diff parses the text again.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub key: String,
     pub created_ms: Option<i64>,
     pub updated_ms: Option<i64>,
     pub archived: bool,
-    pub raw: Value,
     /// The record's exact JSON text: written into the row and the events as is, so a page's
-    /// payloads never clone or re-serialize the parsed tree.
+    /// payloads never clone or re-serialize it.
     pub text: Box<RawValue>,
-    /// Typed column name → its value, normalized for its column type (timestamps stay epoch
-    /// milliseconds; the SQL converts them). Pages bind them as one array per column.
-    pub columns: Map<String, Value>,
+    /// The values of the object's typed columns, in [`ObjectKind::columns`] order, normalized
+    /// for their column type (timestamps stay epoch milliseconds; the SQL converts them).
+    /// Pages bind them as one array per column.
+    pub columns: Vec<Value>,
+}
+
+impl Record {
+    /// The record's JSON, parsed again (it parsed when it was checked).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.text.get()).expect("a checked record's text is JSON")
+    }
+
+    /// The value of the typed column `name` (`None` when the object has no such column).
+    pub fn column(&self, kind: ObjectKind, name: &str) -> Option<&Value> {
+        kind.columns().iter().position(|c| c.name == name).map(|i| &self.columns[i])
+    }
 }
 
 /// A record that failed a check, kept verbatim for the `quarantine` table.
@@ -53,25 +67,50 @@ pub struct Rejected {
     pub error: RecordError,
 }
 
-/// Checks one raw item of a page.
-pub fn check(kind: ObjectKind, raw: &RawValue) -> Result<Record, Rejected> {
+/// Checks one raw item of a page, which becomes the record's text.
+pub fn check(kind: ObjectKind, raw: Box<RawValue>) -> Result<Record, Rejected> {
+    let reject = |raw: &RawValue, key: Option<String>, error| Rejected { key, raw: raw.get().replace('\0', "\\u0000"), error };
     let text = raw.get();
-    let reject = |key: Option<String>, error| Rejected { key, raw: text.replace('\0', "\\u0000"), error };
     if text.len() > MAX_RECORD_BYTES {
         let key = key_hint(text);
-        return Err(reject(key, RecordError::TooLarge { bytes: text.len(), limit: MAX_RECORD_BYTES }));
+        return Err(reject(&raw, key, RecordError::TooLarge { bytes: text.len(), limit: MAX_RECORD_BYTES }));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| reject(None, RecordError::NotJson(e.to_string())))?;
-    parsed(kind, value, Some(raw.to_owned())).map_err(|(key, error)| reject(key, error))
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => return Err(reject(&raw, None, RecordError::NotJson(e.to_string()))),
+    };
+    match fields(kind, &value, Some(text)) {
+        Ok(fields) => Ok(fields.with_text(raw)),
+        Err((key, error)) => Err(reject(&raw, key, error)),
+    }
 }
 
 /// Checks an already parsed record (write-back results, single GETs).
 pub fn from_value(kind: ObjectKind, value: Value) -> Result<Record, (Option<String>, RecordError)> {
-    parsed(kind, value, None)
+    let fields = fields(kind, &value, None)?;
+    let text = serde_json::value::to_raw_value(&value).map_err(|e| (Some(fields.key.clone()), RecordError::NotJson(e.to_string())))?;
+    Ok(fields.with_text(text))
 }
 
-fn parsed(kind: ObjectKind, value: Value, text: Option<Box<RawValue>>) -> Result<Record, (Option<String>, RecordError)> {
-    let Value::Object(map) = &value else {
+/// What a check takes out of a record.
+struct Fields {
+    key: String,
+    created_ms: Option<i64>,
+    updated_ms: Option<i64>,
+    archived: bool,
+    columns: Vec<Value>,
+}
+
+impl Fields {
+    fn with_text(self, text: Box<RawValue>) -> Record {
+        let Fields { key, created_ms, updated_ms, archived, columns } = self;
+        Record { key, created_ms, updated_ms, archived, text, columns }
+    }
+}
+
+/// Checks `value` (whose JSON text is `text`, when known) and takes out its fields.
+fn fields(kind: ObjectKind, value: &Value, text: Option<&str>) -> Result<Fields, (Option<String>, RecordError)> {
+    let Value::Object(map) = value else {
         return Err((None, RecordError::NotAnObject));
     };
     let key = match map.get("key") {
@@ -81,15 +120,15 @@ fn parsed(kind: ObjectKind, value: Value, text: Option<Box<RawValue>>) -> Result
     };
     let fail = |error| (Some(key.clone()), error);
     // JSON text can only spell a NUL as the escape `\u0000`: without one, there is none to find.
-    let may_hold_nul = text.as_ref().is_none_or(|t| t.get().contains("\\u0000"));
-    if let Some(field) = may_hold_nul.then(|| find_nul(&value, "")).flatten() {
+    let may_hold_nul = text.is_none_or(|t| t.contains("\\u0000"));
+    if let Some(field) = may_hold_nul.then(|| find_nul(value, "")).flatten() {
         return Err(fail(RecordError::NulCharacter { field }));
     }
     let created_ms = epoch_ms(map.get("created_at"), "created_at").map_err(fail)?;
     let updated_ms = epoch_ms(map.get("updated_at"), "updated_at").map_err(fail)?;
     let archived = flag(map.get("archived"), "archived").map_err(fail)?.unwrap_or(false);
 
-    let mut columns = Map::new();
+    let mut columns = Vec::with_capacity(kind.columns().len());
     for column in kind.columns() {
         let joined;
         let field = match column.path {
@@ -99,15 +138,10 @@ fn parsed(kind: ObjectKind, value: Value, text: Option<Box<RawValue>>) -> Result
                 &joined
             }
         };
-        let found = lookup(&value, column.path);
-        let converted = convert(column.ty, found, field).map_err(fail)?;
-        columns.insert(column.name.to_owned(), converted);
+        let found = lookup(value, column.path);
+        columns.push(convert(column.ty, found, field).map_err(fail)?);
     }
-    let text = match text {
-        Some(t) => t,
-        None => serde_json::value::to_raw_value(&value).map_err(|e| (Some(key.clone()), RecordError::NotJson(e.to_string())))?,
-    };
-    Ok(Record { key, created_ms, updated_ms, archived, raw: value, text, columns })
+    Ok(Fields { key, created_ms, updated_ms, archived, columns })
 }
 
 fn lookup<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -231,15 +265,16 @@ mod tests {
     fn a_clean_deal_becomes_typed_columns() {
         let r = check(
             ObjectKind::Deal,
-            &raw(r#"{"key":"deal_1","created_at":1700000000123,"updated_at":1700000000456,"amount":1250,"stage":"won","close_date":"2024-02-29","team":{"key":"stck_1"}}"#),
+            raw(r#"{"key":"deal_1","created_at":1700000000123,"updated_at":1700000000456,"amount":1250,"stage":"won","close_date":"2024-02-29","team":{"key":"stck_1"}}"#),
         )
         .unwrap();
         assert_eq!(r.key, "deal_1");
         assert_eq!(r.created_ms, Some(1_700_000_000_123));
-        assert_eq!(r.columns["amount"], 1250);
-        assert_eq!(r.columns["team_key"], "stck_1");
-        assert_eq!(r.columns["close_date"], "2024-02-29");
-        assert_eq!(r.columns["customer_key"], Value::Null);
+        assert_eq!(r.column(ObjectKind::Deal, "amount").unwrap(), 1250);
+        assert_eq!(r.column(ObjectKind::Deal, "team_key").unwrap(), "stck_1");
+        assert_eq!(r.column(ObjectKind::Deal, "close_date").unwrap(), "2024-02-29");
+        assert_eq!(r.column(ObjectKind::Deal, "customer_key"), Some(&Value::Null));
+        assert_eq!(r.column(ObjectKind::Deal, "no_such_column"), None);
     }
 
     #[test]
@@ -254,7 +289,7 @@ mod tests {
             (r#"[1,2]"#, "not a JSON object"),
         ];
         for (text, expected) in cases {
-            let err = check(ObjectKind::Deal, &raw(text)).unwrap_err();
+            let err = check(ObjectKind::Deal, raw(text)).unwrap_err();
             assert!(err.error.to_string().contains(expected), "{text}: {}", err.error);
             assert!(!err.raw.contains('\0'));
         }
@@ -263,16 +298,16 @@ mod tests {
     #[test]
     fn a_huge_record_is_rejected_with_its_key() {
         let big = format!(r#"{{"key":"deal_big","account_name":"{}"}}"#, "x".repeat(MAX_RECORD_BYTES));
-        let err = check(ObjectKind::Deal, &raw(&big)).unwrap_err();
+        let err = check(ObjectKind::Deal, raw(&big)).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("deal_big"));
         assert!(matches!(err.error, RecordError::TooLarge { .. }));
     }
 
     #[test]
     fn archived_accepts_the_legacy_string_form() {
-        let r = check(ObjectKind::Partnership, &raw(r#"{"key":"p","archived":"true","tags":["a"]}"#)).unwrap();
+        let r = check(ObjectKind::Partnership, raw(r#"{"key":"p","archived":"true","tags":["a"]}"#)).unwrap();
         assert!(r.archived);
-        let err = check(ObjectKind::Partnership, &raw(r#"{"key":"p","tags":"a,b"}"#)).unwrap_err();
+        let err = check(ObjectKind::Partnership, raw(r#"{"key":"p","tags":"a,b"}"#)).unwrap_err();
         assert!(err.error.to_string().contains("tags"));
     }
 }

@@ -18,7 +18,7 @@
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use sqlx::{types::Json, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::{
     copy::{CopyRows, OutOfRange},
@@ -26,7 +26,7 @@ use super::{
     Store, StoreError,
 };
 use crate::{
-    diff::{self, NewEvent},
+    diff::{self, EventSource},
     object::{ColumnType, ObjectKind},
     record::Record,
 };
@@ -61,7 +61,7 @@ impl Store {
         match self.copy_page(&page, &records).await? {
             Some(outcome) => Ok(FirstLoadWrite::Copied(outcome)),
             None => {
-                tracing::debug!(object = %page.kind, "a first load's page met stored rows; written the ordinary way");
+                tracing::debug!(object = %page.kind, "a first load's page could not be copied (it met stored rows, or is no backfill's); written the ordinary way");
                 Ok(FirstLoadWrite::Upserted(self.write_page(PageWrite { records, ..page }).await?))
             }
         }
@@ -71,16 +71,17 @@ impl Store {
     /// of it is kept).
     async fn copy_page(&self, page: &PageWrite<'_>, records: &[Record]) -> Result<Option<PageOutcome>, StoreError> {
         let kind = page.kind;
+        // Outside a backfill, a first sight is news whose events depend on what the record
+        // holds (see `diff::diff`): such pages go the ordinary way.
+        if page.source != EventSource::Backfill {
+            return Ok(None);
+        }
         let Ok(rows) = encode_rows(kind, records) else { return Ok(None) };
-        let events: Vec<NewEvent> = if page.emit_events {
-            records.iter().flat_map(|r| diff::diff(kind, None, &r.raw, &r.text, page::occurred_ms(r), page.source)).collect()
-        } else {
-            Vec::new()
-        };
+        let events = if page.emit_events { FirstSights::of(kind, records) } else { FirstSights::default() };
         let outcome = PageOutcome {
             records: (records.len() + page.rejected.len()) as u64,
             rows_written: records.len() as u64,
-            events_written: events.len() as u64,
+            events_written: events.keys.len() as u64,
             quarantined: page.rejected.len() as u64,
         };
 
@@ -105,7 +106,7 @@ impl Store {
         let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
         page::clear_quarantine_in(&mut tx, kind, &keys).await?;
         // Events last: their statement takes the events lock, held until commit.
-        match (events.is_empty(), page.run_id) {
+        match (events.keys.is_empty(), page.run_id) {
             (false, run_id) => insert_events_from_rows(&mut tx, kind, &events, run_id, &outcome).await?,
             (true, Some(run_id)) => page::count_in_run(&mut tx, run_id, &outcome).await?,
             (true, None) => {}
@@ -128,13 +129,55 @@ async fn copy_in(tx: &mut Transaction<'_, Postgres>, statement: &str, data: Vec<
     Ok(copy.finish().await?)
 }
 
+/// The events of a backfill's first sight of a page's records ([`diff::first_sight`]), as
+/// the arrays their statement binds: none of them carries changes, and their `data` is read
+/// from the rows.
+#[derive(Default)]
+struct FirstSights<'a> {
+    types: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    occurred_ms: Vec<i64>,
+}
+
+impl<'a> FirstSights<'a> {
+    fn of(kind: ObjectKind, records: &'a [Record]) -> FirstSights<'a> {
+        let types = first_sight_types(kind);
+        let mut events = FirstSights {
+            types: Vec::with_capacity(records.len() * types.len()),
+            keys: Vec::with_capacity(records.len() * types.len()),
+            occurred_ms: Vec::with_capacity(records.len() * types.len()),
+        };
+        for r in records {
+            let occurred = page::occurred_ms(r);
+            for event_type in types {
+                events.types.push(event_type);
+                events.keys.push(&r.key);
+                events.occurred_ms.push(occurred);
+            }
+        }
+        events
+    }
+}
+
+/// `<singular>.<suffix>` for each of the object's [`diff::first_sight`] events, built once.
+fn first_sight_types(kind: ObjectKind) -> &'static [String] {
+    static CACHE: OnceLock<Vec<(ObjectKind, Vec<String>)>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        ObjectKind::ALL
+            .into_iter()
+            .map(|k| (k, diff::first_sight(k).iter().map(|suffix| format!("{}.{suffix}", k.singular())).collect()))
+            .collect()
+    });
+    cache.iter().find(|(k, _)| *k == kind).map(|(_, types)| types.as_slice()).expect("every kind is in ALL")
+}
+
 /// Inserts a first load's events, their `data` taken from the rows just copied (every event
 /// of a first sight carries the record as it now is), and counts the page in its run: one
 /// statement, as it runs under the events lock (see the module's documentation).
 async fn insert_events_from_rows(
     tx: &mut Transaction<'_, Postgres>,
     kind: ObjectKind,
-    events: &[NewEvent],
+    events: &FirstSights<'_>,
     run_id: Option<i64>,
     outcome: &PageOutcome,
 ) -> Result<(), StoreError> {
@@ -143,11 +186,10 @@ async fn insert_events_from_rows(
         .bind(outcome.records as i32)
         .bind(outcome.rows_written as i32)
         .bind(outcome.events_written as i32)
-        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.object_key.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.occurred_ms).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.source.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.changes.as_ref().map(Json)).collect::<Vec<_>>())
+        .bind(EventSource::Backfill.as_str())
+        .bind(&events.types)
+        .bind(&events.keys)
+        .bind(&events.occurred_ms)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -162,11 +204,10 @@ fn events_from_rows_sql(kind: ObjectKind) -> &'static str {
             .map(|k| {
                 let sql = format!(
                     "WITH run AS (UPDATE sync_runs SET pages = pages + 1, records_read = records_read + $2, rows_written = rows_written + $3, \
-                     events_written = events_written + $4 WHERE id = $1) INSERT INTO events (event_type, object_type, object_key, occurred_at, source, changes, data) \
-                     SELECT e.event_type, '{singular}', e.object_key, epoch_ms_to_timestamptz(e.occurred_ms), e.source, e.changes, \
+                     events_written = events_written + $4 WHERE id = $1) INSERT INTO events (event_type, object_type, object_key, occurred_at, source, data) \
+                     SELECT e.event_type, '{singular}', e.object_key, epoch_ms_to_timestamptz(e.occurred_ms), $5, \
                             (SELECT r.raw FROM {table} r WHERE r.key = e.object_key) \
-                     FROM unnest($5::text[], $6::text[], $7::bigint[], $8::text[], $9::jsonb[]) WITH ORDINALITY \
-                          AS e(event_type, object_key, occurred_ms, source, changes, ord) \
+                     FROM unnest($6::text[], $7::text[], $8::bigint[]) WITH ORDINALITY AS e(event_type, object_key, occurred_ms, ord) \
                      ORDER BY e.ord",
                     singular = k.singular(),
                     table = k.table()
@@ -199,8 +240,8 @@ fn encode_rows(kind: ObjectKind, records: &[Record]) -> Result<Vec<u8>, OutOfRan
         // Archived: deleted since its last update (or now, without one).
         stamp(&mut out, r.archived.then(|| r.updated_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis())))?;
         out.jsonb(r.text.get());
-        for column in typed {
-            let value = r.columns.get(column.name).filter(|v| !v.is_null());
+        for (column, value) in typed.iter().zip(&r.columns) {
+            let value = Some(value).filter(|v| !v.is_null());
             match column.ty {
                 ColumnType::Text => match value.and_then(Value::as_str) {
                     Some(s) => out.text(s),

@@ -85,14 +85,16 @@ pub async fn write_page_in(tx: &mut Transaction<'_, Postgres>, page: PageWrite<'
             Some((raw, vanished)) => (Some(&raw.0), *vanished),
             None => (None, false),
         };
-        if old == Some(&record.raw) && !vanished {
+        // The record's tree is needed to compare it with a stored one and for its events.
+        let new = (old.is_some() || page.emit_events).then(|| record.value());
+        if old.is_some() && old == new.as_ref() && !vanished {
             continue;
         }
-        if page.emit_events {
+        if let (true, Some(new)) = (page.emit_events, &new) {
             let occurred = occurred_ms(record);
-            events.extend(diff::diff(kind, old, &record.raw, &record.text, occurred, page.source));
+            events.extend(diff::diff(kind, old, new, &record.text, occurred, page.source));
             if vanished {
-                events.push(diff::reappeared(kind, &record.raw, &record.text, occurred, page.source));
+                events.push(diff::reappeared(kind, new, &record.text, occurred, page.source));
             }
         }
         changed.push(record);
@@ -238,8 +240,8 @@ fn bind_rows<'q>(
         .bind(rows.iter().map(|r| r.updated_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.archived).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| Json(r.text.as_ref())).collect::<Vec<_>>());
-    for column in kind.columns() {
-        let values = rows.iter().map(|r| r.columns.get(column.name).filter(|v| !v.is_null()));
+    for (i, column) in kind.columns().iter().enumerate() {
+        let values = rows.iter().map(|r| Some(&r.columns[i]).filter(|v| !v.is_null()));
         query = match column.ty {
             ColumnType::Text | ColumnType::Date => query.bind(values.map(|v| v.and_then(Value::as_str)).collect::<Vec<_>>()),
             ColumnType::BigInt | ColumnType::Timestamp => query.bind(values.map(|v| v.and_then(Value::as_i64)).collect::<Vec<_>>()),

@@ -11,6 +11,7 @@ use std::{
 };
 
 use futures::{stream::FuturesUnordered, Future, Stream, StreamExt};
+use serde_json::value::RawValue;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
@@ -71,7 +72,8 @@ impl Syncer {
         let mut advanced = false;
         let mut writing = FuturesUnordered::new();
         while let Some(page) = beside(&mut writing, self.next_page(&mut pages)).await?? {
-            let checked = check(to.kind, &page, claim.as_mut());
+            let listed = page.items.len();
+            let checked = check(to.kind, page.items, claim.as_mut());
             let last = !page.has_more || claim.as_ref().is_some_and(Claim::passed);
             if let Some(seen) = &to.seen {
                 let mut seen = seen.lock().expect("no panics while holding it");
@@ -100,7 +102,7 @@ impl Syncer {
                 break;
             }
             if let (Some(readers), Some(claim)) = (readers, claim.as_mut()) {
-                readers.offer(claim, page.items.len());
+                readers.offer(claim, listed);
             }
         }
         while let Some(written) = writing.next().await {
@@ -166,12 +168,12 @@ impl Syncer {
     }
 }
 
-/// Checks every item of `page`: a valid record is kept when it belongs to `claim` (if
+/// Checks every item of a page: a valid record is kept when it belongs to `claim` (if
 /// given; the claim takes note of every record listed), an invalid one is rejected for
-/// quarantine.
-fn check(kind: ObjectKind, page: &Page, mut claim: Option<&mut Claim>) -> CheckedPage {
-    let mut checked = CheckedPage { records: Vec::with_capacity(page.items.len()), rejected: Vec::new() };
-    for item in &page.items {
+/// quarantine. The items become the records' text (a page's text is held once).
+fn check(kind: ObjectKind, items: Vec<Box<RawValue>>, mut claim: Option<&mut Claim>) -> CheckedPage {
+    let mut checked = CheckedPage { records: Vec::with_capacity(items.len()), rejected: Vec::new() };
+    for item in items {
         match record::check(kind, item) {
             Ok(r) if claim.as_mut().is_none_or(|c| c.observe(r.created_ms.unwrap_or(0))) => checked.records.push(r),
             Ok(_) => {}

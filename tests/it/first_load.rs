@@ -100,6 +100,24 @@ async fn a_first_load_page_that_meets_a_stored_row_is_diffed_like_any_other_page
     assert_eq!(created, records.len() as i64, "one created event per record");
 }
 
+/// A first sight outside a backfill is news (an application already approved makes an
+/// `application.approved`), which only the ordinary way tells: such a page is never copied.
+#[tokio::test]
+async fn a_first_load_page_that_is_no_backfills_is_written_the_ordinary_way_with_its_news() {
+    let sim = support::simulator(200, |_| {}).await;
+    let store = support::store().await;
+    let kind = ObjectKind::Application;
+    let mut approved = sim.simulator.records(kind)[0].clone();
+    approved["approved"] = json!(true);
+    let key = approved["key"].as_str().unwrap().to_owned();
+    let records = vec![record::from_value(kind, approved).unwrap()];
+
+    let written = store.write_first_load_page(PageWrite { source: EventSource::Poll, ..page(kind, records) }).await.unwrap();
+    assert!(matches!(written, FirstLoadWrite::Upserted(o) if o.rows_written == 1), "{written:?}");
+    let events = support::event_types(&store, kind, &key).await;
+    assert_eq!(events, ["application.created", "application.approved"], "{events:?}");
+}
+
 /// The lease is renewed while pages are written: a page's transaction holds the lease row
 /// `FOR SHARE` until it commits, so the renewal must wait beside the work, never instead of
 /// it (the two used to wait for each other for ever).

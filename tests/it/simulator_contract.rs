@@ -140,7 +140,7 @@ async fn a_record_poisoned_with_a_wrong_type_fails_the_mirrors_check() {
         let (status, page) = call(&sim, Method::GET, &format!("{}?limit=1", kind.api_path()), None).await;
         assert_eq!(status, StatusCode::OK, "{kind}: {page}");
         let served = serde_json::value::to_raw_value(&page["data"]["items"][0]).unwrap();
-        let rejected = record::check(kind, &served).expect_err(&format!("{kind}: {served}"));
+        let rejected = record::check(kind, served.clone()).expect_err(&format!("{kind}: {served}"));
         let RecordError::WrongType { field, .. } = &rejected.error else { panic!("{kind}: {:?}", rejected.error) };
         assert!(kind.columns().iter().any(|c| c.path.join(".") == *field), "{kind}: {field} is a typed column");
         assert_eq!(rejected.key.as_deref(), Some(newest.as_str()), "{kind}");
