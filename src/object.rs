@@ -285,11 +285,12 @@ impl ObjectKind {
         ObjectKind::PartnerTeamMember,
     ];
 
-    /// What `sync.objects` means when it is empty: everything except partner-team members,
-    /// which the API only lists one team at a time (one request per partnership team on
-    /// every rescan), so an operator opts in to that cost.
+    /// What `sync.objects` means when it is empty: every object (SPEC 3). Partner-team
+    /// members come last, as their listing walks the partnerships' teams; the API lists them
+    /// one team at a time (one request per team on a backfill and on every rescan, at the
+    /// budget's bulk priority), so an operator with many teams may leave them out.
     pub fn default_set() -> Vec<ObjectKind> {
-        ObjectKind::ALL.into_iter().filter(|k| *k != ObjectKind::PartnerTeamMember).collect()
+        ObjectKind::ALL.to_vec()
     }
 
     /// The mirror table, in the configured schema.

@@ -40,7 +40,7 @@ fn defaults_follow_the_spec() {
     assert_eq!(c.partnerstack.page_size, 250);
     assert_eq!(c.sync.lookback, Duration::from_secs(600));
     assert_eq!(c.sync.settle, Duration::from_secs(5));
-    assert_eq!(c.sync.objects.len(), ObjectKind::ALL.len() - 1, "team members are opt-in");
+    assert_eq!(c.sync.objects, ObjectKind::ALL, "all objects, team members included (SPEC 3)");
     assert_eq!(c.http.listen.to_string(), "127.0.0.1:9187");
 }
 
@@ -215,6 +215,15 @@ fn a_file_error_names_the_key_without_a_profile_and_the_file() {
     let err = Config::from_sources(Some(&path), Vec::new()).unwrap_err().to_string();
     assert!(err.contains("line 2") && err.contains(&path.display().to_string()) && !err.contains("sk_unquoted"), "{err}");
     std::fs::remove_file(path).unwrap();
+}
+
+/// SPEC 3: `sync.objects` defaults to all, partner-team members included, parents first.
+#[test]
+fn sync_objects_left_out_means_every_object_with_team_members_after_partnerships() {
+    let objects = Config::from_toml("").unwrap().sync.objects;
+    assert_eq!(objects, ObjectKind::ALL);
+    let at = |kind| objects.iter().position(|k| *k == kind).unwrap();
+    assert!(at(ObjectKind::Partnership) < at(ObjectKind::PartnerTeamMember));
 }
 
 #[test]

@@ -88,7 +88,12 @@ impl Syncer {
             }
             Err(e) => {
                 let message = e.chain();
-                tracing::error!(object = %kind, run = run.as_str(), error = %message, "pass failed");
+                // A pass cut short by shutdown is no failure to alert on; the next start resumes it.
+                if matches!(e, SyncError::Cancelled) {
+                    info!(object = %kind, run = run.as_str(), "pass stopped by shutdown");
+                } else {
+                    tracing::error!(object = %kind, run = run.as_str(), error = %message, "pass failed");
+                }
                 // Recording the failure is best effort: the database may be what failed.
                 let _ = self.store.finish_run(kind, run_id, requests, Some(&message)).await;
                 Err(e)
