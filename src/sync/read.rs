@@ -71,43 +71,49 @@ impl Syncer {
         let mut claim = listing.created.map(Claim::new);
         let mut advanced = false;
         let mut writing = FuturesUnordered::new();
-        while let Some(page) = beside(&mut writing, self.next_page(&mut pages)).await?? {
-            let listed = page.items.len();
-            let checked = check(to.kind, page.items, claim.as_mut());
-            let last = !page.has_more || claim.as_ref().is_some_and(Claim::passed);
-            if let Some(seen) = &to.seen {
-                let mut seen = seen.lock().expect("no panics while holding it");
-                seen.extend(checked.records.iter().map(|r| r.key.clone()));
-                seen.extend(checked.rejected.iter().filter_map(|r| r.key.clone()));
-            }
-            crate::liveness::step();
-            match readers {
-                Some(readers) if listing.advance.is_none() => {
-                    let permit =
-                        beside(&mut writing, readers.writers.clone().acquire_owned()).await?.expect("the semaphore is never closed");
-                    // A task of its own, so pages are encoded and written on every core while
-                    // this reader fetches and checks the next.
-                    let (syncer, to, readers) = (self.clone(), to.clone(), Arc::clone(readers));
-                    writing.push(on_own_task(async move {
-                        let _permit = permit;
-                        syncer.write(&to, checked, None, Some(&readers.first_load)).await
-                    }));
+        let read = async {
+            while let Some(page) = beside(&mut writing, self.next_page(&mut pages)).await?? {
+                let listed = page.items.len();
+                let checked = check(to.kind, page.items, claim.as_mut());
+                let last = !page.has_more || claim.as_ref().is_some_and(Claim::passed);
+                if let Some(seen) = &to.seen {
+                    let mut seen = seen.lock().expect("no panics while holding it");
+                    seen.extend(checked.records.iter().map(|r| r.key.clone()));
+                    seen.extend(checked.rejected.iter().filter_map(|r| r.key.clone()));
                 }
-                _ => {
-                    self.write(to, checked, if last { listing.advance.clone() } else { None }, None).await?;
-                    advanced |= last;
+                crate::liveness::step();
+                match readers {
+                    Some(readers) if listing.advance.is_none() => {
+                        let permit =
+                            beside(&mut writing, readers.writers.clone().acquire_owned()).await?.expect("the semaphore is never closed");
+                        // A task of its own, so pages are encoded and written on every core while
+                        // this reader fetches and checks the next.
+                        let (syncer, to, readers) = (self.clone(), to.clone(), Arc::clone(readers));
+                        writing.push(on_own_task(async move {
+                            let _permit = permit;
+                            syncer.write(&to, checked, None, Some(&readers.first_load)).await
+                        }));
+                    }
+                    _ => {
+                        self.write(to, checked, if last { listing.advance.clone() } else { None }, None).await?;
+                        advanced |= last;
+                    }
+                }
+                if last {
+                    break;
+                }
+                if let (Some(readers), Some(claim)) = (readers, claim.as_mut()) {
+                    readers.offer(claim, listed);
                 }
             }
-            if last {
-                break;
-            }
-            if let (Some(readers), Some(claim)) = (readers, claim.as_mut()) {
-                readers.offer(claim, listed);
-            }
+            Ok::<_, SyncError>(())
         }
-        while let Some(written) = writing.next().await {
-            written?;
-        }
+        .await;
+        // Pages already under way are finished, not dropped, whatever stopped the listing
+        // (shutdown, a failed page): a transaction dropped half way would hold its locks,
+        // the lease row's among them, until its connection noticed.
+        let written = finish_all(&mut writing).await;
+        read.and(written)?;
         self.progress.listings_done.fetch_add(1, Ordering::Relaxed);
         if let (Some(advance), false) = (&listing.advance, advanced) {
             self.store.advance(to.kind, advance, Some(&to.lease)).await?;
@@ -198,6 +204,17 @@ pub(super) fn on_own_task(
             Err(_) => Err(SyncError::Cancelled),
         }
     }
+}
+
+/// Awaits every page write in `writing`; the first failure is returned once all have ended.
+async fn finish_all(writing: &mut FuturesUnordered<impl Future<Output = Result<(), SyncError>>>) -> Result<(), SyncError> {
+    let mut failed = None;
+    while let Some(written) = writing.next().await {
+        if let Err(e) = written {
+            failed.get_or_insert(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Awaits `work` while the pages in `writing` are written; the first failed write fails.

@@ -13,7 +13,7 @@ use std::sync::{
     Arc,
 };
 
-use futures::{stream, stream::FuturesUnordered, StreamExt, TryStreamExt};
+use futures::{stream, stream::FuturesUnordered, Stream, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{
@@ -71,7 +71,12 @@ impl Syncer {
                 other => other,
             }
         };
-        stream::iter(listings.map(read)).buffer_unordered(self.settings.backfill_concurrency).try_collect::<Vec<()>>().await?;
+        let mut reads = std::pin::pin!(stream::iter(listings.map(read)).buffer_unordered(self.settings.backfill_concurrency));
+        while let Some(done) = reads.next().await {
+            if let Err(e) = done {
+                return Err(after_the_others(e, &mut reads).await);
+            }
+        }
         Ok(())
     }
 
@@ -122,7 +127,9 @@ impl Syncer {
             tokio::select! {
                 Some(older) = handed_off.recv() => running.push(start(older)),
                 Some(done) = running.next() => {
-                    done?;
+                    if let Err(e) = done {
+                        return Err(after_the_others(e, &mut running).await);
+                    }
                     readers.busy.fetch_sub(1, Ordering::AcqRel);
                     if running.is_empty() {
                         // A reader hands off before it finishes, so anything handed is queued.
@@ -135,6 +142,17 @@ impl Syncer {
             }
         }
     }
+}
+
+/// `failed`, once the other reads have ended if it is shutdown's: every read then stops at
+/// its next page, and the pages they are writing are finished rather than dropped half way
+/// (a dropped transaction holds its locks, the lease row's among them, until its connection
+/// notices). After any other failure the others are dropped: they would read on.
+async fn after_the_others(failed: SyncError, others: &mut (impl Stream<Item = Result<(), SyncError>> + Unpin)) -> SyncError {
+    if matches!(failed, SyncError::Cancelled) {
+        while others.next().await.is_some() {}
+    }
+    failed
 }
 
 /// The readers of one scan: how many are busy (reading, or handed a window not yet
