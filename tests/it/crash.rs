@@ -6,16 +6,18 @@ use std::{collections::HashMap, time::Duration};
 
 use partnerstack_mirror::{object::ObjectKind, store::Store};
 use partnerstack_simulator::{Applied, Mutation, RunningSimulator};
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 
 use crate::support;
 
+fn sync_command(sim: &RunningSimulator, store: &Store) -> Command {
+    let mut command = support::binary(sim, store, &["sync"]);
+    command.env("PSM_SYNC__BACKFILL_CONCURRENCY", "3").env("PSM_SYNC__LEASE_TTL", "1s");
+    command
+}
+
 fn sync_process(sim: &RunningSimulator, store: &Store) -> Child {
-    support::binary(sim, store, &["sync"])
-        .env("PSM_SYNC__BACKFILL_CONCURRENCY", "3")
-        .env("PSM_SYNC__LEASE_TTL", "1s")
-        .spawn()
-        .expect("spawn the binary")
+    sync_command(sim, store).spawn().expect("spawn the binary")
 }
 
 async fn pages_written(store: &Store) -> i64 {
@@ -96,8 +98,7 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
     }
     // Then let two passes finish undisturbed.
     for _ in 0..2 {
-        let status = sync_process(&sim, &store).wait().await.unwrap();
-        assert!(status.success());
+        support::succeeds(&mut sync_command(&sim, &store)).await;
     }
 
     for kind in ObjectKind::ALL.into_iter().filter(|k| *k != ObjectKind::PartnerTeamMember) {
@@ -224,7 +225,7 @@ async fn all_events(store: &Store) -> Vec<serde_json::Value> {
 async fn a_first_load_and_a_load_resumed_after_sigkill_give_the_same_rows_and_events() {
     let sim = support::simulator(2_500, |_| {}).await;
     let (whole, resumed) = (support::store().await, support::store().await);
-    assert!(sync_process(&sim, &whole).wait().await.unwrap().success());
+    support::succeeds(&mut sync_command(&sim, &whole)).await;
 
     let mut applied = Vec::new();
     for round in 0..8 {
@@ -235,7 +236,7 @@ async fn a_first_load_and_a_load_resumed_after_sigkill_give_the_same_rows_and_ev
         .await
         .unwrap();
     assert!(interrupted >= 3, "the load was killed midway several times ({interrupted})");
-    assert!(sync_process(&sim, &resumed).wait().await.unwrap().success());
+    support::succeeds(&mut sync_command(&sim, &resumed)).await;
 
     assert_eq!(all_rows(&resumed).await, all_rows(&whole).await);
     let events = all_events(&whole).await;

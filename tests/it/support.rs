@@ -201,6 +201,15 @@ pub fn binary(sim: &RunningSimulator, store: &Store, args: &[&str]) -> tokio::pr
     command
 }
 
+/// Runs `command` to its end and fails the test unless it succeeded, showing the end of what
+/// it logged: a child that fails in a crash test must say why.
+pub async fn succeeds(command: &mut tokio::process::Command) {
+    let output = command.stderr(std::process::Stdio::piped()).output().await.expect("run the binary");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    assert!(output.status.success(), "the binary ended with {}; its last log lines:\n{tail}", output.status);
+}
+
 /// How long the `eventually` helpers pause between looks.
 const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(20);
 
