@@ -23,6 +23,10 @@ pub enum ErrorClass {
 pub enum ApiError {
     #[error("PartnerStack rejected the credentials ({status}): {message}")]
     Unauthorized { status: u16, message: String },
+    /// A 403 on an endpoint this key has been refused before while the API accepted it
+    /// elsewhere: the key may not use that endpoint, which says nothing about the keys.
+    #[error("this key may not use {endpoint} (403, though the API accepts it elsewhere): {message}")]
+    Forbidden { endpoint: String, message: String },
     #[error("not found (404): {message}")]
     NotFound { message: String },
     #[error("rate limited (429){}", wait_hint(*retry_after))]
@@ -60,7 +64,9 @@ impl ApiError {
             | ApiError::Server { .. }
             | ApiError::Malformed { .. } => ErrorClass::Retryable,
             ApiError::Unauthorized { .. } | ApiError::Config(_) => ErrorClass::Fatal,
-            ApiError::NotFound { .. } | ApiError::Rejected { .. } | ApiError::Pagination { .. } => ErrorClass::Skip,
+            ApiError::Forbidden { .. } | ApiError::NotFound { .. } | ApiError::Rejected { .. } | ApiError::Pagination { .. } => {
+                ErrorClass::Skip
+            }
         }
     }
 
@@ -68,6 +74,7 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Unauthorized { status, .. } | ApiError::Server { status, .. } | ApiError::Rejected { status, .. } => Some(*status),
+            ApiError::Forbidden { .. } => Some(403),
             ApiError::NotFound { .. } => Some(404),
             ApiError::RateLimited { .. } => Some(429),
             _ => None,

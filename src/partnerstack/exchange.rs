@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use url::Url;
 
-use super::{budget::Verdict, retry::parse_retry_after, ApiClient, ApiError};
+use super::{budget::Verdict, retry::parse_retry_after, stats::endpoint, ApiClient, ApiError};
 
 /// A successful (2xx) answer.
 pub(super) struct Answer {
@@ -62,7 +62,14 @@ impl ApiClient {
         // transport trouble like any other, and retried as such.
         let body = response.bytes().await.map_err(failed)?;
         counters.count_outcome(path, status.as_str());
-        let error = (!status.is_success()).then(|| ApiError::from_status(status.as_u16(), &body, retry_after));
+        let error = (!status.is_success()).then(|| match ApiError::from_status(status.as_u16(), &body, retry_after) {
+            // A 403 where this key was refused before while the API accepted it elsewhere:
+            // the key may not use this endpoint; it says nothing about the keys.
+            ApiError::Unauthorized { status: 403, message } if self.inner.gate.is_refused(&endpoint(path)) => {
+                ApiError::Forbidden { endpoint: endpoint(path), message }
+            }
+            error => error,
+        });
         // What the answer says about the rate: any answer but a 429 or a server error shows
         // the API took the request at this pace.
         let verdict = match &error {
@@ -72,7 +79,7 @@ impl ApiClient {
             }
             Some(ApiError::Server { .. }) => Verdict::Unclear,
             Some(ApiError::Unauthorized { status, message }) => {
-                self.inner.gate.rejected(*status, message);
+                self.inner.gate.rejected(*status, message, endpoint(path));
                 Verdict::Accepted
             }
             Some(_) | None => Verdict::Accepted,

@@ -9,8 +9,12 @@
 //!   fail loudly), but the daemon's loops wait in [`ApiClient::until_credentials_accepted`]
 //!   before taking new work, which probes the API with growing pauses and returns once it
 //!   accepts the keys again.
+//! - A 403 on one endpoint while the API accepts the keys elsewhere (the probe says so) means
+//!   this key may not use that endpoint. It is remembered, and later 403s there fail only
+//!   their own request ([`ApiError::Forbidden`]) instead of pausing everything again, pass
+//!   after pass.
 
-use std::{sync::Mutex, time::Duration};
+use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
@@ -31,6 +35,8 @@ const PROBE_PATH: &str = "groups";
 pub struct Rejection {
     pub status: u16,
     pub message: String,
+    /// Where it was said (an endpoint label, record keys folded: `deals/{key}`).
+    pub endpoint: String,
     pub since: DateTime<Utc>,
 }
 
@@ -46,6 +52,9 @@ struct GateState {
     rejection: Option<Rejection>,
     next_probe: Option<Instant>,
     probe_pause: Duration,
+    /// Endpoints this key may not use though the API accepts it elsewhere (a few dozen at
+    /// most: the labels fold record keys).
+    refused: BTreeSet<String>,
 }
 
 impl Gate {
@@ -78,16 +87,17 @@ impl Gate {
     }
 
     /// A 401/403 answer: logged once, when the credentials go from accepted to rejected.
-    pub(super) fn rejected(&self, status: u16, message: &str) {
+    pub(super) fn rejected(&self, status: u16, message: &str, endpoint: String) {
         let mut state = self.lock();
         if state.rejection.is_none() {
             tracing::error!(
                 status,
                 message,
+                endpoint,
                 "PartnerStack rejected the credentials; sync and write-back pause until it accepts them again \
                  (check partnerstack.public_key and the private key)"
             );
-            state.rejection = Some(Rejection { status, message: message.to_owned(), since: Utc::now() });
+            state.rejection = Some(Rejection { status, message: message.to_owned(), endpoint, since: Utc::now() });
             state.probe_pause = FIRST_PROBE_PAUSE;
             state.next_probe = Some(Instant::now() + FIRST_PROBE_PAUSE);
         }
@@ -100,6 +110,23 @@ impl Gate {
             tracing::info!(rejected_for_s = (Utc::now() - r.since).num_seconds(), "PartnerStack accepts the credentials again; resuming");
             state.next_probe = None;
         }
+    }
+
+    /// Remembers that this key may not use `endpoint`: the API refused it there (403) and
+    /// accepted it elsewhere right after.
+    fn refuse(&self, endpoint: &str) {
+        if self.lock().refused.insert(endpoint.to_owned()) {
+            tracing::warn!(
+                endpoint,
+                "PartnerStack refuses this key on {endpoint} (403) while it accepts it elsewhere: the key may not use it. \
+                 Its 403s now fail only their own requests (leave the object out of sync.objects if it is not meant to be read)"
+            );
+        }
+    }
+
+    /// Whether this key was refused on `endpoint` while the API accepted it elsewhere.
+    pub(super) fn is_refused(&self, endpoint: &str) -> bool {
+        self.lock().refused.contains(endpoint)
     }
 
     pub(super) fn rejection(&self) -> Option<Rejection> {
@@ -141,9 +168,15 @@ impl ApiClient {
     /// Asks the API at once whether it accepts the keys (the probe's smallest page). A 401
     /// or 403 on one path can mean that this key may not use that path while the keys are
     /// fine: callers that met one ask here before they pause everything. Only a clear yes
-    /// counts (and ends a recorded rejection, as any success does).
+    /// counts (and ends a recorded rejection, as any success does); a yes after a 403
+    /// marks the 403's endpoint refused to this key.
     pub async fn credentials_work(&self) -> bool {
-        self.probe().await.is_ok()
+        let suspect = self.inner.gate.rejection();
+        let works = self.probe().await.is_ok();
+        if let Some(r) = suspect.filter(|r| works && r.status == 403 && r.endpoint != PROBE_PATH) {
+            self.inner.gate.refuse(&r.endpoint);
+        }
+        works
     }
 
     /// One probe: the smallest page of the list every account has. A success ends a recorded
@@ -206,8 +239,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rejection_is_kept_until_an_answer_is_accepted() {
         let gate = Gate::default();
-        gate.rejected(401, "bad key");
-        gate.rejected(403, "still bad");
+        gate.rejected(401, "bad key", "deals".into());
+        gate.rejected(403, "still bad", "deals".into());
         assert_eq!(gate.rejection().map(|r| (r.status, r.message)), Some((401, "bad key".to_owned())), "the first rejection is kept");
         gate.accepted();
         assert_eq!(gate.rejection(), None);
@@ -216,7 +249,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn probes_are_one_at_a_time_with_a_growing_pause() {
         let gate = Gate::default();
-        gate.rejected(401, "bad key");
+        gate.rejected(401, "bad key", "deals".into());
         assert!(gate.claim_probe().is_err(), "the first probe waits a second");
         tokio::time::advance(FIRST_PROBE_PAUSE).await;
         assert!(gate.claim_probe().is_ok());

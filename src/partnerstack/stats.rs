@@ -77,7 +77,7 @@ impl Counters {
 
 /// The metrics label for a path: its resource, with record keys folded
 /// (`deals/{key}/convert`), so label cardinality does not grow with the data.
-fn endpoint(path: &str) -> String {
+pub(super) fn endpoint(path: &str) -> String {
     let mut parts = path.trim_matches('/').split('/');
     let mut label = parts.next().unwrap_or_default().to_owned();
     for (i, part) in parts.enumerate() {

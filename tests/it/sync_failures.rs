@@ -1,7 +1,11 @@
 //! Rate limits, server errors and dropped connections are survived; a pass that fails
 //! midway changes nothing that the next pass would then event twice.
 
-use partnerstack_mirror::object::ObjectKind;
+use partnerstack_mirror::{
+    object::ObjectKind,
+    partnerstack::{ApiError, ErrorClass},
+    sync::SyncError,
+};
 use partnerstack_simulator::{Fault, Mutation};
 
 use crate::support;
@@ -144,4 +148,10 @@ async fn an_object_this_key_may_not_read_fails_alone_and_the_pass_goes_on() {
         assert!(summary.reports.iter().any(|r| r.kind == kind), "{kind} synced after the refused object");
     }
     assert!(syncer.api().credentials_rejected().is_none(), "the keys are not held to be wrong");
+
+    // Refused once while the keys worked, the endpoint's next 403 fails only its own pass:
+    // it no longer pauses every loop until a probe clears the keys again.
+    let again = syncer.sync_object(ObjectKind::Action, false).await.expect_err("still refused");
+    assert!(matches!(&again, SyncError::Api(e @ ApiError::Forbidden { .. }) if e.class() == ErrorClass::Skip), "{}", again.chain());
+    assert!(syncer.api().credentials_rejected().is_none(), "no pause for the keys: {}", again.chain());
 }
