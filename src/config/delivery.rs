@@ -165,8 +165,9 @@ fn invalid(label: &str, key: &str, reason: impl Into<String>) -> ConfigError {
 
 /// Any name an operator would write (`crm`, `CRM`, `my delivery`). It is bound as a SQL
 /// parameter, escaped as a metrics label, typed after `delivery retry`, and sent in every
-/// `webhook-id` header (`schema.name.event`): control characters would break the header and
-/// the log lines, and spaces around it would not survive a shell or a copy from a log.
+/// `webhook-id` header (`schema.name.event`, bytes outside ASCII percent-encoded there):
+/// control characters would break the header and the log lines, and spaces around it would
+/// not survive a shell or a copy from a log.
 fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         Err("must not be empty")

@@ -38,6 +38,22 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// The `webhook-id` of one event sent by one delivery, the same on every attempt:
+/// `schema.name.event`. A name outside ASCII has its other bytes percent-encoded: header
+/// values are ASCII to most receivers, whose `webhook-id` would otherwise be unreadable.
+pub fn webhook_id(schema: &str, delivery: &str, event_id: i64) -> String {
+    let mut id = String::with_capacity(schema.len() + delivery.len() + 21);
+    for byte in format!("{schema}.{delivery}").bytes() {
+        if byte.is_ascii() {
+            id.push(byte as char);
+        } else {
+            id.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    id.push_str(&format!(".{event_id}"));
+    id
+}
+
 /// The Standard Webhooks headers for one message sent now.
 pub fn headers(signer: &Signer, webhook_id: &str, body: &str) -> [(&'static str, String); 3] {
     let timestamp = chrono::Utc::now().timestamp();
@@ -102,6 +118,14 @@ fn describe(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_id_is_ascii_whatever_the_delivery_is_called() {
+        assert_eq!(webhook_id("partnerstack", "crm", 42), "partnerstack.crm.42");
+        assert_eq!(webhook_id("partnerstack", "my delivery", 7), "partnerstack.my delivery.7", "ASCII names are kept as they are");
+        assert_eq!(webhook_id("partnerstack", "café", 7), "partnerstack.caf%C3%A9.7");
+        assert!(HeaderValue::from_str(&webhook_id("ps", "配信", 1)).unwrap().to_str().is_ok());
+    }
 
     #[test]
     fn answers_are_classified_once() {

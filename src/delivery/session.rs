@@ -216,7 +216,7 @@ impl<'a> Session<'a> {
             let Some((key, job, _)) = self.lanes.next_ready(now) else { break };
             let settings = self.delivery.settings.clone();
             let client = self.delivery.client.clone();
-            let webhook_id = format!("{}.{}.{}", self.delivery.store.schema(), self.lease.name, job.event_id);
+            let webhook_id = send::webhook_id(self.delivery.store.schema(), &self.lease.name, job.event_id);
             self.sending.spawn(async move {
                 let (answer, took) = send::post(&client, &settings.url, &settings.signer, &webhook_id, &job.body).await;
                 Sent { key, job, answer, took }
