@@ -161,6 +161,13 @@ enum WebhooksCommand {
 enum DeliveryCommand {
     /// Each delivery: state, position, lag, dead letters, last error.
     List,
+    /// A delivery's dead letters: event, attempts, status and last error, oldest first.
+    DeadLetters {
+        name: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
     /// Send a delivery's dead letters (or one of them) again.
     Retry {
         name: String,

@@ -140,6 +140,17 @@ pub(super) async fn delivery(config: Config, command: DeliveryCommand) -> anyhow
                 println!("delivery {}: configured, not started yet (the daemon creates it)", d.name);
             }
         }
+        DeliveryCommand::DeadLetters { name, limit } => {
+            let Some(lines) = store.dead_letter_lines(&name, limit.max(1)).await? else {
+                anyhow::bail!("there is no delivery {name}");
+            };
+            for line in &lines {
+                println!("{line}");
+            }
+            if lines.is_empty() {
+                println!("delivery {name} has no dead letters");
+            }
+        }
         DeliveryCommand::Retry { name, event } => {
             let n = store.requeue_dead_letters(&name, event).await?;
             match event {

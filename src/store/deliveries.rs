@@ -65,6 +65,20 @@ pub struct Checkpoint {
 }
 
 /// One delivery as `status` and `delivery list` show it.
+/// One dead letter as `delivery dead-letters` lists it.
+#[derive(Clone, Debug, FromRow)]
+pub struct DeadLetterLine {
+    pub event_id: i64,
+    pub event_type: String,
+    pub object_type: String,
+    pub object_key: String,
+    pub attempts: i32,
+    pub http_status: Option<i32>,
+    pub last_error: String,
+    pub dead_at: DateTime<Utc>,
+    pub requeued_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Clone, Debug, FromRow)]
 pub struct DeliveryLine {
     pub name: String,
@@ -311,6 +325,26 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// A delivery's dead letters, oldest event first (at most `limit`), and whether the
+    /// delivery exists at all.
+    pub async fn dead_letter_lines(&self, delivery: &str, limit: i64) -> Result<Option<Vec<DeadLetterLine>>, StoreError> {
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deliveries WHERE name = $1)").bind(delivery).fetch_one(self.pool()).await?;
+        if !known {
+            return Ok(None);
+        }
+        Ok(Some(
+            sqlx::query_as(
+                "SELECT event_id, event_type, object_type, object_key, attempts, http_status, last_error, dead_at, requeued_at \
+                 FROM delivery_dead_letters WHERE delivery = $1 ORDER BY event_id LIMIT $2",
+            )
+            .bind(delivery)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?,
+        ))
+    }
+
     /// Every delivery with its lag and dead letters; the lag counts read the primary key
     /// from each position on.
     pub async fn deliveries(&self) -> Result<Vec<DeliveryLine>, StoreError> {
@@ -354,5 +388,24 @@ impl std::fmt::Display for DeliveryLine {
             write!(f, "\n  {}: {reason}", self.state.to_uppercase())?;
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for DeadLetterLine {
+    /// One line: the event, when it died, how often it was tried, and why it failed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event {} {} {} {}: dead since {}, {} attempts, {}{}",
+            self.event_id,
+            self.event_type,
+            self.object_type,
+            self.object_key,
+            self.dead_at.format("%Y-%m-%d %H:%M:%S"),
+            self.attempts,
+            self.http_status.map_or_else(|| "no HTTP status".to_owned(), |s| format!("HTTP {s}")),
+            self.requeued_at.map_or_else(String::new, |t| format!(", queued again at {}", t.format("%Y-%m-%d %H:%M:%S"))),
+        )?;
+        write!(f, "; last error: {}", self.last_error)
     }
 }

@@ -33,7 +33,7 @@ use sqlx::{
 };
 
 pub use daemons::DaemonLine;
-pub use deliveries::{Checkpoint, DeadLetter, DeliveryClaim, DeliveryLease, DeliveryLine, GiveUp};
+pub use deliveries::{Checkpoint, DeadLetter, DeadLetterLine, DeliveryClaim, DeliveryLease, DeliveryLine, GiveUp};
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
 pub use first_load::FirstLoadWrite;
 pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, record_training_in, InboxOutcome, InboxRow, TrainingRow};

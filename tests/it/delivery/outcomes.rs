@@ -42,6 +42,10 @@ async fn an_event_refused_max_attempts_times_becomes_a_dead_letter_and_delivery_
     assert_eq!(delivery.counters.dead_lettered.get_or_create(&partnerstack_mirror::delivery::labels("crm")).get(), 1);
     let listed = command(&store, &["delivery", "list"]).await;
     assert!(listed.contains("delivery crm: active") && listed.contains("dead letters 1"), "{listed}");
+    let dead = command(&store, &["delivery", "dead-letters", "crm"]).await;
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert!(dead.starts_with(&format!("event {} deal.stage_updated deal poison: dead since ", ids[1])), "{dead}");
+    assert!(dead.contains("3 attempts, HTTP 500") && dead.contains("last error: "), "{dead}");
 
     receiver.clear_rule();
     let said = command(&store, &["delivery", "retry", "crm"]).await;
