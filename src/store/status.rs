@@ -64,7 +64,7 @@ impl Store {
             sqlx::query_as("SELECT count(*), max(id) FROM events").fetch_one(self.pool()).await?;
         let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL").fetch_one(self.pool()).await?;
         let queue = if has_queue {
-            sqlx::query_as("SELECT status, count(*) FROM write_queue GROUP BY status ORDER BY status").fetch_all(self.pool()).await?
+            self.queue_depth().await?
         } else {
             Vec::new()
         };
@@ -160,6 +160,18 @@ pub struct ObjectFreshness {
 }
 
 impl Store {
+    /// Write-back requests by status, every status in its order of life and 0 included: a
+    /// dashboard or an alert on `{status="pending"}` needs the series while it is empty.
+    async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT s.status, count(q.id) \
+             FROM unnest(ARRAY['pending', 'running', 'succeeded', 'failed', 'cancelled']) WITH ORDINALITY AS s(status, n) \
+             LEFT JOIN write_queue q ON q.status = s.status GROUP BY s.status, s.n ORDER BY s.n",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     pub async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, StoreError> {
         let objects = sqlx::query_as::<_, (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>)>(
             "SELECT object, extract(epoch FROM now() - cursor)::float8, extract(epoch FROM last_success_at)::float8, \
@@ -179,8 +191,7 @@ impl Store {
         .collect();
         let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL").fetch_one(self.pool()).await?;
         let (queue, queue_oldest_due_seconds) = if has_queue {
-            let depth =
-                sqlx::query_as("SELECT status, count(*) FROM write_queue GROUP BY status ORDER BY status").fetch_all(self.pool()).await?;
+            let depth = self.queue_depth().await?;
             // Reads the claimable index: cheap however many finished requests the table keeps.
             let oldest: f64 = sqlx::query_scalar(
                 "SELECT coalesce(extract(epoch FROM now() - min(run_after)), 0)::float8 FROM write_queue \
@@ -192,8 +203,13 @@ impl Store {
         } else {
             (Vec::new(), 0.0)
         };
-        let quarantine =
-            sqlx::query_as("SELECT object, count(*) FROM quarantine GROUP BY object ORDER BY object").fetch_all(self.pool()).await?;
+        // Every object synced or quarantined, 0 included.
+        let quarantine = sqlx::query_as(
+            "SELECT o.object, count(q.object) FROM (SELECT object FROM sync_state UNION SELECT object FROM quarantine) AS o(object) \
+             LEFT JOIN quarantine q ON q.object = o.object GROUP BY o.object ORDER BY o.object",
+        )
+        .fetch_all(self.pool())
+        .await?;
         // max(id) reads one end of the primary key index.
         let last_event_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(self.pool()).await?;
         let deliveries = self.deliveries().await?;

@@ -76,6 +76,12 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
     syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
     syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
     assert_eq!(client.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    // Empty is a value too: every status and every synced object has its series.
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for status in ["pending", "running", "succeeded", "failed", "cancelled"] {
+        assert!(metrics.contains(&format!("partnerstack_mirror_queue_depth{{status=\"{status}\"}} 0")), "{status}: {metrics}");
+    }
+    assert!(metrics.contains("partnerstack_mirror_quarantined_records{object=\"deals\"} 0"), "{metrics}");
 
     // A write-back request no worker has taken for a minute.
     sqlx::query("INSERT INTO write_queue (operation, object_type, object_key, run_after) VALUES ('refresh', 'deal', 'd', now() - interval '60 seconds')")
