@@ -63,11 +63,7 @@ impl Store {
         let (events, last_event_id): (i64, Option<i64>) =
             sqlx::query_as("SELECT count(*), max(id) FROM events").fetch_one(self.pool()).await?;
         let has_queue: bool = sqlx::query_scalar("SELECT to_regclass('write_queue') IS NOT NULL").fetch_one(self.pool()).await?;
-        let queue = if has_queue {
-            self.queue_depth().await?
-        } else {
-            Vec::new()
-        };
+        let queue = if has_queue { self.queue_depth().await? } else { Vec::new() };
         let daemons = self.daemons().await?;
         let prunes = self.prunes().await?;
         let deliveries = self.deliveries().await?;

@@ -178,6 +178,10 @@ async fn a_consumers_position_only_moves_forward_and_is_created_on_first_use() {
     assert_eq!(store.consumer_position("new").await.unwrap(), None, "reading does not create it");
     assert_eq!(store.commit_events("new", 4).await.unwrap(), 4);
     assert_eq!(store.commit_events("new", 2).await.unwrap(), 4, "a late commit does not move it back");
+    let typo = store.commit_events("new", 50).await.expect_err("a position past the newest event");
+    let said = partnerstack_mirror::telemetry::error_chain(&typo);
+    assert!(said.contains("50 is past the newest event (5)"), "{said}");
+    assert_eq!(store.consumer_position("new").await.unwrap(), Some(4), "the refused commit moved nothing");
     let rest: Vec<i64> = sqlx::query_scalar("SELECT id FROM next_events('new', 100)").fetch_all(store.pool()).await.unwrap();
     assert_eq!(rest, [5]);
 

@@ -145,6 +145,9 @@ async fn malformed_inserts_are_rejected_with_a_message_naming_the_problem() {
         ("create", "transaction", None, json!({"amount": 1, "currency": "USD"}), "exactly one of customer_key"),
         ("modify_tags", "partnership", Some("p"), json!({"add": "vip"}), "must be an array"),
         ("update", "deal", Some("d"), json!([1, 2]), "payload must be a JSON object"),
+        ("update", "deals", Some("d"), json!({}), r#"unknown object_type "deals"; write "deal" (singular"#),
+        ("refresh", "Partnership", Some("p"), json!({}), r#"write "partnership""#),
+        ("refresh", "invoice", Some("i"), json!({}), r#"unknown object_type "invoice""#),
     ];
     for (operation, object_type, key, payload, expected) in cases {
         let err = sqlx::query("INSERT INTO write_queue (operation, object_type, object_key, payload) VALUES ($1, $2, $3, $4)")
@@ -163,6 +166,22 @@ async fn malformed_inserts_are_rejected_with_a_message_naming_the_problem() {
     assert!(sqlx::query(insert).execute(store.pool()).await.is_err());
 }
 
+/// History brought over from elsewhere, inserted already finished, is stamped like a request
+/// a worker finished, so retention prunes it in its time.
+#[tokio::test]
+async fn a_request_inserted_already_finished_is_stamped_finished() {
+    let store = support::store().await;
+    let stamped: Vec<(String, bool)> = sqlx::query_as(
+        "INSERT INTO write_queue (operation, object_type, object_key, status) \
+         VALUES ('refresh', 'deal', 'a', 'succeeded'), ('refresh', 'deal', 'b', 'cancelled'), ('refresh', 'deal', 'c', 'pending') \
+         RETURNING status, finished_at IS NOT NULL",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stamped, [("succeeded".into(), true), ("cancelled".into(), true), ("pending".into(), false)]);
+}
+
 /// A later migration could admit an operation or object type before this binary knows it:
 /// such a request fails, naming what it did not know, and nothing reaches the API.
 #[tokio::test]
@@ -170,7 +189,9 @@ async fn a_request_this_version_cannot_read_fails_naming_what_it_did_not_know() 
     let sim = support::simulator(200, |_| {}).await;
     let store = support::store().await;
     let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
-    sqlx::query("ALTER TABLE write_queue DISABLE TRIGGER write_queue_check").execute(store.pool()).await.unwrap();
+    for check in ["write_queue_check", "write_queue_catalogue"] {
+        sqlx::query(&format!("ALTER TABLE write_queue DISABLE TRIGGER {check}")).execute(store.pool()).await.unwrap();
+    }
     let unknown_operation = enqueue(&store, "archive", "deal", Some(&deal), json!({})).await;
     let unknown_object = enqueue(&store, "refresh", "invoice", Some("inv_1"), json!({})).await;
     drain(&worker(&store, &sim, "w1"), &store).await;
