@@ -92,7 +92,7 @@ impl Gate {
         if state.rejection.is_none() {
             tracing::error!(
                 status,
-                message,
+                api_message = message,
                 endpoint,
                 "PartnerStack rejected the credentials; sync and write-back pause until it accepts them again \
                  (check partnerstack.public_key and the private key)"

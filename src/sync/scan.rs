@@ -65,7 +65,7 @@ impl Syncer {
         let read = |listing: Listing| async move {
             match self.read(to, listing, None).await {
                 Err(SyncError::Api(ApiError::NotFound { message })) => {
-                    tracing::info!(object = %kind, %message, "a partner team the API does not know: no members listed");
+                    tracing::info!(object = %kind, api_message = %message, "a partner team the API does not know: no members listed");
                     Ok(())
                 }
                 other => other,

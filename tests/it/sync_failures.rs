@@ -155,3 +155,26 @@ async fn an_object_this_key_may_not_read_fails_alone_and_the_pass_goes_on() {
     assert!(matches!(&again, SyncError::Api(e @ ApiError::Forbidden { .. }) if e.class() == ErrorClass::Skip), "{}", again.chain());
     assert!(syncer.api().credentials_rejected().is_none(), "no pause for the keys: {}", again.chain());
 }
+
+/// A JSON log line has one `message`: the API's own words about rejected keys travel as
+/// `api_message`, so a log shipper (which keeps the last of two equal keys) still gets the
+/// line's advice.
+#[tokio::test]
+async fn the_rejected_credentials_line_keeps_its_advice_and_the_apis_words_apart() {
+    let sim = support::simulator(20, |_| {}).await;
+    let store = support::store().await;
+    let output = support::binary(&sim, &store, &["sync", "--object", "deals"])
+        .env("PARTNERSTACK_PRIVATE_KEY", "not-the-key")
+        .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = String::from_utf8(output.stderr).unwrap();
+    let line = logs.lines().find(|l| l.contains("api_message")).unwrap_or_else(|| panic!("no line with the API's words in:\n{logs}"));
+    assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(line["message"].as_str().unwrap().starts_with("PartnerStack rejected the credentials"), "{line}");
+    assert_eq!(line["status"], 401, "{line}");
+}

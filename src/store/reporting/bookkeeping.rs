@@ -304,7 +304,10 @@ const FUNCTIONS: &[(&str, &str)] = &[
         "next_events(text, integer)",
         "Up to `max` events after the named consumer's committed position, in id order (from the start for a new consumer).",
     ),
-    ("commit_events(text, bigint)", "Moves the named consumer's position forward to `id` (never back; an id past the newest event is refused); returns the position."),
+    (
+        "commit_events(text, bigint)",
+        "Moves the named consumer's position forward to `id` (never back; an id past the newest event is refused); returns the position.",
+    ),
     ("epoch_ms_to_timestamptz(bigint)", "The API's epoch milliseconds as a timestamptz, exactly (no floating point)."),
 ];
 
