@@ -246,7 +246,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", telemetry::error_chain(e.as_ref()));
             if e.chain().any(|c| c.downcast_ref::<daemon::WiringError>().is_some_and(daemon::WiringError::is_configuration)) {
                 ExitCode::from(2)
             } else {

@@ -26,13 +26,39 @@ pub fn init(format: Option<LogFormat>, default_level: &str) {
 }
 
 /// An error and all its sources on one line, for `last_error` columns and the command line.
+/// A source whose words its error already ends with (sqlx, PostgreSQL and io errors often
+/// repeat their source) is not said twice.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let said = s.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("cannot connect")]
+        Connect(#[source] Middle),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error communicating with database: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_says_each_thing_once() {
+        let e = Outer::Connect(Middle(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused")));
+        assert_eq!(error_chain(&e), "cannot connect: error communicating with database: Connection refused");
+    }
 }

@@ -29,7 +29,7 @@ use std::{str::FromStr, time::Duration};
 use sqlx::{
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
-    PgPool,
+    Connection, PgConnection, PgPool,
 };
 
 pub use daemons::DaemonLine;
@@ -56,6 +56,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub enum StoreError {
     #[error("cannot parse database.url")]
     Url(#[source] sqlx::Error),
+    #[error("connecting failed")]
+    Connect(#[source] sqlx::Error),
+    #[error("the database did not answer within {}s", .0.as_secs())]
+    NoAnswer(Duration),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("migration failed")]
@@ -67,6 +71,10 @@ pub enum StoreError {
     #[error("this daemon lost the lease of delivery {delivery} to another instance")]
     LostDelivery { delivery: String },
 }
+
+/// How long the first connection may take to be set up before the database counts as not
+/// answering.
+const FIRST_CONNECTION_WAIT: Duration = Duration::from_secs(10);
 
 /// The mirror's database.
 #[derive(Clone, Debug)]
@@ -96,6 +104,16 @@ impl Store {
             .options([("search_path", schema), ("statement_timeout", timeout_ms.as_str())])
             // Names the mirror and the process in pg_stat_activity.
             .application_name(&format!("partnerstack-mirror/{schema}/{}", std::process::id()));
+        // One connection first, on its own: the pool retries a refused connection until its
+        // acquire timeout and then says only that it timed out; this says why, at once
+        // (refused, unknown host or database, wrong password).
+        match tokio::time::timeout(FIRST_CONNECTION_WAIT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(first)) => {
+                let _ = first.close().await;
+            }
+            Ok(Err(e)) => return Err(StoreError::Connect(e)),
+            Err(_) => return Err(StoreError::NoAnswer(FIRST_CONNECTION_WAIT)),
+        }
         // Waiting for a pooled connection is bounded like a statement.
         let acquire_timeout = statement_timeout.unwrap_or(Duration::from_secs(30));
         let pool = PgPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).connect_with(options).await?;

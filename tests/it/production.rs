@@ -209,3 +209,25 @@ async fn the_watchdog_pings_through_a_long_retry_after_and_stops_when_a_loop_han
     assert!(logged.contains("withholding the watchdog ping"), "the hang was not logged:\n{logged}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// A database that refuses connections is named as such at once, not after the pool has
+/// retried for its whole acquire timeout and can only say that it timed out; the password in
+/// the URL is never printed.
+#[tokio::test]
+async fn a_command_against_a_refusing_database_says_so_and_keeps_the_password() {
+    let sim = support::simulator(1, |_| {}).await;
+    let store = support::store().await;
+    let closed = support::free_port();
+    let output = support::binary(&sim, &store, &["status"])
+        .env("DATABASE_URL", format!("postgres://mirror:hunter2-secret@127.0.0.1:{closed}/mirror"))
+        .env("PSM_DATABASE__STATEMENT_TIMEOUT", "300s")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("cannot connect to the database") && said.contains("Connection refused"), "{said}");
+    assert_eq!(said.matches("Connection refused").count(), 1, "said once: {said}");
+    assert!(!said.contains("hunter2"), "{said}");
+}
