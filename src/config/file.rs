@@ -338,13 +338,19 @@ impl RawPartnerStack {
         if self.timeout.is_zero() {
             return Err(invalid("partnerstack.timeout", "must be positive"));
         }
-        let private_key = match (self.private_key, self.private_key_file) {
+        // An empty key (`PARTNERSTACK_PRIVATE_KEY=` in a unit file) is no key: commands that
+        // call the API then stop at once, naming the setting, instead of meeting a 401.
+        let given = self.private_key.filter(|k| !k.expose_secret().trim().is_empty());
+        let private_key = match (given, self.private_key_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid("partnerstack.private_key_file", "set either private_key or private_key_file, not both"))
             }
             (Some(k), None) => Some(k),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile { path, source })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile { path: path.clone(), source })?;
+                if text.trim().is_empty() {
+                    return Err(invalid("partnerstack.private_key_file", format!("{} is empty", path.display())));
+                }
                 Some(SecretString::from(text.trim().to_owned()))
             }
             (None, None) => None,

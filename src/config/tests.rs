@@ -87,6 +87,18 @@ fn the_private_key_can_come_from_a_file() {
 }
 
 #[test]
+fn an_empty_private_key_is_no_key_and_an_empty_key_file_is_refused() {
+    let c = with_env("", &[("PARTNERSTACK_PRIVATE_KEY", ""), ("PARTNERSTACK_PUBLIC_KEY", "pk_1")]).unwrap();
+    assert!(c.partnerstack.private_key.is_none(), "commands that call the API stop naming the setting");
+    let file = std::env::temp_dir().join(format!("psm-empty-key-{}", std::process::id()));
+    std::fs::write(&file, "\n").unwrap();
+    let err = Config::from_toml(&format!("[partnerstack]\nprivate_key_file = {:?}", file.display().to_string())).unwrap_err();
+    std::fs::remove_file(&file).unwrap();
+    let said = err.to_string();
+    assert!(said.contains("partnerstack.private_key_file") && said.contains("is empty"), "{said}");
+}
+
+#[test]
 fn the_example_file_parses_and_documents_the_defaults() {
     let example = Config::from_toml(include_str!("../../config.example.toml")).unwrap();
     let defaults = Config::from_toml("").unwrap();
