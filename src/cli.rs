@@ -122,14 +122,14 @@ enum QueueCommand {
         /// The record's key in the mirror (omit for `create`).
         object_key: Option<String>,
         /// The API request body, as JSON.
-        #[arg(long, default_value = "{}")]
-        payload: String,
+        #[arg(long, default_value = "{}", value_parser = json_argument)]
+        payload: serde_json::Value,
         #[arg(long)]
         idempotency_key: Option<String>,
     },
     /// The newest requests.
     List {
-        #[arg(long)]
+        #[arg(long, value_parser = ["pending", "running", "succeeded", "failed", "cancelled"])]
         status: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: i64,
@@ -138,6 +138,11 @@ enum QueueCommand {
     Retry { id: i64 },
     /// Cancel a request that has not started.
     Cancel { id: i64 },
+}
+
+/// A JSON argument, refused by the parser (usage error, exit 2) when it is not JSON.
+fn json_argument(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))
 }
 
 #[derive(Subcommand, Debug)]

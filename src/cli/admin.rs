@@ -28,7 +28,6 @@ pub(super) async fn queue(config: Config, command: QueueCommand) -> anyhow::Resu
     store.migrate().await?;
     match command {
         QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
-            let payload: serde_json::Value = serde_json::from_str(&payload).context("--payload is not valid JSON")?;
             let id = store
                 .enqueue(&operation, &object_type, object_key.as_deref(), &payload, idempotency_key.as_deref())
                 .await
@@ -58,15 +57,27 @@ pub(super) async fn queue(config: Config, command: QueueCommand) -> anyhow::Resu
             }
         }
         QueueCommand::Retry { id } => {
-            anyhow::ensure!(store.requeue(id).await?, "request {id} is not failed or cancelled");
+            if !store.requeue(id).await? {
+                anyhow::bail!(refused(&store, id, "only failed or cancelled requests run again").await?);
+            }
             println!("request {id} queued again");
         }
         QueueCommand::Cancel { id } => {
-            anyhow::ensure!(store.cancel(id).await?, "request {id} is not pending (only pending requests can be cancelled)");
+            if !store.cancel(id).await? {
+                anyhow::bail!(refused(&store, id, "only pending requests can be cancelled").await?);
+            }
             println!("request {id} cancelled");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `queue retry` or `queue cancel` left request `id` alone.
+async fn refused(store: &crate::store::Store, id: i64, rule: &str) -> anyhow::Result<String> {
+    Ok(match store.request_status(id).await? {
+        None => format!("there is no request {id}"),
+        Some(status) => format!("request {id} is {status}: {rule}"),
+    })
 }
 
 pub(super) async fn tail(config: Config, options: crate::store::TailOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
@@ -152,6 +163,7 @@ pub(super) async fn delivery(config: Config, command: DeliveryCommand) -> anyhow
             }
         }
         DeliveryCommand::Retry { name, event } => {
+            anyhow::ensure!(store.has_delivery(&name).await?, "there is no delivery {name}");
             let n = store.requeue_dead_letters(&name, event).await?;
             match event {
                 Some(id) => anyhow::ensure!(n == 1, "delivery {name} has no dead letter for event {id} waiting to be retried"),

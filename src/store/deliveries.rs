@@ -325,12 +325,15 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Whether a daemon has ever started the delivery (it has a row).
+    pub async fn has_delivery(&self, delivery: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deliveries WHERE name = $1)").bind(delivery).fetch_one(self.pool()).await?)
+    }
+
     /// A delivery's dead letters, oldest event first (at most `limit`), and whether the
     /// delivery exists at all.
     pub async fn dead_letter_lines(&self, delivery: &str, limit: i64) -> Result<Option<Vec<DeadLetterLine>>, StoreError> {
-        let known: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deliveries WHERE name = $1)").bind(delivery).fetch_one(self.pool()).await?;
-        if !known {
+        if !self.has_delivery(delivery).await? {
             return Ok(None);
         }
         Ok(Some(

@@ -252,6 +252,12 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// A request's status, `None` when there is no such request (for messages that say why a
+    /// command did nothing).
+    pub async fn request_status(&self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT status FROM write_queue WHERE id = $1").bind(id).fetch_optional(self.pool()).await?)
+    }
+
     /// `queue cancel`: only a request that has not started can be cancelled.
     pub async fn cancel(&self, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(

@@ -47,6 +47,10 @@ async fn an_event_refused_max_attempts_times_becomes_a_dead_letter_and_delivery_
     assert!(dead.starts_with(&format!("event {} deal.stage_updated deal poison: dead since ", ids[1])), "{dead}");
     assert!(dead.contains("3 attempts, HTTP 500") && dead.contains("last error: "), "{dead}");
 
+    let sim = support::simulator(1, |_| {}).await;
+    let unknown = support::binary(&sim, &store, &["delivery", "retry", "crn"]).stderr(Stdio::piped()).output().await.unwrap();
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("there is no delivery crn"));
+
     receiver.clear_rule();
     let said = command(&store, &["delivery", "retry", "crm"]).await;
     assert!(said.contains("1 dead letter"), "{said}");

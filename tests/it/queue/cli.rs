@@ -45,7 +45,16 @@ async fn a_shell_user_queues_lists_cancels_and_retries_requests() {
     );
 
     let not_json = cli(&sim, &store, &["add", "update", "deal", "deal_cli", "--payload", "{amount: 5"]).await;
-    assert!(text(&not_json.stderr).contains("--payload is not valid JSON"), "{}", text(&not_json.stderr));
+    assert_eq!(not_json.status.code(), Some(2), "a usage error");
+    assert!(
+        text(&not_json.stderr).contains("--payload") && text(&not_json.stderr).contains("not valid JSON"),
+        "{}",
+        text(&not_json.stderr)
+    );
+    let bogus = cli(&sim, &store, &["list", "--status", "bogus"]).await;
+    assert_eq!(bogus.status.code(), Some(2), "an unknown status is a usage error, not an empty list");
+    let missing = cli(&sim, &store, &["retry", "999999"]).await;
+    assert!(text(&missing.stderr).contains("there is no request 999999"), "{}", text(&missing.stderr));
 
     let listed = cli(&sim, &store, &["list", "--status", "pending"]).await;
     let listing = text(&listed.stdout);
@@ -53,6 +62,7 @@ async fn a_shell_user_queues_lists_cancels_and_retries_requests() {
 
     let retry_pending = cli(&sim, &store, &["retry", &id.to_string()]).await;
     assert!(!retry_pending.status.success(), "only failed or cancelled requests run again");
+    assert!(text(&retry_pending.stderr).contains(&format!("request {id} is pending")), "{}", text(&retry_pending.stderr));
 
     let cancelled = cli(&sim, &store, &["cancel", &id.to_string()]).await;
     assert!(cancelled.status.success(), "{}", text(&cancelled.stderr));
