@@ -46,6 +46,11 @@ pub enum WiringError {
     NoDatabase,
     #[error("`partnerstack.public_key` and `partnerstack.private_key` (or PARTNERSTACK_PUBLIC_KEY / PARTNERSTACK_PRIVATE_KEY, or private_key_file) are required")]
     NoCredentials,
+    #[error(
+        "schema `{schema}` holds no mirror: check `database.schema` (PSM_DATABASE__SCHEMA), or create the mirror with \
+         `partnerstack-mirror migrate` (the daemon and `sync` create it too)"
+    )]
+    NoMirror { schema: String },
     #[error("cannot connect to the database")]
     Store(#[from] crate::store::StoreError),
     #[error("cannot build the PartnerStack client")]
@@ -63,7 +68,10 @@ pub enum WiringError {
 impl WiringError {
     /// Configuration the operator must fix: exit code 2, and systemd does not restart.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, WiringError::NoDatabase | WiringError::NoCredentials | WiringError::DeliverySecret { .. })
+        matches!(
+            self,
+            WiringError::NoDatabase | WiringError::NoCredentials | WiringError::NoMirror { .. } | WiringError::DeliverySecret { .. }
+        )
     }
 }
 
@@ -74,6 +82,17 @@ pub async fn store(config: &Config) -> Result<Store, WiringError> {
     let url = config.database.url.as_ref().ok_or(WiringError::NoDatabase)?;
     let d = &config.database;
     Ok(Store::connect_with_statement_timeout(url.expose_secret(), &d.schema, d.max_connections, Some(d.statement_timeout)).await?)
+}
+
+/// The configured mirror, for the operator's commands: never created by them, so a mistyped
+/// `database.schema` is reported instead of becoming a new, empty mirror (migrations are
+/// the caller's choice: a read-only role can still run `status`).
+pub async fn existing_mirror(config: &Config) -> Result<Store, WiringError> {
+    let store = store(config).await?;
+    if !store.holds_mirror().await? {
+        return Err(WiringError::NoMirror { schema: store.schema().to_owned() });
+    }
+    Ok(store)
 }
 
 /// The API client for the configured account.

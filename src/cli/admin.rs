@@ -18,13 +18,13 @@ pub(super) async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn status(config: Config) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
-    print!("{}", store.status().await.context("cannot read the mirror's state (run `partnerstack-mirror migrate` first?)")?);
+    let store = daemon::existing_mirror(&config).await?;
+    print!("{}", store.status().await.context("cannot read the mirror's state")?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
+    let store = daemon::existing_mirror(&config).await?;
     store.migrate().await?;
     match command {
         QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
@@ -82,7 +82,7 @@ async fn refused(store: &crate::store::Store, id: i64, rule: &str) -> anyhow::Re
 
 pub(super) async fn tail(config: Config, options: crate::store::TailOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let store = daemon::store(&config).await?;
+    let store = daemon::existing_mirror(&config).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     // A consumer's position is committed after each line: the line must have left the buffer.
@@ -98,7 +98,7 @@ pub(super) async fn tail(config: Config, options: crate::store::TailOptions, shu
 }
 
 pub(super) async fn consumers(config: Config) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
+    let store = daemon::existing_mirror(&config).await?;
     store.migrate().await?;
     println!("{:<24} {:>12} {:>10}  {:<19}  oldest unread", "consumer", "position", "lag", "last commit (UTC)");
     for c in store.consumers().await? {
@@ -137,7 +137,7 @@ pub(super) async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow
 }
 
 pub(super) async fn delivery(config: Config, command: DeliveryCommand) -> anyhow::Result<ExitCode> {
-    let store = daemon::store(&config).await?;
+    let store = daemon::existing_mirror(&config).await?;
     store.migrate().await?;
     let configured = |name: &str| config.deliveries.iter().any(|d| d.name == name);
     match command {

@@ -143,6 +143,11 @@ impl Store {
     }
 
     /// True when every embedded migration has been applied.
+    /// Whether the schema holds a mirror (migrations were applied to it once).
+    pub async fn holds_mirror(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&self.pool).await?)
+    }
+
     pub async fn migrations_current(&self) -> Result<bool, StoreError> {
         let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await?;
         Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))

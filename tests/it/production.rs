@@ -231,3 +231,29 @@ async fn a_command_against_a_refusing_database_says_so_and_keeps_the_password() 
     assert_eq!(said.matches("Connection refused").count(), 1, "said once: {said}");
     assert!(!said.contains("hunter2"), "{said}");
 }
+
+/// An operator's command pointed at a schema that holds no mirror (a typo in
+/// `database.schema`) says so, and does not quietly create a new, empty mirror there.
+#[tokio::test]
+async fn a_command_on_a_mistyped_schema_says_so_and_creates_nothing() {
+    let sim = support::simulator(1, |_| {}).await;
+    let store = support::store().await;
+    let typo = format!("{}_typo", store.schema());
+    for args in [&["status"][..], &["queue", "list"], &["events", "tail"], &["delivery", "list"]] {
+        let output = support::binary(&sim, &store, args)
+            .env("PSM_DATABASE__SCHEMA", &typo)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains(&format!("schema `{typo}` holds no mirror")), "{args:?}: {said}");
+    }
+    let created: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(&typo)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(!created, "no schema was created");
+}
