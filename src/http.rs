@@ -151,7 +151,8 @@ async fn webhook(State(e): State<Endpoint>, Path(token): Path<String>, body: Bod
         Err(_) => {
             intake.counters.too_large.fetch_add(1, Ordering::Relaxed);
             tracing::info!(limit = MAX_WEBHOOK_BYTES, reason = "body over the limit", "webhook rejected");
-            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            let said = format!("the body is over the limit of {MAX_WEBHOOK_BYTES} bytes");
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": said, "status": 413}))).into_response();
         }
     };
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
@@ -168,7 +169,8 @@ async fn webhook(State(e): State<Endpoint>, Path(token): Path<String>, body: Bod
         }
         Err(err) => {
             tracing::warn!(error = %crate::telemetry::error_chain(&err), "webhook not kept; answering 503 so PartnerStack retries");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"message": "the webhook could not be kept; send it again", "status": 503})))
+                .into_response()
         }
     }
 }

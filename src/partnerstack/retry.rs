@@ -33,13 +33,14 @@ impl ApiClient {
             let wait = config.backoff.delay_honouring(u32::try_from(retries).unwrap_or(u32::MAX), server_wait);
             retries += 1;
             self.inner.counters.count_retry(wait, server_wait == Some(wait));
-            tracing::warn!(
-                path,
-                attempt = retries,
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                error = %crate::telemetry::error_chain(&error),
-                "PartnerStack request failed; retrying"
-            );
+            let (wait_ms, said) = (u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), crate::telemetry::error_chain(&error));
+            // A 429 now and then is how the budget finds the allowed rate (counted on /metrics,
+            // alerted on when it becomes most of the time): not worth a warning each.
+            if matches!(error, ApiError::RateLimited { .. }) {
+                tracing::debug!(path, attempt = retries, wait_ms, error = %said, "PartnerStack asked to slow down; retrying");
+            } else {
+                tracing::warn!(path, attempt = retries, wait_ms, error = %said, "PartnerStack request failed; retrying");
+            }
             crate::liveness::wait_for(wait);
             tokio::time::sleep(wait).await;
         }

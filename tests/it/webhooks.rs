@@ -81,7 +81,12 @@ async fn a_wrong_token_an_oversize_body_and_a_body_that_is_not_json_are_turned_a
     .await;
 
     assert_eq!(daemon.post("wrong-token-0123456789abcdef", r#"{"event": "deal.updated"}"#).await, 404);
-    assert_eq!(daemon.post(TOKEN, vec![b' '; (1 << 20) + 1]).await, 413);
+    let too_large =
+        reqwest::Client::new().post(format!("{}/webhooks/partnerstack/{TOKEN}", daemon.base)).body(vec![b' '; (1 << 20) + 1]).send().await;
+    let too_large = too_large.unwrap();
+    assert_eq!(too_large.status(), 413);
+    let said: serde_json::Value = too_large.json().await.expect("a JSON answer like the 400's");
+    assert_eq!(said["status"], 413, "{said}");
     assert_eq!(daemon.post(TOKEN, "this is not JSON").await, 400);
     assert_eq!(inbox(&store).await, [("ignored".to_owned(), None)], "only the accepted `{{}}` was kept");
     let metrics = daemon.metrics().await;
