@@ -145,11 +145,22 @@ fn json_argument(text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))
 }
 
+/// A URL PartnerStack will call: https, as it carries the intake token in its path (plain
+/// http only on loopback, for local tests).
+fn webhook_target(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(text.to_owned()),
+        "http" if crate::config::is_loopback(&url) => Ok(text.to_owned()),
+        _ => Err("must be https (the URL carries the webhook token), or http on loopback".to_owned()),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum WebhooksCommand {
     /// Subscribe a URL (the daemon's `https://…/webhooks/partnerstack/<token>` behind a TLS proxy).
     Register {
-        #[arg(long)]
+        #[arg(long, value_parser = webhook_target)]
         url: String,
         /// An event name to subscribe to (repeatable), e.g. `deal.updated`,
         /// `training.course_completed`; without one, every event the mirror acts on.

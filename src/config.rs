@@ -31,6 +31,7 @@ mod lenient;
 mod tests;
 
 pub use delivery::{DeliveryConfig, OnFailure, Start};
+pub use file::is_loopback;
 use file::RawConfig;
 
 /// Where the configuration file is looked for when `--config` is not given.

@@ -124,8 +124,12 @@ pub(super) async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow
             println!("registered {} → {} for {}", s.key, s.target.as_deref().unwrap_or(&url), s.events.join(", "));
         }
         WebhooksCommand::List => {
-            for s in subscriptions::list(&api).await.context("cannot list the subscriptions")? {
+            let live = subscriptions::list(&api).await.context("cannot list the subscriptions")?;
+            for s in &live {
                 println!("{:<24} {:<60} {}", s.key, s.target.as_deref().unwrap_or("-"), s.events.join(", "));
+            }
+            if live.is_empty() {
+                println!("no webhook subscriptions (add one with `partnerstack-mirror webhooks register --url …`)");
             }
         }
         WebhooksCommand::Remove { key } => {

@@ -367,7 +367,8 @@ impl RawPartnerStack {
     }
 }
 
-pub(super) fn is_loopback(url: &Url) -> bool {
+/// Whether `url` points at this machine: plain `http` is accepted only there.
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

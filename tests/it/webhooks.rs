@@ -281,7 +281,20 @@ async fn webhooks_register_list_and_remove_manage_partnerstacks_subscriptions() 
 
     let mut remove = support::binary(&sim, &store, &["webhooks", "remove", &key]);
     assert!(remove.status().await.unwrap().success());
-    assert!(!run(&["webhooks", "list"]).await.contains(&key), "removed subscriptions are not listed");
+    let emptied = run(&["webhooks", "list"]).await;
+    assert!(!emptied.contains(&key) && emptied.contains("no webhook subscriptions"), "removed subscriptions are not listed: {emptied}");
+
+    // The URL carries the intake token: plain http is refused (but on loopback), before any request.
+    let known = sim.simulator.webhook_subscriptions().len();
+    for url in ["http://mirror.example.test/webhooks/partnerstack/abc", "not a url"] {
+        let refused = support::binary(&sim, &store, &["webhooks", "register", "--url", url])
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{url}: {}", String::from_utf8_lossy(&refused.stderr));
+    }
+    assert_eq!(sim.simulator.webhook_subscriptions().len(), known, "nothing was registered");
 
     // Without `--event`, every event the mirror acts on.
     run(&["webhooks", "register", "--url", "https://mirror.example.test/webhooks/partnerstack/abc"]).await;
