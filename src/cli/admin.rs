@@ -28,10 +28,22 @@ pub(super) async fn queue(config: Config, command: QueueCommand) -> anyhow::Resu
     store.migrate().await?;
     match command {
         QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
-            let id = store
-                .enqueue(&operation, &object_type, object_key.as_deref(), &payload, idempotency_key.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!(crate::telemetry::error_chain(&e)))?;
+            let id = match store.enqueue(&operation, &object_type, object_key.as_deref(), &payload, idempotency_key.as_deref()).await {
+                Ok(id) => id,
+                // The key's point is that a request is not queued twice: say which one holds it.
+                Err(e) => {
+                    let holder = match idempotency_key.as_deref().filter(|_| e.is_unique_violation()) {
+                        Some(key) => store.request_by_idempotency_key(key).await?.map(|held| (key, held)),
+                        None => None,
+                    };
+                    match holder {
+                        Some((key, (id, status))) => {
+                            anyhow::bail!("idempotency key {key} is taken: request {id} ({status}) was queued with it")
+                        }
+                        None => anyhow::bail!(crate::telemetry::error_chain(&e)),
+                    }
+                }
+            };
             println!("queued request {id}");
         }
         QueueCommand::List { status, limit } => {

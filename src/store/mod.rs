@@ -72,6 +72,13 @@ pub enum StoreError {
     LostDelivery { delivery: String },
 }
 
+impl StoreError {
+    /// A unique constraint refused the write (PostgreSQL's 23505).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505"))
+    }
+}
+
 /// How long the first connection may take to be set up before the database counts as not
 /// answering.
 const FIRST_CONNECTION_WAIT: Duration = Duration::from_secs(10);

@@ -252,6 +252,14 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The request queued under `idempotency_key`, with its status.
+    pub async fn request_by_idempotency_key(&self, idempotency_key: &str) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT id, status FROM write_queue WHERE idempotency_key = $1")
+            .bind(idempotency_key)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
     /// A request's status, `None` when there is no such request (for messages that say why a
     /// command did nothing).
     pub async fn request_status(&self, id: i64) -> Result<Option<String>, StoreError> {
