@@ -133,7 +133,9 @@ impl<'de> Deserialize<'de> for Retention {
             Written::Text(t) => match humantime_serde::re::humantime::parse_duration(t.trim()) {
                 Ok(d) if d.is_zero() => Ok(Retention::Forever),
                 Ok(d) => Ok(Retention::Keep(d)),
-                Err(e) => Err(serde::de::Error::custom(format!("`{t}`: {e}"))),
+                Err(e) => Err(serde::de::Error::custom(format!(
+                    "`{t}` is not a duration ({e}): write it with its unit, e.g. \"90d\" or \"12h\" (0 or \"forever\" keeps forever)"
+                ))),
             },
         }
     }

@@ -115,6 +115,8 @@ fn retention_is_a_duration_or_forever() {
     assert_eq!(Config::from_toml("").unwrap().events.retain, Retention::Keep(90 * DAY));
     let err = Config::from_toml("[events]\nretain = 90").unwrap_err().to_string();
     assert!(err.contains("90d") || err.contains("unit"), "{err}");
+    let err = with_env("", &[("PSM_EVENTS__RETAIN", "abc")]).unwrap_err().to_string();
+    assert!(err.contains("events.retain") && err.contains("`abc` is not a duration") && err.contains("\"90d\""), "{err}");
 }
 
 #[test]
