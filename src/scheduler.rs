@@ -40,12 +40,21 @@ impl Pass {
 pub struct PassSummary {
     pub reports: Vec<PassReport>,
     pub failures: Vec<(ObjectKind, SyncError)>,
+    /// Objects the pass did not try, as the API could not be reached at all.
+    pub not_tried: Vec<ObjectKind>,
 }
 
-/// One poll pass over `objects`, in order. One object's failure does not stop the others.
+/// One poll pass over `objects`, in order. One object's failure does not stop the others,
+/// unless it says that no object can work: keys refused everywhere, or an API that cannot be
+/// reached at all (each object would wait out the same retries in turn).
 pub async fn poll_all(syncer: &Syncer, objects: &[ObjectKind], full: bool) -> PassSummary {
     let mut summary = PassSummary::default();
-    for &kind in objects {
+    for (i, &kind) in objects.iter().enumerate() {
+        if let Some((_, e)) = summary.failures.last().filter(|(_, e)| e.is_unreachable()) {
+            warn!(not_tried = objects.len() - i, error = %e.chain(), "PartnerStack cannot be reached; the rest of this pass waits for the next");
+            summary.not_tried = objects[i..].to_vec();
+            break;
+        }
         match syncer.sync_object(kind, full).await {
             Ok(report) => summary.reports.push(report),
             Err(SyncError::Cancelled) => break,

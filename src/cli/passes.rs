@@ -98,5 +98,9 @@ fn print_summary(summary: &scheduler::PassSummary) -> anyhow::Result<ExitCode> {
     for (kind, e) in &summary.failures {
         eprintln!("error: {kind}: {}", e.chain());
     }
+    if !summary.not_tried.is_empty() {
+        let names: Vec<&str> = summary.not_tried.iter().map(|k| k.table()).collect();
+        eprintln!("error: not tried, as PartnerStack could not be reached: {}", names.join(", "));
+    }
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -70,6 +70,12 @@ impl ApiError {
         }
     }
 
+    /// No connection could be made at all (refused, unknown host): the API is down or out of
+    /// reach for every path, not only for the one asked.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ApiError::Transport(e) if e.is_connect())
+    }
+
     /// The HTTP status, when the API answered with an error status.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -62,6 +62,11 @@ impl SyncError {
         matches!(self, SyncError::Api(e) if matches!(e.class(), ErrorClass::Fatal))
     }
 
+    /// The API could not be reached at all: the next object would wait out the same retries.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SyncError::Api(e) if e.is_unreachable())
+    }
+
     /// The whole chain in one line, for `sync_state.last_error` and the command line.
     pub fn chain(&self) -> String {
         crate::telemetry::error_chain(self)

@@ -178,3 +178,25 @@ async fn the_rejected_credentials_line_keeps_its_advice_and_the_apis_words_apart
     assert!(line["message"].as_str().unwrap().starts_with("PartnerStack rejected the credentials"), "{line}");
     assert_eq!(line["status"], 401, "{line}");
 }
+
+/// An API that cannot be reached at all fails the first object and stops the pass there: the
+/// other objects would each wait out the same retries in turn (ten objects, minutes).
+#[tokio::test]
+async fn a_pass_stops_at_the_first_object_when_the_api_cannot_be_reached() {
+    let sim = support::simulator(1, |_| {}).await;
+    let store = support::store().await;
+    let closed = support::free_port();
+    let output = support::binary(&sim, &store, &["sync", "--object", "deals", "--object", "leads", "--object", "groups"])
+        .env("PSM_PARTNERSTACK__API_URL", format!("http://127.0.0.1:{closed}/api/v2"))
+        .env("PSM_PARTNERSTACK__MAX_RETRIES", "1")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("not tried, as PartnerStack could not be reached: leads, groups"), "{said}");
+    let tried: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT object FROM sync_runs ORDER BY object").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(tried, ["deals"], "only the first object was tried");
+}
