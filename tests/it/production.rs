@@ -218,15 +218,13 @@ async fn a_command_against_a_refusing_database_says_so_and_keeps_the_password() 
     let sim = support::simulator(1, |_| {}).await;
     let store = support::store().await;
     let closed = support::free_port();
-    let output = support::binary(&sim, &store, &["status"])
-        .env("DATABASE_URL", format!("postgres://mirror:hunter2-secret@127.0.0.1:{closed}/mirror"))
-        .env("PSM_DATABASE__STATEMENT_TIMEOUT", "300s")
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{said}");
+    let (code, said) = support::exit_and_stderr(
+        support::binary(&sim, &store, &["status"])
+            .env("DATABASE_URL", format!("postgres://mirror:hunter2-secret@127.0.0.1:{closed}/mirror"))
+            .env("PSM_DATABASE__STATEMENT_TIMEOUT", "300s"),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("cannot connect to the database") && said.contains("Connection refused"), "{said}");
     assert_eq!(said.matches("Connection refused").count(), 1, "said once: {said}");
     assert!(!said.contains("hunter2"), "{said}");
@@ -240,14 +238,8 @@ async fn a_command_on_a_mistyped_schema_says_so_and_creates_nothing() {
     let store = support::store().await;
     let typo = format!("{}_typo", store.schema());
     for args in [&["status"][..], &["queue", "list"], &["events", "tail"], &["delivery", "list"]] {
-        let output = support::binary(&sim, &store, args)
-            .env("PSM_DATABASE__SCHEMA", &typo)
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        let said = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {said}");
+        let (code, said) = support::exit_and_stderr(support::binary(&sim, &store, args).env("PSM_DATABASE__SCHEMA", &typo)).await;
+        assert_eq!(code, Some(2), "{args:?}: {said}");
         assert!(said.contains(&format!("schema `{typo}` holds no mirror")), "{args:?}: {said}");
     }
     let created: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")

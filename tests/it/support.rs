@@ -210,6 +210,13 @@ pub async fn succeeds(command: &mut tokio::process::Command) {
     assert!(output.status.success(), "the binary ended with {}; its last log lines:\n{tail}", output.status);
 }
 
+/// Runs `command` to its end; its exit code and what it wrote to stderr (for tests of what a
+/// failing command tells its user).
+pub async fn exit_and_stderr(command: &mut tokio::process::Command) -> (Option<i32>, String) {
+    let output = command.stderr(std::process::Stdio::piped()).output().await.expect("run the binary");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// How long the `eventually` helpers pause between looks.
 const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(20);
 

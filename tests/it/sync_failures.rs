@@ -163,15 +163,13 @@ async fn an_object_this_key_may_not_read_fails_alone_and_the_pass_goes_on() {
 async fn the_rejected_credentials_line_keeps_its_advice_and_the_apis_words_apart() {
     let sim = support::simulator(20, |_| {}).await;
     let store = support::store().await;
-    let output = support::binary(&sim, &store, &["sync", "--object", "deals"])
-        .env("PARTNERSTACK_PRIVATE_KEY", "not-the-key")
-        .env("RUST_LOG", "error")
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let logs = String::from_utf8(output.stderr).unwrap();
+    let (code, logs) = support::exit_and_stderr(
+        support::binary(&sim, &store, &["sync", "--object", "deals"])
+            .env("PARTNERSTACK_PRIVATE_KEY", "not-the-key")
+            .env("RUST_LOG", "error"),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{logs}");
     let line = logs.lines().find(|l| l.contains("api_message")).unwrap_or_else(|| panic!("no line with the API's words in:\n{logs}"));
     assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -186,15 +184,13 @@ async fn a_pass_stops_at_the_first_object_when_the_api_cannot_be_reached() {
     let sim = support::simulator(1, |_| {}).await;
     let store = support::store().await;
     let closed = support::free_port();
-    let output = support::binary(&sim, &store, &["sync", "--object", "deals", "--object", "leads", "--object", "groups"])
-        .env("PSM_PARTNERSTACK__API_URL", format!("http://127.0.0.1:{closed}/api/v2"))
-        .env("PSM_PARTNERSTACK__MAX_RETRIES", "1")
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{said}");
+    let (code, said) = support::exit_and_stderr(
+        support::binary(&sim, &store, &["sync", "--object", "deals", "--object", "leads", "--object", "groups"])
+            .env("PSM_PARTNERSTACK__API_URL", format!("http://127.0.0.1:{closed}/api/v2"))
+            .env("PSM_PARTNERSTACK__MAX_RETRIES", "1"),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("not tried, as PartnerStack could not be reached: leads, groups"), "{said}");
     let tried: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT object FROM sync_runs ORDER BY object").fetch_all(store.pool()).await.unwrap();

@@ -287,12 +287,8 @@ async fn webhooks_register_list_and_remove_manage_partnerstacks_subscriptions() 
     // The URL carries the intake token: plain http is refused (but on loopback), before any request.
     let known = sim.simulator.webhook_subscriptions().len();
     for url in ["http://mirror.example.test/webhooks/partnerstack/abc", "not a url"] {
-        let refused = support::binary(&sim, &store, &["webhooks", "register", "--url", url])
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(refused.status.code(), Some(2), "{url}: {}", String::from_utf8_lossy(&refused.stderr));
+        let (code, said) = support::exit_and_stderr(&mut support::binary(&sim, &store, &["webhooks", "register", "--url", url])).await;
+        assert_eq!(code, Some(2), "{url}: {said}");
     }
     assert_eq!(sim.simulator.webhook_subscriptions().len(), known, "nothing was registered");
 
