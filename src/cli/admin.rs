@@ -28,21 +28,10 @@ pub(super) async fn queue(config: Config, command: QueueCommand) -> anyhow::Resu
     store.migrate().await?;
     match command {
         QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
-            let id = match store.enqueue(&operation, &object_type, object_key.as_deref(), &payload, idempotency_key.as_deref()).await {
+            let key = idempotency_key.as_deref();
+            let id = match store.enqueue(&operation, &object_type, object_key.as_deref(), &payload, key).await {
                 Ok(id) => id,
-                // The key's point is that a request is not queued twice: say which one holds it.
-                Err(e) => {
-                    let holder = match idempotency_key.as_deref().filter(|_| e.is_unique_violation()) {
-                        Some(key) => store.request_by_idempotency_key(key).await?.map(|held| (key, held)),
-                        None => None,
-                    };
-                    match holder {
-                        Some((key, (id, status))) => {
-                            anyhow::bail!("idempotency key {key} is taken: request {id} ({status}) was queued with it")
-                        }
-                        None => anyhow::bail!(crate::telemetry::error_chain(&e)),
-                    }
-                }
+                Err(e) => return Err(not_queued(&store, key, e).await),
             };
             println!("queued request {id}");
         }
@@ -82,6 +71,17 @@ pub(super) async fn queue(config: Config, command: QueueCommand) -> anyhow::Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `queue add` queued nothing. The idempotency key's point is that a request is not
+/// queued twice: when it is taken, say which request holds it.
+async fn not_queued(store: &crate::store::Store, key: Option<&str>, e: crate::store::StoreError) -> anyhow::Error {
+    if let Some(key) = key.filter(|_| e.is_unique_violation()) {
+        if let Ok(Some((id, status))) = store.request_by_idempotency_key(key).await {
+            return anyhow::anyhow!("idempotency key {key} is taken: request {id} ({status}) was queued with it");
+        }
+    }
+    anyhow::anyhow!(crate::telemetry::error_chain(&e))
 }
 
 /// Why `queue retry` or `queue cancel` left request `id` alone.
@@ -168,9 +168,8 @@ pub(super) async fn delivery(config: Config, command: DeliveryCommand) -> anyhow
             }
         }
         DeliveryCommand::DeadLetters { name, limit } => {
-            let Some(lines) = store.dead_letter_lines(&name, limit.max(1)).await? else {
-                anyhow::bail!("there is no delivery {name}");
-            };
+            anyhow::ensure!(store.has_delivery(&name).await?, "there is no delivery {name}");
+            let lines = store.dead_letter_lines(&name, limit.max(1)).await?;
             for line in &lines {
                 println!("{line}");
             }

@@ -42,16 +42,9 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 /// `schema.name.event`. A name outside ASCII has its other bytes percent-encoded: header
 /// values are ASCII to most receivers, whose `webhook-id` would otherwise be unreadable.
 pub fn webhook_id(schema: &str, delivery: &str, event_id: i64) -> String {
-    let mut id = String::with_capacity(schema.len() + delivery.len() + 21);
-    for byte in format!("{schema}.{delivery}").bytes() {
-        if byte.is_ascii() {
-            id.push(byte as char);
-        } else {
-            id.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    id.push_str(&format!(".{event_id}"));
-    id
+    // `CONTROLS` leaves ASCII as it is (names hold no control characters: see the config).
+    let ascii = |text| percent_encoding::utf8_percent_encode(text, percent_encoding::CONTROLS);
+    format!("{}.{}.{event_id}", ascii(schema), ascii(delivery))
 }
 
 /// The Standard Webhooks headers for one message sent now.

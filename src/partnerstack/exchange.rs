@@ -65,9 +65,10 @@ impl ApiClient {
         let error = (!status.is_success()).then(|| match ApiError::from_status(status.as_u16(), &body, retry_after) {
             // A 403 where this key was refused before while the API accepted it elsewhere:
             // the key may not use this endpoint; it says nothing about the keys.
-            ApiError::Unauthorized { status: 403, message } if self.inner.gate.is_refused(&endpoint(path)) => {
-                ApiError::Forbidden { endpoint: endpoint(path), message }
-            }
+            ApiError::Unauthorized { status: 403, message } => match endpoint(path) {
+                label if self.inner.gate.is_refused(&label) => ApiError::Forbidden { endpoint: label, message },
+                _ => ApiError::Unauthorized { status: 403, message },
+            },
             error => error,
         });
         // What the answer says about the rate: any answer but a 429 or a server error shows

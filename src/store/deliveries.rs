@@ -330,22 +330,16 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deliveries WHERE name = $1)").bind(delivery).fetch_one(self.pool()).await?)
     }
 
-    /// A delivery's dead letters, oldest event first (at most `limit`), and whether the
-    /// delivery exists at all.
-    pub async fn dead_letter_lines(&self, delivery: &str, limit: i64) -> Result<Option<Vec<DeadLetterLine>>, StoreError> {
-        if !self.has_delivery(delivery).await? {
-            return Ok(None);
-        }
-        Ok(Some(
-            sqlx::query_as(
-                "SELECT event_id, event_type, object_type, object_key, attempts, http_status, last_error, dead_at, requeued_at \
-                 FROM delivery_dead_letters WHERE delivery = $1 ORDER BY event_id LIMIT $2",
-            )
-            .bind(delivery)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?,
-        ))
+    /// A delivery's dead letters, oldest event first (at most `limit`).
+    pub async fn dead_letter_lines(&self, delivery: &str, limit: i64) -> Result<Vec<DeadLetterLine>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT event_id, event_type, object_type, object_key, attempts, http_status, last_error, dead_at, requeued_at \
+             FROM delivery_dead_letters WHERE delivery = $1 ORDER BY event_id LIMIT $2",
+        )
+        .bind(delivery)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// Every delivery with its lag and dead letters; the lag counts read the primary key
