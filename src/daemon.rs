@@ -53,6 +53,9 @@ pub enum WiringError {
     NoMirror { schema: String },
     #[error("cannot connect to the database")]
     Store(#[from] crate::store::StoreError),
+    /// The server is older than the migrations allow (`store::OLDEST_SERVER`).
+    #[error("PostgreSQL 14 or newer is required; this server is {version}")]
+    ServerTooOld { version: String },
     #[error("cannot build the PartnerStack client")]
     Api(#[from] crate::partnerstack::ApiError),
     #[error("`delivery[{name}].secret`: {source}")]
@@ -70,7 +73,11 @@ impl WiringError {
     pub fn is_configuration(&self) -> bool {
         matches!(
             self,
-            WiringError::NoDatabase | WiringError::NoCredentials | WiringError::NoMirror { .. } | WiringError::DeliverySecret { .. }
+            WiringError::NoDatabase
+                | WiringError::NoCredentials
+                | WiringError::NoMirror { .. }
+                | WiringError::DeliverySecret { .. }
+                | WiringError::ServerTooOld { .. }
         )
     }
 }
@@ -81,7 +88,10 @@ impl WiringError {
 pub async fn store(config: &Config) -> Result<Store, WiringError> {
     let url = config.database.url.as_ref().ok_or(WiringError::NoDatabase)?;
     let d = &config.database;
-    Ok(Store::connect_with_statement_timeout(url.expose_secret(), &d.schema, d.max_connections, Some(d.statement_timeout)).await?)
+    match Store::connect_with_statement_timeout(url.expose_secret(), &d.schema, d.max_connections, Some(d.statement_timeout)).await {
+        Err(crate::store::StoreError::ServerTooOld { version }) => Err(WiringError::ServerTooOld { version }),
+        connected => Ok(connected?),
+    }
 }
 
 /// The configured mirror, for the operator's commands: never created by them, so a mistyped
