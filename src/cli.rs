@@ -263,7 +263,11 @@ pub async fn main(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", telemetry::error_chain(e.as_ref()));
-            if e.chain().any(|c| c.downcast_ref::<daemon::WiringError>().is_some_and(daemon::WiringError::is_configuration)) {
+            let for_the_operator = |c: &(dyn std::error::Error + 'static)| {
+                c.downcast_ref::<daemon::WiringError>().is_some_and(daemon::WiringError::is_configuration)
+                    || c.downcast_ref::<crate::store::StoreError>().is_some_and(crate::store::StoreError::needs_the_operator)
+            };
+            if e.chain().any(for_the_operator) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

@@ -168,6 +168,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Every statement of the mirror's is cut off after this (migrations excepted).
     pub statement_timeout: Duration,
+    /// Other roles and what they may do with the schema (granted at every start).
+    pub roles: crate::store::Roles,
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -177,6 +179,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("statement_timeout", &self.statement_timeout)
+            .field("roles", &self.roles)
             .finish()
     }
 }

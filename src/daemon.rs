@@ -127,12 +127,46 @@ fn client_config(config: &Config, private_key: SecretString) -> ClientConfig {
     }
 }
 
+/// How long a start keeps trying migrations that wait for locks other sessions hold (a long
+/// BI transaction); each try gives up after `store::DDL_LOCK_TIMEOUT`, so the other readers of
+/// those tables never queue behind the mirror for longer than that.
+const MIGRATION_PATIENCE: Duration = Duration::from_secs(600);
+/// The pause between two tries: from 5 s, doubling, up to a minute.
+const MIGRATION_RETRY: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
+
+/// Migrates the mirror and grants the configured roles their privileges: what `migrate` does
+/// and every start. A migration that cannot take its lock is tried again, with a backoff,
+/// for up to [`MIGRATION_PATIENCE`], saying each time which sessions hold the tables.
+pub async fn migrate(store: &Store, config: &Config) -> Result<(), WiringError> {
+    store.check_roles(&config.database.roles).await?;
+    let started = tokio::time::Instant::now();
+    for attempt in 0.. {
+        match store.migrate().await {
+            Err(crate::store::StoreError::LockBusy { step }) if started.elapsed() < MIGRATION_PATIENCE => {
+                let pause = MIGRATION_RETRY.delay(attempt);
+                let holders = store.sessions_holding_locks().await.unwrap_or_default();
+                let line =
+                    format!("waiting for locks other sessions hold on the mirror's tables ({step}); trying again in {} s", pause.as_secs());
+                tracing::warn!(holders = ?holders, "{line}");
+                crate::systemd::waiting(&line, pause + Duration::from_secs(30));
+                tokio::time::sleep(pause).await;
+            }
+            migrated => {
+                migrated?;
+                break;
+            }
+        }
+    }
+    store.grant(&config.database.roles).await?;
+    Ok(())
+}
+
 /// Store (migrated) + client + syncer. The client starts from the request rate an earlier
 /// run found for this key, if any.
 pub async fn syncer(config: &Config, shutdown: CancellationToken) -> Result<Syncer, WiringError> {
     let api = api_client(config)?;
     let store = store(config).await?;
-    store.migrate().await?;
+    migrate(&store, config).await?;
     let p = &config.partnerstack;
     if let Some(rate) = store.learned_rate(p.api_url.as_str(), &p.public_key).await?.filter(|_| api.learned_rate().is_some()) {
         api.start_from(rate);

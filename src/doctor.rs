@@ -7,6 +7,8 @@
 
 use std::{collections::HashSet, fmt, time::Duration};
 
+pub mod database;
+
 use chrono::Utc;
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;

@@ -145,6 +145,19 @@ pub enum ProbeError {
 
 type Result<T, E = PrivatePostgresError> = std::result::Result<T, E>;
 
+/// A private server set up as users' servers are: TLS on, `pg_hba.conf` rules of a managed
+/// service (TLS only, say). The default is the throwaway server the demo and tests use.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Extra `-c name=value` settings, e.g. `ssl=on`.
+    pub settings: Vec<(String, String)>,
+    /// Files written into the data directory before the server starts (certificates, keys),
+    /// by name, readable by the server user alone.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The whole `pg_hba.conf`, instead of initdb's (trust on loopback).
+    pub hba: Option<String>,
+}
+
 /// A running, throwaway PostgreSQL server listening on `127.0.0.1` with trust authentication.
 ///
 /// Stop it with [`PrivatePostgres::stop`] to hear about shutdown failures; dropping it also
@@ -165,6 +178,12 @@ impl PrivatePostgres {
     /// Initializes a cluster in a fresh temporary directory, starts `postgres` on 127.0.0.1
     /// on a free port, and returns once it answers queries (deadline ~30s).
     pub async fn start() -> Result<PrivatePostgres> {
+        Self::start_with(ServerOptions::default()).await
+    }
+
+    /// [`PrivatePostgres::start`], set up as `options` says. The readiness probe connects as
+    /// `postgres` over TCP (TLS when the server offers it), so `options.hba` must trust that.
+    pub async fn start_with(options: ServerOptions) -> Result<PrivatePostgres> {
         let binaries = Binaries::locate()?;
         let run_as = server_user()?;
         let dir = create_private_dir(run_as)?;
@@ -180,6 +199,7 @@ impl PrivatePostgres {
         }
 
         this.initdb(&binaries, run_as).await?;
+        this.write_files(&options, run_as)?;
 
         let log_path = this.log_path();
         let log = OpenOptions::new()
@@ -190,7 +210,7 @@ impl PrivatePostgres {
         for _ in 0..PORT_ATTEMPTS {
             this.port = free_port()?;
             let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-            this.spawn_server(&binaries, run_as, &log)?;
+            this.spawn_server(&binaries, run_as, &log, &options.settings)?;
             match this.wait_until_ready(log_start).await? {
                 Readiness::Ready => {
                     tracing::debug!(port = this.port, dir = %this.dir.display(), "private postgres is ready");
@@ -270,7 +290,26 @@ impl PrivatePostgres {
         Err(PrivatePostgresError::Initdb { status: output.status, output: text })
     }
 
-    fn spawn_server(&mut self, binaries: &Binaries, run_as: Option<RunAs>, log: &File) -> Result<()> {
+    /// The option's files and `pg_hba.conf` into the data directory, owned by the server user.
+    fn write_files(&self, options: &ServerOptions, run_as: Option<RunAs>) -> Result<()> {
+        let hba = options.hba.as_ref().map(|text| ("pg_hba.conf".to_owned(), text.as_bytes().to_vec()));
+        for (name, contents) in options.files.iter().cloned().chain(hba) {
+            let path = self.pgdata().join(&name);
+            let written = (|| -> io::Result<()> {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+                io::Write::write_all(&mut file, &contents)?;
+                if let Some(RunAs { uid, gid }) = run_as {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+                }
+                Ok(())
+            })();
+            written.map_err(|source| PrivatePostgresError::TempDir { path, source })?;
+        }
+        Ok(())
+    }
+
+    fn spawn_server(&mut self, binaries: &Binaries, run_as: Option<RunAs>, log: &File, settings: &[(String, String)]) -> Result<()> {
         let log_handle = || log.try_clone().map_err(|source| PrivatePostgresError::Log { path: self.log_path(), source });
         let (stdout, stderr) = (log_handle()?, log_handle()?);
         let mut command = server_command(&binaries.postgres, run_as, &self.dir);
@@ -293,6 +332,7 @@ impl PrivatePostgres {
                 "-c",
                 "shared_buffers=256MB",
             ])
+            .args(settings.iter().flat_map(|(name, value)| ["-c".to_owned(), format!("{name}={value}")]))
             .stdout(stdout)
             .stderr(stderr);
         let child = command.spawn().map_err(|source| PrivatePostgresError::Spawn { program: binaries.postgres.clone(), source })?;

@@ -23,6 +23,13 @@ pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
 
+/// A start that waits (for a lock, say): says why, and moves systemd's start timeout
+/// (`TimeoutStartSec`) at least `for_at_least` ahead, so the wait is not taken for a hang.
+pub fn waiting(status: &str, for_at_least: Duration) {
+    let usec = u32::try_from(for_at_least.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::Status(status), NotifyState::ExtendTimeoutUsec(usec)]);
+}
+
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }

@@ -12,7 +12,7 @@ use crate::{config::Config, daemon, object::ObjectKind};
 
 pub(super) async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     let store = daemon::store(&config).await?;
-    store.migrate().await?;
+    daemon::migrate(&store, &config).await?;
     println!("migrations applied to schema {}", store.schema());
     Ok(ExitCode::SUCCESS)
 }
@@ -196,9 +196,26 @@ pub(super) async fn delivery(config: Config, command: DeliveryCommand) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
+/// The database's findings (when `database.url` is set), then the API's (when the keys are).
 pub(super) async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
-    let api = daemon::api_client(&config)?;
-    let report = crate::doctor::examine(&api, &config.partnerstack).await;
+    let api = match daemon::api_client(&config) {
+        // Without a database either there is nothing to examine: exit 2 naming the keys.
+        Err(e) if config.database.url.is_none() => return Err(e.into()),
+        api => api,
+    };
+    let mut report = crate::doctor::DoctorReport::default();
+    if config.database.url.is_some() {
+        report.findings.extend(crate::doctor::database::examine(&config).await);
+    }
+    match api {
+        Ok(api) => report.findings.extend(crate::doctor::examine(&api, &config.partnerstack).await.findings),
+        Err(e) => report.findings.push(crate::doctor::Finding {
+            question: "PartnerStack keys configured?",
+            answer: crate::doctor::Answer::Problem,
+            detail: crate::telemetry::error_chain(&e),
+            recommendation: "set them to examine the API as well".into(),
+        }),
+    }
     print!("{report}");
     Ok(if report.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

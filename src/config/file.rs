@@ -12,7 +12,7 @@ use super::{
     delivery, invalid, lenient, Config, ConfigError, DatabaseConfig, EventsConfig, HttpConfig, PartnerStackConfig, QueueConfig, Retention,
     Schedule, SyncConfig, WebhooksConfig, DAY,
 };
-use crate::{object::ObjectKind, partnerstack::RateLimit};
+use crate::{object::ObjectKind, partnerstack::RateLimit, store::Roles};
 
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -105,11 +105,25 @@ struct RawDatabase {
     max_connections: u32,
     #[serde(with = "humantime_serde")]
     statement_timeout: Duration,
+    #[serde(deserialize_with = "lenient::list")]
+    readers: Vec<String>,
+    #[serde(deserialize_with = "lenient::list")]
+    consumers: Vec<String>,
+    #[serde(deserialize_with = "lenient::list")]
+    writers: Vec<String>,
 }
 
 impl Default for RawDatabase {
     fn default() -> Self {
-        RawDatabase { url: None, schema: "partnerstack".into(), max_connections: 10, statement_timeout: Duration::from_secs(60) }
+        RawDatabase {
+            url: None,
+            schema: "partnerstack".into(),
+            max_connections: 10,
+            statement_timeout: Duration::from_secs(60),
+            readers: Vec::new(),
+            consumers: Vec::new(),
+            writers: Vec::new(),
+        }
     }
 }
 
@@ -266,13 +280,39 @@ impl RawDatabase {
         if self.statement_timeout < Duration::from_millis(100) {
             return Err(invalid("database.statement_timeout", "must be at least 100ms"));
         }
+        let roles = Roles { readers: self.readers, consumers: self.consumers, writers: self.writers };
+        check_roles(&roles)?;
         Ok(DatabaseConfig {
             url: self.url,
             schema: self.schema,
             max_connections: self.max_connections,
             statement_timeout: self.statement_timeout,
+            roles,
         })
     }
+}
+
+/// Each role once, in one list (the tiers nest: a writer reads and consumes too), and never
+/// PUBLIC, which the mirror grants nothing by design.
+fn check_roles(roles: &Roles) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, crate::store::Tier)> = Vec::new();
+    for (name, tier) in roles.tiers() {
+        let key = format!("database.{tier}s");
+        if name.trim().is_empty() {
+            return Err(invalid(&key, "holds an empty role name"));
+        }
+        if name.eq_ignore_ascii_case("public") {
+            return Err(invalid(&key, "PUBLIC gets no privilege on the mirror's schema; name the roles that may read"));
+        }
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            return Err(invalid(
+                &key,
+                format!("role \"{name}\" is also in database.{first}s: name it once, in the list of everything it may do (writers read and consume too)"),
+            ));
+        }
+        seen.push((name, tier));
+    }
+    Ok(())
 }
 
 /// Parsed as the pool will parse it, so a bad port or `sslmode` is bad configuration (exit 2)

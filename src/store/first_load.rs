@@ -205,7 +205,7 @@ fn events_from_rows_sql(kind: ObjectKind) -> &'static str {
                 let sql = format!(
                     "WITH run AS (UPDATE sync_runs SET pages = pages + 1, records_read = records_read + $2, rows_written = rows_written + $3, \
                      events_written = events_written + $4 WHERE id = $1) INSERT INTO events (event_type, object_type, object_key, occurred_at, source, data) \
-                     SELECT e.event_type, '{singular}', e.object_key, epoch_ms_to_timestamptz(e.occurred_ms), $5, \
+                     SELECT e.event_type, '{singular}', e.object_key, (timestamptz 'epoch' + e.occurred_ms * interval '1 millisecond'), $5, \
                             (SELECT r.raw FROM {table} r WHERE r.key = e.object_key) \
                      FROM unnest($6::text[], $7::text[], $8::bigint[]) WITH ORDINALITY AS e(event_type, object_key, occurred_ms, ord) \
                      ORDER BY e.ord",

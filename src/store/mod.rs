@@ -3,6 +3,7 @@
 //! Every connection has `search_path` set to the configured schema, so all SQL here and in
 //! the migrations is unqualified.
 
+mod access;
 mod budget;
 mod copy;
 mod daemons;
@@ -10,9 +11,11 @@ mod deferred_indexes;
 mod deliveries;
 mod events;
 mod first_load;
+mod grants;
 mod inbox;
 mod lease;
 mod lookup;
+mod migrate;
 mod page;
 mod queue;
 mod reconcile;
@@ -32,12 +35,15 @@ use sqlx::{
     Connection, PgConnection, PgPool,
 };
 
+pub use access::MissingPrivilege;
 pub use daemons::DaemonLine;
 pub use deliveries::{Checkpoint, DeadLetter, DeadLetterLine, DeliveryClaim, DeliveryLease, DeliveryLine, GiveUp};
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
 pub use first_load::FirstLoadWrite;
+pub use grants::{Roles, Tier};
 pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, record_training_in, InboxOutcome, InboxRow, TrainingRow};
 pub use lease::Lease;
+pub use migrate::DDL_LOCK_TIMEOUT;
 pub use page::{insert_events, PageOutcome, PageWrite};
 pub use queue::{DealFile, FailedAttempt, QueueRow, Success};
 pub use reconcile::ReconcileOutcome;
@@ -58,6 +64,12 @@ pub enum StoreError {
     Url(#[source] sqlx::Error),
     #[error("connecting failed")]
     Connect(#[source] sqlx::Error),
+    /// The server's certificate was refused (name, CA) or TLS was refused: never retried in
+    /// plain text.
+    #[error(
+        "the TLS handshake with the database failed (check sslmode, sslrootcert, and that the certificate names the host of database.url)"
+    )]
+    Tls(#[source] sqlx::Error),
     #[error("the database did not answer within {}s", .0.as_secs())]
     NoAnswer(Duration),
     #[error("PostgreSQL 14 or newer is required; this server is {version}")]
@@ -68,6 +80,21 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot apply the reporting layer (the comments and views generated from the catalogue)")]
     Reporting(#[source] sqlx::Error),
+    /// Roles named by `database.readers`, `.consumers` or `.writers` that do not exist.
+    #[error("{}", unknown_roles(.0))]
+    UnknownRoles(Vec<String>),
+    #[error("role \"{0}\" is the mirror's own (it owns the schema): name only other roles in database.readers, database.consumers and database.writers")]
+    OwnRole(String),
+    /// A privilege the role lacks, found before anything was changed.
+    #[error("{0}")]
+    Privilege(MissingPrivilege),
+    /// PostgreSQL refused a statement for lack of a privilege (its words name the object).
+    #[error("role \"{role}\" was refused: {message}")]
+    Denied { role: String, message: String },
+    /// DDL waited [`DDL_LOCK_TIMEOUT`] for a lock another session holds, and gave up so as not
+    /// to keep that table's other readers queued behind it.
+    #[error("{step} waited {DDL_LOCK_TIMEOUT} for a lock another session holds on the mirror's tables, and gave up for now")]
+    LockBusy { step: &'static str },
     #[error("this sync lost its lease on {object} to another instance")]
     Fenced { object: String },
     #[error("this daemon lost the lease of delivery {delivery} to another instance")]
@@ -75,15 +102,48 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database is not set up as the mirror needs (too old, a privilege missing): a
+    /// person must act, so a command exits 2 and systemd does not restart the daemon.
+    pub fn needs_the_operator(&self) -> bool {
+        matches!(
+            self,
+            StoreError::ServerTooOld { .. }
+                | StoreError::Privilege(_)
+                | StoreError::Denied { .. }
+                | StoreError::UnknownRoles(_)
+                | StoreError::OwnRole(_)
+        )
+    }
+
     /// A unique constraint refused the write (PostgreSQL's 23505).
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505"))
     }
 }
 
+fn unknown_roles(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    format!(
+        "database.readers, database.consumers or database.writers names {} that this server does not know ({}): create {} or remove {} from the list",
+        if names.len() == 1 { "a role" } else { "roles" },
+        quoted.join(", "),
+        if names.len() == 1 { "it" } else { "them" },
+        if names.len() == 1 { "it" } else { "them" },
+    )
+}
+
 /// How long the first connection may take to be set up before the database counts as not
 /// answering.
 const FIRST_CONNECTION_WAIT: Duration = Duration::from_secs(10);
+
+/// A connection that failed in its TLS handshake (rustls's error inside sqlx's I/O error).
+fn is_tls_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()),
+        _ => false,
+    }
+}
 
 /// The oldest PostgreSQL server the migrations run on (`server_version_num`): SQL-standard
 /// function bodies and the `pg_catalog` functions they use came with 14.
@@ -130,6 +190,13 @@ pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The API's epoch milliseconds in `expr` (a bigint) as a timestamptz, exactly: what the
+/// schema's `epoch_ms_to_timestamptz` returns, written out so that the page writes and the
+/// views need no call per row (a function with a pinned `search_path` is never inlined).
+pub(crate) fn epoch_ms_sql(expr: &str) -> String {
+    format!("(timestamptz 'epoch' + ({expr}) * interval '1 millisecond')")
+}
+
 /// The mirror's database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -166,7 +233,10 @@ impl Store {
         // acquire timeout and then says only that it timed out; this says why, at once
         // (refused, unknown host or database, wrong password, TLS refused or unverified).
         let first = async {
-            let mut first = PgConnection::connect_with(&options).await.map_err(StoreError::Connect)?;
+            let mut first = PgConnection::connect_with(&options).await.map_err(|e| match is_tls_failure(&e) {
+                true => StoreError::Tls(e),
+                false => StoreError::Connect(e),
+            })?;
             let checked = check_server(&mut first).await;
             let _ = first.close().await;
             checked
@@ -187,39 +257,6 @@ impl Store {
             .connect_with(options)
             .await?;
         Ok(Store { pool, schema: schema.to_owned() })
-    }
-
-    /// Creates the schema if needed, applies pending migrations, then the reporting layer
-    /// (comments and views generated from the catalogue, see [`reporting`]). Safe to run from
-    /// several instances at once: sqlx serializes migrators with an advisory lock, and the
-    /// reporting layer takes one of its own.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema)).execute(&self.pool).await?;
-        // A migration over a large table may take longer than any statement should.
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await?;
-        let migrated = match MIGRATOR.run(&mut *conn).await {
-            Ok(()) => reporting::apply(&mut conn, &self.schema).await,
-            Err(e) => Err(e.into()),
-        };
-        sqlx::query("RESET statement_timeout").execute(&mut *conn).await?;
-        if migrated? == reporting::Applied::Changed {
-            tracing::info!(schema = %self.schema, "reporting layer applied: comments and views generated from the catalogue");
-        }
-        // Indexes a first load put off and did not live to build (see `deferred_indexes`).
-        self.restore_indexes(None).await?;
-        Ok(())
-    }
-
-    /// True when every embedded migration has been applied.
-    /// Whether the schema holds a mirror (migrations were applied to it once).
-    pub async fn holds_mirror(&self) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&self.pool).await?)
-    }
-
-    pub async fn migrations_current(&self) -> Result<bool, StoreError> {
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await?;
-        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
     }
 
     pub fn pool(&self) -> &PgPool {

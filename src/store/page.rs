@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::OnceLock};
 use serde_json::{json, Value};
 use sqlx::{types::Json, Postgres, Transaction};
 
-use super::{state::CursorAdvance, Store, StoreError};
+use super::{epoch_ms_sql, state::CursorAdvance, Store, StoreError};
 use crate::{
     diff::{self, EventSource, NewEvent},
     object::{ColumnType, ObjectKind},
@@ -132,7 +132,8 @@ pub async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[NewEven
     // One array per column, like the rows: only `changes` and `data` are parsed as JSON.
     sqlx::query(
         "INSERT INTO events (event_type, object_type, object_key, occurred_at, source, changes, data) \
-         SELECT e.event_type, e.object_type, e.object_key, epoch_ms_to_timestamptz(e.occurred_ms), e.source, e.changes, e.data \
+         SELECT e.event_type, e.object_type, e.object_key, (timestamptz 'epoch' + e.occurred_ms * interval '1 millisecond'), \
+                e.source, e.changes, e.data \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[]) WITH ORDINALITY \
               AS e(event_type, object_type, object_key, occurred_ms, source, changes, data, ord) \
          ORDER BY e.ord",
@@ -277,14 +278,14 @@ fn build_upsert(kind: ObjectKind) -> String {
 
     let mut selects = vec![
         "r.key".to_owned(),
-        "epoch_ms_to_timestamptz(r.created_at)".into(),
-        "epoch_ms_to_timestamptz(r.updated_at)".into(),
+        epoch_ms_sql("r.created_at"),
+        epoch_ms_sql("r.updated_at"),
         "coalesce(r.archived, false)".into(),
-        "CASE WHEN r.archived THEN coalesce(epoch_ms_to_timestamptz(r.updated_at), now()) END".into(),
+        format!("CASE WHEN r.archived THEN coalesce({}, now()) END", epoch_ms_sql("r.updated_at")),
         "r.raw".into(),
     ];
     selects.extend(typed.iter().map(|c| match c.ty {
-        ColumnType::Timestamp => format!("epoch_ms_to_timestamptz(r.{})", quote(c.name)),
+        ColumnType::Timestamp => epoch_ms_sql(&format!("r.{}", quote(c.name))),
         ColumnType::Date => format!("r.{}::date", quote(c.name)),
         ColumnType::TextArray => format!("r.{}::text[]", quote(c.name)),
         _ => format!("r.{}", quote(c.name)),

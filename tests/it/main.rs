@@ -24,3 +24,4 @@ mod sync_changes;
 mod sync_failures;
 mod sync_windows;
 mod webhooks;
+mod your_database;

@@ -285,6 +285,16 @@ pub const BOOKKEEPING: &[TableDoc] = &[
         ],
     },
     TableDoc {
+        name: "granted_roles",
+        about: "The roles of database.readers, database.consumers and database.writers at the last start, with what each \
+                was granted on this schema; a role no longer named loses its privileges at the next start.",
+        columns: &[
+            ("role", "The role's name."),
+            ("tier", "`reader`, `consumer` or `writer` (each includes the ones before it)."),
+            ("granted_at", "When it was granted this tier."),
+        ],
+    },
+    TableDoc {
         name: "_sqlx_migrations",
         about: "The migrations applied to this schema (kept by sqlx, the migration library).",
         columns: &[

@@ -20,8 +20,6 @@ mod views;
 
 use sqlx::PgConnection;
 
-use super::StoreError;
-
 pub use bookkeeping::BOOKKEEPING;
 pub use views::REPORTS;
 
@@ -38,11 +36,7 @@ pub fn statements() -> String {
 /// Applies the layer unless the same statements were applied last, on a connection whose
 /// `search_path` is the mirror's schema. Concurrent starts queue on a transaction lock, so
 /// they never race on a view definition.
-pub(super) async fn apply(conn: &mut PgConnection, schema: &str) -> Result<Applied, StoreError> {
-    apply_in(conn, schema).await.map_err(StoreError::Reporting)
-}
-
-async fn apply_in(conn: &mut PgConnection, schema: &str) -> Result<Applied, sqlx::Error> {
+pub(in crate::store) async fn apply_in(conn: &mut PgConnection, schema: &str) -> Result<Applied, sqlx::Error> {
     let sql = statements();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || '.reporting_layer'), 1838)").bind(schema).execute(&mut *tx).await?;
@@ -54,7 +48,7 @@ async fn apply_in(conn: &mut PgConnection, schema: &str) -> Result<Applied, sqlx
         tx.commit().await?;
         return Ok(Applied::AlreadyCurrent);
     }
-    sqlx::raw_sql(&sql).execute(&mut *tx).await?;
+    sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(&sql)).await?;
     sqlx::query(
         "INSERT INTO reporting_layer (fingerprint, version) VALUES (md5($1), $2) \
          ON CONFLICT (singleton) DO UPDATE SET fingerprint = excluded.fingerprint, version = excluded.version, applied_at = now()",

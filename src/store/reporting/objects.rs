@@ -3,6 +3,7 @@
 
 use super::{ident, literal, Script};
 use crate::object::{join_paths, Column, ColumnType, ObjectKind};
+use crate::store::epoch_ms_sql;
 
 pub(super) fn write(script: &mut Script) {
     for kind in ObjectKind::ALL {
@@ -151,8 +152,8 @@ fn history_sql(kind: ObjectKind) -> String {
         "v.at AS valid_from".into(),
         "v.until AS valid_to".into(),
         "v.id AS event_id".into(),
-        "epoch_ms_to_timestamptz((v.state ->> 'created_at')::bigint) AS created_at".into(),
-        "epoch_ms_to_timestamptz((v.state ->> 'updated_at')::bigint) AS updated_at".into(),
+        format!("{} AS created_at", epoch_ms_sql("(v.state ->> 'created_at')::bigint")),
+        format!("{} AS updated_at", epoch_ms_sql("(v.state ->> 'updated_at')::bigint")),
         "v.state AS raw".into(),
     ];
     selects.extend(kind.columns().iter().map(|c| format!("{} AS {}", from_json(c, "v.state"), ident(c.name))));
@@ -201,7 +202,7 @@ pub(super) fn from_json(c: &Column, json: &str) -> String {
         ColumnType::Text => text,
         ColumnType::BigInt => format!("{text}::bigint"),
         ColumnType::Bool => format!("{text}::boolean"),
-        ColumnType::Timestamp => format!("epoch_ms_to_timestamptz({text}::bigint)"),
+        ColumnType::Timestamp => epoch_ms_sql(&format!("{text}::bigint")),
         ColumnType::Date => format!("{text}::date"),
         ColumnType::TextArray => format!(
             "CASE WHEN jsonb_typeof({json} #> ARRAY[{path}]) = 'array' THEN ARRAY(SELECT jsonb_array_elements_text({json} #> ARRAY[{path}])) END"
