@@ -30,6 +30,7 @@ mod process;
 #[cfg(test)]
 mod tests;
 
+pub use host::BIN_DIR_VARIABLE;
 use host::{server_user, Binaries, RunAs};
 use process::{server_command, stop_server, Watchdog};
 
@@ -58,6 +59,8 @@ pub enum PrivatePostgresError {
          (e.g. `apt-get install postgresql`)"
     )]
     BinariesNotFound,
+    #[error("{named_by} names {dir}, which holds no executable initdb and postgres")]
+    NoBinariesInDir { dir: PathBuf, named_by: &'static str },
     #[error("could not determine the effective user id")]
     CurrentUser(#[source] io::Error),
     #[error(
@@ -176,7 +179,8 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     /// Initializes a cluster in a fresh temporary directory, starts `postgres` on 127.0.0.1
-    /// on a free port, and returns once it answers queries (deadline ~30s).
+    /// on a free port, and returns once it answers queries (deadline ~30s). The binaries are
+    /// those [`BIN_DIR_VARIABLE`] names, else those on PATH or installed.
     pub async fn start() -> Result<PrivatePostgres> {
         Self::start_with(ServerOptions::default()).await
     }
@@ -184,7 +188,16 @@ impl PrivatePostgres {
     /// [`PrivatePostgres::start`], set up as `options` says. The readiness probe connects as
     /// `postgres` over TCP (TLS when the server offers it), so `options.hba` must trust that.
     pub async fn start_with(options: ServerOptions) -> Result<PrivatePostgres> {
-        let binaries = Binaries::locate()?;
+        Self::start_binaries(Binaries::locate()?, options).await
+    }
+
+    /// [`PrivatePostgres::start`] with the binaries in `bin_dir`, whatever the environment
+    /// says: a second major version beside the one a test run uses (an old server to refuse).
+    pub async fn start_from(bin_dir: &Path) -> Result<PrivatePostgres> {
+        Self::start_binaries(Binaries::in_named_dir(bin_dir, "the caller")?, ServerOptions::default()).await
+    }
+
+    async fn start_binaries(binaries: Binaries, options: ServerOptions) -> Result<PrivatePostgres> {
         let run_as = server_user()?;
         let dir = create_private_dir(run_as)?;
         // From here on, an early return drops `this`, which cleans up whatever exists.

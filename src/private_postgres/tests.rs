@@ -1,3 +1,5 @@
+use std::os::unix::fs::PermissionsExt;
+
 use super::{
     host::{parse_effective_uid, parse_passwd_user, versioned_bin_dirs},
     *,
@@ -86,6 +88,30 @@ fn versioned_installs_are_tried_newest_first() {
     fs::remove_dir_all(&root).unwrap();
     let versions: Vec<_> = found.iter().map(|dir| dir.parent().unwrap().file_name().unwrap().to_str().unwrap()).collect();
     assert_eq!(versions, ["16", "15", "10", "9.6"]);
+}
+
+#[test]
+fn a_named_directory_is_used_only_when_it_holds_executable_initdb_and_postgres_and_named_when_not() {
+    let dir = std::env::temp_dir().join(format!("pg-bin-{:08x}", rand::random::<u32>()));
+    fs::create_dir_all(&dir).unwrap();
+    let refused = |dir: &Path| match Binaries::in_named_dir(dir, BIN_DIR_VARIABLE) {
+        Err(error) => error.to_string(),
+        Ok(found) => panic!("{found:?} in {}", dir.display()),
+    };
+    let said = format!("PRIVATE_POSTGRES_BIN_DIR names {}, which holds no executable initdb and postgres", dir.display());
+    assert_eq!(refused(&dir), said, "an empty directory");
+
+    for name in ["initdb", "postgres"] {
+        fs::write(dir.join(name), "#!/bin/sh\n").unwrap();
+    }
+    assert_eq!(refused(&dir), said, "files that are not executable");
+
+    for name in ["initdb", "postgres"] {
+        fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let found = Binaries::in_named_dir(&dir, BIN_DIR_VARIABLE);
+    fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(found.unwrap(), Binaries { initdb: dir.join("initdb"), postgres: dir.join("postgres") });
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod support;
 
 mod budget;
+mod compatibility;
 mod crash;
 mod delivery;
 mod demo;
