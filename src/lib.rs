@@ -12,6 +12,7 @@
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`intake`]: PartnerStack webhooks in: hints that trigger reads, training completions.
 //! - [`subscriptions`]: PartnerStack's webhook subscriptions (`/v2/webhooks`).
+//! - [`write_back`]: the write-back catalogue: operations, the objects they apply to, payload rules, natural keys.
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
 //! - [`renewal`]: keeps a lease alive beside the work it guards, never instead of it.
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
@@ -60,3 +61,4 @@ pub mod subscriptions;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod write_back;

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use crate::store::{Operation, QueuedRequest};
+pub use crate::{store::QueuedRequest, write_back::Operation};
 pub use operation::{execute, find_created, OperationError, Outcome};
 
 use crate::{

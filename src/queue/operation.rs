@@ -7,7 +7,8 @@ use serde_json::Value;
 use crate::{
     object::ObjectKind,
     partnerstack::{segment, ApiClient, ApiError},
-    store::{DealFile, Operation, QueuedRequest, Store, StoreError},
+    store::{DealFile, QueuedRequest, Store, StoreError},
+    write_back::{self, Operation},
 };
 
 /// How far before a request was queued a lost create's record is looked for: slack for the
@@ -201,14 +202,10 @@ pub async fn conversion_lookup(store: &Store, kind: ObjectKind, key: Option<&str
 /// The natural-key fields a create's payload carries, as `(field, value)`, most specific
 /// first: what identifies the record the create would make.
 fn natural_keys(kind: ObjectKind, payload: &Value) -> Vec<(&'static str, String)> {
-    let fields: &[&'static str] = match kind {
-        ObjectKind::Customer => &["customer_key"],
-        ObjectKind::Deal | ObjectKind::Lead => &["external_key"],
-        ObjectKind::Partnership => &["partner_key", "email"],
-        ObjectKind::Transaction => &["key"],
-        _ => &[],
-    };
-    fields.iter().filter_map(|f| payload.get(*f).and_then(Value::as_str).filter(|v| !v.is_empty()).map(|v| (*f, v.to_owned()))).collect()
+    write_back::natural_keys(kind)
+        .iter()
+        .filter_map(|f| payload.get(*f).and_then(Value::as_str).filter(|v| !v.is_empty()).map(|v| (*f, v.to_owned())))
+        .collect()
 }
 
 /// After a create ended without an answer: the record, if the API has it under a natural
@@ -221,16 +218,11 @@ fn natural_keys(kind: ObjectKind, payload: &Value) -> Vec<(&'static str, String)
 pub async fn find_created(api: &ApiClient, kind: ObjectKind, payload: &Value, since_ms: i64) -> Result<Option<Value>, OperationError> {
     let wanted = natural_keys(kind, payload);
     if wanted.is_empty() {
+        let keys: Vec<String> = write_back::natural_keys(kind).iter().map(|f| format!("`{f}`")).collect();
         return Err(OperationError::Unsupported(format!(
             "a {} create without a natural key ({}) cannot be checked after a lost answer",
             kind.singular(),
-            match kind {
-                ObjectKind::Transaction => "`key`",
-                ObjectKind::Customer => "`customer_key`",
-                ObjectKind::Deal | ObjectKind::Lead => "`external_key`",
-                ObjectKind::Partnership => "`partner_key` or `email`",
-                _ => "none exists for this object",
-            }
+            if keys.is_empty() { "none exists for this object".to_owned() } else { keys.join(" or ") }
         )));
     }
     let matches = |record: &Value| wanted.iter().any(|(field, value)| record.get(*field).and_then(Value::as_str) == Some(value.as_str()));

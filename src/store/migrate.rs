@@ -43,7 +43,7 @@ impl Store {
         drop(PoolConnection::detach(conn));
         match migrated? {
             reporting::Applied::Changed => {
-                tracing::info!(schema = %self.schema, "reporting layer applied: comments and views generated from the catalogue")
+                tracing::info!(schema = %self.schema, "generated layer applied: comments, views and the write queue's checks, from the catalogues")
             }
             reporting::Applied::AlreadyCurrent => {}
         }

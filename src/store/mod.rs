@@ -26,6 +26,7 @@ mod state;
 mod status;
 mod tail;
 mod wakeups;
+mod write_queue_sql;
 
 use std::{str::FromStr, time::Duration};
 
@@ -47,7 +48,7 @@ pub use migrate::DDL_LOCK_TIMEOUT;
 pub use page::{insert_events, PageOutcome, PageWrite};
 pub use queue::{DealFile, FailedAttempt, QueueRow, Success};
 pub use reconcile::ReconcileOutcome;
-pub use request::{Claim, Operation, QueuedRequest, UnknownOperation};
+pub use request::{Claim, QueuedRequest};
 pub use retention::{EventBatch, Protection, PruneLine};
 pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
 pub use status::{MetricsSnapshot, ObjectFreshness, ObjectStatus, StatusReport};

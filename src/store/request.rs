@@ -2,75 +2,11 @@
 //! and object type become enums there, so the workers match names the compiler checks and
 //! never compare strings.
 
-use std::{fmt, str::FromStr};
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{types::Json, FromRow};
 
-use crate::object::ObjectKind;
-
-/// A `write_queue.operation`; the INSERT trigger admits these and no other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Operation {
-    Create,
-    Update,
-    Delete,
-    ModifyTags,
-    Convert,
-    Refresh,
-    FetchAttachments,
-}
-
-impl Operation {
-    pub const ALL: [Operation; 7] = [
-        Operation::Create,
-        Operation::Update,
-        Operation::Delete,
-        Operation::ModifyTags,
-        Operation::Convert,
-        Operation::Refresh,
-        Operation::FetchAttachments,
-    ];
-
-    /// The name in `write_queue.operation`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "create",
-            Operation::Update => "update",
-            Operation::Delete => "delete",
-            Operation::ModifyTags => "modify_tags",
-            Operation::Convert => "convert",
-            Operation::Refresh => "refresh",
-            Operation::FetchAttachments => "fetch_attachments",
-        }
-    }
-
-    /// Makes a new record (a create, or a conversion's customer): an attempt that ended
-    /// without an answer may have taken effect, so it is looked up before being sent again.
-    pub fn creates(self) -> bool {
-        matches!(self, Operation::Create | Operation::Convert)
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The name was not an operation this version knows.
-#[derive(Debug, thiserror::Error)]
-#[error("unsupported request: {0}")]
-pub struct UnknownOperation(pub String);
-
-impl FromStr for Operation {
-    type Err = UnknownOperation;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Operation::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| UnknownOperation(s.to_owned()))
-    }
-}
+use crate::{object::ObjectKind, write_back::Operation};
 
 /// A claimed request, ready to carry out.
 #[derive(Clone, Debug)]

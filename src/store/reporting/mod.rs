@@ -37,7 +37,8 @@ pub fn statements() -> String {
 /// `search_path` is the mirror's schema. Concurrent starts queue on a transaction lock, so
 /// they never race on a view definition.
 pub(in crate::store) async fn apply_in(conn: &mut PgConnection, schema: &str) -> Result<Applied, sqlx::Error> {
-    let sql = statements();
+    // The write queue's checks are generated from the catalogues too, and go with the layer.
+    let sql = statements() + &super::write_queue_sql::statements(schema);
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || '.reporting_layer'), 1838)").bind(schema).execute(&mut *tx).await?;
     let current: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reporting_layer WHERE fingerprint = md5($1))")
@@ -93,7 +94,7 @@ impl Script {
 }
 
 /// A SQL string literal.
-fn literal(text: &str) -> String {
+pub(in crate::store) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 

@@ -144,6 +144,8 @@ async fn malformed_inserts_are_rejected_with_a_message_naming_the_problem() {
         ("create", "customer", None, json!({"email": "a@b.test"}), "missing required field(s): customer_key, partner_key"),
         ("create", "transaction", None, json!({"amount": 1, "currency": "USD"}), "exactly one of customer_key"),
         ("modify_tags", "partnership", Some("p"), json!({"add": "vip"}), "must be an array"),
+        // Generated from the catalogue at start (the migrations' older text said it otherwise).
+        ("modify_tags", "partnership", Some("p"), json!({}), r#"modify_tags partnership payload needs "add" and/or "remove""#),
         ("update", "deal", Some("d"), json!([1, 2]), "payload must be a JSON object"),
         ("update", "deals", Some("d"), json!({}), r#"unknown object_type "deals"; write "deal" (singular"#),
         ("refresh", "Partnership", Some("p"), json!({}), r#"write "partnership""#),
