@@ -286,24 +286,20 @@ impl Daemon {
             holder: holder.clone(),
             counters: queue_counters,
         };
-        for (name, work) in pool.loops(&shutdown) {
-            // The LISTEN loop waits for notifications for as long as there are none, on
-            // purpose; the workers it wakes are watched.
-            let watch = if name.contains("wake-ups") { Watch::DeathOnly } else { Watch::Liveness };
-            supervisor.spawn(&name, watch, work.map(Ok).boxed());
+        // One LISTEN connection wakes the write-back workers and the deliveries. It waits for
+        // notifications for as long as there are none, on purpose; those it wakes are watched.
+        let wakeups = crate::store::Wakeups::default();
+        supervisor.spawn("wake-ups", Watch::DeathOnly, {
+            let (store, wakeups, shutdown) = (store.clone(), wakeups.clone(), shutdown.clone());
+            async move { Ok(store.fan_out_wakeups(wakeups, shutdown).await) }.boxed()
+        });
+        for (name, work) in pool.loops(wakeups.queue.clone(), &shutdown) {
+            supervisor.spawn(&name, Watch::Liveness, work.map(Ok).boxed());
         }
-        if !deliveries.is_empty() {
-            let (wake, woken) = crate::delivery::wake_channel();
-            // Waits for notifications for as long as there are none, on purpose.
-            supervisor.spawn(
-                "delivery wake-ups",
-                Watch::DeathOnly,
-                crate::delivery::listen(store.clone(), wake, shutdown.clone()).map(Ok).boxed(),
-            );
-            for delivery in deliveries {
-                let name = format!("delivery {}", delivery.name());
-                supervisor.spawn(&name, Watch::Liveness, delivery.woken_by(woken.clone()).run(shutdown.clone()).map(Ok).boxed());
-            }
+        for delivery in deliveries {
+            let name = format!("delivery {}", delivery.name());
+            let woken = delivery.woken_by(wakeups.events.subscribe());
+            supervisor.spawn(&name, Watch::Liveness, woken.run(shutdown.clone()).map(Ok).boxed());
         }
         let describe = {
             let (api, progress) = (api.clone(), progress.clone());

@@ -19,7 +19,6 @@ pub mod sign;
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -174,45 +173,6 @@ impl Delivery {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
-}
-
-/// A channel that tells every delivery loop when events were written.
-pub fn wake_channel() -> (watch::Sender<u64>, watch::Receiver<u64>) {
-    watch::channel(0)
-}
-
-/// Bumps `wake` on every `NOTIFY partnerstack_events` for this schema. A lost connection is
-/// made again; meanwhile the deliveries' poll covers.
-pub async fn listen(store: Store, wake: watch::Sender<u64>, shutdown: CancellationToken) {
-    let mut listener: Option<PgListener> = None;
-    while !shutdown.is_cancelled() {
-        let received = async {
-            if listener.is_none() {
-                let mut l = PgListener::connect_with(store.pool()).await?;
-                l.listen("partnerstack_events").await?;
-                listener = Some(l);
-            }
-            listener.as_mut().expect("connected").recv().await
-        };
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = received => r,
-        };
-        match received {
-            Ok(n) if n.payload() == store.schema() => {
-                wake.send_modify(|n| *n = n.wrapping_add(1));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(error = %error_chain(&e), "delivery wake-ups: LISTEN failed; polling until it is back");
-                listener = None;
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
             }
         }
     }

@@ -28,7 +28,7 @@ use crate::{
     object::ObjectKind,
     partnerstack::{with_priority, ApiClient, ApiError, ErrorClass, Priority},
     record,
-    store::{Claim, FailedAttempt, QueueWakeups, Store, StoreError, Success},
+    store::{Claim, FailedAttempt, Store, StoreError, Success, Wakeups},
     telemetry::error_chain,
 };
 
@@ -55,8 +55,6 @@ const POLL: Duration = Duration::from_secs(1);
 /// Waits between attempts of one request: from a second, doubling, up to ten minutes, so a
 /// long outage at PartnerStack costs a handful of attempts, not hundreds.
 const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(600));
-/// The shortest pause before listening again after the `LISTEN` connection failed.
-const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 
 impl QueueSettings {
     pub fn from_config(c: &crate::config::QueueConfig) -> QueueSettings {
@@ -366,58 +364,27 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// The loops to run: `(name, future)`, the `LISTEN` first. None when `workers` is 0.
-    pub fn loops(self, shutdown: &CancellationToken) -> Vec<(String, futures::future::BoxFuture<'static, ()>)> {
+    /// The workers to run, `(name, future)`, woken by `wake` (the daemon's one `LISTEN`,
+    /// [`Store::fan_out_wakeups`]) or their poll. None when `workers` is 0.
+    pub fn loops(self, wake: Arc<Notify>, shutdown: &CancellationToken) -> Vec<(String, futures::future::BoxFuture<'static, ()>)> {
         use futures::FutureExt;
-        if self.settings.workers == 0 {
-            return Vec::new();
-        }
-        let wake = Arc::new(Notify::new());
-        let mut loops = vec![(
-            "write-back wake-ups".to_owned(),
-            listen(self.store.clone(), self.settings.poll, wake.clone(), shutdown.clone()).boxed(),
-        )];
-        for n in 0..self.settings.workers {
-            let name = format!("{}#{n}", self.holder);
-            let worker =
-                Worker::new(self.api.clone(), self.store.clone(), self.settings.clone(), &name).counting_into(self.counters.clone());
-            loops.push((format!("write-back worker {n}"), worker.run(wake.clone(), shutdown.clone()).boxed()));
-        }
-        loops
+        (0..self.settings.workers)
+            .map(|n| {
+                let name = format!("{}#{n}", self.holder);
+                let worker =
+                    Worker::new(self.api.clone(), self.store.clone(), self.settings.clone(), &name).counting_into(self.counters.clone());
+                (format!("write-back worker {n}"), worker.run(wake.clone(), shutdown.clone()).boxed())
+            })
+            .collect()
     }
 
-    /// Runs every loop until `shutdown` (benchmarks and tests; the daemon supervises them
-    /// one by one through [`WorkerPool::loops`]).
+    /// Runs every worker, and a `LISTEN` of their own, until `shutdown` (benchmarks and
+    /// tests; the daemon supervises the workers one by one through [`WorkerPool::loops`]).
     pub async fn run(self, shutdown: CancellationToken) {
-        futures::future::join_all(self.loops(&shutdown).into_iter().map(|(_, work)| work)).await;
-    }
-}
-
-/// Wakes the workers on `NOTIFY partnerstack_write_queue` for this schema. A lost connection
-/// is re-established on the next receive; until then, the workers' poll covers.
-async fn listen(store: Store, pause: Duration, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut wakeups: Option<QueueWakeups> = None;
-    while !shutdown.is_cancelled() {
-        let received = async {
-            if wakeups.is_none() {
-                wakeups = Some(store.queue_wakeups().await?);
-            }
-            wakeups.as_mut().expect("listening").next().await
-        };
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = received => r,
-        };
-        match received {
-            Ok(()) => wake.notify_waiters(),
-            Err(error) => {
-                warn!(error = %error_chain(&error), "write-back wake-ups: LISTEN failed; polling until it is back");
-                wakeups = None;
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(pause.max(RELISTEN_AFTER)) => {}
-                }
-            }
-        }
+        let wakeups = Wakeups::default();
+        let (store, listening, stop) = (self.store.clone(), wakeups.clone(), shutdown.clone());
+        let listen = async move { store.fan_out_wakeups(listening, stop).await };
+        let workers = futures::future::join_all(self.loops(wakeups.queue, &shutdown).into_iter().map(|(_, work)| work));
+        futures::future::join(listen, workers).await;
     }
 }

@@ -53,7 +53,7 @@ pub use retention::{EventBatch, Protection, PruneLine};
 pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
 pub use status::{MetricsSnapshot, ObjectFreshness, ObjectStatus, StatusReport};
 pub use tail::{like_pattern, TailOptions};
-pub use wakeups::QueueWakeups;
+pub use wakeups::{Wakeups, EVENTS_CHANNEL};
 
 /// The migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -43,7 +43,7 @@ impl Store {
         let pattern = options.type_pattern.as_deref().map(like_pattern);
         let mut listener = if options.follow {
             let mut l = PgListener::connect_with(self.pool()).await?;
-            l.listen("partnerstack_events").await?;
+            l.listen(super::EVENTS_CHANNEL).await?;
             Some(l)
         } else {
             None

@@ -66,9 +66,12 @@ impl Running {
 pub fn start(store: &Store, settings: DeliverySettings) -> Running {
     let counters = DeliveryCounters::new([settings.name.as_str()]);
     let stop = CancellationToken::new();
-    let (wake, woken) = partnerstack_mirror::delivery::wake_channel();
-    tokio::spawn(partnerstack_mirror::delivery::listen(store.clone(), wake, stop.clone()));
-    let delivery = Delivery::new(settings, store.clone(), "test-holder", counters.clone()).unwrap().woken_by(woken);
+    let wakeups = partnerstack_mirror::store::Wakeups::default();
+    tokio::spawn({
+        let (store, wakeups, stop) = (store.clone(), wakeups.clone(), stop.clone());
+        async move { store.fan_out_wakeups(wakeups, stop).await }
+    });
+    let delivery = Delivery::new(settings, store.clone(), "test-holder", counters.clone()).unwrap().woken_by(wakeups.events.subscribe());
     let task = tokio::spawn(delivery.run(stop.clone()));
     Running { stop, counters, task }
 }
