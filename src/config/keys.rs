@@ -9,7 +9,8 @@
 //! is here (read from serde's own list of expected fields), each written default gives the
 //! same configuration as leaving the key out, and `config.example.toml` names every key.
 //! A new key is one entry here and one line in `config.example.toml`; the tests name whichever
-//! is missing.
+//! is missing. A new list of tables (`[[push]]`) also goes in [`SECTIONS`] and [`LISTS`], and
+//! what one entry needs to be valid in the tests' `ENTRY_BASE`.
 
 /// One key of the configuration file.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +51,10 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ),
     ("webhooks", "PartnerStack's webhooks in: `POST /webhooks/partnerstack/<token>` on `http.listen`. Off while no token is set."),
 ];
+
+/// The sections written as lists of tables (`[[delivery]]`): one entry per item, and from the
+/// environment one inline value (`PSM_DELIVERY='[{…}]'`).
+pub const LISTS: &[&str] = &["delivery"];
 
 use KeyDefault::{Unset, Value};
 
@@ -434,21 +439,25 @@ mod tests {
     use super::{super::file::RawConfig, *};
     use crate::config::Config;
 
-    /// A `[[delivery]]` needs these to parse; a key under test replaces its own.
-    const DELIVERY_BASE: [(&str, &str); 3] =
-        [("name", "\"t\""), ("url", "\"https://example.test/hook\""), ("secret", "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"")];
+    /// What an entry of each list needs to be valid; a key under test replaces its own.
+    const ENTRY_BASE: &[(&str, &[(&str, &str)])] = &[(
+        "delivery",
+        &[("name", "\"t\""), ("url", "\"https://example.test/hook\""), ("secret", "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"")],
+    )];
 
-    /// TOML setting `section.name = value` (and what a delivery needs besides).
+    /// TOML setting `section.name = value` (none for an empty `name`), with what an entry of a
+    /// list needs besides.
     fn document(section: &str, name: &str, value: &str) -> String {
-        if section == "delivery" {
-            let mut doc = "[[delivery]]\n".to_owned();
-            for (base, base_value) in DELIVERY_BASE.iter().filter(|(base, _)| *base != name) {
-                doc.push_str(&format!("{base} = {base_value}\n"));
-            }
-            doc + &format!("{name} = {value}\n")
-        } else {
-            format!("[{section}]\n{name} = {value}\n")
+        let set = if name.is_empty() { String::new() } else { format!("{name} = {value}\n") };
+        if !LISTS.contains(&section) {
+            return format!("[{section}]\n{set}");
         }
+        let base = ENTRY_BASE.iter().find(|(list, _)| *list == section).map_or(&[][..], |(_, base)| *base);
+        let mut doc = format!("[[{section}]]\n");
+        for (key, key_value) in base.iter().filter(|(key, _)| *key != name) {
+            doc.push_str(&format!("{key} = {key_value}\n"));
+        }
+        doc + &set
     }
 
     /// The keys the parser accepts at `section` (the top level for `None`), as serde lists
@@ -487,21 +496,12 @@ mod tests {
 
     #[test]
     fn every_written_default_is_the_parsers_default() {
-        let with_delivery = |extra: &str| {
-            let doc = format!("{}{extra}", document("delivery", "secret", "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\""));
-            format!("{:?}", Config::from_toml(&doc).expect("a valid delivery"))
-        };
-        let plain = format!("{:?}", Config::from_toml("").unwrap());
-        let delivery_plain = with_delivery("");
+        let config = |toml: &str| format!("{:?}", Config::from_toml(toml).unwrap_or_else(|e| panic!("{toml}: {e}")));
         for k in KEYS {
             let KeyDefault::Value(default) = k.default else { continue };
-            let written = if k.section == "delivery" {
-                with_delivery(&format!("{} = {default}\n", k.name))
-            } else {
-                format!("{:?}", Config::from_toml(&document(k.section, k.name, default)).unwrap())
-            };
-            let expected = if k.section == "delivery" { &delivery_plain } else { &plain };
-            assert_eq!(&written, expected, "{}.{}: the documented default {default} is not what leaving it out gives", k.section, k.name);
+            let without = if LISTS.contains(&k.section) { config(&document(k.section, "", "")) } else { config("") };
+            let written = config(&document(k.section, k.name, default));
+            assert_eq!(written, without, "{}.{}: the documented default {default} is not what leaving it out gives", k.section, k.name);
         }
     }
 

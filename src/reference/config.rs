@@ -2,7 +2,7 @@
 //! from [`crate::config::keys`].
 
 use super::markdown::prose;
-use crate::config::keys::{conventional_variable, Key, KeyDefault, KEYS, SECTIONS};
+use crate::config::keys::{conventional_variable, Key, KeyDefault, KEYS, LISTS, SECTIONS};
 
 const INTRO: &str = r#"# Configuration reference
 
@@ -47,14 +47,18 @@ what systemd's `LoadCredential=` provides.
 pub fn configuration() -> String {
     let mut out = INTRO.to_owned();
     for (section, about) in SECTIONS {
-        let header = if *section == "delivery" { "[[delivery]]".to_owned() } else { format!("[{section}]") };
+        let list = LISTS.contains(section);
+        let header = if list { format!("[[{section}]]") } else { format!("[{section}]") };
         out.push_str(&format!("\n## `{header}`\n\n{}\n", prose(about)));
+        if list {
+            out.push_str(&format!(
+                "\nThe keys below are per entry. From the environment the list is one inline value \
+                 (`PSM_{}`, above).\n",
+                section.to_ascii_uppercase()
+            ));
+        }
         if *section == "delivery" {
-            out.push_str(
-                "\nEach entry is one endpoint; the keys below are per entry. From the environment the list is one \
-                 inline value (`PSM_DELIVERY`, above). What is sent and what is guaranteed: \
-                 [Webhooks](webhooks.md#out-deliveries-of-events).\n",
-            );
+            out.push_str("\nWhat is sent and what is guaranteed: [Webhooks](webhooks.md#out-deliveries-of-events).\n");
         }
         for key in KEYS.iter().filter(|k| k.section == *section) {
             out.push('\n');
@@ -71,7 +75,7 @@ fn entry(key: &Key) -> String {
         KeyDefault::Unset(words) => words.to_owned(),
     };
     let environment = match (key.section, conventional_variable(key.section, key.name)) {
-        ("delivery", _) => "in `PSM_DELIVERY`".to_owned(),
+        (section, _) if LISTS.contains(&section) => format!("in `PSM_{}`", section.to_ascii_uppercase()),
         (section, Some(conventional)) => format!("`{}` or `{conventional}`", variable(section, key.name)),
         (section, None) => format!("`{}`", variable(section, key.name)),
     };
