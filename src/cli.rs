@@ -98,6 +98,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         poison: usize,
     },
+    /// The reference pages generated from the code, as markdown (`docs/configuration.md`, `docs/schema.md`).
+    Docs {
+        #[command(subcommand)]
+        command: DocsCommand,
+    },
     /// Simulator + private Postgres + daemon, with live progress.
     Demo {
         #[arg(long, default_value_t = 20_000)]
@@ -196,6 +201,19 @@ enum DeliveryCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum DocsCommand {
+    /// Every configuration key: type, default, environment variable, what it does.
+    Config,
+    /// Every table, view, column and function the mirror creates, as their comments describe them.
+    Schema,
+    /// Write every generated page into a directory.
+    Write {
+        #[arg(default_value = "docs")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum EventsCommand {
     /// Events after an id, in commit order; with --follow, keep printing new ones.
     Tail {
@@ -224,7 +242,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let needs_config = !matches!(cli.command, Command::Simulate { .. } | Command::Demo { .. });
+    let needs_config = !matches!(cli.command, Command::Simulate { .. } | Command::Demo { .. } | Command::Docs { .. });
     let config = if needs_config {
         match Config::load(cli.config.as_deref()) {
             Ok(c) => Some(c),
@@ -255,6 +273,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             let config = SimulatorConfig { seed, records, mutations_per_sec, rate_limit_per_sec: rate_limit, ..SimulatorConfig::default() };
             simulate(listen, config, poison, shutdown).await
         }
+        Command::Docs { command } => docs(command),
         Command::Demo { records, mutations_per_sec, seed, schema } => {
             demo::run(demo::DemoOptions { records, mutations_per_sec, seed, schema }, shutdown).await
         }
@@ -282,6 +301,20 @@ async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Exit
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
     let daemon = Daemon::build(config, shutdown).await?;
     Ok(daemon.run(listener).await)
+}
+
+/// Prints a generated reference page, or writes them all.
+fn docs(command: DocsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DocsCommand::Config => print!("{}", crate::reference::configuration()),
+        DocsCommand::Schema => print!("{}", crate::reference::schema()),
+        DocsCommand::Write { dir } => {
+            for path in crate::reference::write_all(&dir).with_context(|| format!("cannot write the pages into {}", dir.display()))? {
+                println!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Cancels `token` on SIGINT or SIGTERM: every task finishes or rolls back its page and exits.

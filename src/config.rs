@@ -26,6 +26,7 @@ mod delivery;
 mod env;
 mod explain;
 mod file;
+pub mod keys;
 mod lenient;
 #[cfg(test)]
 mod tests;

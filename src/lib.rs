@@ -26,6 +26,7 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the webhook intake endpoint.
 //! - [`metrics`]: the Prometheus text `/metrics` serves.
 //! - [`private_postgres`]: a throwaway PostgreSQL server for the demo and the tests.
+//! - [`reference`]: the reference pages generated from the code (`docs/configuration.md`, `docs/schema.md`).
 //! - [`doctor`]: read-only probes of the live API's undocumented behaviours.
 //! - [`demo`]: the first thing a new user runs: simulator, private database, daemon.
 //! - [`cli`]: the command line: parses arguments and runs one command.
@@ -53,6 +54,7 @@ pub mod private_postgres;
 pub mod progress;
 pub mod queue;
 pub mod record;
+pub mod reference;
 pub mod renewal;
 pub mod retention;
 pub mod scheduler;

@@ -17,7 +17,7 @@ use figment::{
 const PREFIX: &str = "PSM_";
 const SEPARATOR: &str = "__";
 /// The conventional names, and the keys they set (over any `PSM_` variable for the same key).
-const CONVENTIONAL: [(&str, &str); 3] = [
+pub(super) const CONVENTIONAL: [(&str, &str); 3] = [
     ("DATABASE_URL", "database.url"),
     ("PARTNERSTACK_PUBLIC_KEY", "partnerstack.public_key"),
     ("PARTNERSTACK_PRIVATE_KEY", "partnerstack.private_key"),

@@ -309,7 +309,7 @@ pub const BOOKKEEPING: &[TableDoc] = &[
 ];
 
 /// The functions users call, by signature.
-const FUNCTIONS: &[(&str, &str)] = &[
+pub const FUNCTIONS: &[(&str, &str)] = &[
     (
         "next_events(text, integer)",
         "Up to `max` events after the named consumer's committed position, in id order (from the start for a new consumer).",

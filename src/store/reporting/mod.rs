@@ -20,8 +20,9 @@ mod views;
 
 use sqlx::PgConnection;
 
-pub use bookkeeping::BOOKKEEPING;
-pub use views::REPORTS;
+pub use bookkeeping::{TableDoc, BOOKKEEPING, FUNCTIONS};
+pub use objects::{current_about, history_about, history_columns, table_columns};
+pub use views::{Report, REPORTS};
 
 /// Every statement of the layer, in the order they run: object tables (comments, then their
 /// `_current` and `_history` views), the reports over those views, then the bookkeeping.

@@ -19,15 +19,7 @@ pub(super) fn write(script: &mut Script) {
             ident(&current),
             ident(table)
         ));
-        script.comment(
-            "VIEW",
-            &ident(&current),
-            &format!(
-                "The {noun} rows not deleted: `{table}` WHERE deleted_at IS NULL (neither archived at PartnerStack nor gone from \
-                 a complete key scan). The columns are `{table}`'s.",
-                noun = kind.noun()
-            ),
-        );
+        script.comment("VIEW", &ident(&current), &current_about(kind));
         script.comment_columns(&current, columns.iter().map(|(c, about)| (*c, about.as_str())));
 
         let history = format!("{table}_history");
@@ -38,8 +30,18 @@ pub(super) fn write(script: &mut Script) {
     }
 }
 
+/// What `<table>_current` is, for its comment.
+pub fn current_about(kind: ObjectKind) -> String {
+    format!(
+        "The {noun} rows not deleted: `{table}` WHERE deleted_at IS NULL (neither archived at PartnerStack nor gone from \
+         a complete key scan). The columns are `{table}`'s.",
+        noun = kind.noun(),
+        table = kind.table()
+    )
+}
+
 /// Every column of an object table and what it holds: the common ones, then the typed ones.
-pub(super) fn table_columns(kind: ObjectKind) -> Vec<(&'static str, String)> {
+pub fn table_columns(kind: ObjectKind) -> Vec<(&'static str, String)> {
     let noun = kind.noun();
     let table = kind.table();
     let mut key = format!("PartnerStack's internal key of the {noun} (the primary key; the API's `key`).");
@@ -92,7 +94,8 @@ fn joined_by(kind: ObjectKind, column: &str) -> String {
     }
 }
 
-fn history_about(kind: ObjectKind) -> String {
+/// What `<table>_history` is, for its comment.
+pub fn history_about(kind: ObjectKind) -> String {
     let (table, noun) = (kind.table(), kind.noun());
     format!(
         "One row per version of each {noun}, derived from the events (as far back as `events.retain` keeps them). \
@@ -106,7 +109,7 @@ fn history_about(kind: ObjectKind) -> String {
 
 /// `<table>_history`'s columns: the validity columns, the common ones, then the typed ones
 /// (new typed columns only ever append).
-fn history_columns(kind: ObjectKind, table: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+pub fn history_columns(kind: ObjectKind, table: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
     let noun = kind.noun();
     let of_table = |name: &str| table.iter().find(|(c, _)| *c == name).map(|(_, about)| about.clone()).unwrap_or_default();
     let mut columns = vec![
