@@ -105,6 +105,16 @@ pub async fn existing_mirror(config: &Config) -> Result<Store, WiringError> {
     Ok(store)
 }
 
+/// Brings an existing mirror up to this binary's migrations, for the operator's commands
+/// (`queue`, `events consumers`, `delivery`); nothing when it is current, so a role that may
+/// only use the mirror (`database.writers`, say) can run them.
+pub async fn catch_up(store: &Store) -> Result<(), WiringError> {
+    if !store.migrations_current().await? {
+        store.migrate().await?;
+    }
+    Ok(())
+}
+
 /// The API client for the configured account.
 pub fn api_client(config: &Config) -> Result<ApiClient, WiringError> {
     let p = &config.partnerstack;

@@ -25,7 +25,7 @@ pub(super) async fn status(config: Config) -> anyhow::Result<ExitCode> {
 
 pub(super) async fn queue(config: Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
     let store = daemon::existing_mirror(&config).await?;
-    store.migrate().await?;
+    daemon::catch_up(&store).await?;
     match command {
         QueueCommand::Add { operation, object_type, object_key, payload, idempotency_key } => {
             let key = idempotency_key.as_deref();
@@ -111,7 +111,7 @@ pub(super) async fn tail(config: Config, options: crate::store::TailOptions, shu
 
 pub(super) async fn consumers(config: Config) -> anyhow::Result<ExitCode> {
     let store = daemon::existing_mirror(&config).await?;
-    store.migrate().await?;
+    daemon::catch_up(&store).await?;
     println!("{:<24} {:>12} {:>10}  {:<19}  oldest unread", "consumer", "position", "lag", "last commit (UTC)");
     for c in store.consumers().await? {
         println!(
@@ -154,7 +154,7 @@ pub(super) async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow
 
 pub(super) async fn delivery(config: Config, command: DeliveryCommand) -> anyhow::Result<ExitCode> {
     let store = daemon::existing_mirror(&config).await?;
-    store.migrate().await?;
+    daemon::catch_up(&store).await?;
     let configured = |name: &str| config.deliveries.iter().any(|d| d.name == name);
     match command {
         DeliveryCommand::List => {

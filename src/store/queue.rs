@@ -269,7 +269,8 @@ impl Store {
     /// `queue cancel`: only a request that has not started can be cancelled.
     pub async fn cancel(&self, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE write_queue SET status = 'cancelled', finished_at = now(), updated_at = now() WHERE id = $1 AND status = 'pending'",
+            // The status trigger stamps updated_at and finished_at: a writer role may set status alone.
+            "UPDATE write_queue SET status = 'cancelled' WHERE id = $1 AND status = 'pending'",
         )
         .bind(id)
         .execute(self.pool())

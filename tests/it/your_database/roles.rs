@@ -165,3 +165,22 @@ async fn a_role_that_does_not_exist_is_a_configuration_error_naming_it() {
     let err = store.check_roles(&Roles { writers: vec![mirror.clone()], ..Roles::default() }).await.unwrap_err();
     assert!(matches!(err, StoreError::OwnRole(_)), "the mirror's own role is refused: {err}");
 }
+
+#[tokio::test]
+async fn a_writer_role_queues_and_cancels_from_the_command_line_as_from_sql() {
+    let scratch = Scratch::new().await;
+    let writer = scratch.role("crm").await;
+    let store = mirror_with(&scratch, &Roles { writers: vec![writer.clone()], ..Roles::default() }).await;
+    let deal = a_deal(&store).await;
+    let sim = support::simulator(10, |_| {}).await;
+    let mut add = binary_as(&scratch, &writer, "ps", &sim, &["queue", "add", "update", "deal", &deal, "--payload", r#"{"stage": "won"}"#]);
+    support::succeeds(&mut add).await;
+    let id: i64 = sqlx::query_scalar("SELECT max(id) FROM write_queue").fetch_one(store.pool()).await.unwrap();
+    support::succeeds(&mut binary_as(&scratch, &writer, "ps", &sim, &["queue", "cancel", &id.to_string()])).await;
+    let (status, finished): (String, bool) = sqlx::query_as("SELECT status, finished_at IS NOT NULL FROM write_queue WHERE id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!((status.as_str(), finished), ("cancelled", true));
+}
