@@ -134,9 +134,15 @@ pub async fn syncer(config: &Config, shutdown: CancellationToken) -> Result<Sync
     let store = store(config).await?;
     store.migrate().await?;
     let p = &config.partnerstack;
-    if let Some(rate) = store.learned_rate(p.api_url.as_str(), &p.public_key).await?.filter(|_| api.learned_rate().is_some()) {
-        api.start_from(rate);
-        tracing::info!(learned = rate, starting_at = api.learned_rate(), "starting from the request rate learned before");
+    if let Some(learned) = store.learned_rate(p.api_url.as_str(), &p.public_key).await?.filter(|_| api.learned_rate().is_some()) {
+        api.start_from(learned);
+        tracing::info!(
+            learned = learned.requests_per_second,
+            found_at_429 = learned.found_at_429,
+            starting_at = api.learned_rate(),
+            "starting from the request rate learned before ({})",
+            if learned.found_at_429 { "found at a 429: additive increase" } else { "a floor: probing on upward" }
+        );
     }
     Ok(Syncer::new(api, store, SyncSettings::from(&config.sync), shutdown))
 }
@@ -373,9 +379,9 @@ async fn report(store: Store, holder: String, describe: impl Fn() -> String, shu
 /// the next start begins from it rather than from a cautious guess. Nothing to write without
 /// a client-side limit; a failure is logged (the rate is only a head start).
 pub async fn remember_rate(partnerstack: &crate::config::PartnerStackConfig, api: &ApiClient, store: &Store) {
-    let Some(rate) = api.learned_rate() else { return };
+    let Some(learned) = api.learned() else { return };
     crate::liveness::step();
-    if let Err(error) = store.remember_rate(partnerstack.api_url.as_str(), &partnerstack.public_key, rate).await {
+    if let Err(error) = store.remember_rate(partnerstack.api_url.as_str(), &partnerstack.public_key, learned).await {
         tracing::warn!(error = %crate::telemetry::error_chain(&error), "cannot remember the learned request rate in `api_budget`");
     }
 }
