@@ -172,6 +172,11 @@ impl Intake {
         };
         match payload::read(&body) {
             Webhook::Hint(kind) if self.objects.contains(&kind) => {
+                // A team webhook makes its team due: the read lists that team (and any other
+                // whose partnership changed), not every team.
+                if let Some(team) = payload::team_key(&body).filter(|_| kind == ObjectKind::PartnerTeamMember) {
+                    store::team_hinted_in(tx, &team).await?;
+                }
                 reads.insert(kind);
                 Ok((InboxOutcome::ReadRequested, None))
             }

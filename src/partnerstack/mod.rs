@@ -18,6 +18,7 @@ mod error;
 mod exchange;
 mod gate;
 mod pagination;
+pub mod probe;
 mod purpose;
 mod retry;
 mod stats;
