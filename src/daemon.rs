@@ -303,11 +303,22 @@ impl Daemon {
             keep_rate_remembered(config.clone(), api.clone(), store.clone(), shutdown.clone()).boxed(),
         );
         supervisor.spawn("daemon report", Watch::Liveness, report(store.clone(), holder.clone(), describe, shutdown.clone()).boxed());
-        supervisor.spawn(
-            "scheduler",
-            Watch::Liveness,
-            crate::scheduler::run(syncer, config.sync.clone(), liveness.clone(), shutdown.clone()).map(|r| Ok(r?)).boxed(),
-        );
+        let mut scheduler = crate::scheduler::Scheduler::new(syncer, config.sync.clone());
+        if config.webhooks.token.is_some() {
+            scheduler = scheduler.with_webhooks(crate::scheduler::WebhookHealth { quiet_after: config.webhooks.quiet_after });
+        }
+        match scheduler.loops(shutdown.clone()).await {
+            Ok(loops) => {
+                for l in loops {
+                    supervisor.spawn(l.name, if l.watched { Watch::Liveness } else { Watch::DeathOnly }, l.work);
+                }
+            }
+            Err(error) => {
+                // The cron clock cannot start: a daemon without its passes is no daemon.
+                let error = anyhow::Error::from(error);
+                supervisor.spawn("scheduler", Watch::DeathOnly, async move { Err(error.context("cannot start the scheduler")) }.boxed());
+            }
+        }
         tracing::info!(objects, holder = %holder, http = %http_address, "daemon started");
 
         let died = supervisor.until_shutdown_or_death(&shutdown).await;
@@ -386,8 +397,23 @@ pub async fn remember_rate(partnerstack: &crate::config::PartnerStackConfig, api
     }
 }
 
-/// [`remember_rate`] every [`REMEMBER_RATE_EVERY`], and once more when the daemon stops.
+/// The requests sent since the last call, by purpose, added to `api_requests` (for
+/// `status`). `sent`: what was added up so far, moved forward only when the write
+/// succeeded, so a failed write is carried to the next. Logged on failure: only a tally.
+pub async fn tally_requests(api: &ApiClient, store: &Store, sent: &mut [(crate::partnerstack::Purpose, u64)]) {
+    let now = api.requests_by_purpose();
+    let new: Vec<_> = now.iter().zip(sent.iter()).map(|((p, n), (_, before))| (*p, n.saturating_sub(*before))).collect();
+    crate::liveness::step();
+    match store.add_requests(&new).await {
+        Ok(()) => sent.copy_from_slice(&now),
+        Err(error) => tracing::debug!(error = %crate::telemetry::error_chain(&error), "cannot add up the requests in `api_requests`"),
+    }
+}
+
+/// [`remember_rate`] and [`tally_requests`] every [`REMEMBER_RATE_EVERY`], and once more
+/// when the daemon stops.
 async fn keep_rate_remembered(config: Config, api: ApiClient, store: Store, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut tallied = crate::partnerstack::Purpose::ALL.map(|p| (p, 0));
     loop {
         crate::liveness::wait_for(REMEMBER_RATE_EVERY);
         let stopping = tokio::select! {
@@ -395,6 +421,7 @@ async fn keep_rate_remembered(config: Config, api: ApiClient, store: Store, shut
             _ = tokio::time::sleep(REMEMBER_RATE_EVERY) => false,
         };
         remember_rate(&config.partnerstack, &api, &store).await;
+        tally_requests(&api, &store, &mut tallied).await;
         if stopping {
             return Ok(());
         }
@@ -516,6 +543,47 @@ mod tests {
         supervisor.spawn("steady", Watch::DeathOnly, async move { token.cancelled().await }.map(Ok).boxed());
         supervisor.spawn("fragile", Watch::Liveness, async { panic!("boom") }.boxed());
         assert_eq!(supervisor.until_shutdown_or_death(&shutdown).await.as_deref(), Some("fragile"));
+        shutdown.cancel();
+        supervisor.stop(Duration::from_secs(5)).await;
+    }
+
+    /// Issue 25: a pass run at a cron tick runs in the scheduler's supervised loop, not on
+    /// tokio-cron-scheduler's own task, so its panic is named and stops the daemon.
+    #[tokio::test]
+    async fn a_scheduled_job_that_panics_is_named_and_stops_the_daemon() {
+        let mut supervisor = Supervisor::new(Liveness::new(Duration::from_secs(5)));
+        let shutdown = CancellationToken::new();
+        let clock = tokio_cron_scheduler::JobScheduler::new().await.unwrap();
+        let (tick, ticks) = tokio::sync::mpsc::channel(1);
+        clock
+            .add(
+                tokio_cron_scheduler::Job::new_async("* * * * * *", move |_, _| {
+                    let _ = tick.try_send(());
+                    Box::pin(async {})
+                })
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        clock.start().await.unwrap();
+        let job = crate::scheduler::on_ticks(ticks, shutdown.clone(), || async { panic!("a rescan broke") });
+        supervisor.spawn("rescans", Watch::Liveness, job.boxed());
+        let died = tokio::time::timeout(Duration::from_secs(10), supervisor.until_shutdown_or_death(&shutdown)).await;
+        assert_eq!(died.expect("the next tick comes within a second or two").as_deref(), Some("rescans"));
+        shutdown.cancel();
+        supervisor.stop(Duration::from_secs(5)).await;
+    }
+
+    /// When the cron clock dies, its ticks stop for good: the loop waiting for them says so
+    /// and stops the daemon, rather than waiting for ever.
+    #[tokio::test]
+    async fn a_loop_whose_ticks_stop_for_good_fails_and_is_named() {
+        let mut supervisor = Supervisor::new(Liveness::new(Duration::from_secs(5)));
+        let shutdown = CancellationToken::new();
+        let (tick, ticks) = tokio::sync::mpsc::channel::<()>(1);
+        drop(tick);
+        supervisor.spawn("key scans", Watch::Liveness, crate::scheduler::on_ticks(ticks, shutdown.clone(), || async {}).boxed());
+        assert_eq!(supervisor.until_shutdown_or_death(&shutdown).await.as_deref(), Some("key scans"));
         shutdown.cancel();
         supervisor.stop(Duration::from_secs(5)).await;
     }

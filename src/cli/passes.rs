@@ -14,6 +14,7 @@ pub(super) async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, s
     let summary = scheduler::poll_all(&syncer, &objects, full).await;
     bar.finish();
     daemon::remember_rate(&config.partnerstack, syncer.api(), syncer.store()).await;
+    daemon::tally_requests(syncer.api(), syncer.store(), &mut crate::partnerstack::Purpose::ALL.map(|p| (p, 0))).await;
     print_summary(&summary)
 }
 
@@ -76,6 +77,7 @@ pub(super) async fn reconcile(config: Config, objects: Vec<ObjectKind>, shutdown
     let bar = progress_bar(&syncer);
     let summary = scheduler::reconcile_all(&syncer, &objects).await;
     bar.finish();
+    daemon::tally_requests(syncer.api(), syncer.store(), &mut crate::partnerstack::Purpose::ALL.map(|p| (p, 0))).await;
     print_summary(&summary)
 }
 
