@@ -321,14 +321,16 @@ fn tags_body() -> Finding {
 async fn updated_filter_honoured(api: &ApiClient, path: &'static str) -> Finding {
     let question =
         if path == "transactions" { "9.3 Is min_updated honoured on /transactions?" } else { "9.3 Is min_updated honoured on /rewards?" };
-    let problem = |e: ApiError| Finding { question, answer: Answer::Problem, detail: error_chain(&e), recommendation: "check access to this list".into() };
+    let problem = |e: ApiError| Finding {
+        question,
+        answer: Answer::Problem,
+        detail: error_chain(&e),
+        recommendation: "check access to this list".into(),
+    };
     match crate::partnerstack::probe::updated_filter(api, path).await {
-        FilterProbe::Empty => Finding {
-            question,
-            answer: Answer::Undetermined,
-            detail: format!("/{path} is empty"),
-            recommendation: "nothing to do".into(),
-        },
+        FilterProbe::Empty => {
+            Finding { question, answer: Answer::Undetermined, detail: format!("/{path} is empty"), recommendation: "nothing to do".into() }
+        }
         FilterProbe::Honoured => Finding {
             question,
             answer: Answer::Yes,

@@ -125,7 +125,9 @@ impl Worker {
                 return Ok(None);
             }
             // Someone queued this and waits for it: it goes first in the request budget.
-            Some(Claim::Request(request)) => with_priority(Priority::Urgent, with_purpose(Purpose::WriteBack, self.handle(request))).await?,
+            Some(Claim::Request(request)) => {
+                with_priority(Priority::Urgent, with_purpose(Purpose::WriteBack, self.handle(request))).await?
+            }
             Some(Claim::Unknown { id, operation, object_type, object_key, why }) => {
                 warn!(
                     id,

@@ -188,8 +188,7 @@ impl Syncer {
                 (None, _) => self.scan(kind, RunKind::Backfill, first_load, &lease).await,
                 (Some(_), _) if full => self.scan(kind, RunKind::Rescan, false, &lease).await,
                 (Some(_), ChangeFilter::PerTeam) => {
-                    with_priority(Priority::Normal, with_purpose(Purpose::Team, self.read_teams_due(kind, &lease, EventSource::Poll)))
-                        .await
+                    with_priority(Priority::Normal, with_purpose(Purpose::Team, self.read_teams_due(kind, &lease, EventSource::Poll))).await
                 }
                 (Some(cursor), filter) => self.poll(kind, cursor, filter, &lease).await,
             }
@@ -270,8 +269,8 @@ impl Syncer {
         };
         // A list documented by created time only, read by updated windows because the probe
         // found the filter honoured: a record outside the window says it no longer is.
-        let updated_bounds = (filter == ChangeFilter::Updated && kind.change_filter() == ChangeFilter::CreatedOnly)
-            .then_some((from - 1, until + 1));
+        let updated_bounds =
+            (filter == ChangeFilter::Updated && kind.change_filter() == ChangeFilter::CreatedOnly).then_some((from - 1, until + 1));
         let pass = Pass { kind, run: RunKind::Poll, from: Some(from), until };
         self.run_pass(pass, |run_id| async move {
             self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
