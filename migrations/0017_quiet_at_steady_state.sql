@@ -7,16 +7,13 @@
 ALTER TABLE api_budget ADD COLUMN found_at_429 boolean NOT NULL DEFAULT false;
 
 -- What the daemon's probe found about `min_updated` on transactions and rewards (SPEC 9.3),
--- probed at start and daily: 'honoured', 'ignored' or 'undetermined' (an empty list, a
--- failed probe). While honoured, they are polled by updated windows and leave the hourly
--- rescan, from their first complete read after `updated_filter_since` on.
+-- probed at start and daily: 'honoured', 'ignored' or 'undetermined' (an empty list). While
+-- honoured, they are polled by updated windows and leave the hourly rescan, from the first
+-- complete read that ends after `updated_filter_since` (`last_rescan_at`) on.
 ALTER TABLE sync_state
     ADD COLUMN updated_filter          text CHECK (updated_filter IN ('honoured', 'ignored', 'undetermined')),
     ADD COLUMN updated_filter_since    timestamptz,   -- when the probe first gave the current answer
-    ADD COLUMN updated_filter_probed_at timestamptz,  -- when it last gave it
-    -- The `until` of the object's last complete read (backfill, rescan, key scan): updated
-    -- windows read after it miss nothing.
-    ADD COLUMN complete_read_until     timestamptz;
+    ADD COLUMN updated_filter_probed_at timestamptz;  -- when it last gave it
 
 -- When each partner team's members were last read. A team is read again when a partnership
 -- of it was written after that (new or changed), or when a webhook names it (the row is then

@@ -301,10 +301,7 @@ impl Polls {
             }
             match (&mut cron, self.config.schedule.clone()) {
                 (Some(ticks), _) => {
-                    let tick = tokio::select! {
-                        tick = next_tick(ticks, &shutdown) => tick,
-                    };
-                    if !tick? {
+                    if !next_tick(ticks, &shutdown).await? {
                         return Ok(());
                     }
                 }

@@ -20,8 +20,6 @@ pub struct ObjectState {
     /// What the daemon's probe last found about `min_updated` on this object's list, and
     /// since when it has found that (transactions and rewards; see [`UpdatedFilter`]).
     pub updated_filter: Option<(UpdatedFilter, DateTime<Utc>)>,
-    /// Epoch ms: the `until` of the last complete read (backfill, rescan, key scan).
-    pub complete_read_until_ms: Option<i64>,
 }
 
 /// Whether an object's list honours `min_updated` (SPEC 9.3), as the daemon's probe found.
@@ -50,13 +48,13 @@ impl UpdatedFilter {
 impl ObjectState {
     /// How polls find this object's changes now. An object the API is documented to list by
     /// created time only is polled by updated windows once the probe found `min_updated`
-    /// honoured and a complete read has started since (the read the updated windows go on
-    /// from: the created windows polled before it say nothing of updates).
+    /// honoured and a complete read (backfill, rescan, key scan) has ended since: updated
+    /// windows go on from that read's cursor, where created windows polled after it would
+    /// have moved the cursor past updates nobody read. (Passes of one object never overlap,
+    /// so no created window runs between that read and the first updated one.)
     pub fn change_filter(&self, kind: ObjectKind) -> ChangeFilter {
         match (kind.change_filter(), self.updated_filter) {
-            (ChangeFilter::CreatedOnly, Some((UpdatedFilter::Honoured, since)))
-                if self.complete_read_until_ms.is_some_and(|until| until >= since.timestamp_millis()) =>
-            {
+            (ChangeFilter::CreatedOnly, Some((UpdatedFilter::Honoured, since))) if self.last_rescan_at.is_some_and(|at| at >= since) => {
                 ChangeFilter::Updated
             }
             (filter, _) => filter,
@@ -71,8 +69,8 @@ pub struct CursorAdvance {
     pub window_start_ms: Option<i64>,
     pub window_end_ms: i64,
     pub backfill_completed: bool,
-    /// A complete read (backfill, rescan, key scan) ends with this advance: its
-    /// `window_end_ms` becomes `complete_read_until`.
+    /// A complete read (backfill, rescan, key scan) ends with this advance
+    /// (`last_rescan_at`).
     pub rescan_completed: bool,
 }
 
@@ -110,8 +108,7 @@ impl Store {
     pub async fn object_state(&self, kind: ObjectKind) -> Result<ObjectState, StoreError> {
         let row = sqlx::query(
             "SELECT (extract(epoch from cursor) * 1000)::bigint AS cursor_ms, backfill_completed_at, last_rescan_at, \
-                    last_success_at, last_error, updated_filter, updated_filter_since, \
-                    (extract(epoch from complete_read_until) * 1000)::bigint AS complete_read_until_ms \
+                    last_success_at, last_error, updated_filter, updated_filter_since \
              FROM sync_state WHERE object = $1",
         )
         .bind(kind.table())
@@ -130,7 +127,6 @@ impl Store {
                     .as_deref()
                     .and_then(UpdatedFilter::parse)
                     .zip(r.try_get::<Option<DateTime<Utc>>, _>("updated_filter_since")?),
-                complete_read_until_ms: r.try_get("complete_read_until_ms")?,
             },
         })
     }
@@ -229,18 +225,14 @@ impl Store {
 /// The cursor never moves backwards, whatever the clock does.
 pub(super) async fn advance_in(tx: &mut Transaction<'_, Postgres>, kind: ObjectKind, a: &CursorAdvance) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO sync_state AS s (object, cursor, window_start, window_end, backfill_completed_at, last_rescan_at, \
-                                      complete_read_until) \
+        "INSERT INTO sync_state AS s (object, cursor, window_start, window_end, backfill_completed_at, last_rescan_at) \
          VALUES ($1, epoch_ms_to_timestamptz($2), epoch_ms_to_timestamptz($3), epoch_ms_to_timestamptz($4), \
-                 CASE WHEN $5 THEN now() END, CASE WHEN $6 THEN now() END, \
-                 CASE WHEN $6 THEN epoch_ms_to_timestamptz($4) END) \
+                 CASE WHEN $5 THEN now() END, CASE WHEN $6 THEN now() END) \
          ON CONFLICT (object) DO UPDATE SET \
              cursor = greatest(s.cursor, excluded.cursor), \
              window_start = excluded.window_start, window_end = excluded.window_end, \
              backfill_completed_at = coalesce(excluded.backfill_completed_at, s.backfill_completed_at), \
              last_rescan_at = coalesce(excluded.last_rescan_at, s.last_rescan_at), \
-             complete_read_until = CASE WHEN $6 THEN greatest(s.complete_read_until, excluded.window_end) \
-                                        ELSE s.complete_read_until END, \
              updated_at = now()",
     )
     .bind(kind.table())

@@ -45,7 +45,7 @@ pub const BOOKKEEPING: &[TableDoc] = &[
             ("window_start", "The start of the window being read, while a pass runs."),
             ("window_end", "The end of the window being read, while a pass runs."),
             ("backfill_completed_at", "When the first complete load finished."),
-            ("last_rescan_at", "When a full rescan last finished."),
+            ("last_rescan_at", "When a complete read (backfill, rescan or key scan) last finished."),
             ("last_reconcile_at", "When a complete key scan (finding deleted records) last finished."),
             ("last_success_at", "When a pass of this object last succeeded."),
             ("last_error", "Why the last failed pass failed."),
@@ -59,7 +59,6 @@ pub const BOOKKEEPING: &[TableDoc] = &[
             ),
             ("updated_filter_since", "When the probe first gave its current answer."),
             ("updated_filter_probed_at", "When the probe last ran."),
-            ("complete_read_until", "The end of the last complete read (backfill, rescan, key scan): updated windows go on from it."),
         ],
     },
     TableDoc {
