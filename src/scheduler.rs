@@ -290,7 +290,14 @@ impl Polls {
                             self.probe().await;
                             last_probe = Some(Instant::now());
                         }
-                        log_summary(&self.syncer, "poll", poll_all(&self.syncer, &self.objects, false).await);
+                        let name = if quiet {
+                            // Says in `status` and systemd's STATUS= why polls come seldom.
+                            let every = humantime_serde::re::humantime::format_duration(self.config.interval_with_webhooks);
+                            format!("poll (webhooks healthy: every {every})")
+                        } else {
+                            "poll".to_owned()
+                        };
+                        log_summary(&self.syncer, &name, poll_all(&self.syncer, &self.objects, false).await);
                         last_poll = Some(Instant::now());
                     }
                     Err(_) => info!("previous pass still running; skipping this poll"),
