@@ -293,3 +293,23 @@ async fn a_rate_learned_without_a_429_keeps_probing_at_the_next_start() {
         assert_eq!(syncer.api().learned(), Some(learned), "started from what was remembered, probing only from a floor");
     }
 }
+
+/// `status` adds up every process's requests by purpose: here one `sync` that backfilled deals
+/// and polled groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_prints_the_requests_of_the_last_hour_and_day_by_purpose() {
+    let sim = support::simulator(300, |_| {}).await;
+    let store = support::store().await;
+    support::succeeds(support::binary(&sim, &store, &["sync", "--object", "deals"]).env("PSM_PARTNERSTACK__PAGE_SIZE", "10")).await;
+    let sent = sim.simulator.request_count();
+    assert!(sent > 3, "a backfill of several pages: {sent}");
+    let report = support::binary(&sim, &store, &["status"]).stdout(std::process::Stdio::piped()).output().await.unwrap();
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(report.contains(&format!("API requests, last hour / last day: {sent} / {sent}")), "{report}");
+    let line = |purpose: &str| report.lines().find(|l| l.trim_start().starts_with(&format!("{purpose} "))).map(str::to_owned);
+    let backfill = line("backfill").unwrap_or_else(|| panic!("a backfill line in {report}"));
+    assert!(!backfill.trim_start().starts_with("backfill             0"), "{backfill}");
+    for purpose in ["poll", "rescan", "key_scan", "team", "write_back", "webhook", "probe"] {
+        assert!(line(purpose).is_some(), "{purpose} in {report}");
+    }
+}
