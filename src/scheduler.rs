@@ -391,12 +391,20 @@ pub async fn read_on_request(syncer: Syncer, reads: Arc<crate::intake::ReadReque
         liveness::wait_for(GATHER);
         tokio::time::sleep(GATHER).await;
         if let Ok(more) = tokio::time::timeout(Duration::ZERO, reads.next()).await {
-            kinds.extend(more);
+            for (kind, asked) in more {
+                let entry = kinds.entry(kind).or_insert(asked);
+                *entry = (*entry).max(asked);
+            }
         }
         if !credentials_accepted(&syncer, &shutdown).await {
             break;
         }
-        for kind in kinds {
+        for (kind, asked) in kinds {
+            // Updates of records read by created windows: the read could not see them.
+            if asked == crate::intake::Asked::UpdatesOnly && matches!(syncer.needs_rescan(kind).await, Ok(true)) {
+                tracing::debug!(object = %kind, "webhooks told of updates only, which created windows cannot see; the rescan reads them");
+                continue;
+            }
             match syncer.read_now(kind).await {
                 Ok(report) => {
                     info!(object = %kind, rows = report.totals.rows_written, events = report.totals.events_written, "read after a webhook")

@@ -108,7 +108,7 @@ async fn a_webhook_naming_a_team_gets_that_team_read_at_once() {
         wake: Arc::default(),
     };
     intake.work_through().await.unwrap();
-    assert_eq!(reads.next().await.into_iter().collect::<Vec<_>>(), [ObjectKind::PartnerTeamMember]);
+    assert_eq!(reads.next().await.into_keys().collect::<Vec<_>>(), [ObjectKind::PartnerTeamMember]);
 
     let before = syncer.api().requests_by_purpose();
     let read = syncer.read_now(ObjectKind::PartnerTeamMember).await.unwrap();
