@@ -32,9 +32,6 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(45);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The client's pauses between retries of one request: from 200 ms, doubling, up to 30 s.
 const API_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-/// How often the request rate the client has found is written to `api_budget` (and once
-/// more when the daemon stops).
-const REMEMBER_RATE_EVERY: Duration = Duration::from_secs(60);
 /// Added to the longest bounded step (a request's timeout, a database call's) before a loop
 /// that has not kept its promise counts as stuck.
 const STEP_SLACK: Duration = Duration::from_secs(5);
@@ -300,7 +297,7 @@ impl Daemon {
         supervisor.spawn(
             "request budget",
             Watch::Liveness,
-            keep_rate_remembered(config.clone(), api.clone(), store.clone(), shutdown.clone()).boxed(),
+            crate::request_books::keep(config.partnerstack.clone(), api.clone(), store.clone(), shutdown.clone()).boxed(),
         );
         supervisor.spawn("daemon report", Watch::Liveness, report(store.clone(), holder.clone(), describe, shutdown.clone()).boxed());
         let mut scheduler = crate::scheduler::Scheduler::new(syncer, config.sync.clone());
@@ -384,48 +381,6 @@ async fn report(store: Store, holder: String, describe: impl Fn() -> String, shu
         }
     }
     Ok(())
-}
-
-/// Writes the request rate the client has found for the configured key to `api_budget`, so
-/// the next start begins from it rather than from a cautious guess. Nothing to write without
-/// a client-side limit; a failure is logged (the rate is only a head start).
-pub async fn remember_rate(partnerstack: &crate::config::PartnerStackConfig, api: &ApiClient, store: &Store) {
-    let Some(learned) = api.learned() else { return };
-    crate::liveness::step();
-    if let Err(error) = store.remember_rate(partnerstack.api_url.as_str(), &partnerstack.public_key, learned).await {
-        tracing::warn!(error = %crate::telemetry::error_chain(&error), "cannot remember the learned request rate in `api_budget`");
-    }
-}
-
-/// The requests sent since the last call, by purpose, added to `api_requests` (for
-/// `status`). `sent`: what was added up so far, moved forward only when the write
-/// succeeded, so a failed write is carried to the next. Logged on failure: only a tally.
-pub async fn tally_requests(api: &ApiClient, store: &Store, sent: &mut [(crate::partnerstack::Purpose, u64)]) {
-    let now = api.requests_by_purpose();
-    let new: Vec<_> = now.iter().zip(sent.iter()).map(|((p, n), (_, before))| (*p, n.saturating_sub(*before))).collect();
-    crate::liveness::step();
-    match store.add_requests(&new).await {
-        Ok(()) => sent.copy_from_slice(&now),
-        Err(error) => tracing::debug!(error = %crate::telemetry::error_chain(&error), "cannot add up the requests in `api_requests`"),
-    }
-}
-
-/// [`remember_rate`] and [`tally_requests`] every [`REMEMBER_RATE_EVERY`], and once more
-/// when the daemon stops.
-async fn keep_rate_remembered(config: Config, api: ApiClient, store: Store, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut tallied = crate::partnerstack::Purpose::ALL.map(|p| (p, 0));
-    loop {
-        crate::liveness::wait_for(REMEMBER_RATE_EVERY);
-        let stopping = tokio::select! {
-            _ = shutdown.cancelled() => true,
-            _ = tokio::time::sleep(REMEMBER_RATE_EVERY) => false,
-        };
-        remember_rate(&config.partnerstack, &api, &store).await;
-        tally_requests(&api, &store, &mut tallied).await;
-        if stopping {
-            return Ok(());
-        }
-    }
 }
 
 // ---- supervision ------------------------------------------------------------------------

@@ -53,6 +53,7 @@ pub mod progress;
 pub mod queue;
 pub mod record;
 pub mod renewal;
+pub mod request_books;
 pub mod retention;
 pub mod scheduler;
 pub mod store;
