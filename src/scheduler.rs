@@ -144,9 +144,9 @@ impl Scheduler {
         let clock = JobScheduler::new().await?;
         let rescan_ticks = ticks(&clock, &config.rescan_schedule).await?;
         let key_scan_ticks = ticks(&clock, &config.reconcile_schedule).await?;
-        let poll_ticks = match &config.schedule {
-            Schedule::Cron(expr) => Some(ticks(&clock, expr).await?),
-            Schedule::Every(_) => None,
+        let poll_clock = match &config.schedule {
+            Schedule::Cron(expr) => PollClock::Ticks(ticks(&clock, expr).await?),
+            Schedule::Every(every) => PollClock::Every(*every),
         };
         clock.start().await?;
         // One pass at a time: a poll tick that finds another pass running is skipped; rescans
@@ -181,7 +181,7 @@ impl Scheduler {
             }
         };
         Ok(vec![
-            ScheduledLoop { name: "poll", watched: true, work: polls.run(poll_ticks, shutdown).boxed() },
+            ScheduledLoop { name: "poll", watched: true, work: polls.run(poll_clock, shutdown).boxed() },
             ScheduledLoop { name: "rescans", watched: true, work: rescans.boxed() },
             ScheduledLoop { name: "key scans", watched: true, work: key_scans.boxed() },
             ScheduledLoop { name: "cron clock", watched: false, work: keeper.boxed() },
@@ -255,6 +255,13 @@ async fn waiting_pass(
     log_summary(syncer, name, pass.await);
 }
 
+/// What wakes the poll loop: a pause of `sync.interval` after each pass, or the ticks of
+/// `sync.schedule`.
+enum PollClock {
+    Every(Duration),
+    Ticks(mpsc::Receiver<()>),
+}
+
 /// The poll loop's state.
 struct Polls {
     syncer: Syncer,
@@ -269,7 +276,7 @@ impl Polls {
     /// `min_updated`; then a pass every `sync.interval` (or at each tick of `sync.schedule`),
     /// or every `sync.interval_with_webhooks` while webhooks come in, looked at again at each
     /// interval or tick so ordinary polls resume by themselves when they stop.
-    async fn run(self, mut cron: Option<mpsc::Receiver<()>>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(self, mut clock: PollClock, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut last_probe: Option<Instant> = None;
         let mut last_poll: Option<Instant> = None;
         loop {
@@ -306,13 +313,14 @@ impl Polls {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            match (&mut cron, self.config.schedule.clone()) {
-                (Some(ticks), _) => {
+            match &mut clock {
+                PollClock::Ticks(ticks) => {
                     if !next_tick(ticks, &shutdown).await? {
                         return Ok(());
                     }
                 }
-                (None, Schedule::Every(every)) => {
+                PollClock::Every(every) => {
+                    let every = *every;
                     // While quiet, wake at the next quiet poll or after one ordinary interval,
                     // whichever is first, to see whether webhooks still come.
                     let pause = match (self.webhooks.is_some(), last_poll) {
@@ -327,7 +335,6 @@ impl Polls {
                         _ = tokio::time::sleep(pause) => {}
                     }
                 }
-                (None, Schedule::Cron(_)) => unreachable!("a cron schedule has its ticks"),
             }
         }
     }

@@ -313,3 +313,24 @@ async fn status_prints_the_requests_of_the_last_hour_and_day_by_purpose() {
         assert!(line(purpose).is_some(), "{purpose} in {report}");
     }
 }
+
+/// With `sync.schedule` (cron) instead of an interval, the poll loop runs a pass at once and
+/// then one at each tick (the cron clock only sends ticks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_poll_schedule_runs_a_pass_at_each_tick() {
+    let sim = support::simulator(50, |_| {}).await;
+    let store = support::store().await;
+    let mut command = support::binary(&sim, &store, &["run"]);
+    command.env("PSM_SYNC__SCHEDULE", "* * * * * *").env("PSM_SYNC__OBJECTS", "groups").env("PSM_HTTP__LISTEN", "127.0.0.1:0");
+    let mut daemon = command.spawn().unwrap();
+    support::eventually("three poll passes, a second apart", Duration::from_secs(30), || async {
+        let polls: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE object = 'groups' AND kind = 'poll'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        polls >= 3
+    })
+    .await;
+    support::sigterm(&daemon).await;
+    assert!(daemon.wait().await.unwrap().success());
+}
