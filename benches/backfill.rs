@@ -203,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
 /// How much of a rate limit the client was not told the backfill used, and what it cost.
 fn print_budget(api: &ApiClient, limit: f64, elapsed: f64) {
     let sent = api.requests_sent();
-    let refused: u64 = api.request_counts().iter().filter(|(_, status, _)| status == "429").map(|(_, _, n)| n).sum();
+    let refused: u64 = api.request_counts().iter().filter(|(_, status, _, _)| status == "429").map(|(_, _, _, n)| n).sum();
     println!("\n== request budget against a limit of {limit}/s the client was not told");
     println!("requests sent    {sent} ({:.0}% of {limit}/s over {elapsed:.1}s)", 100.0 * sent as f64 / (limit * elapsed));
     println!("share used       {:.1}% (requests answered without 429)", 100.0 * (sent - refused) as f64 / (limit * elapsed));

@@ -101,11 +101,17 @@ pub struct Config {
 pub struct WebhooksConfig {
     /// The secret path segment of `POST /webhooks/partnerstack/{token}`; `None`: intake is off.
     pub token: Option<SecretString>,
+    /// Intake counts as healthy while a webhook came in within this: polls then run every
+    /// `sync.interval_with_webhooks` (SPEC 14).
+    pub quiet_after: Duration,
 }
 
 impl fmt::Debug for WebhooksConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhooksConfig").field("token", &self.token.as_ref().map(|_| "[redacted]")).finish()
+        f.debug_struct("WebhooksConfig")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("quiet_after", &self.quiet_after)
+            .finish()
     }
 }
 
@@ -225,6 +231,9 @@ pub enum Schedule {
 pub struct SyncConfig {
     pub objects: Vec<ObjectKind>,
     pub schedule: Schedule,
+    /// The pause between polls while webhook intake is healthy (a webhook received within
+    /// `webhooks.quiet_after`): hints bring changes at once, polls are the safety net.
+    pub interval_with_webhooks: Duration,
     pub lookback: Duration,
     pub settle: Duration,
     pub rescan_schedule: String,

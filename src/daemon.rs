@@ -32,9 +32,6 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(45);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The client's pauses between retries of one request: from 200 ms, doubling, up to 30 s.
 const API_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-/// How often the request rate the client has found is written to `api_budget` (and once
-/// more when the daemon stops).
-const REMEMBER_RATE_EVERY: Duration = Duration::from_secs(60);
 /// Added to the longest bounded step (a request's timeout, a database call's) before a loop
 /// that has not kept its promise counts as stuck.
 const STEP_SLACK: Duration = Duration::from_secs(5);
@@ -178,9 +175,15 @@ pub async fn syncer(config: &Config, shutdown: CancellationToken) -> Result<Sync
     let store = store(config).await?;
     migrate(&store, config).await?;
     let p = &config.partnerstack;
-    if let Some(rate) = store.learned_rate(p.api_url.as_str(), &p.public_key).await?.filter(|_| api.learned_rate().is_some()) {
-        api.start_from(rate);
-        tracing::info!(learned = rate, starting_at = api.learned_rate(), "starting from the request rate learned before");
+    if let Some(learned) = store.learned_rate(p.api_url.as_str(), &p.public_key).await?.filter(|_| api.learned_rate().is_some()) {
+        api.start_from(learned);
+        tracing::info!(
+            learned = learned.requests_per_second,
+            found_at_429 = learned.found_at_429,
+            starting_at = api.learned_rate(),
+            "starting from the request rate learned before ({})",
+            if learned.found_at_429 { "found at a 429: additive increase" } else { "a floor: probing on upward" }
+        );
     }
     Ok(Syncer::new(api, store, SyncSettings::from(&config.sync), shutdown))
 }
@@ -334,14 +337,25 @@ impl Daemon {
         supervisor.spawn(
             "request budget",
             Watch::Liveness,
-            keep_rate_remembered(config.clone(), api.clone(), store.clone(), shutdown.clone()).boxed(),
+            crate::request_books::keep(config.partnerstack.clone(), api.clone(), store.clone(), shutdown.clone()).boxed(),
         );
         supervisor.spawn("daemon report", Watch::Liveness, report(store.clone(), holder.clone(), describe, shutdown.clone()).boxed());
-        supervisor.spawn(
-            "scheduler",
-            Watch::Liveness,
-            crate::scheduler::run(syncer, config.sync.clone(), liveness.clone(), shutdown.clone()).map(|r| Ok(r?)).boxed(),
-        );
+        let mut scheduler = crate::scheduler::Scheduler::new(syncer, config.sync.clone());
+        if config.webhooks.token.is_some() {
+            scheduler = scheduler.with_webhooks(crate::scheduler::WebhookHealth { quiet_after: config.webhooks.quiet_after });
+        }
+        match scheduler.loops(shutdown.clone()).await {
+            Ok(loops) => {
+                for l in loops {
+                    supervisor.spawn(l.name, if l.watched { Watch::Liveness } else { Watch::DeathOnly }, l.work);
+                }
+            }
+            Err(error) => {
+                // The cron clock cannot start: a daemon without its passes is no daemon.
+                let error = anyhow::Error::from(error);
+                supervisor.spawn("scheduler", Watch::DeathOnly, async move { Err(error.context("cannot start the scheduler")) }.boxed());
+            }
+        }
         tracing::info!(objects, holder = %holder, http = %http_address, "daemon started");
 
         let died = supervisor.until_shutdown_or_death(&shutdown).await;
@@ -407,32 +421,6 @@ async fn report(store: Store, holder: String, describe: impl Fn() -> String, shu
         }
     }
     Ok(())
-}
-
-/// Writes the request rate the client has found for the configured key to `api_budget`, so
-/// the next start begins from it rather than from a cautious guess. Nothing to write without
-/// a client-side limit; a failure is logged (the rate is only a head start).
-pub async fn remember_rate(partnerstack: &crate::config::PartnerStackConfig, api: &ApiClient, store: &Store) {
-    let Some(rate) = api.learned_rate() else { return };
-    crate::liveness::step();
-    if let Err(error) = store.remember_rate(partnerstack.api_url.as_str(), &partnerstack.public_key, rate).await {
-        tracing::warn!(error = %crate::telemetry::error_chain(&error), "cannot remember the learned request rate in `api_budget`");
-    }
-}
-
-/// [`remember_rate`] every [`REMEMBER_RATE_EVERY`], and once more when the daemon stops.
-async fn keep_rate_remembered(config: Config, api: ApiClient, store: Store, shutdown: CancellationToken) -> anyhow::Result<()> {
-    loop {
-        crate::liveness::wait_for(REMEMBER_RATE_EVERY);
-        let stopping = tokio::select! {
-            _ = shutdown.cancelled() => true,
-            _ = tokio::time::sleep(REMEMBER_RATE_EVERY) => false,
-        };
-        remember_rate(&config.partnerstack, &api, &store).await;
-        if stopping {
-            return Ok(());
-        }
-    }
 }
 
 // ---- supervision ------------------------------------------------------------------------
@@ -550,6 +538,47 @@ mod tests {
         supervisor.spawn("steady", Watch::DeathOnly, async move { token.cancelled().await }.map(Ok).boxed());
         supervisor.spawn("fragile", Watch::Liveness, async { panic!("boom") }.boxed());
         assert_eq!(supervisor.until_shutdown_or_death(&shutdown).await.as_deref(), Some("fragile"));
+        shutdown.cancel();
+        supervisor.stop(Duration::from_secs(5)).await;
+    }
+
+    /// Issue 25: a pass run at a cron tick runs in the scheduler's supervised loop, not on
+    /// tokio-cron-scheduler's own task, so its panic is named and stops the daemon.
+    #[tokio::test]
+    async fn a_scheduled_job_that_panics_is_named_and_stops_the_daemon() {
+        let mut supervisor = Supervisor::new(Liveness::new(Duration::from_secs(5)));
+        let shutdown = CancellationToken::new();
+        let clock = tokio_cron_scheduler::JobScheduler::new().await.unwrap();
+        let (tick, ticks) = tokio::sync::mpsc::channel(1);
+        clock
+            .add(
+                tokio_cron_scheduler::Job::new_async("* * * * * *", move |_, _| {
+                    let _ = tick.try_send(());
+                    Box::pin(async {})
+                })
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        clock.start().await.unwrap();
+        let job = crate::scheduler::on_ticks(ticks, shutdown.clone(), || async { panic!("a rescan broke") });
+        supervisor.spawn("rescans", Watch::Liveness, job.boxed());
+        let died = tokio::time::timeout(Duration::from_secs(10), supervisor.until_shutdown_or_death(&shutdown)).await;
+        assert_eq!(died.expect("the next tick comes within a second or two").as_deref(), Some("rescans"));
+        shutdown.cancel();
+        supervisor.stop(Duration::from_secs(5)).await;
+    }
+
+    /// When the cron clock dies, its ticks stop for good: the loop waiting for them says so
+    /// and stops the daemon, rather than waiting for ever.
+    #[tokio::test]
+    async fn a_loop_whose_ticks_stop_for_good_fails_and_is_named() {
+        let mut supervisor = Supervisor::new(Liveness::new(Duration::from_secs(5)));
+        let shutdown = CancellationToken::new();
+        let (tick, ticks) = tokio::sync::mpsc::channel::<()>(1);
+        drop(tick);
+        supervisor.spawn("key scans", Watch::Liveness, crate::scheduler::on_ticks(ticks, shutdown.clone(), || async {}).boxed());
+        assert_eq!(supervisor.until_shutdown_or_death(&shutdown).await.as_deref(), Some("key scans"));
         shutdown.cancel();
         supervisor.stop(Duration::from_secs(5)).await;
     }

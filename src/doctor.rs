@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::{
     config::PartnerStackConfig,
-    partnerstack::{ApiClient, ApiError, ErrorClass, ListQuery},
+    partnerstack::{probe::FilterProbe, ApiClient, ApiError, ErrorClass, ListQuery},
     telemetry::error_chain,
 };
 
@@ -318,48 +318,35 @@ fn tags_body() -> Finding {
     }
 }
 
-/// SPEC 9.3: a `min_updated` in the future must return nothing if it is honoured.
+/// SPEC 9.3: a `min_updated` in the future must return nothing if it is honoured (the probe
+/// the daemon also runs, at start and daily).
 async fn updated_filter_honoured(api: &ApiClient, path: &'static str) -> Finding {
     let question =
         if path == "transactions" { "9.3 Is min_updated honoured on /transactions?" } else { "9.3 Is min_updated honoured on /rewards?" };
-    let one = ListQuery { limit: Some(1), ..ListQuery::default() };
-    let any = match api.list_page(path, &one, None).await {
-        Ok(p) => !p.items.is_empty(),
-        Err(e) => {
-            return Finding {
-                question,
-                answer: Answer::Problem,
-                detail: error_chain(&e),
-                recommendation: "check access to this list".into(),
-            }
-        }
+    let problem = |e: ApiError| Finding {
+        question,
+        answer: Answer::Problem,
+        detail: error_chain(&e),
+        recommendation: "check access to this list".into(),
     };
-    if !any {
-        return Finding {
-            question,
-            answer: Answer::Undetermined,
-            detail: format!("/{path} is empty"),
-            recommendation: "nothing to do".into(),
-        };
-    }
-    let future = Utc::now().timestamp_millis() + 365 * 86_400_000;
-    let filtered = ListQuery { min_updated: Some(future), limit: Some(1), ..ListQuery::default() };
-    match api.list_page(path, &filtered, None).await {
-        Ok(p) if p.items.is_empty() => Finding {
+    match crate::partnerstack::probe::updated_filter(api, path).await {
+        FilterProbe::Empty => {
+            Finding { question, answer: Answer::Undetermined, detail: format!("/{path} is empty"), recommendation: "nothing to do".into() }
+        }
+        FilterProbe::Honoured => Finding {
             question,
             answer: Answer::Yes,
             detail: format!("/{path}?min_updated=<next year> returned nothing"),
-            recommendation: "the mirror still reads it by created windows plus rescans; sync.rescan_schedule may be relaxed".into(),
+            recommendation: "nothing to do: the daemon finds this too, polls the list by updated windows and drops its hourly rescan"
+                .into(),
         },
-        Ok(_) => Finding {
+        FilterProbe::Ignored => Finding {
             question,
             answer: Answer::No,
             detail: format!("/{path}?min_updated=<next year> still returned records: the filter is ignored"),
             recommendation: "keep sync.rescan_schedule: rescans are the only way to see later changes here".into(),
         },
-        Err(e) => {
-            Finding { question, answer: Answer::Problem, detail: error_chain(&e), recommendation: "check access to this list".into() }
-        }
+        FilterProbe::Failed(e) => problem(e),
     }
 }
 

@@ -56,6 +56,7 @@ pub mod queue;
 pub mod record;
 pub mod reference;
 pub mod renewal;
+pub mod request_books;
 pub mod retention;
 pub mod scheduler;
 pub mod store;

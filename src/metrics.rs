@@ -72,10 +72,15 @@ pub fn as_prometheus_text(openmetrics: &str) -> String {
 
 fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
     let api: Family<Labels, Counter> = Family::default();
-    for (endpoint, status, n) in process.api.request_counts() {
-        api.get_or_create(&vec![("endpoint", endpoint), ("status", status)]).inc_by(n);
+    for (endpoint, status, purpose, n) in process.api.request_counts() {
+        api.get_or_create(&vec![("endpoint", endpoint), ("status", status), ("purpose", purpose.label().to_owned())]).inc_by(n);
     }
-    registry.register("api_requests", "PartnerStack API requests sent, retries included", api);
+    registry.register(
+        "api_requests",
+        "PartnerStack API requests sent, retries included, by endpoint, status and purpose (poll, rescan, key_scan, team, \
+         write_back, webhook, probe, backfill)",
+        api,
+    );
     let throttled: Counter<f64, AtomicU64> = Counter::default();
     throttled.inc_by(process.api.throttled_seconds());
     registry.register(

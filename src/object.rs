@@ -34,10 +34,12 @@ pub enum ObjectKind {
 pub enum ChangeFilter {
     /// `min_updated`/`max_updated` are honoured: incremental windows over `updated_at`.
     Updated,
-    /// Only `min_created`/`max_created` can be trusted (SPEC 9.3): new records come from
-    /// created windows, later changes from scheduled rescans.
+    /// Only `min_created`/`max_created` are documented (SPEC 9.3): new records come from
+    /// created windows, later changes from scheduled rescans, unless the daemon's probe finds
+    /// `min_updated` honoured ([`crate::store::ObjectState::change_filter`]).
     CreatedOnly,
-    /// Not listed on its own: fetched per partner team during rescans.
+    /// Not listed on its own: fetched per partner team, for the teams that may have changed
+    /// and, in the daily key scan, for every team.
     PerTeam,
 }
 
@@ -285,12 +287,13 @@ impl ObjectKind {
         ObjectKind::PartnerTeamMember,
     ];
 
-    /// What `sync.objects` means when it is empty: every object (SPEC 3). Partner-team
-    /// members come last, as their listing walks the partnerships' teams; the API lists them
-    /// one team at a time (one request per team on a backfill and on every rescan, at the
-    /// budget's bulk priority), so an operator with many teams may leave them out.
+    /// What `sync.objects` means when it is empty: every object but partner-team members
+    /// (SPEC 3, 14). The API lists members one team at a time, so they cost a request per
+    /// team on a backfill (on an account of 180,000 records, 20,000 requests where the nine
+    /// other objects need 739) and a walk of every team each day: an operator who wants
+    /// them lists them.
     pub fn default_set() -> Vec<ObjectKind> {
-        ObjectKind::ALL.to_vec()
+        ObjectKind::ALL.into_iter().filter(|k| *k != ObjectKind::PartnerTeamMember).collect()
     }
 
     /// The mirror table, in the configured schema.
@@ -362,7 +365,8 @@ impl ObjectKind {
         }
     }
 
-    /// How changed records of this type can be found.
+    /// How changed records of this type can be found, as documented (the probe may find
+    /// more: see [`crate::store::ObjectState::change_filter`]).
     pub fn change_filter(self) -> ChangeFilter {
         match self {
             ObjectKind::Transaction | ObjectKind::Reward => ChangeFilter::CreatedOnly,

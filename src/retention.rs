@@ -1,6 +1,7 @@
 //! The daemon's retention loop: on a schedule, prunes events past `events.retain` (never one
 //! an active consumer or delivery has not passed), finished write-back requests past
-//! `queue.retain_finished`, and `sync_runs` past `sync.retain_runs`, one small batch at a time
+//! `queue.retain_finished`, and `sync_runs` (with the `api_requests` tally) past
+//! `sync.retain_runs`, one small batch at a time
 //! with a pause between batches, so writers (a backfill) barely notice.
 
 use std::time::Duration;
@@ -83,6 +84,8 @@ pub async fn prune_once(store: &Store, settings: RetentionSettings, shutdown: &C
     if let Some(age) = settings.runs.max_age() {
         let removed = in_batches(shutdown, || store.prune_runs(age, ROWS_PER_BATCH)).await?;
         store.record_prune("sync_runs", removed, None).await?;
+        let removed = in_batches(shutdown, || store.prune_request_tally(age, ROWS_PER_BATCH)).await?;
+        store.record_prune("api_requests", removed, None).await?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, daemon, object::ObjectKind, scheduler};
+use crate::{config::Config, daemon, object::ObjectKind, request_books, scheduler};
 
 pub(super) async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let syncer = daemon::syncer(&config, shutdown).await?;
@@ -13,7 +13,8 @@ pub(super) async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, s
     let bar = progress_bar(&syncer);
     let summary = scheduler::poll_all(&syncer, &objects, full).await;
     bar.finish();
-    daemon::remember_rate(&config.partnerstack, syncer.api(), syncer.store()).await;
+    request_books::remember_rate(&config.partnerstack, syncer.api(), syncer.store()).await;
+    request_books::tally_requests(syncer.api(), syncer.store(), &mut request_books::nothing_tallied()).await;
     print_summary(&summary)
 }
 
@@ -76,6 +77,7 @@ pub(super) async fn reconcile(config: Config, objects: Vec<ObjectKind>, shutdown
     let bar = progress_bar(&syncer);
     let summary = scheduler::reconcile_all(&syncer, &objects).await;
     bar.finish();
+    request_books::tally_requests(syncer.api(), syncer.store(), &mut request_books::nothing_tallied()).await;
     print_summary(&summary)
 }
 

@@ -27,13 +27,21 @@ pub(super) struct RawConfig {
     webhooks: RawWebhooks,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawWebhooks {
     #[serde(deserialize_with = "lenient::optional_secret")]
     token: Option<SecretString>,
     #[serde(deserialize_with = "lenient::optional_path")]
     token_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    quiet_after: Duration,
+}
+
+impl Default for RawWebhooks {
+    fn default() -> Self {
+        RawWebhooks { token: None, token_file: None, quiet_after: Duration::from_secs(15 * 60) }
+    }
 }
 
 impl RawWebhooks {
@@ -51,7 +59,10 @@ impl RawWebhooks {
         if let Some(t) = &token {
             check_token(t.expose_secret())?;
         }
-        Ok(WebhooksConfig { token })
+        if self.quiet_after.is_zero() {
+            return Err(invalid("webhooks.quiet_after", "must be positive"));
+        }
+        Ok(WebhooksConfig { token, quiet_after: self.quiet_after })
     }
 }
 
@@ -172,6 +183,8 @@ struct RawSync {
     #[serde(with = "humantime_serde")]
     interval: Option<Duration>,
     #[serde(with = "humantime_serde")]
+    interval_with_webhooks: Duration,
+    #[serde(with = "humantime_serde")]
     lookback: Duration,
     #[serde(with = "humantime_serde")]
     settle: Duration,
@@ -196,6 +209,7 @@ impl Default for RawSync {
             objects: Vec::new(),
             schedule: None,
             interval: None,
+            interval_with_webhooks: Duration::from_secs(300),
             lookback: Duration::from_secs(600),
             settle: Duration::from_secs(5),
             rescan_schedule: "0 0 * * * *".into(),
@@ -441,6 +455,9 @@ impl RawSync {
             (None, Some(every)) => Schedule::Every(every),
             (None, None) => Schedule::Every(Duration::from_secs(60)),
         };
+        if self.interval_with_webhooks.is_zero() {
+            return Err(invalid("sync.interval_with_webhooks", "must be positive"));
+        }
         check_cron("sync.rescan_schedule", &self.rescan_schedule)?;
         check_cron("sync.reconcile_schedule", &self.reconcile_schedule)?;
         if !(0.0..=1.0).contains(&self.reconcile_max_delete_share) {
@@ -455,6 +472,7 @@ impl RawSync {
         Ok(SyncConfig {
             objects,
             schedule,
+            interval_with_webhooks: self.interval_with_webhooks,
             lookback: self.lookback,
             settle: self.settle,
             rescan_schedule: self.rescan_schedule,

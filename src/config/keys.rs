@@ -195,10 +195,11 @@ pub const KEYS: &[Key] = &[
         "list of object names",
         Value("[]"),
         "[\"deals\", \"leads\"]",
-        "The objects to mirror; empty means all ten. Names are table names (`deals`) or singular (`deal`); from the \
-         environment a comma-separated list works too (`PSM_SYNC__OBJECTS=deals,leads`). Partner-team members are listed one \
-         team at a time (a request per team on the backfill and on every rescan): with many teams and no need for them, \
-         list the other nine here.",
+        "The objects to mirror; empty means every object but partner-team members. Names are table names (`deals`) or \
+         singular (`deal`); from the environment a comma-separated list works too (`PSM_SYNC__OBJECTS=deals,leads`). The API \
+         lists partner-team members one team at a time (a request per team on their backfill), so they are mirrored only \
+         when listed here; then a team is read when its partnership is new or changed or a webhook names it, and every team \
+         is walked with the daily key scan ([Quiet at steady state](steady-state.md)).",
     ),
     key(
         "sync",
@@ -217,6 +218,16 @@ pub const KEYS: &[Key] = &[
         "\"30s\"",
         "The pause between the end of one poll pass and the start of the next, when `schedule` is not set.",
     ),
+    key(
+        "sync",
+        "interval_with_webhooks",
+        "duration",
+        Value("\"5m\""),
+        "\"5m\"",
+        "The pause between polls while webhook intake is healthy (a webhook received within `webhooks.quiet_after`): \
+         PartnerStack's webhooks bring changes at once, so polls are only the safety net. Without recent webhooks the \
+         ordinary `interval` or `schedule` resumes by itself.",
+    ),
     key("sync", "lookback", "duration", Value("\"10m\""), "\"10m\"", "Each window starts this long before the previous one ended, so records sharing a millisecond at a window's edge are read again (the diff makes that free)."),
     key("sync", "settle", "duration", Value("\"5s\""), "\"5s\"", "Each window ends this long before now, for changes committed with a slightly older timestamp."),
     key(
@@ -225,7 +236,9 @@ pub const KEYS: &[Key] = &[
         "cron (6 fields, seconds first, UTC)",
         Value("\"0 0 * * * *\""),
         "\"0 0 * * * *\"",
-        "Complete reads of the objects the API cannot list by update (transactions, rewards) and of partner-team members.",
+        "Complete reads of transactions and rewards while the API ignores `min_updated` on them (probed at start and daily; \
+         `doctor` tells). Once the probe finds it honoured, they are polled by updated windows like the others and this \
+         read stops (the daily key scan stays as the safety net).",
     ),
     key(
         "sync",
@@ -233,7 +246,8 @@ pub const KEYS: &[Key] = &[
         "cron (6 fields, seconds first, UTC)",
         Value("\"0 30 3 * * *\""),
         "\"0 30 3 * * *\"",
-        "Complete key scans, which find records that vanished from the API and mark their rows deleted.",
+        "Complete key scans, which find records that vanished from the API and mark their rows deleted; the walk of every \
+         partner team (when team members are mirrored) and the daily safety read of transactions and rewards run with them.",
     ),
     key(
         "sync",
@@ -446,6 +460,15 @@ pub const KEYS: &[Key] = &[
         Unset("none"),
         "\"/run/credentials/partnerstack-mirror.service/webhook_token\"",
         "Read the token from this file instead. Set either this or `token`, not both.",
+    ),
+    key(
+        "webhooks",
+        "quiet_after",
+        "duration",
+        Value("\"15m\""),
+        "\"15m\"",
+        "Webhook intake counts as healthy while a webhook came within this; meanwhile polls run every \
+         `sync.interval_with_webhooks`.",
     ),
 ];
 

@@ -40,7 +40,10 @@ fn defaults_follow_the_spec() {
     assert_eq!(c.partnerstack.page_size, 250);
     assert_eq!(c.sync.lookback, Duration::from_secs(600));
     assert_eq!(c.sync.settle, Duration::from_secs(5));
-    assert_eq!(c.sync.objects, ObjectKind::ALL, "all objects, team members included (SPEC 3)");
+    assert_eq!(c.sync.objects.len(), 9, "every object but partner-team members (SPEC 3, 14)");
+    assert!(!c.sync.objects.contains(&ObjectKind::PartnerTeamMember));
+    assert_eq!(c.sync.interval_with_webhooks, Duration::from_secs(300), "SPEC 14");
+    assert_eq!(c.webhooks.quiet_after, Duration::from_secs(900), "SPEC 14");
     assert_eq!(c.http.listen.to_string(), "127.0.0.1:9187");
 }
 
@@ -231,13 +234,27 @@ fn a_file_error_names_the_key_without_a_profile_and_the_file() {
     std::fs::remove_file(path).unwrap();
 }
 
-/// SPEC 3: `sync.objects` defaults to all, partner-team members included, parents first.
+/// SPEC 3, 14: `sync.objects` defaults to every object but partner-team members (a request
+/// per team), parents first; listed, team members come after partnerships.
 #[test]
-fn sync_objects_left_out_means_every_object_with_team_members_after_partnerships() {
+fn sync_objects_left_out_means_every_object_but_team_members_parents_first() {
     let objects = Config::from_toml("").unwrap().sync.objects;
-    assert_eq!(objects, ObjectKind::ALL);
+    let all_but_members: Vec<ObjectKind> = ObjectKind::ALL.into_iter().filter(|k| *k != ObjectKind::PartnerTeamMember).collect();
+    assert_eq!(objects, all_but_members);
     let at = |kind| objects.iter().position(|k| *k == kind).unwrap();
-    assert!(at(ObjectKind::Partnership) < at(ObjectKind::PartnerTeamMember));
+    assert!(at(ObjectKind::Group) < at(ObjectKind::Partnership) && at(ObjectKind::Partnership) < at(ObjectKind::Deal));
+    let listed = Config::from_toml("[sync]\nobjects = [\"partner_team_members\", \"partnerships\"]").unwrap().sync.objects;
+    assert_eq!(listed, [ObjectKind::PartnerTeamMember, ObjectKind::Partnership], "as listed");
+}
+
+#[test]
+fn quiet_keys_must_be_positive() {
+    let err = Config::from_toml("[sync]\ninterval_with_webhooks = \"0s\"").unwrap_err().to_string();
+    assert!(err.contains("sync.interval_with_webhooks"), "{err}");
+    let err = Config::from_toml("[webhooks]\nquiet_after = \"0s\"").unwrap_err().to_string();
+    assert!(err.contains("webhooks.quiet_after"), "{err}");
+    let c = Config::from_toml("[sync]\ninterval_with_webhooks = \"2m\"\n[webhooks]\nquiet_after = \"1h\"").unwrap();
+    assert_eq!((c.sync.interval_with_webhooks, c.webhooks.quiet_after), (Duration::from_secs(120), Duration::from_secs(3600)));
 }
 
 #[test]

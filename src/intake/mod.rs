@@ -14,7 +14,7 @@
 pub mod payload;
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -41,21 +41,51 @@ const BATCH: i64 = 100;
 const POLL: Duration = Duration::from_secs(1);
 
 /// The object types webhooks asked to read, not read yet: each at most once however many
-/// webhooks asked.
+/// webhooks asked, with what they said of it.
 #[derive(Debug, Default)]
 pub struct ReadRequests {
-    kinds: Mutex<BTreeSet<ObjectKind>>,
+    kinds: Mutex<BTreeMap<ObjectKind, Asked>>,
     wake: Notify,
 }
 
+/// What the webhooks about one object type said since its last read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Asked {
+    /// Only that records changed (`deal.updated`, `reward.status_updated`): a read by
+    /// created windows (transactions and rewards, while the API ignores `min_updated` on
+    /// them) cannot see it, and is not worth a request; the rescan finds it.
+    UpdatesOnly,
+    /// Something that may be new (`*.created`), or unknown.
+    Anything,
+}
+
+impl Asked {
+    /// What a webhook named `event` says.
+    pub fn by(event: Option<&str>) -> Asked {
+        match event {
+            Some(name) if !name.ends_with("created") => Asked::UpdatesOnly,
+            _ => Asked::Anything,
+        }
+    }
+}
+
 impl ReadRequests {
+    /// Asks for a read of `kind` (webhooks that may be about anything).
     pub fn request(&self, kind: ObjectKind) {
-        self.kinds.lock().expect("no panics while holding it").insert(kind);
+        self.ask(kind, Asked::Anything);
+    }
+
+    /// Asks for a read of `kind`; `Anything` wins over `UpdatesOnly`.
+    pub fn ask(&self, kind: ObjectKind, asked: Asked) {
+        let mut kinds = self.kinds.lock().expect("no panics while holding it");
+        let entry = kinds.entry(kind).or_insert(asked);
+        *entry = (*entry).max(asked);
+        drop(kinds);
         self.wake.notify_one();
     }
 
     /// Waits until some object type was asked for, and takes every one asked for so far.
-    pub async fn next(&self) -> BTreeSet<ObjectKind> {
+    pub async fn next(&self) -> BTreeMap<ObjectKind, Asked> {
         loop {
             let taken = std::mem::take(&mut *self.kinds.lock().expect("no panics while holding it"));
             if !taken.is_empty() {
@@ -143,7 +173,7 @@ impl Intake {
     async fn handle_batch(&self) -> Result<usize, StoreError> {
         let mut tx = self.store.pool().begin().await?;
         let rows = store::pending_webhooks_in(&mut tx, BATCH).await?;
-        let mut reads = BTreeSet::new();
+        let mut reads = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(rows.len());
         for row in &rows {
             let (outcome, error) = self.handle(&mut tx, row, &mut reads).await?;
@@ -154,8 +184,8 @@ impl Intake {
         for outcome in outcomes {
             self.counters.count(outcome);
         }
-        for kind in reads {
-            self.reads.request(kind);
+        for (kind, asked) in reads {
+            self.reads.ask(kind, asked);
         }
         Ok(rows.len())
     }
@@ -164,7 +194,7 @@ impl Intake {
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         row: &InboxRow,
-        reads: &mut BTreeSet<ObjectKind>,
+        reads: &mut BTreeMap<ObjectKind, Asked>,
     ) -> Result<(InboxOutcome, Option<String>), StoreError> {
         // Only JSON is accepted into the inbox; a row that is not must have come another way.
         let Ok(body) = serde_json::from_str::<Value>(&row.payload) else {
@@ -172,7 +202,14 @@ impl Intake {
         };
         match payload::read(&body) {
             Webhook::Hint(kind) if self.objects.contains(&kind) => {
-                reads.insert(kind);
+                // A team webhook makes its team due: the read lists that team (and any other
+                // whose partnership changed), not every team.
+                if let Some(team) = payload::team_key(&body).filter(|_| kind == ObjectKind::PartnerTeamMember) {
+                    store::team_hinted_in(tx, &team).await?;
+                }
+                let asked = Asked::by(payload::event_name(&body).as_deref());
+                let entry = reads.entry(kind).or_insert(asked);
+                *entry = (*entry).max(asked);
                 Ok((InboxOutcome::ReadRequested, None))
             }
             Webhook::Hint(kind) => Ok((InboxOutcome::Ignored, Some(format!("{} is not mirrored (sync.objects)", kind.table())))),
@@ -229,9 +266,26 @@ mod tests {
         for _ in 0..1000 {
             reads.request(ObjectKind::Deal);
         }
-        reads.request(ObjectKind::Lead);
-        assert_eq!(reads.next().await, BTreeSet::from([ObjectKind::Deal, ObjectKind::Lead]));
+        reads.ask(ObjectKind::Lead, Asked::UpdatesOnly);
+        reads.ask(ObjectKind::Reward, Asked::UpdatesOnly);
+        reads.request(ObjectKind::Reward);
+        reads.ask(ObjectKind::Deal, Asked::UpdatesOnly);
+        let asked = BTreeMap::from([
+            (ObjectKind::Deal, Asked::Anything),
+            (ObjectKind::Lead, Asked::UpdatesOnly),
+            (ObjectKind::Reward, Asked::Anything),
+        ]);
+        assert_eq!(reads.next().await, asked, "one entry per kind; anything wins over updates only");
         assert!(tokio::time::timeout(Duration::from_millis(20), reads.next()).await.is_err(), "nothing left to take");
+    }
+
+    #[test]
+    fn only_a_creation_may_bring_something_new() {
+        assert_eq!(Asked::by(Some("transaction.created")), Asked::Anything);
+        assert_eq!(Asked::by(Some("partnership_created")), Asked::Anything);
+        assert_eq!(Asked::by(Some("reward.status_updated")), Asked::UpdatesOnly);
+        assert_eq!(Asked::by(Some("transaction_updated")), Asked::UpdatesOnly);
+        assert_eq!(Asked::by(None), Asked::Anything);
     }
 
     #[test]

@@ -87,6 +87,19 @@ pub fn read(body: &Value) -> Webhook {
     }
 }
 
+/// The partner team a team or member webhook names, if it names one: the record's
+/// `team_key` (a member) or `team.key`, under `data` (current style) or at the top level
+/// (legacy style); for a team's own events (`partner_team.updated`), its `key`.
+pub fn team_key(body: &Value) -> Option<String> {
+    let fields = body.get("data").filter(|d| d.is_object()).unwrap_or(body);
+    let own = event_name(body).is_some_and(|n| n.replace('.', "_").starts_with("partner_team") && !n.contains("member"));
+    fields
+        .get("team_key")
+        .and_then(text)
+        .or_else(|| fields.get("team").and_then(|t| t.get("key")).and_then(text))
+        .or_else(|| own.then(|| fields.get("key").and_then(text)).flatten())
+}
+
 enum Subject {
     Object(ObjectKind),
     Training(TrainingKind),
@@ -199,6 +212,20 @@ mod tests {
         ] {
             assert_eq!(read(&body), Webhook::Hint(kind), "{body}");
         }
+    }
+
+    #[test]
+    fn a_team_or_member_webhook_names_its_team_in_either_style() {
+        let member = json!({"event": "partner_team.member_joined", "data": {"key": "mbr_1", "team_key": "stck_1"}});
+        assert_eq!(team_key(&member).as_deref(), Some("stck_1"));
+        let legacy = json!({"event": "partner_team_member_joined", "key": "mbr_1", "team_key": "stck_2"});
+        assert_eq!(team_key(&legacy).as_deref(), Some("stck_2"));
+        let team = json!({"event": "partner_team.updated", "data": {"key": "stck_3", "name": "Acme"}});
+        assert_eq!(team_key(&team).as_deref(), Some("stck_3"));
+        let nested = json!({"event": "partner_team.member_left", "data": {"key": "mbr_2", "team": {"key": "stck_4"}}});
+        assert_eq!(team_key(&nested).as_deref(), Some("stck_4"));
+        let unnamed = json!({"event": "partner_team.member_joined", "data": {"key": "mbr_3"}});
+        assert_eq!(team_key(&unnamed), None, "a member's own key is no team's");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!   the rate: by [`INCREASE_PER_SECOND`] over each second of such use. Idle or half-used, the
 //!   rate stays where it is, so it never climbs past what was tried.
 //! - Until the first 429 it climbs faster ([`PROBE_GAIN`], about 65% a second), so a new
-//!   mirror finds a limit of 20/s in seconds, not minutes.
+//!   mirror finds a limit of 20/s in seconds, not minutes. A rate remembered from an earlier
+//!   run goes on probing from there unless it was found at a 429 ([`LearnedRate`]).
 //! - A 429 cuts the rate to [`DECREASE`] of itself, once per episode (the other 429s of the
 //!   same moment say nothing new), and no slot is granted before its `Retry-After` has passed.
 //!
@@ -162,13 +163,23 @@ struct State {
     waited: [Duration; 3],
 }
 
+/// A rate found for a key, to start the next run from (table `api_budget`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LearnedRate {
+    pub requests_per_second: f64,
+    /// Found at a 429: the API's limit, give or take. Otherwise only a floor: the traffic
+    /// never needed more, and the limit may be far above it.
+    pub found_at_429: bool,
+}
+
 /// The rate and how it moves (AIMD): the arithmetic, apart from any waiting.
 #[derive(Clone, Debug, PartialEq)]
 struct Pace {
     rate: f64,
     floor: f64,
     ceiling: f64,
-    /// Climbing fast toward the first 429 (TCP's slow start).
+    /// Climbing fast toward the first 429 (TCP's slow start): no 429 has told where the
+    /// limit is, in this run or the one the rate was learned in.
     probing: bool,
     /// The last cut: answers to permits granted before it describe the old rate.
     cut_at: Option<Instant>,
@@ -181,12 +192,19 @@ impl Pace {
         Pace { rate: START_RATE.clamp(floor, ceiling), floor, ceiling, probing: true, cut_at: None }
     }
 
-    /// Starts from a rate learned earlier: no probing, the rate is known to be about right.
-    fn start_from(&mut self, rate: f64) {
-        if rate.is_finite() {
-            self.rate = rate.clamp(self.floor, self.ceiling);
-            self.probing = false;
+    /// Starts from a rate learned earlier. Found at a 429, it is about the limit: additive
+    /// increase from there. Found without one, it is a floor: probing goes on from it, as
+    /// from the cautious start (a first small `sync` that never filled the budget must not
+    /// hold every later start to its few requests a second).
+    fn start_from(&mut self, learned: LearnedRate) {
+        if learned.requests_per_second.is_finite() {
+            self.rate = learned.requests_per_second.clamp(self.floor, self.ceiling);
+            self.probing = !learned.found_at_429;
         }
+    }
+
+    fn learned(&self) -> LearnedRate {
+        LearnedRate { requests_per_second: self.rate, found_at_429: !self.probing }
     }
 
     fn interval(&self) -> Duration {
@@ -304,10 +322,15 @@ impl Budget {
         self.lock().pace.as_ref().map(|p| p.rate)
     }
 
+    /// The rate found so far and whether a 429 told it; `None` when unlimited.
+    pub(super) fn learned(&self) -> Option<LearnedRate> {
+        self.lock().pace.as_ref().map(Pace::learned)
+    }
+
     /// Starts from a rate learned before (by an earlier run); ignored when unlimited.
-    pub(super) fn start_from(&self, rate: f64) {
+    pub(super) fn start_from(&self, learned: LearnedRate) {
         if let Some(pace) = &mut self.lock().pace {
-            pace.start_from(rate);
+            pace.start_from(learned);
         }
     }
 

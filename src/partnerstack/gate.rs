@@ -183,7 +183,7 @@ impl ApiClient {
     /// rejection, as any success does.
     async fn probe(&self) -> Result<(), ApiError> {
         let query = ListQuery { limit: Some(1), ..ListQuery::default() };
-        self.list_page(PROBE_PATH, &query, None).await.map(drop)
+        super::with_purpose(super::Purpose::Probe, self.list_page(PROBE_PATH, &query, None)).await.map(drop)
     }
 
     /// Returns at once while the credentials are accepted; otherwise waits, probing the API

@@ -10,13 +10,16 @@
 //! - `exchange`: one HTTP request and its answer; `retry`: when and how long to wait;
 //! - `gate`: what the API said to every caller at once (429 pauses, rejected credentials);
 //!   `budget`: who sends next, and how fast (SPEC 12);
-//!   `pagination`: list queries, pages and cursors; `stats`: counters.
+//!   `pagination`: list queries, pages and cursors; `purpose`: why a request was sent;
+//!   `stats`: counters.
 
 mod budget;
 mod error;
 mod exchange;
 mod gate;
 mod pagination;
+pub mod probe;
+mod purpose;
 mod retry;
 mod stats;
 
@@ -28,8 +31,9 @@ use secrecy::SecretString;
 use serde_json::{value::RawValue, Value};
 use url::Url;
 
-pub use budget::{current_priority, with_priority, BudgetSnapshot, Priority, RateLimit, MAX_RATE, MIN_CEILING, START_RATE};
+pub use budget::{current_priority, with_priority, BudgetSnapshot, LearnedRate, Priority, RateLimit, MAX_RATE, MIN_CEILING, START_RATE};
 pub use error::{ApiError, ErrorClass};
+pub use purpose::{current_purpose, with_purpose, Purpose};
 
 use crate::backoff::Backoff;
 pub use gate::Rejection;
@@ -156,16 +160,23 @@ impl ApiClient {
         self.inner.counters.snapshot()
     }
 
-    /// The request rate found so far (requests per second), to remember across restarts;
-    /// `None` without a client-side limit.
+    /// The request rate found so far (requests per second); `None` without a client-side
+    /// limit.
     pub fn learned_rate(&self) -> Option<f64> {
         self.inner.budget.rate()
     }
 
+    /// The rate found so far and whether a 429 told it, to remember across restarts; `None`
+    /// without a client-side limit.
+    pub fn learned(&self) -> Option<LearnedRate> {
+        self.inner.budget.learned()
+    }
+
     /// Starts from a rate learned by an earlier run instead of the cautious
-    /// [`START_RATE`] (kept under the ceiling; ignored without a client-side limit).
-    pub fn start_from(&self, rate: f64) {
-        self.inner.budget.start_from(rate);
+    /// [`START_RATE`] (kept under the ceiling; ignored without a client-side limit): in
+    /// additive increase if it was found at a 429, still probing upward otherwise.
+    pub fn start_from(&self, learned: LearnedRate) {
+        self.inner.budget.start_from(learned);
     }
 
     /// The request budget now: rate, and callers waiting by priority.
@@ -173,9 +184,14 @@ impl ApiClient {
         self.inner.budget.snapshot()
     }
 
-    /// Requests by endpoint and outcome, for `/metrics`.
-    pub fn request_counts(&self) -> Vec<(String, String, u64)> {
-        self.stats().requests.into_iter().map(|((endpoint, outcome), n)| (endpoint, outcome, n)).collect()
+    /// Requests by endpoint, outcome and purpose, for `/metrics`.
+    pub fn request_counts(&self) -> Vec<(String, String, Purpose, u64)> {
+        self.stats().requests.into_iter().map(|((endpoint, outcome, purpose), n)| (endpoint, outcome, purpose, n)).collect()
+    }
+
+    /// Requests sent since the client was built, by purpose (every purpose, 0 included).
+    pub fn requests_by_purpose(&self) -> [(Purpose, u64); Purpose::ALL.len()] {
+        self.stats().by_purpose()
     }
 
     /// Any JSON call (a single GET, a write): returns the envelope's `data`, or the whole

@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+use super::purpose::{current_purpose, Purpose};
+
 /// A snapshot of the client's counters since it was built.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientStats {
@@ -23,8 +25,16 @@ pub struct ClientStats {
     pub server_waits: u64,
     /// Requests that had to wait for the client-side rate limit.
     pub throttled: u64,
-    /// `(endpoint, outcome)` → count; the outcome is the HTTP status, `timeout` or `transport`.
-    pub requests: BTreeMap<(String, String), u64>,
+    /// `(endpoint, outcome, purpose)` → count; the outcome is the HTTP status, `timeout` or
+    /// `transport`, the purpose [`Purpose::label`].
+    pub requests: BTreeMap<(String, String, Purpose), u64>,
+}
+
+impl ClientStats {
+    /// Requests sent, by purpose, every purpose included (0 when none).
+    pub fn by_purpose(&self) -> [(Purpose, u64); Purpose::ALL.len()] {
+        Purpose::ALL.map(|p| (p, self.requests.iter().filter(|((_, _, q), _)| *q == p).map(|(_, n)| n).sum()))
+    }
 }
 
 /// The live counters behind [`ClientStats`].
@@ -35,7 +45,7 @@ pub(super) struct Counters {
     retry_wait_us: AtomicU64,
     server_waits: AtomicU64,
     throttled: AtomicU64,
-    requests: Mutex<BTreeMap<(String, String), u64>>,
+    requests: Mutex<BTreeMap<(String, String, Purpose), u64>>,
 }
 
 impl Counters {
@@ -59,8 +69,10 @@ impl Counters {
         }
     }
 
+    /// One answered (or failed) request, under the current task's [`Purpose`].
     pub(super) fn count_outcome(&self, path: &str, outcome: &str) {
-        *self.requests.lock().expect("no panics while holding it").entry((endpoint(path), outcome.to_owned())).or_default() += 1;
+        let key = (endpoint(path), outcome.to_owned(), current_purpose());
+        *self.requests.lock().expect("no panics while holding it").entry(key).or_default() += 1;
     }
 
     pub(super) fn snapshot(&self) -> ClientStats {

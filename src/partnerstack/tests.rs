@@ -185,7 +185,7 @@ async fn a_429_without_retry_after_is_retried_with_the_backoff() {
     let stats = api.stats();
     assert_eq!((stats.retries, stats.server_waits), (2, 0));
     assert!(stats.retry_wait >= Duration::from_millis(2) && stats.retry_wait <= Duration::from_millis(10), "{:?}", stats.retry_wait);
-    assert!(api.request_counts().contains(&("deals".into(), "429".into(), 2)), "{:?}", api.request_counts());
+    assert!(api.request_counts().contains(&("deals".into(), "429".into(), Purpose::Probe, 2)), "{:?}", api.request_counts());
 }
 
 #[tokio::test]
@@ -262,7 +262,7 @@ async fn a_server_that_never_answers_gives_a_timeout_after_the_retries() {
     let err = first_page(&api).await.unwrap_err();
     assert!(matches!(err, ApiError::Timeout(_)), "{err:?}");
     assert_eq!(api.requests_sent(), 3, "one try and two retries");
-    assert!(api.request_counts().contains(&("deals".into(), "timeout".into(), 3)), "{:?}", api.request_counts());
+    assert!(api.request_counts().contains(&("deals".into(), "timeout".into(), Purpose::Probe, 3)), "{:?}", api.request_counts());
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ pub use operation::{execute, find_created, OperationError, Outcome};
 use crate::{
     backoff::Backoff,
     object::ObjectKind,
-    partnerstack::{with_priority, ApiClient, ApiError, ErrorClass, Priority},
+    partnerstack::{with_priority, with_purpose, ApiClient, ApiError, ErrorClass, Priority, Purpose},
     record,
     store::{Claim, FailedAttempt, Store, StoreError, Success, Wakeups},
     telemetry::error_chain,
@@ -123,7 +123,9 @@ impl Worker {
                 return Ok(None);
             }
             // Someone queued this and waits for it: it goes first in the request budget.
-            Some(Claim::Request(request)) => with_priority(Priority::Urgent, self.handle(request)).await?,
+            Some(Claim::Request(request)) => {
+                with_priority(Priority::Urgent, with_purpose(Purpose::WriteBack, self.handle(request))).await?
+            }
             Some(Claim::Unknown { id, operation, object_type, object_key, why }) => {
                 warn!(
                     id,

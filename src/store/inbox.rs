@@ -57,6 +57,17 @@ pub struct TrainingRow<'a> {
 }
 
 impl Store {
+    /// How long ago the last webhook was accepted, by any daemon on this mirror; `None`:
+    /// none kept (never, or pruned). Reads one end of the primary key.
+    pub async fn last_webhook_age(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT greatest(extract(epoch FROM now() - received_at), 0)::float8 FROM webhook_inbox ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(seconds.map(std::time::Duration::from_secs_f64))
+    }
+
     /// Keeps an accepted webhook; the caller answers 2xx only after this returns.
     pub async fn accept_webhook(&self, event: Option<&str>, payload: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("INSERT INTO webhook_inbox (event, payload) VALUES ($1, $2) RETURNING id")

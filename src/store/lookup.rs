@@ -1,17 +1,9 @@
 //! Single reads of mirrored rows that the sync and the write-back need to address the API:
-//! the teams whose members to list, and the identifiers a request's path or lookup wants.
+//! the identifiers a request's path or lookup wants.
 
 use super::{Store, StoreError};
 
 impl Store {
-    /// Every team a mirrored partnership belongs to, in order: partner-team members are
-    /// only listed per team.
-    pub async fn team_keys(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT team_key FROM partnerships WHERE team_key IS NOT NULL ORDER BY 1")
-            .fetch_all(self.pool())
-            .await?)
-    }
-
     /// The mirrored customer's `customer_key` (what PartnerStack addresses customers by).
     /// `None`: no such customer is mirrored; `Some(None)`: it is, without a `customer_key`.
     pub async fn customer_key(&self, key: &str) -> Result<Option<Option<String>>, StoreError> {

@@ -27,6 +27,8 @@ mod retention;
 mod state;
 mod status;
 mod tail;
+mod tally;
+mod teams;
 mod wakeups;
 mod write_queue_sql;
 
@@ -49,9 +51,11 @@ pub use queue::{DealFile, FailedAttempt, QueueRow, Success};
 pub use reconcile::ReconcileOutcome;
 pub use request::{Claim, QueuedRequest};
 pub use retention::{EventBatch, Protection, PruneLine};
-pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals};
+pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals, UpdatedFilter};
 pub use status::{MetricsSnapshot, ObjectFreshness, ObjectStatus, StatusReport};
 pub use tail::{like_pattern, TailOptions};
+pub use tally::RequestTally;
+pub use teams::{team_hinted_in, TeamsToRead};
 pub use wakeups::{Wakeups, EVENTS_CHANNEL};
 
 /// The migrations, embedded in the binary.

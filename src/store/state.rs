@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{Store, StoreError};
-use crate::object::ObjectKind;
+use crate::object::{ChangeFilter, ObjectKind};
 
 /// Where one object's sync stands.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -17,6 +17,49 @@ pub struct ObjectState {
     pub last_rescan_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// What the daemon's probe last found about `min_updated` on this object's list, and
+    /// since when it has found that (transactions and rewards; see [`UpdatedFilter`]).
+    pub updated_filter: Option<(UpdatedFilter, DateTime<Utc>)>,
+}
+
+/// Whether an object's list honours `min_updated` (SPEC 9.3), as the daemon's probe found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdatedFilter {
+    Honoured,
+    Ignored,
+    /// The list was empty: nothing to tell by.
+    Undetermined,
+}
+
+impl UpdatedFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdatedFilter::Honoured => "honoured",
+            UpdatedFilter::Ignored => "ignored",
+            UpdatedFilter::Undetermined => "undetermined",
+        }
+    }
+
+    fn parse(s: &str) -> Option<UpdatedFilter> {
+        [UpdatedFilter::Honoured, UpdatedFilter::Ignored, UpdatedFilter::Undetermined].into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+impl ObjectState {
+    /// How polls find this object's changes now. An object the API is documented to list by
+    /// created time only is polled by updated windows once the probe found `min_updated`
+    /// honoured and a complete read (backfill, rescan, key scan) has ended since: updated
+    /// windows go on from that read's cursor, where created windows polled after it would
+    /// have moved the cursor past updates nobody read. (Passes of one object never overlap,
+    /// so no created window runs between that read and the first updated one.)
+    pub fn change_filter(&self, kind: ObjectKind) -> ChangeFilter {
+        match (kind.change_filter(), self.updated_filter) {
+            (ChangeFilter::CreatedOnly, Some((UpdatedFilter::Honoured, since))) if self.last_rescan_at.is_some_and(|at| at >= since) => {
+                ChangeFilter::Updated
+            }
+            (filter, _) => filter,
+        }
+    }
 }
 
 /// How a window's completion moves the object's state.
@@ -26,6 +69,8 @@ pub struct CursorAdvance {
     pub window_start_ms: Option<i64>,
     pub window_end_ms: i64,
     pub backfill_completed: bool,
+    /// A complete read (backfill, rescan, key scan) ends with this advance
+    /// (`last_rescan_at`).
     pub rescan_completed: bool,
 }
 
@@ -59,11 +104,22 @@ pub struct RunTotals {
 }
 
 impl Store {
+    /// When each object last had a successful pass of any kind (a poll, a rescan, a read a
+    /// webhook asked for), by any daemon.
+    pub async fn last_successes(&self) -> Result<std::collections::HashMap<ObjectKind, DateTime<Utc>>, StoreError> {
+        let rows: Vec<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT object, last_success_at FROM sync_state WHERE last_success_at IS NOT NULL")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().filter_map(|(object, at)| Some((object.parse().ok()?, at))).collect())
+    }
+
     /// The object's state (a fresh object has an empty one).
     pub async fn object_state(&self, kind: ObjectKind) -> Result<ObjectState, StoreError> {
         let row = sqlx::query(
             "SELECT (extract(epoch from cursor) * 1000)::bigint AS cursor_ms, backfill_completed_at, last_rescan_at, \
-                    last_success_at, last_error FROM sync_state WHERE object = $1",
+                    last_success_at, last_error, updated_filter, updated_filter_since \
+             FROM sync_state WHERE object = $1",
         )
         .bind(kind.table())
         .fetch_optional(self.pool())
@@ -76,6 +132,11 @@ impl Store {
                 last_rescan_at: r.try_get("last_rescan_at")?,
                 last_success_at: r.try_get("last_success_at")?,
                 last_error: r.try_get("last_error")?,
+                updated_filter: r
+                    .try_get::<Option<String>, _>("updated_filter")?
+                    .as_deref()
+                    .and_then(UpdatedFilter::parse)
+                    .zip(r.try_get::<Option<DateTime<Utc>>, _>("updated_filter_since")?),
             },
         })
     }
@@ -106,6 +167,25 @@ impl Store {
         .fetch_one(self.pool())
         .await?;
         Ok(id)
+    }
+
+    /// Records what the probe found about `min_updated` on the object's list; returns what
+    /// it had found before (`None`: never probed). `updated_filter_since` moves only when the
+    /// answer changes.
+    pub async fn record_updated_filter(&self, kind: ObjectKind, found: UpdatedFilter) -> Result<Option<UpdatedFilter>, StoreError> {
+        let before: Option<Option<String>> = sqlx::query_scalar(
+            "WITH before AS (SELECT updated_filter FROM sync_state WHERE object = $1 FOR UPDATE) \
+             INSERT INTO sync_state AS s (object, updated_filter, updated_filter_since, updated_filter_probed_at) \
+             VALUES ($1, $2, now(), now()) \
+             ON CONFLICT (object) DO UPDATE SET updated_filter = $2, updated_filter_probed_at = now(), updated_at = now(), \
+                 updated_filter_since = CASE WHEN s.updated_filter IS DISTINCT FROM $2 THEN now() ELSE s.updated_filter_since END \
+             RETURNING (SELECT updated_filter FROM before)",
+        )
+        .bind(kind.table())
+        .bind(found.as_str())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(before.flatten().as_deref().and_then(UpdatedFilter::parse))
     }
 
     /// Closes a `sync_runs` row and records the outcome on the object's state.

@@ -34,6 +34,9 @@ pub struct StatusReport {
     pub prunes: Vec<super::PruneLine>,
     /// Webhook deliveries: state, position, lag, dead letters.
     pub deliveries: Vec<super::DeliveryLine>,
+    /// API requests in the last hour and day, by purpose (empty on a mirror not migrated
+    /// to `api_requests` yet).
+    pub requests: super::RequestTally,
 }
 
 impl Store {
@@ -67,7 +70,9 @@ impl Store {
         let daemons = self.daemons().await?;
         let prunes = self.prunes().await?;
         let deliveries = self.deliveries().await?;
-        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes, deliveries })
+        let has_tally: bool = sqlx::query_scalar("SELECT to_regclass('api_requests') IS NOT NULL").fetch_one(self.pool()).await?;
+        let requests = if has_tally { self.request_tally().await? } else { super::RequestTally::default() };
+        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes, deliveries, requests })
     }
 }
 
@@ -96,6 +101,13 @@ impl fmt::Display for StatusReport {
         if !self.queue.is_empty() {
             let parts: Vec<String> = self.queue.iter().map(|(s, n)| format!("{s} {n}")).collect();
             writeln!(f, "write queue: {}", parts.join(", "))?;
+        }
+        if !self.requests.by_purpose.is_empty() {
+            let (hour, day) = self.requests.by_purpose.iter().fold((0, 0), |(h, d), (_, hour, day)| (h + hour, d + day));
+            writeln!(f, "API requests, last hour / last day: {hour} / {day}")?;
+            for (purpose, hour, day) in &self.requests.by_purpose {
+                writeln!(f, "  {purpose:<12} {hour:>9} / {day}")?;
+            }
         }
         for d in &self.deliveries {
             writeln!(f, "{d}")?;

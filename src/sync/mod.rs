@@ -9,7 +9,13 @@
 //! - Pages follow the key cursor (`starting_after`) to the end; a record changed while we
 //!   list gets a new `updated_at` after the window's end and is read by the next window.
 //! - Transactions and rewards are read by created windows, and rescans catch their later
-//!   changes (SPEC 9.3), so nothing depends on `min_updated` being honoured there.
+//!   changes (SPEC 9.3), so nothing depends on `min_updated` being honoured there; while the
+//!   daemon's probe finds it honoured, they are polled by updated windows like the others
+//!   and leave the hourly rescan (SPEC 14), and a window that lists a record updated outside
+//!   it sends them back at once.
+//! - Partner-team members are listed one team at a time: a pass reads only the teams whose
+//!   partnership was written since the team was last read (or that a webhook named), and
+//!   the daily key scan reads every team (SPEC 14).
 //! - Backfills and rescans read disjoint created windows, several at once, placed by volume:
 //!   one window over everything, split while it is read when it proves dense (`window.rs`).
 
@@ -32,8 +38,11 @@ pub use crate::progress::{ObjectCounters, Progress};
 use crate::{
     diff::EventSource,
     object::{ChangeFilter, ObjectKind},
-    partnerstack::{with_priority, ApiClient, ApiError, ErrorClass, ListQuery, Priority},
-    store::{CursorAdvance, Lease, ReconcileOutcome, RunKind, RunTotals, Store, StoreError},
+    partnerstack::{
+        probe::{self, FilterProbe},
+        with_priority, with_purpose, ApiClient, ApiError, ErrorClass, ListQuery, Priority, Purpose,
+    },
+    store::{CursorAdvance, Lease, ReconcileOutcome, RunKind, RunTotals, Store, StoreError, UpdatedFilter},
 };
 use pass::Pass;
 use read::{Destination, Listing};
@@ -54,6 +63,10 @@ pub enum SyncError {
          (sync.reconcile_max_delete_share); nothing was marked deleted", max_share * 100.0
     )]
     ReconcileRefused { would_delete: i64, live: i64, max_share: f64 },
+    /// An updated window listed a record updated outside it: the API ignores `min_updated`
+    /// on this list after all (caught by the poll, never returned from a pass).
+    #[error("the API ignores min_updated on this list")]
+    UpdatedFilterIgnored,
 }
 
 impl SyncError {
@@ -166,16 +179,17 @@ impl Syncer {
     }
 
     /// One pass: a backfill if the object was never loaded (or `full`), otherwise the next
-    /// incremental window.
+    /// incremental window (for team members: the teams that may have changed).
     pub async fn sync_object(&self, kind: ObjectKind, full: bool) -> Result<PassReport, SyncError> {
         self.leased(kind, RunKind::Poll, |lease| async move {
             let state = self.store.object_state(kind).await?;
             let first_load = state.backfill_completed_at.is_none();
-            match (state.cursor_ms, kind.change_filter()) {
+            match (state.cursor_ms, state.change_filter(kind)) {
                 (None, _) => self.scan(kind, RunKind::Backfill, first_load, &lease).await,
                 (Some(_), _) if full => self.scan(kind, RunKind::Rescan, false, &lease).await,
-                // Team members are only found by walking every team: rescans do that.
-                (Some(_), ChangeFilter::PerTeam) => Ok(PassReport::nothing(kind, RunKind::Poll, false)),
+                (Some(_), ChangeFilter::PerTeam) => {
+                    with_priority(Priority::Normal, with_purpose(Purpose::Team, self.read_teams_due(kind, &lease, EventSource::Poll))).await
+                }
                 (Some(cursor), filter) => self.poll(kind, cursor, filter, &lease).await,
             }
         })
@@ -185,17 +199,21 @@ impl Syncer {
     /// A read made at once because a PartnerStack webhook said the object changed: the next
     /// incremental window, reaching up to now (the `lookback` overlap of the next window
     /// re-reads anything committed late, so `settle` is not needed here), its events marked
-    /// `webhook`, at urgent priority in the request budget. An object never loaded is
-    /// backfilled, as by [`Syncer::sync_object`] (at bulk priority).
+    /// `webhook`, at urgent priority in the request budget. For team members: the teams
+    /// that may have changed (a webhook that named its team made it due). An object never
+    /// loaded is backfilled, as by [`Syncer::sync_object`] (at bulk priority).
     pub async fn read_now(&self, kind: ObjectKind) -> Result<PassReport, SyncError> {
         self.leased(kind, RunKind::Poll, |lease| async move {
             let state = self.store.object_state(kind).await?;
-            match (state.cursor_ms, kind.change_filter()) {
+            match (state.cursor_ms, state.change_filter(kind)) {
                 (None, _) => self.scan(kind, RunKind::Backfill, state.backfill_completed_at.is_none(), &lease).await,
-                (Some(_), ChangeFilter::PerTeam) => Ok(PassReport::nothing(kind, RunKind::Poll, false)),
+                (Some(_), ChangeFilter::PerTeam) => {
+                    let read = self.read_teams_due(kind, &lease, EventSource::Webhook);
+                    with_priority(Priority::Urgent, with_purpose(Purpose::Webhook, read)).await
+                }
                 (Some(cursor), filter) => {
                     let read = self.poll_window(kind, cursor, filter, &lease, Duration::ZERO, EventSource::Webhook);
-                    with_priority(Priority::Urgent, read).await
+                    with_priority(Priority::Urgent, with_purpose(Purpose::Webhook, read)).await
                 }
             }
         })
@@ -213,9 +231,22 @@ impl Syncer {
         .await
     }
 
+    /// Whether the object's later changes are found only by complete reads now, so the
+    /// hourly rescan must read it: transactions and rewards, unless the API honours
+    /// `min_updated` on them (see [`ObjectState::change_filter`]). Team members are not
+    /// rescanned: their teams are read when they may have changed, and all of them daily by
+    /// the key scan.
+    pub async fn needs_rescan(&self, kind: ObjectKind) -> Result<bool, SyncError> {
+        if kind.change_filter() != ChangeFilter::CreatedOnly {
+            return Ok(false);
+        }
+        Ok(self.store.object_state(kind).await?.change_filter(kind) == ChangeFilter::CreatedOnly)
+    }
+
     /// The next incremental window, at normal priority in the request budget.
     async fn poll(&self, kind: ObjectKind, cursor: i64, filter: ChangeFilter, lease: &Lease) -> Result<PassReport, SyncError> {
-        with_priority(Priority::Normal, self.poll_window(kind, cursor, filter, lease, self.settings.settle, EventSource::Poll)).await
+        let window = self.poll_window(kind, cursor, filter, lease, self.settings.settle, EventSource::Poll);
+        with_priority(Priority::Normal, with_purpose(Purpose::Poll, window)).await
     }
 
     /// The window `[cursor - lookback, now - settle]`, its events marked `source`.
@@ -236,15 +267,61 @@ impl Syncer {
             ChangeFilter::Updated => ListQuery { min_updated: Some(from - 1), max_updated: Some(until + 1), ..ListQuery::default() },
             _ => ListQuery { min_created: Some(from - 1), max_created: Some(until + 1), ..ListQuery::default() },
         };
+        // A list documented by created time only, read by updated windows because the probe
+        // found the filter honoured: a record outside the window says it no longer is.
+        let updated_bounds =
+            (filter == ChangeFilter::Updated && kind.change_filter() == ChangeFilter::CreatedOnly).then_some((from - 1, until + 1));
         let pass = Pass { kind, run: RunKind::Poll, from: Some(from), until };
         self.run_pass(pass, |run_id| async move {
             self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
             let to = Destination { kind, source, emit_events: true, run_id, lease: lease.clone(), seen: None };
             let advance = CursorAdvance { cursor_ms: until, window_start_ms: Some(from), window_end_ms: until, ..CursorAdvance::default() };
-            let listing = Listing { path: kind.api_path().to_owned(), query, created: None, advance: Some(advance) };
-            self.read(&to, listing, None).await
+            let listing = Listing { path: kind.api_path().to_owned(), query, created: None, advance: Some(advance), updated_bounds };
+            match self.read(&to, listing, None).await {
+                // The cursor stays: created windows from it find new records, and the
+                // rescans that resume find the changes since the last good window.
+                Err(SyncError::UpdatedFilterIgnored) => {
+                    tracing::warn!(
+                        object = %kind,
+                        "an updated window listed records updated outside it: the API no longer honours min_updated here; \
+                         back to created windows and hourly rescans"
+                    );
+                    self.store.record_updated_filter(kind, UpdatedFilter::Ignored).await?;
+                    Ok(())
+                }
+                other => other,
+            }
         })
         .await
+    }
+
+    /// Asks the API whether it honours `min_updated` on `kind`'s list (two requests; see
+    /// [`probe::updated_filter`]) and remembers the answer in `sync_state`. A change is
+    /// logged; it takes effect at once when the filter stopped being honoured, and from the
+    /// object's next complete read (the hourly rescan) when it started. A failed probe
+    /// changes nothing. Only for lists documented by created time only.
+    pub async fn probe_updated_filter(&self, kind: ObjectKind) -> Result<Option<UpdatedFilter>, SyncError> {
+        if kind.change_filter() != ChangeFilter::CreatedOnly {
+            return Ok(None);
+        }
+        let found = match with_purpose(Purpose::Probe, probe::updated_filter(&self.api, kind.api_path())).await {
+            FilterProbe::Honoured => UpdatedFilter::Honoured,
+            FilterProbe::Ignored => UpdatedFilter::Ignored,
+            FilterProbe::Empty => UpdatedFilter::Undetermined,
+            FilterProbe::Failed(e) => {
+                tracing::warn!(object = %kind, error = %crate::telemetry::error_chain(&e), "cannot probe min_updated; keeping what was found before");
+                return Ok(None);
+            }
+        };
+        let before = self.store.record_updated_filter(kind, found).await?;
+        if before != Some(found) {
+            let what = match found {
+                UpdatedFilter::Honoured => "polled by updated windows from its next complete read on; the hourly rescan leaves it",
+                UpdatedFilter::Ignored | UpdatedFilter::Undetermined => "polled by created windows, its changes found by hourly rescans",
+            };
+            info!(object = %kind, min_updated = found.as_str(), before = before.map(UpdatedFilter::as_str), "min_updated probed: {what}");
+        }
+        Ok(Some(found))
     }
 
     /// A backfill or rescan: every record, by disjoint created windows read concurrently,
@@ -257,7 +334,24 @@ impl Syncer {
             let to = Destination { kind, source, emit_events, run_id, lease: lease.clone(), seen: None };
             self.read_everything(&to, until).await
         });
-        with_priority(Priority::Bulk, pass).await
+        let purpose = if run == RunKind::Backfill { Purpose::Backfill } else { Purpose::Rescan };
+        with_priority(Priority::Bulk, with_purpose(purpose, pass)).await
+    }
+
+    /// The partner teams that may have changed (see [`crate::store::Store::teams_due`]): no
+    /// request at all when none did. The cursor stays where the last walk of every team left
+    /// it: only a walk finds a member who joined without the partnership changing.
+    async fn read_teams_due(&self, kind: ObjectKind, lease: &Lease, source: EventSource) -> Result<PassReport, SyncError> {
+        let until = Utc::now().timestamp_millis();
+        self.run_pass(Pass { kind, run: RunKind::Poll, from: None, until }, |run_id| async move {
+            let teams = self.store.teams_due().await?;
+            if !teams.keys.is_empty() {
+                tracing::debug!(object = %kind, teams = teams.keys.len(), "reading the partner teams that may have changed");
+            }
+            let to = Destination { kind, source, emit_events: true, run_id, lease: lease.clone(), seen: None };
+            self.read_teams(&to, teams).await
+        })
+        .await
     }
 
     /// A complete key scan: reads every record (and stores what changed), then marks deleted
@@ -269,7 +363,7 @@ impl Syncer {
             self.run_pass(Pass { kind, run: RunKind::Reconcile, from: None, until }, |run_id| self.key_scan(kind, run_id, until, &lease))
                 .await
         });
-        with_priority(Priority::Bulk, scan).await
+        with_priority(Priority::Bulk, with_purpose(Purpose::KeyScan, scan)).await
     }
 
     /// The work of [`Syncer::reconcile`] once its run is open.

@@ -50,6 +50,10 @@ pub(super) struct Listing {
     pub created: Option<CreatedWindow>,
     /// Moves the cursor with the last page.
     pub advance: Option<CursorAdvance>,
+    /// The updated window asked for (epoch ms, inclusive), where the API may ignore it: a
+    /// page listing a record updated outside it ends the listing with
+    /// [`SyncError::UpdatedFilterIgnored`], before that page is written.
+    pub updated_bounds: Option<(i64, i64)>,
 }
 
 /// A page's items, checked.
@@ -75,6 +79,11 @@ impl Syncer {
             while let Some(page) = beside(&mut writing, self.next_page(&mut pages)).await?? {
                 let listed = page.items.len();
                 let checked = check(to.kind, page.items, claim.as_mut());
+                if let Some((from, until)) = listing.updated_bounds {
+                    if checked.records.iter().any(|r| r.updated_ms.is_some_and(|u| u < from || u > until)) {
+                        return Err(SyncError::UpdatedFilterIgnored);
+                    }
+                }
                 let last = !page.has_more || claim.as_ref().is_some_and(Claim::passed);
                 if let Some(seen) = &to.seen {
                     let mut seen = seen.lock().expect("no panics while holding it");

@@ -1,6 +1,7 @@
 //! A complete read of one object (backfills, rescans, key scans): every record created up to
 //! a moment, by disjoint created windows placed by volume, or team by team for partner-team
-//! members; the cursor moves to that moment once every listing is read.
+//! members (every team, or the teams that may have changed); the cursor moves to that moment
+//! once every listing is read.
 //!
 //! The scan starts with one reader over everything. After each full page a reader offers
 //! the older part of what it has left to the pool; the pool takes it only while a reader
@@ -24,9 +25,9 @@ use super::{
 use crate::{
     diff::EventSource,
     object::ChangeFilter,
-    partnerstack::{segment, ApiError, ListQuery},
+    partnerstack::{current_purpose, segment, with_purpose, ApiError, ListQuery, Purpose},
     progress::Progress,
-    store::CursorAdvance,
+    store::{CursorAdvance, TeamsToRead},
 };
 
 impl Syncer {
@@ -34,7 +35,7 @@ impl Syncer {
     /// made during the read have a later `updated_at`, so the next poll reads them).
     pub(super) async fn read_everything(&self, to: &Destination, until: i64) -> Result<(), SyncError> {
         if to.kind.change_filter() == ChangeFilter::PerTeam {
-            self.read_teams(to).await?;
+            self.read_teams(to, self.store.every_team().await?).await?;
         } else {
             self.read_by_volume(to, CreatedWindow::everything_until(until)).await?;
         }
@@ -49,35 +50,45 @@ impl Syncer {
         Ok(())
     }
 
-    /// Partner-team members, one listing per team, `backfill_concurrency` at a time.
-    async fn read_teams(&self, to: &Destination) -> Result<(), SyncError> {
+    /// Partner-team members of `teams`, one listing per team, `backfill_concurrency` at a
+    /// time, each team's read recorded as of `teams.as_of` once it is complete. Requests go
+    /// under [`Purpose::Team`] (under [`Purpose::Webhook`] when a webhook asked for them).
+    pub(super) async fn read_teams(&self, to: &Destination, teams: TeamsToRead) -> Result<(), SyncError> {
         let kind = to.kind;
-        let teams = self.store.team_keys().await?;
-        self.progress.listings_planned.fetch_add(teams.len() as u64, Ordering::Relaxed);
-        let listings = teams.into_iter().map(|team| Listing {
-            path: format!("{}/{}", kind.api_path(), segment(&team)),
-            query: ListQuery::default(),
-            created: None,
-            advance: None,
-        });
+        let TeamsToRead { keys, as_of } = teams;
+        self.progress.listings_planned.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        let purpose = if current_purpose() == Purpose::Webhook { Purpose::Webhook } else { Purpose::Team };
         // A team the API no longer knows (removed since its partnerships were read) has no
         // members to list; a key scan then finds its members gone.
-        let read = |listing: Listing| async move {
+        let read = |team: String| async move {
+            let listing = Listing {
+                path: format!("{}/{}", kind.api_path(), segment(&team)),
+                query: ListQuery::default(),
+                created: None,
+                advance: None,
+                updated_bounds: None,
+            };
             match self.read(to, listing, None).await {
                 Err(SyncError::Api(ApiError::NotFound { message })) => {
                     tracing::info!(object = %kind, api_message = %message, "a partner team the API does not know: no members listed");
-                    Ok(())
                 }
-                other => other,
+                Err(e) => return Err(e),
+                Ok(()) => {}
             }
+            self.store.team_read(&team, as_of).await?;
+            Ok(())
         };
-        let mut reads = std::pin::pin!(stream::iter(listings.map(read)).buffer_unordered(self.settings.backfill_concurrency));
-        while let Some(done) = reads.next().await {
-            if let Err(e) = done {
-                return Err(after_the_others(e, &mut reads).await);
+        let reads = stream::iter(keys.into_iter().map(read)).buffer_unordered(self.settings.backfill_concurrency);
+        let mut reads = std::pin::pin!(reads);
+        with_purpose(purpose, async {
+            while let Some(done) = reads.next().await {
+                if let Err(e) = done {
+                    return Err(after_the_others(e, &mut reads).await);
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// Every record of `window`. A backfill into an empty table writes its pages by `COPY`
@@ -117,7 +128,13 @@ impl Syncer {
         // The readers share this task (their page writes have tasks of their own: checking
         // pages on more cores as well measured no faster).
         let start = |created: CreatedWindow| {
-            let listing = Listing { path: to.kind.api_path().to_owned(), query: created.query(), created: Some(created), advance: None };
+            let listing = Listing {
+                path: to.kind.api_path().to_owned(),
+                query: created.query(),
+                created: Some(created),
+                advance: None,
+                updated_bounds: None,
+            };
             self.read(to, listing, Some(&readers))
         };
         self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);

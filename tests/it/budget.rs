@@ -25,7 +25,7 @@ fn adaptive_client(sim: &RunningSimulator, page_size: u16, ceiling: Option<f64>)
 
 /// Requests answered 429 so far.
 fn refused(api: &ApiClient) -> u64 {
-    api.request_counts().iter().filter(|(_, status, _)| status == "429").map(|(_, _, n)| n).sum()
+    api.request_counts().iter().filter(|(_, status, _, _)| status == "429").map(|(_, _, _, n)| n).sum()
 }
 
 /// A reader that wants the API again as soon as it has its answer, like a backfill's.

@@ -20,6 +20,7 @@ mod reconcile;
 mod reporting;
 mod retention;
 mod simulator_contract;
+mod steady_state;
 mod sync_backfill;
 mod sync_changes;
 mod sync_failures;

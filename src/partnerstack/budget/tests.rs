@@ -11,8 +11,18 @@ use super::*;
 /// A budget held at `rate` (its ceiling, and where it starts).
 fn paced(rate: f64) -> Arc<Budget> {
     let budget = Budget::new(RateLimit::Adaptive { ceiling: Some(rate) });
-    budget.start_from(rate);
+    budget.start_from(at_429(rate));
     Arc::new(budget)
+}
+
+/// A rate an earlier run found at a 429: about the limit.
+fn at_429(requests_per_second: f64) -> LearnedRate {
+    LearnedRate { requests_per_second, found_at_429: true }
+}
+
+/// A rate an earlier run reached without meeting a 429: a floor.
+fn without_429(requests_per_second: f64) -> LearnedRate {
+    LearnedRate { requests_per_second, found_at_429: false }
 }
 
 fn permit_at(granted_at: Instant, waited: bool) -> Permit {
@@ -129,14 +139,14 @@ async fn without_a_limit_permits_are_granted_at_once() {
         assert!(!budget.permit().await.waited);
     }
     assert_eq!(Instant::now(), start);
-    budget.start_from(40.0);
+    budget.start_from(at_429(40.0));
     assert_eq!(budget.snapshot().rate, None);
 }
 
 #[test]
 fn the_rate_climbs_by_one_per_second_of_full_use_and_not_while_idle() {
     let mut pace = Pace::new(None);
-    pace.start_from(10.0);
+    pace.start_from(at_429(10.0));
     let now = Instant::now();
     for _ in 0..10 {
         pace.accepted(&permit_at(now, true));
@@ -166,7 +176,7 @@ fn a_new_budget_probes_quickly_until_the_first_429() {
 #[test]
 fn a_429_cuts_the_rate_once_per_episode() {
     let mut pace = Pace::new(None);
-    pace.start_from(20.0);
+    pace.start_from(at_429(20.0));
     let t0 = Instant::now();
     let (early, late) = (permit_at(t0, true), permit_at(t0, true));
     assert!(pace.too_fast(&early, t0 + Duration::from_millis(10)));
@@ -191,9 +201,9 @@ fn the_rate_stays_between_its_floor_and_its_ceiling() {
     assert_eq!(pace.rate, MIN_RATE);
     let mut slow = Pace::new(Some(0.2));
     assert_eq!(slow.rate, 0.2, "a ceiling below the cautious start wins");
-    slow.start_from(1e9);
+    slow.start_from(at_429(1e9));
     assert_eq!(slow.rate, 0.2);
-    slow.start_from(f64::NAN);
+    slow.start_from(without_429(f64::NAN));
     assert_eq!(slow.rate, 0.2);
 }
 
@@ -275,4 +285,70 @@ async fn against_a_token_bucket_the_budget_uses_most_of_the_limit_and_rarely_mee
     let (used, refused) = load(&budget, &bucket, 60).await;
     assert!(used >= 0.85 && refused <= 0.05, "after the limit doubled: used {used:.3}, 429s {refused:.3}");
     assert!(budget.rate().unwrap() > 30.0, "the rate follows the limit up: {:?}", budget.rate());
+}
+
+#[test]
+fn a_rate_learned_without_a_429_is_a_floor_the_next_start_keeps_probing_from() {
+    let mut pace = Pace::new(None);
+    pace.start_from(without_429(8.0));
+    assert_eq!((pace.rate, pace.probing), (8.0, true));
+    let now = Instant::now();
+    for _ in 0..10 {
+        pace.accepted(&permit_at(now, true));
+    }
+    assert_eq!(pace.rate, 8.0 + 10.0 * PROBE_GAIN, "slow start goes on from the floor");
+    assert_eq!(pace.learned(), without_429(pace.rate), "still only a floor");
+    assert!(pace.too_fast(&permit_at(now, true), now + Duration::from_millis(1)));
+    assert!(pace.learned().found_at_429, "the first 429 makes it the limit");
+}
+
+#[test]
+fn a_rate_found_at_a_429_starts_in_additive_increase() {
+    let mut pace = Pace::new(None);
+    pace.start_from(at_429(8.0));
+    assert_eq!((pace.rate, pace.probing), (8.0, false));
+    let now = Instant::now();
+    for _ in 0..8 {
+        pace.accepted(&permit_at(now, true));
+    }
+    assert!((pace.rate - 9.0).abs() < 0.05, "one more a second of full use: {}", pace.rate);
+    assert_eq!(pace.learned(), at_429(pace.rate));
+}
+
+/// `count` requests sent by four workers back to back (2 ms each way) through `budget`,
+/// against an API that never answers 429: how long they take.
+async fn drain(budget: Arc<Budget>, count: u64) -> Duration {
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (budget, sent) = (budget.clone(), sent.clone());
+            tokio::spawn(with_priority(Priority::Urgent, async move {
+                while sent.fetch_add(1, Ordering::Relaxed) < count {
+                    let permit = budget.permit().await;
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                    budget.answered(&permit, Verdict::Accepted);
+                }
+            }))
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// The case: a first small `sync` climbed to 8/s without meeting a limit; 1,000
+/// write-backs queued after the next start drained at 27/s, in additive increase from 8.
+#[tokio::test(start_paused = true)]
+async fn after_a_start_from_a_floor_a_thousand_write_backs_drain_in_seconds_not_half_a_minute() {
+    let floor = Arc::new(Budget::new(RateLimit::Adaptive { ceiling: None }));
+    floor.start_from(without_429(8.0));
+    let probing = drain(floor.clone(), 1_000).await;
+    let limit = Arc::new(Budget::new(RateLimit::Adaptive { ceiling: None }));
+    limit.start_from(at_429(8.0));
+    let additive = drain(limit, 1_000).await;
+    assert!(probing < Duration::from_secs(12), "from a floor the rate keeps climbing (about 65% a second): {probing:?}");
+    assert!(additive > Duration::from_secs(25), "from a limit it climbs by 1/s, as before: {additive:?}");
+    assert!(floor.rate().unwrap() > 100.0, "{:?}", floor.rate());
 }

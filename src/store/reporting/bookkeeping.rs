@@ -45,12 +45,43 @@ pub const BOOKKEEPING: &[TableDoc] = &[
             ("window_start", "The start of the window being read, while a pass runs."),
             ("window_end", "The end of the window being read, while a pass runs."),
             ("backfill_completed_at", "When the first complete load finished."),
-            ("last_rescan_at", "When a full rescan last finished."),
+            ("last_rescan_at", "When a complete read (backfill, rescan or key scan) last finished."),
             ("last_reconcile_at", "When a complete key scan (finding deleted records) last finished."),
             ("last_success_at", "When a pass of this object last succeeded."),
             ("last_error", "Why the last failed pass failed."),
             ("last_error_at", "When a pass last failed."),
             ("updated_at", "When this row last changed."),
+            (
+                "updated_filter",
+                "Transactions and rewards: whether the daemon's probe (at start and daily) found `min_updated` honoured on \
+                 their list (`honoured`, `ignored`, `undetermined`); honoured, they are polled by updated windows and leave \
+                 the hourly rescan.",
+            ),
+            ("updated_filter_since", "When the probe first gave its current answer."),
+            ("updated_filter_probed_at", "When the probe last ran."),
+        ],
+    },
+    TableDoc {
+        name: "partner_team_reads",
+        about: "When each partner team's members were last read. A team is read again when one of its partnerships was \
+                written after that or a webhook named it; the daily key scan reads every team.",
+        columns: &[
+            ("team_key", "PartnerStack's key of the team (`partnerships.team_key`)."),
+            ("read_at", "The database's time just before the read began: a partnership written later makes the team due."),
+        ],
+    },
+    TableDoc {
+        name: "api_requests",
+        about: "PartnerStack API requests by minute and purpose, added up by every daemon and command on this mirror \
+                (`status` shows the last hour and day). Pruned after `sync.retain_runs`.",
+        columns: &[
+            ("minute", "The minute the requests were added up in (a daemon adds its own every minute)."),
+            (
+                "purpose",
+                "Why they were sent: `poll`, `rescan`, `key_scan`, `team`, `write_back`, `webhook`, `probe` or `backfill` \
+                 (the `purpose` label of partnerstack_mirror_api_requests_total).",
+            ),
+            ("requests", "How many, retries included."),
         ],
     },
     TableDoc {
@@ -261,6 +292,11 @@ pub const BOOKKEEPING: &[TableDoc] = &[
             ("public_key", "The public API key (never the private one)."),
             ("requests_per_second", "The rate the client allowed itself when it wrote the row."),
             ("learned_at", "When it was written."),
+            (
+                "found_at_429",
+                "Whether a 429 told that rate: then the next start goes on from it by additive increase; otherwise it is only \
+                 a floor, and the next start keeps probing upward from it.",
+            ),
         ],
     },
     TableDoc {
