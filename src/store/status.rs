@@ -34,6 +34,8 @@ pub struct StatusReport {
     pub prunes: Vec<super::PruneLine>,
     /// Webhook deliveries: state, position, lag, dead letters.
     pub deliveries: Vec<super::DeliveryLine>,
+    /// The last run of each push.
+    pub pushes: Vec<super::PushRunLine>,
 }
 
 impl Store {
@@ -67,7 +69,9 @@ impl Store {
         let daemons = self.daemons().await?;
         let prunes = self.prunes().await?;
         let deliveries = self.deliveries().await?;
-        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes, deliveries })
+        let has_pushes: bool = sqlx::query_scalar("SELECT to_regclass('push_runs') IS NOT NULL").fetch_one(self.pool()).await?;
+        let pushes = if has_pushes { self.last_push_runs().await? } else { Vec::new() };
+        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes, deliveries, pushes })
     }
 }
 
@@ -99,6 +103,9 @@ impl fmt::Display for StatusReport {
         }
         for d in &self.deliveries {
             writeln!(f, "{d}")?;
+        }
+        for p in &self.pushes {
+            writeln!(f, "push {}: last run {p}", p.push)?;
         }
         for p in &self.prunes {
             writeln!(

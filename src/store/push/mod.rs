@@ -264,3 +264,28 @@ async fn insert_run_in(tx: &mut Transaction<'_, Postgres>, run: &PushRunLine) ->
     .await?;
     Ok(())
 }
+
+impl std::fmt::Display for PushRunLine {
+    /// `2026-01-02 03:04:05 UTC changed: 1000 rows read, …` and, for a braked or failed run, why.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let when = self.finished_at.unwrap_or(self.started_at).format("%Y-%m-%d %H:%M:%S");
+        write!(
+            f,
+            "{when} UTC {}{}: {} rows read, {} changes ({} requests queued), {} unchanged, {} in flight, {} held, {} skipped, {} not found",
+            self.outcome,
+            if self.forced { " (forced)" } else { "" },
+            self.rows_read,
+            self.changes,
+            self.requests_queued,
+            self.unchanged,
+            self.in_flight,
+            self.held,
+            self.skipped,
+            self.not_found
+        )?;
+        if let Some(error) = &self.error {
+            write!(f, "; {error}")?;
+        }
+        Ok(())
+    }
+}
