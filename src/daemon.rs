@@ -190,7 +190,8 @@ async fn pushers(config: &Config, syncer: &Syncer) -> Result<(Vec<crate::push::P
     let counters = crate::push::PushCounters::new(config.pushes.iter().map(|p| p.name.as_str()));
     let mut pushers = Vec::with_capacity(config.pushes.len());
     for push in &config.pushes {
-        pushers.push(crate::push::Pusher::prepare(syncer.store(), push, syncer.holder(), counters.clone()).await?);
+        let pusher = crate::push::Pusher::prepare(syncer.store(), push, syncer.holder(), counters.clone()).await?;
+        pushers.push(pusher.leased_for(config.sync.lease_ttl));
     }
     Ok((pushers, counters))
 }

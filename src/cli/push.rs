@@ -50,7 +50,8 @@ async fn pusher(config: &Config, store: &Store, name: &str) -> anyhow::Result<Op
         }
         return Ok(None);
     };
-    Ok(Some(Pusher::prepare(store, push, &shell_holder(), PushCounters::default()).await?))
+    let pusher = Pusher::prepare(store, push, &shell_holder(), PushCounters::default()).await?;
+    Ok(Some(pusher.leased_for(config.sync.lease_ttl)))
 }
 
 async fn list(config: &Config, store: &Store) -> anyhow::Result<ExitCode> {

@@ -280,8 +280,8 @@ pub const KEYS: &[Key] = &[
         "duration, at least 1s",
         Value("\"60s\""),
         "\"60s\"",
-        "An object's lease (and a delivery's) lapses this long after its holder's last renewal, and another daemon on the same \
-         database takes it over. Renewed every third of it.",
+        "An object's lease (and a delivery's, and a push's) lapses this long after its holder's last renewal, and another \
+         daemon on the same database takes it over. Renewed every third of it.",
     ),
     key(
         "sync",

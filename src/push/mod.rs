@@ -26,7 +26,8 @@ use crate::{
     telemetry::error_chain,
 };
 
-/// How long a run's lease lasts without renewal; renewed every third of it while the query runs.
+/// How long a run's lease lasts without renewal unless told (`sync.lease_ttl` in the daemon
+/// and the commands); renewed every third of it while the run goes on.
 const LEASE_TTL: Duration = Duration::from_secs(60);
 /// The brake's default: this share of the object's live rows, and never fewer than
 /// [`BRAKE_FLOOR`] records.
@@ -74,6 +75,7 @@ pub struct Pusher {
     shape: Shape,
     /// This instance's name in the lease and `push_runs`.
     holder: String,
+    lease_ttl: Duration,
     counters: PushCounters,
 }
 
@@ -136,7 +138,13 @@ impl Pusher {
     pub async fn prepare(store: &Store, config: &PushConfig, holder: &str, counters: PushCounters) -> Result<Pusher, PushError> {
         let columns = store.describe_push_query(&config.query, config.timeout).await.map_err(|e| query_error(&config.name, e))?;
         let shape = Shape::new(config, &columns)?;
-        Ok(Pusher { store: store.clone(), config: config.clone(), shape, holder: holder.to_owned(), counters })
+        Ok(Pusher { store: store.clone(), config: config.clone(), shape, holder: holder.to_owned(), lease_ttl: LEASE_TTL, counters })
+    }
+
+    /// Runs hold the push's lease for `ttl` without renewal (`sync.lease_ttl`): a dead
+    /// instance's run is taken over that long after its last renewal.
+    pub fn leased_for(self, ttl: Duration) -> Pusher {
+        Pusher { lease_ttl: ttl, ..self }
     }
 
     pub fn config(&self) -> &PushConfig {
@@ -157,10 +165,10 @@ impl Pusher {
     /// twice is recorded as failed in `push_runs` and returned as the error.
     pub async fn run(&self, force: bool) -> Result<RunReport, PushError> {
         let push = &self.config.name;
-        let Some(lease) = self.store.acquire_push_lease(push, &self.holder, LEASE_TTL).await.map_err(|e| self.store_error(e))? else {
+        let Some(lease) = self.store.acquire_push_lease(push, &self.holder, self.lease_ttl).await.map_err(|e| self.store_error(e))? else {
             return Err(PushError::Busy { push: push.clone() });
         };
-        let outcome = crate::renewal::renewing(self.run_leased(&lease, force), LEASE_TTL / 3, || async {
+        let outcome = crate::renewal::renewing(self.run_leased(&lease, force), self.lease_ttl / 3, || async {
             crate::liveness::step();
             match self.store.renew_push_lease(&lease).await {
                 Ok(true) => {}
