@@ -253,6 +253,11 @@ impl Daemon {
         self.syncer.api()
     }
 
+    /// What this daemon's pushes have done (the demo's live line).
+    pub fn push_counters(&self) -> crate::push::PushCounters {
+        self.push_counters.clone()
+    }
+
     /// What the webhook endpoint and the inbox have done (the demo's live line).
     pub fn webhook_counters(&self) -> Arc<crate::intake::IntakeCounters> {
         self.intake_counters.clone()

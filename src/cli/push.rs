@@ -223,7 +223,7 @@ mod tests {
         assert!(text.contains("  update deal deal_1 (crm-1): stage: \"Qualified\" → \"Closed Won\"\n"), "{text}");
         assert!(text.contains("  create deal crm-2: amount = 100, external_key = \"crm-2\"\n"), "{text}");
         assert!(text.contains("  in flight: update deal deal_1 (crm-3): amount: 1 → 2\n    (request 7 for these values is pending)"), "{text}");
-        assert!(text.contains("totals: 5 rows read, 2 unchanged, 2 to change (2 requests), 1 in flight, 0 held"), "{text}");
+        assert!(text.contains("totals: 5 rows read, 1 unchanged, 2 to change (2 requests), 1 in flight, 0 held"), "{text}");
         assert!(text.contains("the brake would hold: 2 changes, more than 1 (max_changes)") && text.contains("push run crm --force"), "{text}");
         let short = describe_plan(&push, &plan, 1);
         assert!(short.contains("… and 2 more"), "{short}");

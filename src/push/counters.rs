@@ -36,6 +36,11 @@ impl PushCounters {
         counters
     }
 
+    /// Requests `push`'s runs in this process queued so far (the demo's live line).
+    pub fn requests_queued_by(&self, push: &str) -> u64 {
+        self.requests_queued.get_or_create(&labels(push)).get()
+    }
+
     /// Counts one run of `push`.
     pub fn count(&self, push: &str, outcome: &Result<RunReport, PushError>) {
         match outcome {
@@ -46,6 +51,8 @@ impl PushCounters {
                 self.rows_read.get_or_create(&labels(push)).inc_by(line.rows_read.max(0) as u64);
                 self.refused_by_brake.get_or_create(&labels(push)).inc_by(line.refused_by_brake.max(0) as u64);
             }
+            // Waiting for the mirror's first load is not a run.
+            Err(PushError::NotLoaded { .. }) => {}
             Err(PushError::Busy { .. }) => {
                 self.runs.get_or_create(&run_labels(push, "busy")).inc();
             }

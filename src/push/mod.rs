@@ -187,15 +187,17 @@ impl Pusher {
     async fn run_leased(&self, lease: &PushLease, force: bool) -> Result<RunReport, PushError> {
         let push = &self.config.name;
         let mut line = PushRunLine { push: push.clone(), holder: self.holder.clone(), started_at: Utc::now(), forced: force, ..Default::default() };
+        // Not a failure, and not recorded: the mirror is still loading (a first start).
+        crate::liveness::step();
+        if !self.store.object_loaded(self.shape.kind).await.map_err(|e| self.store_error(e))? {
+            return Err(PushError::NotLoaded { push: push.clone(), object: self.shape.kind.table() });
+        }
         // The query may take up to its own timeout: waiting that long is keeping a promise.
         crate::liveness::wait_for(self.config.timeout);
         let plan = match self.plan().await {
             Ok(plan) => plan,
             Err(error) => return Err(self.failed(line, error).await),
         };
-        if !plan.loaded {
-            return Err(self.failed(line, PushError::NotLoaded { push: push.clone(), object: self.shape.kind.table() }).await);
-        }
         let tally = Tally::of(&plan);
         let limit = brake_limit(&self.config, &plan);
         line.rows_read = plan.rows_read;

@@ -59,8 +59,9 @@ pub async fn run_on_schedule(pusher: Pusher, shutdown: CancellationToken) -> any
         match pusher.run(false).await {
             Ok(_) => {}
             Err(PushError::Busy { .. }) => debug!(push = %push, "another instance is running this push; skipping this turn"),
+            Err(e @ PushError::NotLoaded { .. }) => debug!(push = %push, "{e}"),
             // Failed runs are recorded in push_runs and logged where they fail.
-            Err(PushError::Query { .. } | PushError::Duplicate { .. } | PushError::NotLoaded { .. }) => {}
+            Err(PushError::Query { .. } | PushError::Duplicate { .. }) => {}
             Err(error) => warn!(push = %push, error = %error_chain(&error), "push run failed; trying again at its next turn"),
         }
         next = due.next();

@@ -205,6 +205,14 @@ impl Store {
         Ok(queued as u64)
     }
 
+    /// Whether the mirror finished its first load of `kind` (a push waits for it).
+    pub async fn object_loaded(&self, kind: ObjectKind) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sync_state WHERE object = $1 AND backfill_completed_at IS NOT NULL)")
+            .bind(kind.table())
+            .fetch_one(self.pool())
+            .await?)
+    }
+
     /// Records a run that queued nothing (unchanged, braked, failed).
     pub async fn record_push_run(&self, run: &PushRunLine) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
