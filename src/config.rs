@@ -34,8 +34,8 @@ mod tests;
 
 pub use delivery::{DeliveryConfig, OnFailure, Start};
 pub use file::is_loopback;
-pub use push::{keys_for as push_keys_for, PushConfig};
 use file::RawConfig;
+pub use push::{keys_for as push_keys_for, PushConfig};
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_PATHS: [&str; 2] = ["./partnerstack-mirror.toml", "/etc/partnerstack-mirror/config.toml"];

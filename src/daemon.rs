@@ -328,7 +328,11 @@ impl Daemon {
         let wakeups = crate::store::Wakeups::default();
         supervisor.spawn("wake-ups", Watch::DeathOnly, {
             let (store, wakeups, shutdown) = (store.clone(), wakeups.clone(), shutdown.clone());
-            async move { Ok(store.fan_out_wakeups(wakeups, shutdown).await) }.boxed()
+            async move {
+                store.fan_out_wakeups(wakeups, shutdown).await;
+                Ok(())
+            }
+            .boxed()
         });
         for (name, work) in pool.loops(wakeups.queue.clone(), &shutdown) {
             supervisor.spawn(&name, Watch::Liveness, work.map(Ok).boxed());

@@ -193,10 +193,7 @@ impl DemoSettings<'_> {
              WHERE p.deleted_at IS NULL GROUP BY p.key"
         );
         let root: Table = [
-            (
-                "database",
-                table([("url", self.database_url.into()), ("schema", schema.into()), ("max_connections", Value::Integer(10))]),
-            ),
+            ("database", table([("url", self.database_url.into()), ("schema", schema.into()), ("max_connections", Value::Integer(10))])),
             (
                 "partnerstack",
                 table([

@@ -295,10 +295,7 @@ mod tests {
     #[test]
     fn only_objects_the_queue_can_update_or_create_by_a_natural_key_can_be_pushed() {
         let pushable: Vec<ObjectKind> = ObjectKind::ALL.into_iter().filter(|k| pushable(*k)).collect();
-        assert_eq!(
-            pushable,
-            [ObjectKind::Partnership, ObjectKind::Customer, ObjectKind::Deal, ObjectKind::Lead, ObjectKind::Transaction]
-        );
+        assert_eq!(pushable, [ObjectKind::Partnership, ObjectKind::Customer, ObjectKind::Deal, ObjectKind::Lead, ObjectKind::Transaction]);
     }
 
     #[test]

@@ -200,10 +200,12 @@ mod tests {
 
     #[test]
     fn a_plan_shows_each_change_as_mirror_value_to_desired_value_with_totals_and_the_brake() {
-        let push = Config::from_toml("[[push]]\nname = \"crm\"\nobject = \"deals\"\nkey = \"external_key\"\nquery = \"SELECT 1\"\nmax_changes = 1")
-            .unwrap()
-            .pushes
-            .remove(0);
+        let push = Config::from_toml(
+            "[[push]]\nname = \"crm\"\nobject = \"deals\"\nkey = \"external_key\"\nquery = \"SELECT 1\"\nmax_changes = 1",
+        )
+        .unwrap()
+        .pushes
+        .remove(0);
         let plan = PushPlan {
             rows_read: 5,
             compared: 3,
@@ -222,9 +224,15 @@ mod tests {
         let text = describe_plan(&push, &plan, 10);
         assert!(text.contains("  update deal deal_1 (crm-1): stage: \"Qualified\" → \"Closed Won\"\n"), "{text}");
         assert!(text.contains("  create deal crm-2: amount = 100, external_key = \"crm-2\"\n"), "{text}");
-        assert!(text.contains("  in flight: update deal deal_1 (crm-3): amount: 1 → 2\n    (request 7 for these values is pending)"), "{text}");
+        assert!(
+            text.contains("  in flight: update deal deal_1 (crm-3): amount: 1 → 2\n    (request 7 for these values is pending)"),
+            "{text}"
+        );
         assert!(text.contains("totals: 5 rows read, 1 unchanged, 2 to change (2 requests), 1 in flight, 0 held"), "{text}");
-        assert!(text.contains("the brake would hold: 2 changes, more than 1 (max_changes)") && text.contains("push run crm --force"), "{text}");
+        assert!(
+            text.contains("the brake would hold: 2 changes, more than 1 (max_changes)") && text.contains("push run crm --force"),
+            "{text}"
+        );
         let short = describe_plan(&push, &plan, 1);
         assert!(short.contains("… and 2 more"), "{short}");
     }

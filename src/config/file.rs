@@ -9,8 +9,8 @@ use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
 use super::{
-    delivery, invalid, lenient, push, Config, ConfigError, DatabaseConfig, EventsConfig, HttpConfig, PartnerStackConfig, QueueConfig, Retention,
-    Schedule, SyncConfig, WebhooksConfig, DAY,
+    delivery, invalid, lenient, push, Config, ConfigError, DatabaseConfig, EventsConfig, HttpConfig, PartnerStackConfig, QueueConfig,
+    Retention, Schedule, SyncConfig, WebhooksConfig, DAY,
 };
 use crate::{object::ObjectKind, partnerstack::RateLimit, store::Roles};
 

@@ -147,11 +147,7 @@ impl RawPush {
         let keys = keys_for(object);
         if !keys.contains(&self.key.as_str()) {
             let meanings: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
-            return Err(invalid(
-                &name,
-                "key",
-                format!("`{}` means nothing for {object}: write one of {}", self.key, meanings.join(", ")),
-            ));
+            return Err(invalid(&name, "key", format!("`{}` means nothing for {object}: write one of {}", self.key, meanings.join(", "))));
         }
         let schedule = match (self.schedule, self.interval) {
             (Some(_), Some(_)) => return Err(invalid(&name, "schedule", "set either schedule or interval, not both")),
@@ -206,14 +202,21 @@ mod tests {
         assert_eq!((p.max_changes, p.manage_tags.is_empty(), p.timeout), (None, true, Duration::from_secs(60)));
         let c = one(&format!("{TAGS}schedule = \"0 */5 * * * *\"\nmax_changes = 50\nmanage_tags = [\"tier:*\"]")).unwrap();
         let p = &c.pushes[0];
-        assert_eq!((&p.schedule, p.max_changes, p.manage_tags.as_slice()), (&Schedule::Cron("0 */5 * * * *".into()), Some(50), &["tier:*".to_owned()][..]));
+        assert_eq!(
+            (&p.schedule, p.max_changes, p.manage_tags.as_slice()),
+            (&Schedule::Cron("0 */5 * * * *".into()), Some(50), &["tier:*".to_owned()][..])
+        );
     }
 
     #[test]
     fn the_key_must_mean_something_for_the_object() {
-        for (object, key) in
-            [("customers", "customer_key"), ("deals", "external_key"), ("leads", "external_key"), ("partnerships", "email"), ("transactions", "key")]
-        {
+        for (object, key) in [
+            ("customers", "customer_key"),
+            ("deals", "external_key"),
+            ("leads", "external_key"),
+            ("partnerships", "email"),
+            ("transactions", "key"),
+        ] {
             let c = one(&format!("object = \"{object}\"\nquery = \"SELECT 1\"\nkey = \"{key}\"")).unwrap();
             assert_eq!(c.pushes[0].key, key);
         }

@@ -186,7 +186,8 @@ impl Pusher {
 
     async fn run_leased(&self, lease: &PushLease, force: bool) -> Result<RunReport, PushError> {
         let push = &self.config.name;
-        let mut line = PushRunLine { push: push.clone(), holder: self.holder.clone(), started_at: Utc::now(), forced: force, ..Default::default() };
+        let mut line =
+            PushRunLine { push: push.clone(), holder: self.holder.clone(), started_at: Utc::now(), forced: force, ..Default::default() };
         // Not a failure, and not recorded: the mirror is still loading (a first start).
         crate::liveness::step();
         if !self.store.object_loaded(self.shape.kind).await.map_err(|e| self.store_error(e))? {

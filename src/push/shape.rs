@@ -149,8 +149,7 @@ impl Shape {
         if tags.is_none() && !push.manage_tags.is_empty() {
             return Err(ShapeError::Query {
                 push: push.name.clone(),
-                reason: "`manage_tags` is set but the query has no `tags` column (a text[] of the tags the record should hold)"
-                    .into(),
+                reason: "`manage_tags` is set but the query has no `tags` column (a text[] of the tags the record should hold)".into(),
             });
         }
         let create_tags = creates && tags.is_some() && Operation::Create.writable_fields(kind).contains(&"tags");
@@ -188,7 +187,11 @@ impl Shape {
                 }
                 PayloadRule::ExactlyOne(fields) => {
                     if fields.iter().filter(|f| sent.contains(f)).count() != 1 {
-                        return refuse(format!("creating a {} needs exactly one of the columns {}", self.kind.singular(), fields.join(", ")));
+                        return refuse(format!(
+                            "creating a {} needs exactly one of the columns {}",
+                            self.kind.singular(),
+                            fields.join(", ")
+                        ));
                     }
                 }
                 PayloadRule::AtLeastOne(fields, meaning) => {
@@ -277,11 +280,32 @@ mod tests {
     }
 
     #[test]
+    fn the_push_page_lists_every_key_and_field_a_push_can_set_on_each_object() {
+        let page = include_str!("../../docs/push.md");
+        for kind in ObjectKind::ALL.into_iter().filter(|k| crate::write_back::pushable(*k)) {
+            let row =
+                page.lines().find(|l| l.starts_with(&format!("| `{}` |", kind.table()))).unwrap_or_else(|| panic!("no row for {kind}"));
+            let updates = Operation::Update.writable_fields(kind).iter().filter(|f| current_value(kind, f).is_some());
+            let only_created = Operation::Create
+                .writable_fields(kind)
+                .iter()
+                .filter(|f| !natural_keys(kind).is_empty() && !Operation::Update.writable_fields(kind).contains(f));
+            let tags = Operation::ModifyTags.applies_to(kind).then_some(&"tags");
+            for field in crate::config::push_keys_for(kind).iter().chain(updates).chain(only_created).chain(tags) {
+                assert!(row.contains(&format!("`{field}`")), "docs/push.md's row for {kind} lacks `{field}`");
+            }
+        }
+    }
+
+    #[test]
     fn an_update_push_compares_typed_columns_and_raw_fields() {
         let p = push("object = \"partnerships\"");
         let shape = Shape::new(&p, &[col("key", "text"), col("group_key", "varchar"), col("manager_email", "text")]).unwrap();
         assert_eq!(shape.matching, Matching::Key);
-        assert_eq!(shape.fields[0], Field { name: "group_key".into(), sql_type: Some("text"), current: Some(Current::Column("group_key")), create: false });
+        assert_eq!(
+            shape.fields[0],
+            Field { name: "group_key".into(), sql_type: Some("text"), current: Some(Current::Column("group_key")), create: false }
+        );
         assert_eq!(shape.fields[1].current, Some(Current::RawText(&["manager", "email"])));
         let p = push("object = \"deals\"");
         let shape = Shape::new(&p, &[col("key", "text"), col("amount", "numeric"), col("close_date", "date")]).unwrap();
@@ -342,13 +366,20 @@ mod tests {
         let p = push("object = \"customers\"\nkey = \"customer_key\"");
         let err = Shape::new(&p, &[col("customer_key", "text"), col("name", "text")]).unwrap_err().to_string();
         assert!(err.contains("email, partner_key") && err.contains("key = \"key\""), "{err}");
-        let shape = Shape::new(&p, &[col("customer_key", "text"), col("email", "text"), col("partner_key", "text"), col("name", "text")]).unwrap();
+        let shape =
+            Shape::new(&p, &[col("customer_key", "text"), col("email", "text"), col("partner_key", "text"), col("name", "text")]).unwrap();
         assert_eq!(shape.matching, Matching::Natural { field: "customer_key", case_insensitive: false });
         // partner_key only goes into creates: an update cannot change a customer's partner.
         let partner = shape.fields.iter().find(|f| f.name == "partner_key").unwrap();
         assert_eq!((partner.create, partner.current), (true, None));
         let p = push("object = \"transactions\"");
-        let both = [col("key", "text"), col("amount", "integer"), col("currency", "text"), col("customer_key", "text"), col("customer_email", "text")];
+        let both = [
+            col("key", "text"),
+            col("amount", "integer"),
+            col("currency", "text"),
+            col("customer_key", "text"),
+            col("customer_email", "text"),
+        ];
         let err = Shape::new(&p, &both).unwrap_err().to_string();
         assert!(err.contains("exactly one of"), "{err}");
         let shape = Shape::new(&p, &both[..4]).unwrap();

@@ -64,8 +64,12 @@ async fn the_demo_mirrors_the_account_and_carries_out_a_queued_write() {
     .await
     .unwrap();
     // The demo's push queues requests of its own (with idempotency keys); this one was queued by hand.
-    wait_for("the write-back", &pool, "SELECT bool_and(status NOT IN ('pending', 'running')) FROM write_queue WHERE idempotency_key IS NULL")
-        .await;
+    wait_for(
+        "the write-back",
+        &pool,
+        "SELECT bool_and(status NOT IN ('pending', 'running')) FROM write_queue WHERE idempotency_key IS NULL",
+    )
+    .await;
     let (status, error): (String, Option<String>) =
         sqlx::query_as("SELECT status, last_error FROM write_queue WHERE idempotency_key IS NULL").fetch_one(&pool).await.unwrap();
     assert_eq!(status, "succeeded", "{error:?}");

@@ -125,11 +125,8 @@ impl Store {
         read_only_in(&mut tx, self.schema(), timeout).await?;
         let wrapped = compare::wrapped(query);
         let statement = (&mut *tx).prepare(&wrapped).await?;
-        let columns: Vec<(String, i64)> = statement
-            .columns()
-            .iter()
-            .map(|c| (c.name().to_owned(), c.type_info().oid().map_or(0, |o| i64::from(o.0))))
-            .collect();
+        let columns: Vec<(String, i64)> =
+            statement.columns().iter().map(|c| (c.name().to_owned(), c.type_info().oid().map_or(0, |o| i64::from(o.0)))).collect();
         let oids: Vec<i64> = columns.iter().map(|(_, oid)| *oid).collect();
         let types: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
             "SELECT t.oid::int8, format_type(t.oid, NULL), t.typcategory::text, e.typcategory::text \

@@ -8,8 +8,10 @@ use super::*;
 
 /// Nothing was queued or recorded for any record.
 async fn nothing_queued(store: &Store) {
-    let (requests, records): (i64, i64) =
-        sqlx::query_as("SELECT (SELECT count(*) FROM write_queue), (SELECT count(*) FROM push_records)").fetch_one(store.pool()).await.unwrap();
+    let (requests, records): (i64, i64) = sqlx::query_as("SELECT (SELECT count(*) FROM write_queue), (SELECT count(*) FROM push_records)")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!((requests, records), (0, 0), "nothing was queued");
 }
 
@@ -31,7 +33,8 @@ fn tags_push(store: &Store, select: &str) -> PushConfig {
 async fn a_query_that_fails_on_its_rows_is_recorded_as_failed_and_changes_nothing() {
     let (_sim, store, _) = mirrored(200).await;
     // Prepared fine; fails on the first row it computes.
-    let config = tags_push(&store, "SELECT key, ARRAY['tier:' || (1 / (length(key) - length(key)))::text] AS tags FROM {schema}.partnerships");
+    let config =
+        tags_push(&store, "SELECT key, ARRAY['tier:' || (1 / (length(key) - length(key)))::text] AS tags FROM {schema}.partnerships");
     let failing = pusher(&store, &config).await;
     let error = failing.run(false).await.unwrap_err();
     assert!(matches!(&error, PushError::Query { message, .. } if message.contains("division by zero")), "{error}");
@@ -157,7 +160,8 @@ async fn a_value_the_api_refuses_is_sent_again_only_when_it_changes_or_after_a_g
     let deal: String =
         sqlx::query_scalar("SELECT key FROM deals WHERE deleted_at IS NULL ORDER BY key LIMIT 1").fetch_one(store.pool()).await.unwrap();
     let wanted = format!("{}_wanted", store.schema());
-    execute(&store, &format!("CREATE TABLE {wanted} (key text, stage text); INSERT INTO {wanted} VALUES ('{deal}', 'No Such Stage')")).await;
+    execute(&store, &format!("CREATE TABLE {wanted} (key text, stage text); INSERT INTO {wanted} VALUES ('{deal}', 'No Such Stage')"))
+        .await;
     let config = push_config("stages", &format!("object = \"deals\"\nquery = \"SELECT key, stage FROM {wanted}\""));
     let stages = pusher(&store, &config).await;
     let statuses = || async { queued(&store, "stages").await.into_iter().map(|(.., status)| status).collect::<Vec<_>>() };
@@ -180,7 +184,8 @@ async fn a_value_the_api_refuses_is_sent_again_only_when_it_changes_or_after_a_g
     execute(&store, &backdate("6 minutes")).await;
     assert_eq!(run(&stages).await.line.requests_queued, 1, "tried again after the backoff");
     land(&store, &sim).await;
-    let failures: i32 = sqlx::query_scalar("SELECT failures FROM push_records WHERE push = 'stages'").fetch_one(store.pool()).await.unwrap();
+    let failures: i32 =
+        sqlx::query_scalar("SELECT failures FROM push_records WHERE push = 'stages'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(failures, 1, "the second failure of the same values in a row");
     // The wait doubles: six minutes is no longer enough, eleven is.
     execute(&store, &backdate("6 minutes")).await;
@@ -188,4 +193,16 @@ async fn a_value_the_api_refuses_is_sent_again_only_when_it_changes_or_after_a_g
     execute(&store, &backdate("11 minutes")).await;
     assert_eq!(run(&stages).await.line.requests_queued, 1);
     assert_eq!(statuses().await, ["failed", "failed", "failed", "pending"]);
+}
+
+#[tokio::test]
+async fn a_query_slower_than_its_timeout_is_cut_off_and_changes_nothing() {
+    let (_sim, store, _) = mirrored(100).await;
+    let query = format!("SELECT key, tags FROM {}.partnerships, (SELECT pg_sleep(5)) AS slow", store.schema());
+    let config =
+        push_config("slow", &format!("object = \"partnerships\"\nquery = {query:?}\nmanage_tags = [\"tier:*\"]\ntimeout = \"200ms\""));
+    let error = pusher(&store, &config).await.run(false).await.unwrap_err().to_string();
+    assert!(error.contains("push slow: the query failed: the query was cancelled by its statement timeout"), "{error}");
+    assert_eq!(last_run(&store, "slow").await.0, "failed");
+    nothing_queued(&store).await;
 }

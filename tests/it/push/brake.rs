@@ -37,7 +37,10 @@ async fn the_brake_holds_a_run_that_would_change_too_much_and_force_releases_it_
     assert!(stderr.contains("the brake held") && stderr.contains("push run tiers --force"), "{stderr}");
     assert!(queued(&store, "tiers").await.is_empty(), "the brake queued nothing");
     let (outcome, refused, error): (String, i64, Option<String>) =
-        sqlx::query_as("SELECT outcome, refused_by_brake, error FROM push_runs ORDER BY id DESC LIMIT 1").fetch_one(store.pool()).await.unwrap();
+        sqlx::query_as("SELECT outcome, refused_by_brake, error FROM push_runs ORDER BY id DESC LIMIT 1")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     assert_eq!((outcome.as_str(), refused), ("braked", live));
     assert!(error.unwrap().contains("max_changes (10)"));
 

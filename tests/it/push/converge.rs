@@ -75,7 +75,11 @@ async fn manage_tags_adds_and_removes_only_the_tags_it_owns() {
     let keys = partnership_keys(&store, 2).await;
     // One partner carries a stale tier and tags of its own; the push owns only tier:*.
     sim.simulator
-        .apply(Mutation::PartnershipTags { key: keys[0].clone(), add: vec!["tier:platinum".into(), "vip".into(), "beta".into()], remove: vec![] })
+        .apply(Mutation::PartnershipTags {
+            key: keys[0].clone(),
+            add: vec!["tier:platinum".into(), "vip".into(), "beta".into()],
+            remove: vec![],
+        })
         .unwrap();
     syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
     let others: Vec<String> = tags_at_api(&sim, &keys[0]).into_iter().filter(|t| !t.starts_with("tier:")).collect();
@@ -175,10 +179,8 @@ async fn a_deal_stage_follows_a_crm_table_and_keeps_its_order_with_requests_queu
     }
     // Someone queued a change of the first deal by hand before the push ran.
     queue::enqueue(&store, "update", "deal", Some(&deals[0].0), serde_json::json!({"stage": "Negotiation"})).await;
-    let query = format!(
-        "SELECT d.key, o.stage FROM {crm}.opportunities o JOIN {schema}.deals d ON d.external_key = o.id",
-        schema = store.schema()
-    );
+    let query =
+        format!("SELECT d.key, o.stage FROM {crm}.opportunities o JOIN {schema}.deals d ON d.external_key = o.id", schema = store.schema());
     let config = push_config("crm-stages", &format!("object = \"deals\"\nquery = {query:?}"));
     let stages = pusher(&store, &config).await;
 

@@ -119,8 +119,12 @@ async fn a_daemon_killed_while_its_create_waits_for_the_answer_leaves_exactly_on
     let at_api = sim.simulator.records(ObjectKind::Transaction).into_iter().filter(|t| t["key"] == "inv-killed-1").count();
     assert_eq!(at_api, 1, "exactly one transaction");
     let requests: Vec<(String, i32)> =
-        sqlx::query_as("SELECT status, attempts FROM write_queue WHERE idempotency_key LIKE 'push:invoices:%'").fetch_all(store.pool()).await.unwrap();
+        sqlx::query_as("SELECT status, attempts FROM write_queue WHERE idempotency_key LIKE 'push:invoices:%'")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
     assert_eq!(requests, [("succeeded".to_owned(), 2)], "one request: sent, then looked up and found by the second daemon");
-    let mirrored: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions WHERE key = 'inv-killed-1'").fetch_one(store.pool()).await.unwrap();
+    let mirrored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transactions WHERE key = 'inv-killed-1'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(mirrored, 1);
 }

@@ -49,3 +49,33 @@ async fn the_daemon_runs_a_push_on_its_schedule_and_shows_it_in_metrics_and_stat
     support::sigterm(&daemon).await;
     assert!(daemon.wait().await.unwrap().success());
 }
+
+#[tokio::test]
+async fn one_run_of_a_push_at_a_time_and_a_run_that_lost_its_lease_queues_nothing() {
+    let (_sim, store, _) = mirrored(100).await;
+    let query = format!("SELECT key, ARRAY['tier:gold'] AS tags FROM {}.partnerships", store.schema());
+    let config =
+        push_config("tiers", &format!("object = \"partnerships\"\nquery = {query:?}\nmanage_tags = [\"tier:*\"]\nmax_changes = 1000"));
+    let tiers = pusher(&store, &config).await;
+    // Another instance is running it.
+    let elsewhere = store.acquire_push_lease("tiers", "elsewhere", Duration::from_secs(60)).await.unwrap().expect("free");
+    let error = tiers.run(false).await.unwrap_err();
+    assert!(matches!(error, partnerstack_mirror::push::PushError::Busy { .. }), "{error}");
+    store.release_push_lease(&elsewhere).await.unwrap();
+    assert!(queued(&store, "tiers").await.is_empty());
+
+    // A run whose lease another instance took over (it stalled past its TTL) cannot queue.
+    let stalled = store.acquire_push_lease("tiers", "stalled", Duration::from_millis(1)).await.unwrap().expect("free");
+    let plan = tiers.plan().await.unwrap();
+    support::eventually("the stalled run's lease to lapse", PATIENCE, || async {
+        store.acquire_push_lease("tiers", "taker", Duration::from_secs(60)).await.unwrap().is_some()
+    })
+    .await;
+    let requests: Vec<&partnerstack_mirror::store::PlannedRequest> = plan.requests.iter().collect();
+    let line = partnerstack_mirror::store::PushRunLine { push: "tiers".into(), outcome: "changed".into(), ..Default::default() };
+    let fenced = store.queue_push(&stalled, ObjectKind::Partnership, &requests, &line).await.unwrap_err();
+    assert!(matches!(fenced, partnerstack_mirror::store::StoreError::Fenced { .. }), "{fenced}");
+    assert!(queued(&store, "tiers").await.is_empty(), "the fenced run queued nothing");
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM push_runs").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(runs, 0, "nor recorded a run");
+}
