@@ -12,6 +12,9 @@ use tracing::{debug, warn};
 use super::{PushError, Pusher};
 use crate::{config::Schedule, liveness, telemetry::error_chain};
 
+/// How soon a push waiting for its object's first load looks again (at most its interval).
+const LOADED_YET: Duration = Duration::from_secs(10);
+
 /// When a push is due next.
 #[derive(Clone, Debug)]
 enum Due {
@@ -59,7 +62,14 @@ pub async fn run_on_schedule(pusher: Pusher, shutdown: CancellationToken) -> any
         match pusher.run(false).await {
             Ok(_) => {}
             Err(PushError::Busy { .. }) => debug!(push = %push, "another instance is running this push; skipping this turn"),
-            Err(e @ PushError::NotLoaded { .. }) => debug!(push = %push, "{e}"),
+            Err(e @ PushError::NotLoaded { .. }) => {
+                debug!(push = %push, "{e}");
+                // A first start: run as soon as the mirror is loaded, not an interval later.
+                if let Due::Every(every) = due {
+                    next = Some(Instant::now() + every.min(LOADED_YET));
+                    continue;
+                }
+            }
             // Failed runs are recorded in push_runs and logged where they fail.
             Err(PushError::Query { .. } | PushError::Duplicate { .. }) => {}
             Err(error) => warn!(push = %push, error = %error_chain(&error), "push run failed; trying again at its next turn"),

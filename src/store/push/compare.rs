@@ -292,6 +292,8 @@ _push_decided AS (
            CASE
                WHEN pr.digest IS DISTINCT FROM r.digest OR w.id IS NULL THEN NULL
                WHEN w.status IN ('pending', 'running') THEN format('request %s for these values is %s', w.id, w.status)
+               WHEN w.status = 'succeeded' AND r.operation = 'create' THEN format(
+                   'request %s created this record; the mirror does not show it yet (the next poll brings it in)', w.id)
                WHEN w.status = 'succeeded' THEN format(
                    'request %s for these values succeeded and the mirror shows other values; sent again once the record changes', w.id)
                ELSE format('request %s for these values %s (%s); tried again from %s UTC', w.id, w.status,
