@@ -18,6 +18,7 @@ use crate::{
 
 mod admin;
 mod passes;
+mod push;
 
 use admin::{consumers, delivery, doctor, migrate, queue, simulate, status, tail, webhooks};
 use passes::{reconcile, sync};
@@ -61,6 +62,11 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
+    },
+    /// Pushes (`[[push]]` in the configuration): what a run would change, one run, the last runs.
+    Push {
+        #[command(subcommand)]
+        command: PushCommand,
     },
     /// Print events as JSON lines.
     Events {
@@ -159,6 +165,26 @@ fn webhook_target(text: &str) -> Result<String, String> {
         "http" if crate::config::is_loopback(&url) => Ok(text.to_owned()),
         _ => Err("must be https (the URL carries the webhook token), or http on loopback".to_owned()),
     }
+}
+
+#[derive(Subcommand, Debug)]
+enum PushCommand {
+    /// What a run would change now, per record (field: mirror value → desired value), and the totals; changes nothing.
+    Plan {
+        name: String,
+        /// Show at most this many records.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Run the push once, now.
+    Run {
+        name: String,
+        /// Queue the changes even when there are more than `max_changes` (this run only).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Each push with its last run.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,6 +291,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Webhooks { command } => webhooks(config.expect("loaded"), command).await,
         Command::Delivery { command } => delivery(config.expect("loaded"), command).await,
         Command::Queue { command } => queue(config.expect("loaded"), command).await,
+        Command::Push { command } => push::push(config.expect("loaded"), command).await,
         Command::Events { command: EventsCommand::Tail { after, follow, type_pattern, consumer } } => {
             tail(config.expect("loaded"), crate::store::TailOptions { after, follow, type_pattern, consumer }, shutdown).await
         }
@@ -285,6 +312,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             let for_the_operator = |c: &(dyn std::error::Error + 'static)| {
                 c.downcast_ref::<daemon::WiringError>().is_some_and(daemon::WiringError::is_configuration)
                     || c.downcast_ref::<crate::store::StoreError>().is_some_and(crate::store::StoreError::needs_the_operator)
+                    || c.downcast_ref::<crate::push::PushError>().is_some_and(crate::push::PushError::is_configuration)
             };
             if e.chain().any(for_the_operator) {
                 ExitCode::from(2)

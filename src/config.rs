@@ -28,12 +28,14 @@ mod explain;
 mod file;
 pub mod keys;
 mod lenient;
+mod push;
 #[cfg(test)]
 mod tests;
 
 pub use delivery::{DeliveryConfig, OnFailure, Start};
 pub use file::is_loopback;
 use file::RawConfig;
+pub use push::{keys_for as push_keys_for, PushConfig};
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_PATHS: [&str; 2] = ["./partnerstack-mirror.toml", "/etc/partnerstack-mirror/config.toml"];
@@ -94,6 +96,8 @@ pub struct Config {
     /// `[[delivery]]`: webhook endpoints the events are pushed to.
     pub deliveries: Vec<DeliveryConfig>,
     pub webhooks: WebhooksConfig,
+    /// `[[push]]`: queries that say what PartnerStack should hold.
+    pub pushes: Vec<PushConfig>,
 }
 
 /// PartnerStack webhooks in (SPEC 11).

@@ -63,6 +63,9 @@ pub enum WiringError {
     },
     #[error("cannot set up a webhook delivery")]
     Delivery(#[from] crate::delivery::DeliveryError),
+    /// A push's query does not fit it, or the database cannot prepare it.
+    #[error(transparent)]
+    Push(#[from] crate::push::PushError),
 }
 
 impl WiringError {
@@ -75,7 +78,7 @@ impl WiringError {
                 | WiringError::NoMirror { .. }
                 | WiringError::DeliverySecret { .. }
                 | WiringError::ServerTooOld { .. }
-        )
+        ) || matches!(self, WiringError::Push(e) if e.is_configuration() || matches!(e, crate::push::PushError::Query { .. }))
     }
 }
 
@@ -194,6 +197,18 @@ fn step_budget(config: &Config) -> Duration {
     config.partnerstack.timeout + 2 * config.database.statement_timeout + STEP_SLACK
 }
 
+/// Every configured push, its query described and checked against what a write-back can
+/// set: a column that is not a writable field stops the start, naming the push and the column.
+async fn pushers(config: &Config, syncer: &Syncer) -> Result<(Vec<crate::push::Pusher>, crate::push::PushCounters), WiringError> {
+    let counters = crate::push::PushCounters::new(config.pushes.iter().map(|p| p.name.as_str()));
+    let mut pushers = Vec::with_capacity(config.pushes.len());
+    for push in &config.pushes {
+        let pusher = crate::push::Pusher::prepare(syncer.store(), push, syncer.holder(), counters.clone()).await?;
+        pushers.push(pusher.leased_for(config.sync.lease_ttl));
+    }
+    Ok((pushers, counters))
+}
+
 // ---- the daemon -------------------------------------------------------------------------
 
 /// The daemon, built and migrated, not yet running.
@@ -205,6 +220,8 @@ pub struct Daemon {
     intake_counters: Arc<crate::intake::IntakeCounters>,
     deliveries: Vec<Delivery>,
     delivery_counters: DeliveryCounters,
+    pushers: Vec<crate::push::Pusher>,
+    push_counters: crate::push::PushCounters,
     shutdown: CancellationToken,
 }
 
@@ -221,6 +238,7 @@ impl Daemon {
                 .map_err(|source| WiringError::DeliverySecret { name: d.name.clone(), source })?;
             deliveries.push(Delivery::new(settings, syncer.store().clone(), syncer.holder(), delivery_counters.clone())?);
         }
+        let (pushers, push_counters) = pushers(&config, &syncer).await?;
         Ok(Daemon {
             config,
             syncer,
@@ -229,6 +247,8 @@ impl Daemon {
             intake_counters: Arc::default(),
             deliveries,
             delivery_counters,
+            pushers,
+            push_counters,
             shutdown,
         })
     }
@@ -246,6 +266,11 @@ impl Daemon {
         self.syncer.api()
     }
 
+    /// What this daemon's pushes have done (the demo's live line).
+    pub fn push_counters(&self) -> crate::push::PushCounters {
+        self.push_counters.clone()
+    }
+
     /// What the webhook endpoint and the inbox have done (the demo's live line).
     pub fn webhook_counters(&self) -> Arc<crate::intake::IntakeCounters> {
         self.intake_counters.clone()
@@ -254,7 +279,18 @@ impl Daemon {
     /// Runs every loop until the shutdown token is cancelled or a loop dies; serves the HTTP
     /// endpoint on `listener`.
     pub async fn run(self, listener: TcpListener) -> ExitCode {
-        let Daemon { config, syncer, liveness, queue_counters, intake_counters, deliveries, delivery_counters, shutdown } = self;
+        let Daemon {
+            config,
+            syncer,
+            liveness,
+            queue_counters,
+            intake_counters,
+            deliveries,
+            delivery_counters,
+            pushers,
+            push_counters,
+            shutdown,
+        } = self;
         let holder = syncer.holder().to_owned();
         let api = syncer.api().clone();
         let store = syncer.store().clone();
@@ -279,6 +315,7 @@ impl Daemon {
             queue: queue_counters.clone(),
             intake_counters: intake_counters.clone(),
             deliveries: delivery_counters.clone(),
+            pushes: push_counters.clone(),
             freshness: config.sync.freshness,
             objects: config.sync.objects.clone(),
             intake: config.webhooks.token.clone().map(|token| crate::http::WebhookIntake {
@@ -304,7 +341,11 @@ impl Daemon {
         let wakeups = crate::store::Wakeups::default();
         supervisor.spawn("wake-ups", Watch::DeathOnly, {
             let (store, wakeups, shutdown) = (store.clone(), wakeups.clone(), shutdown.clone());
-            async move { Ok(store.fan_out_wakeups(wakeups, shutdown).await) }.boxed()
+            async move {
+                store.fan_out_wakeups(wakeups, shutdown).await;
+                Ok(())
+            }
+            .boxed()
         });
         for (name, work) in pool.loops(wakeups.queue.clone(), &shutdown) {
             supervisor.spawn(&name, Watch::Liveness, work.map(Ok).boxed());
@@ -313,6 +354,10 @@ impl Daemon {
             let name = format!("delivery {}", delivery.name());
             let woken = delivery.woken_by(wakeups.events.subscribe());
             supervisor.spawn(&name, Watch::Liveness, woken.run(shutdown.clone()).map(Ok).boxed());
+        }
+        for pusher in pushers {
+            let name = format!("push {}", pusher.config().name);
+            supervisor.spawn(&name, Watch::Liveness, crate::push::run_on_schedule(pusher, shutdown.clone()).boxed());
         }
         let describe = {
             let (api, progress) = (api.clone(), progress.clone());

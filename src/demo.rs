@@ -2,16 +2,12 @@
 //! mutations, a private PostgreSQL server (unless `DATABASE_URL` is set), and the daemon,
 //! and its write-back workers, with a live progress line. Ctrl-C stops and removes everything.
 //! A webhook delivery of `deal.*` events goes to a small local receiver that checks each
-//! signature, so the live line shows webhooks arriving too.
+//! signature, so the live line shows webhooks arriving too; a push keeps a `tier:` tag on
+//! every partner from their number of customers, so the newcomer sees one converge.
 
 mod receiver;
 
-use std::{
-    io::{IsTerminal, Write},
-    process::ExitCode,
-    sync::atomic::Ordering,
-    time::Duration,
-};
+use std::{io::IsTerminal, process::ExitCode, sync::atomic::Ordering, time::Duration};
 
 use anyhow::Context;
 use partnerstack_simulator::{Simulator, SimulatorConfig};
@@ -60,33 +56,17 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let signer = crate::delivery::Signer::new(&secret.clone().into())?;
     let received = receiver::start(hooks, signer, shutdown.clone());
 
-    let config = Config::from_toml(&format!(
-        r#"
-        [database]
-        url = "{database_url}"
-        schema = "{schema}"
-        max_connections = 10
-        [partnerstack]
-        api_url = "{api}"
-        public_key = "{public_key}"
-        private_key = "{private_key}"
-        requests_per_second = 0
-        [sync]
-        interval = "3s"
-        lookback = "1m"
-        settle = "1s"
-        rescan_schedule = "0 * * * * *"
-        backfill_concurrency = 4
-        [webhooks]
-        token = "{token}"
-        [[delivery]]
-        name = "demo"
-        url = "{hooks_url}"
-        events = ["deal.*"]
-        secret = "{secret}"
-        "#,
-        api = simulator.base_url,
-    ))?;
+    let settings = DemoSettings {
+        database_url: &database_url,
+        schema,
+        api_url: &simulator.base_url,
+        public_key: &public_key,
+        private_key: &private_key,
+        token: &token,
+        hooks_url: &hooks_url,
+        secret: &secret,
+    };
+    let config = Config::from_toml(&settings.toml()?)?;
     let daemon = Daemon::build(config, shutdown.clone()).await?;
     // The daemon's endpoint, on a free port so a second demo does not collide.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot open the HTTP endpoint")?;
@@ -115,14 +95,26 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
          that checks each signature; see `SELECT * FROM deliveries;` and the live line below.\n\n\
          Changes arrive by webhook from PartnerStack too (the simulator sends one per change; `webhooks in` below):\n  \
          SELECT id, event_type, object_key, detected_at - occurred_at AS delay FROM events WHERE source = 'webhook' ORDER BY id DESC LIMIT 5;\n\n\
+         A push keeps a `tier:` tag on every partner from their number of customers (docs/push.md); watch it converge:\n  \
+         SELECT push, outcome, rows_read, changes, requests_queued, in_flight FROM push_runs ORDER BY id DESC LIMIT 5;\n\n\
          Metrics and readiness: curl http://{endpoint}/metrics  (and /readyz)\n\n\
          Press Ctrl-C to stop; everything the demo started is removed.\n"
     );
 
     let progress = daemon.progress();
+    let pushes = daemon.push_counters();
     let mut daemon = tokio::spawn(daemon.run(listener));
     let mut rate = LiveRate::default();
     let terminal = std::io::stderr().is_terminal();
+    // On a terminal one line, redrawn in place and cut to the terminal's width; otherwise a
+    // line every few seconds.
+    let bar = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {wide_msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    });
     let mut died = None;
     let mut ticker = tokio::time::interval(if terminal { Duration::from_millis(500) } else { Duration::from_secs(5) });
     loop {
@@ -137,26 +129,24 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
                 let records = progress.records.load(Ordering::Relaxed);
                 let last = received.last_stage_change.lock().expect("no panics while holding it").clone();
                 let line = format!(
-                    "pages {:>6} | records {:>9} | rows written {:>9} | events {:>9} | {:>8.0} records/s (last {}s) | API requests {:>6} | webhooks in {:>5} | out {:>7} (last deal.stage_updated: {})",
-                    progress.pages.load(Ordering::Relaxed),
-                    records,
-                    progress.rows_written.load(Ordering::Relaxed),
-                    progress.events_written.load(Ordering::Relaxed),
+                    "records {records} ({:.0}/s) · events {} · pushed {} · API {} · webhooks in {} out {} · last stage {}",
                     rate.sample(tokio::time::Instant::now(), records),
-                    crate::live_rate::WINDOW.as_secs(),
+                    progress.events_written.load(Ordering::Relaxed),
+                    pushes.requests_queued_by(DEMO_PUSH),
                     simulator.simulator.request_count(),
                     webhooks.accepted.load(Ordering::Relaxed),
                     received.verified.load(Ordering::Relaxed),
                     last.as_deref().unwrap_or("-"),
                 );
-                if terminal {
-                    eprint!("\r{line}");
-                    let _ = std::io::stderr().flush();
-                } else {
-                    eprintln!("{line}");
+                match &bar {
+                    Some(bar) => bar.set_message(line),
+                    None => eprintln!("{line}"),
                 }
             }
         }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     eprintln!("\nStopping…");
     let code = match died {
@@ -168,6 +158,88 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         pg.stop().await.context("cannot stop the private PostgreSQL server")?;
     }
     Ok(code)
+}
+
+/// The push the demo runs.
+const DEMO_PUSH: &str = "tiers";
+
+/// What the demo's configuration is made of.
+struct DemoSettings<'a> {
+    database_url: &'a str,
+    schema: &'a str,
+    api_url: &'a str,
+    public_key: &'a str,
+    private_key: &'a str,
+    token: &'a str,
+    hooks_url: &'a str,
+    secret: &'a str,
+}
+
+impl DemoSettings<'_> {
+    /// The configuration as TOML, built as a value: keys, URLs and secrets are quoted by the
+    /// serializer, so none can break the file (or say more than it should) whatever it holds.
+    fn toml(&self) -> anyhow::Result<String> {
+        use toml::{Table, Value};
+        fn table<const N: usize>(entries: [(&str, Value); N]) -> Value {
+            Value::Table(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        }
+        let schema = self.schema;
+        // Each partner's tier from their customers; the first run tags every partner, so the
+        // brake is raised above the 10% it allows by default.
+        let tiers = format!(
+            "SELECT p.key, ARRAY['tier:' || CASE WHEN count(c.key) >= 5 THEN 'gold' WHEN count(c.key) >= 2 THEN 'silver' \
+             ELSE 'bronze' END] AS tags \
+             FROM {schema}.partnerships p LEFT JOIN {schema}.customers c ON c.partner_key = p.partner_key AND c.deleted_at IS NULL \
+             WHERE p.deleted_at IS NULL GROUP BY p.key"
+        );
+        let root: Table = [
+            ("database", table([("url", self.database_url.into()), ("schema", schema.into()), ("max_connections", Value::Integer(10))])),
+            (
+                "partnerstack",
+                table([
+                    ("api_url", self.api_url.into()),
+                    ("public_key", self.public_key.into()),
+                    ("private_key", self.private_key.into()),
+                    ("requests_per_second", Value::Integer(0)),
+                ]),
+            ),
+            (
+                "sync",
+                table([
+                    ("interval", "3s".into()),
+                    ("lookback", "1m".into()),
+                    ("settle", "1s".into()),
+                    ("rescan_schedule", "0 * * * * *".into()),
+                    ("backfill_concurrency", Value::Integer(4)),
+                ]),
+            ),
+            ("webhooks", table([("token", self.token.into())])),
+            (
+                "delivery",
+                Value::Array(vec![table([
+                    ("name", "demo".into()),
+                    ("url", self.hooks_url.into()),
+                    ("events", Value::Array(vec!["deal.*".into()])),
+                    ("secret", self.secret.into()),
+                ])]),
+            ),
+            (
+                "push",
+                Value::Array(vec![table([
+                    ("name", DEMO_PUSH.into()),
+                    ("object", "partnerships".into()),
+                    ("query", tiers.into()),
+                    ("manage_tags", Value::Array(vec!["tier:*".into()])),
+                    ("max_changes", Value::Integer(1_000_000)),
+                    ("interval", "10s".into()),
+                ])]),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Ok(toml::to_string(&root)?)
+    }
 }
 
 fn psql_command(database_url: &str, schema: &str) -> String {

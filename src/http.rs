@@ -43,6 +43,7 @@ pub struct Endpoint {
     pub queue: Arc<WorkerCounters>,
     pub intake_counters: Arc<IntakeCounters>,
     pub deliveries: DeliveryCounters,
+    pub pushes: crate::push::PushCounters,
     /// An object whose last successful pass is older than this is stale.
     pub freshness: Duration,
     pub objects: Vec<ObjectKind>,
@@ -122,7 +123,14 @@ async fn metrics(State(e): State<Endpoint>, headers: axum::http::HeaderMap) -> i
         }
         Err(_) => None,
     };
-    let view = ProcessView { progress: &e.progress, api: &e.api, queue: &e.queue, intake: &e.intake_counters, deliveries: &e.deliveries };
+    let view = ProcessView {
+        progress: &e.progress,
+        api: &e.api,
+        queue: &e.queue,
+        intake: &e.intake_counters,
+        deliveries: &e.deliveries,
+        pushes: &e.pushes,
+    };
     let text = metrics::render(&view, snapshot.as_ref());
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/openmetrics-text") {

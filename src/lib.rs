@@ -13,6 +13,7 @@
 //! - [`intake`]: PartnerStack webhooks in: hints that trigger reads, training completions.
 //! - [`subscriptions`]: PartnerStack's webhook subscriptions (`/v2/webhooks`).
 //! - [`write_back`]: the write-back catalogue: operations, the objects they apply to, payload rules, natural keys.
+//! - [`push`]: pushes: a query says what PartnerStack should hold; what differs is queued, exactly once.
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.
 //! - [`renewal`]: keeps a lease alive beside the work it guards, never instead of it.
 //! - [`backoff`]: the one exponential backoff with jitter that every retry uses.
@@ -52,6 +53,7 @@ pub mod object;
 pub mod partnerstack;
 pub mod private_postgres;
 pub mod progress;
+pub mod push;
 pub mod queue;
 pub mod record;
 pub mod reference;

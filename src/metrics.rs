@@ -26,6 +26,7 @@ pub struct ProcessView<'a> {
     pub queue: &'a WorkerCounters,
     pub intake: &'a IntakeCounters,
     pub deliveries: &'a DeliveryCounters,
+    pub pushes: &'a crate::push::PushCounters,
 }
 
 /// Renders every series. Names follow Prometheus conventions: base units, `_total` counters,
@@ -171,6 +172,7 @@ fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
         d.dead_lettered.clone(),
     );
     registry.register("delivery_latency_seconds", "Duration of webhook requests, per delivery", d.latency.clone());
+    register_pushes(registry, process.pushes);
 
     if let Some(p) = process_stats() {
         let cpu: Counter<f64, AtomicU64> = Counter::default();
@@ -183,6 +185,21 @@ fn register_process(registry: &mut Registry, process: &ProcessView<'_>) {
     let start: FloatGauge = Gauge::default();
     start.set(process_start_unix());
     registry.register("process_start_time_seconds", "Unix time this process started", start);
+}
+
+fn register_pushes(registry: &mut Registry, p: &crate::push::PushCounters) {
+    registry.register(
+        "push_runs",
+        "Push runs this process started, per push and outcome (changed, unchanged, braked, failed; busy: another instance was running it)",
+        p.runs.clone(),
+    );
+    registry.register("push_requests_queued", "Write-back requests this process's push runs queued, per push", p.requests_queued.clone());
+    registry.register("push_rows_read", "Rows this process's push queries returned, per push", p.rows_read.clone());
+    registry.register(
+        "push_refused_by_brake",
+        "Changes this process's push runs did not queue because there were more than max_changes, per push",
+        p.refused_by_brake.clone(),
+    );
 }
 
 fn register_database(registry: &mut Registry, db: &MetricsSnapshot) {

@@ -86,6 +86,8 @@ pub async fn prune_once(store: &Store, settings: RetentionSettings, shutdown: &C
         store.record_prune("sync_runs", removed, None).await?;
         let removed = in_batches(shutdown, || store.prune_request_tally(age, ROWS_PER_BATCH)).await?;
         store.record_prune("api_requests", removed, None).await?;
+        let removed = in_batches(shutdown, || store.prune_push_runs(age, ROWS_PER_BATCH)).await?;
+        store.record_prune("push_runs", removed, None).await?;
     }
     Ok(())
 }

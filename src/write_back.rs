@@ -180,6 +180,40 @@ pub fn natural_keys(kind: ObjectKind) -> &'static [&'static str] {
     }
 }
 
+/// Where the mirror keeps the current value of a field a write-back sets: what a push compares
+/// the value its query wants with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Current {
+    /// The object table's typed column of this name (its type in [`ObjectKind::columns`]).
+    Column(&'static str),
+    /// Text at this path in the row's `raw` (the record as the API returned it).
+    RawText(&'static [&'static str]),
+}
+
+/// Fields the API takes but does not return as sent (`meta` reads back as `{}` or merged
+/// into `mdata`, `fields` as form data, a customer's `member_key` not at all): the mirror
+/// cannot tell whether they hold what a push wants, so a push may not set them (it would see
+/// a difference, and queue the same request, on every run).
+const UNREADABLE: &[&str] = &["fields", "meta", "member_key"];
+
+/// Where the current value of `field` (a field an update or create of `kind` may set) is in
+/// the mirror; `None` when the mirror cannot tell (see [`UNREADABLE`]).
+pub fn current_value(kind: ObjectKind, field: &str) -> Option<Current> {
+    match (kind, field) {
+        _ if UNREADABLE.contains(&field) => None,
+        // The API takes the manager flat and returns it nested.
+        (K::Partnership, "manager_email") => Some(Current::RawText(&["manager", "email"])),
+        (K::Partnership, "manager_name") => Some(Current::RawText(&["manager", "name"])),
+        _ => kind.columns().iter().find(|c| c.name == field).map(|c| Current::Column(c.name)),
+    }
+}
+
+/// Whether a push can keep `kind` in step: the write-back queue can update its records, or
+/// create them with a natural key to find them by (so a create is never sent twice).
+pub fn pushable(kind: ObjectKind) -> bool {
+    Operation::Update.applies_to(kind) || (Operation::Create.applies_to(kind) && !natural_keys(kind).is_empty())
+}
+
 /// Natural keys whose values are compared without regard to case.
 pub fn case_insensitive(field: &str) -> bool {
     field == "email"
@@ -240,6 +274,28 @@ mod tests {
                 assert!(Operation::Create.writable_fields(kind).contains(field), "{kind}: natural key {field} cannot be created");
             }
         }
+    }
+
+    #[test]
+    fn every_field_an_update_sets_can_be_read_from_the_mirror_unless_it_is_known_not_to_come_back() {
+        for kind in ObjectKind::ALL {
+            for field in Operation::Update.writable_fields(kind).iter().chain(Operation::ModifyTags.applies_to(kind).then_some(&"tags")) {
+                match current_value(kind, field) {
+                    Some(Current::Column(column)) => assert!(kind.columns().iter().any(|c| c.name == column), "{kind}.{field}"),
+                    Some(Current::RawText(path)) => assert!(!path.is_empty(), "{kind}.{field}"),
+                    None => assert!(UNREADABLE.contains(field), "{kind}.{field}: an update sets it and the mirror cannot read it"),
+                }
+            }
+        }
+        assert_eq!(current_value(ObjectKind::Partnership, "group_key"), Some(Current::Column("group_key")));
+        assert_eq!(current_value(ObjectKind::Partnership, "manager_email"), Some(Current::RawText(&["manager", "email"])));
+        assert_eq!(current_value(ObjectKind::Customer, "meta"), None);
+    }
+
+    #[test]
+    fn only_objects_the_queue_can_update_or_create_by_a_natural_key_can_be_pushed() {
+        let pushable: Vec<ObjectKind> = ObjectKind::ALL.into_iter().filter(|k| pushable(*k)).collect();
+        assert_eq!(pushable, [ObjectKind::Partnership, ObjectKind::Customer, ObjectKind::Deal, ObjectKind::Lead, ObjectKind::Transaction]);
     }
 
     #[test]

@@ -125,36 +125,39 @@ fn is_excerpt(line: &str) -> bool {
     line.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start().starts_with('|')
 }
 
-/// `["delivery", "0", "timeout"]` → `delivery[crm].timeout` (by the delivery's name where it
-/// has a usable one, by its index otherwise); other paths join with dots.
+/// `["delivery", "0", "timeout"]` → `delivery[crm].timeout` (by the entry's name where it
+/// has a usable one, by its index otherwise), for every list of tables (`[[push]]` too);
+/// other paths join with dots.
 fn display_key(figment: &Figment, path: &[String]) -> String {
     match path {
-        [delivery, index, rest @ ..] if delivery == "delivery" && index.parse::<usize>().is_ok() => {
-            let label = delivery_name(figment, index).unwrap_or_else(|| index.clone());
-            std::iter::once(format!("delivery[{label}]")).chain(rest.iter().cloned()).collect::<Vec<_>>().join(".")
+        [list, index, rest @ ..] if super::keys::LISTS.contains(&list.as_str()) && index.parse::<usize>().is_ok() => {
+            let label = entry_name(figment, list, index).unwrap_or_else(|| index.clone());
+            std::iter::once(format!("{list}[{label}]")).chain(rest.iter().cloned()).collect::<Vec<_>>().join(".")
         }
         _ => path.join("."),
     }
 }
 
-fn delivery_name(figment: &Figment, index: &str) -> Option<String> {
+fn entry_name(figment: &Figment, list: &str, index: &str) -> Option<String> {
     let root = figment.find_value("").ok()?;
-    let name = find(&root, &["delivery".to_owned(), index.to_owned(), "name".to_owned()])?.as_str()?.to_owned();
+    let name = find(&root, &[list.to_owned(), index.to_owned(), "name".to_owned()])?.as_str()?.to_owned();
     Some(name).filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
 }
 
 /// The inverse of [`display_key`], for a validation error's key.
 fn figment_path(figment: &Figment, key: &str) -> Vec<String> {
-    if let Some((label, field)) = key.strip_prefix("delivery[").and_then(|rest| rest.rsplit_once("].")) {
-        let index = delivery_index(figment, label).unwrap_or_else(|| label.to_owned());
-        return vec!["delivery".to_owned(), index, field.to_owned()];
+    for list in super::keys::LISTS {
+        if let Some((label, field)) = key.strip_prefix(&format!("{list}[")).and_then(|rest| rest.rsplit_once("].")) {
+            let index = entry_index(figment, list, label).unwrap_or_else(|| label.to_owned());
+            return vec![(*list).to_owned(), index, field.to_owned()];
+        }
     }
     key.split('.').map(str::to_owned).collect()
 }
 
-fn delivery_index(figment: &Figment, name: &str) -> Option<String> {
-    let deliveries = figment.find_value("delivery").ok()?;
-    let position = deliveries.as_array()?.iter().position(|d| d.find_ref("name").and_then(Value::as_str) == Some(name))?;
+fn entry_index(figment: &Figment, list: &str, name: &str) -> Option<String> {
+    let entries = figment.find_value(list).ok()?;
+    let position = entries.as_array()?.iter().position(|d| d.find_ref("name").and_then(Value::as_str) == Some(name))?;
     Some(position.to_string())
 }
 

@@ -9,8 +9,8 @@ use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
 use super::{
-    delivery, invalid, lenient, Config, ConfigError, DatabaseConfig, EventsConfig, HttpConfig, PartnerStackConfig, QueueConfig, Retention,
-    Schedule, SyncConfig, WebhooksConfig, DAY,
+    delivery, invalid, lenient, push, Config, ConfigError, DatabaseConfig, EventsConfig, HttpConfig, PartnerStackConfig, QueueConfig,
+    Retention, Schedule, SyncConfig, WebhooksConfig, DAY,
 };
 use crate::{object::ObjectKind, partnerstack::RateLimit, store::Roles};
 
@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     events: RawEvents,
     delivery: Vec<delivery::RawDelivery>,
     webhooks: RawWebhooks,
+    push: Vec<push::RawPush>,
 }
 
 #[derive(Deserialize)]
@@ -263,15 +264,19 @@ impl Default for RawHttp {
 
 impl RawConfig {
     pub(super) fn validate(self) -> Result<Config, ConfigError> {
+        let sync = self.sync.validate()?;
+        let pushes = push::validate(self.push)?;
+        push::check_mirrored(&pushes, &sync.objects)?;
         Ok(Config {
             database: self.database.validate()?,
             partnerstack: self.partnerstack.validate()?,
-            sync: self.sync.validate()?,
+            sync,
             queue: self.queue.validate()?,
             events: EventsConfig { retain: self.events.retain },
             webhooks: self.webhooks.validate()?,
             http: HttpConfig { listen: self.http.listen.parse().map_err(|e| invalid("http.listen", format!("{e}: expected host:port")))? },
             deliveries: delivery::validate(self.delivery)?,
+            pushes,
         })
     }
 }
@@ -507,9 +512,14 @@ impl RawQueue {
 
 /// Cron expressions have six fields (seconds first), as tokio-cron-scheduler reads them.
 fn check_cron(key: &'static str, expr: &str) -> Result<(), ConfigError> {
+    check_cron_expression(expr).map_err(|reason| invalid(key, reason))
+}
+
+/// Why `expr` is not a cron expression with seconds, if it is not.
+pub(super) fn check_cron_expression(expr: &str) -> Result<(), String> {
     let fields = expr.split_whitespace().count();
     if !(6..=7).contains(&fields) {
-        return Err(invalid(key, format!("`{expr}` is not a cron expression with seconds (6 fields, e.g. `0 */5 * * * *`)")));
+        return Err(format!("`{expr}` is not a cron expression with seconds (6 fields, e.g. `0 */5 * * * *`)"));
     }
-    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {})).map(drop).map_err(|e| invalid(key, format!("`{expr}`: {e}")))
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {})).map(drop).map_err(|e| format!("`{expr}`: {e}"))
 }

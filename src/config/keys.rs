@@ -50,11 +50,16 @@ pub const SECTIONS: &[(&str, &str)] = &[
          specification says. None by default.",
     ),
     ("webhooks", "PartnerStack's webhooks in: `POST /webhooks/partnerstack/<token>` on `http.listen`. Off while no token is set."),
+    (
+        "push",
+        "Pushes: each `[[push]]` runs a query that says what PartnerStack should hold, compares it with the mirror and queues \
+         a write-back for each difference (see [Push](push.md)). None by default.",
+    ),
 ];
 
 /// The sections written as lists of tables (`[[delivery]]`): one entry per item, and from the
 /// environment one inline value (`PSM_DELIVERY='[{…}]'`).
-pub const LISTS: &[&str] = &["delivery"];
+pub const LISTS: &[&str] = &["delivery", "push"];
 
 use KeyDefault::{Unset, Value};
 
@@ -289,8 +294,8 @@ pub const KEYS: &[Key] = &[
         "duration, at least 1s",
         Value("\"60s\""),
         "\"60s\"",
-        "An object's lease (and a delivery's) lapses this long after its holder's last renewal, and another daemon on the same \
-         database takes it over. Renewed every third of it.",
+        "An object's lease (and a delivery's, and a push's) lapses this long after its holder's last renewal, and another \
+         daemon on the same database takes it over. Renewed every third of it.",
     ),
     key(
         "sync",
@@ -470,6 +475,81 @@ pub const KEYS: &[Key] = &[
         "Webhook intake counts as healthy while a webhook came within this; meanwhile polls run every \
          `sync.interval_with_webhooks`.",
     ),
+    // [[push]]
+    key(
+        "push",
+        "name",
+        "a-z, 0-9, _ and -, starting with a letter",
+        Unset("required"),
+        "\"tiers\"",
+        "Unique. Names the push in `push plan NAME`, `push run NAME`, metrics, logs and the idempotency keys of its requests.",
+    ),
+    key(
+        "push",
+        "object",
+        "object name",
+        Unset("required"),
+        "\"partnerships\"",
+        "What the query's rows are: `partnerships`, `customers`, `deals`, `leads` or `transactions` (table or singular name).",
+    ),
+    key(
+        "push",
+        "query",
+        "SQL",
+        Unset("required"),
+        "\"SELECT key, array['tier:' || tier] AS tags FROM analytics.partner_tiers\"",
+        "A query returning one row per record: the key column and one column per field to set, named as the API names the \
+         field (`stage`, `group_key`, `tags`, …). It runs as the mirror's role in a read-only transaction whose \
+         `search_path` is the mirror's schema; name other schemas' tables with their schema. A column that is not a writable \
+         field of the object stops the daemon's start (exit 2), naming the push and the column.",
+    ),
+    key(
+        "push",
+        "key",
+        "`key`, or the object's external key",
+        Value("\"key\""),
+        "\"partner_key\"",
+        "What the key column holds and is called. `key`: PartnerStack's key of the record; rows whose record the mirror does \
+         not hold are counted and left alone (update only). An external key (`customer_key` for customers, `external_key` \
+         for deals and leads, `partner_key` or `email` for partnerships): a record the mirror does not hold is created, one \
+         it holds is updated. For transactions `key` is both: a missing transaction is created with that key.",
+    ),
+    key(
+        "push",
+        "schedule",
+        "cron (6 fields, seconds first, UTC)",
+        Unset("unset: `interval` applies"),
+        "\"0 */10 * * * *\"",
+        "When the push runs. Set either this or `interval`, not both.",
+    ),
+    key("push", "interval", "duration", Value("\"15m\""), "\"5m\"", "The pause between the end of one run and the start of the next."),
+    key(
+        "push",
+        "max_changes",
+        "whole number, at least 1",
+        Unset("10% of the object's rows in the mirror, at least 10"),
+        "500",
+        "The brake: a run that would change more records than this queues nothing, says so in `push_runs` and the log, and \
+         waits for a person: `push run NAME --force` lets it through once.",
+    ),
+    key(
+        "push",
+        "manage_tags",
+        "list of patterns",
+        Value("[]"),
+        "[\"tier:*\"]",
+        "For a `tags` column (partnerships): the tags this push adds and removes (`*` matches anything). A tag outside \
+         them is left alone whatever the query says. Required with a `tags` column.",
+    ),
+    key(
+        "push",
+        "timeout",
+        "duration, at least 100ms",
+        Value("\"60s\""),
+        "\"2m\"",
+        "The statement timeout of a run's query and its comparison with the mirror; a run that takes longer fails, queuing \
+         nothing.",
+    ),
 ];
 
 /// The environment variable that sets `section.name` besides `PSM_SECTION__NAME`, if any.
@@ -491,10 +571,13 @@ mod tests {
     use crate::config::Config;
 
     /// What an entry of each list needs to be valid; a key under test replaces its own.
-    const ENTRY_BASE: &[(&str, &[(&str, &str)])] = &[(
-        "delivery",
-        &[("name", "\"t\""), ("url", "\"https://example.test/hook\""), ("secret", "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"")],
-    )];
+    const ENTRY_BASE: &[(&str, &[(&str, &str)])] = &[
+        (
+            "delivery",
+            &[("name", "\"t\""), ("url", "\"https://example.test/hook\""), ("secret", "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"")],
+        ),
+        ("push", &[("name", "\"t\""), ("object", "\"partnerships\""), ("query", "\"SELECT key, tags FROM tiers\"")]),
+    ];
 
     /// TOML setting `section.name = value` (none for an empty `name`), with what an entry of a
     /// list needs besides.

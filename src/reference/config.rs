@@ -19,7 +19,7 @@ The configuration is a TOML file layered with environment variables. The file is
 variable's value is taken as written, so a key or token made of digits (`0123` included) stays
 text; numbers, booleans and durations are read from it. A list can be one item, a
 comma-separated string or a bracketed list: `PSM_SYNC__OBJECTS=deals,leads`. A whole section,
-or the `[[delivery]]` list, can be one inline value:
+or a list of tables (`[[delivery]]`, `[[push]]`), can be one inline value:
 `PSM_DELIVERY='[{name="crm", url="https://…", secret_env="CRM_SECRET"}]'`.
 
 **Values.** Durations are written with their unit: `"500ms"`, `"30s"`, `"10m"`, `"12h"`,
@@ -33,6 +33,7 @@ spells it, the reason, and where the value came from:
 invalid configuration: `sync.lookback`: expected a duration, found string "abc" (from the environment variable PSM_SYNC__LOOKBACK)
 invalid configuration: `partnerstack.page_size`: must be between 1 and 250 (in /etc/partnerstack-mirror/config.toml)
 invalid configuration: `delivery[crm].url`: plain http:// is only allowed for loopback hosts; use https://
+invalid configuration: `push[tiers].key`: `customer_key` means nothing for deals: write one of `key`, `external_key`
 ```
 
 Unknown keys are rejected, so a typo cannot silently fall back to a default.
@@ -59,6 +60,12 @@ pub fn configuration() -> String {
         }
         if *section == "delivery" {
             out.push_str("\nWhat is sent and what is guaranteed: [Webhooks](webhooks.md#out-deliveries-of-events).\n");
+        }
+        if *section == "push" {
+            out.push_str(
+                "\nWhat a run does, the brake and failures: [Push](push.md). The query's columns are checked against the \
+                 object's writable fields when the daemon starts and when a `push` command runs.\n",
+            );
         }
         for key in KEYS.iter().filter(|k| k.section == *section) {
             out.push('\n');

@@ -4,10 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// Pages other branches bring (listed in `docs/SUMMARY.md` ahead of them): a link to one is
-/// checked once the file exists, and tolerated until then.
-const ARRIVING: [&str; 3] = ["docs/steady-state.md", "docs/postgres-versions.md", "docs/push.md"];
-
 /// The markdown files whose links are checked, relative to the repository.
 fn pages(repository: &Path) -> Vec<PathBuf> {
     let mut pages = vec![PathBuf::from("README.md"), PathBuf::from("BENCHMARKS.md")];
@@ -90,9 +86,6 @@ fn every_relative_link_in_the_docs_names_a_file_and_heading_that_exist() {
         for (file, anchor) in relative_links(&text) {
             let target = if file.is_empty() { page.clone() } else { normalize(&dir.join(&file)) };
             let shown = format!("{} → {file}{}", page.display(), anchor.as_deref().map(|a| format!("#{a}")).unwrap_or_default());
-            if ARRIVING.contains(&target.to_string_lossy().as_ref()) && !repository.join(&target).exists() {
-                continue;
-            }
             let Ok(linked) = std::fs::read_to_string(repository.join(&target)) else {
                 if !repository.join(&target).exists() {
                     dead.push(format!("{shown}: no such file"));

@@ -19,6 +19,7 @@ mod lease;
 mod lookup;
 mod migrate;
 mod page;
+mod push;
 mod queue;
 mod reconcile;
 pub mod reporting;
@@ -47,6 +48,7 @@ pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, r
 pub use lease::Lease;
 pub use migrate::DDL_LOCK_TIMEOUT;
 pub use page::{insert_events, PageOutcome, PageWrite};
+pub use push::{PlannedRequest, PushLease, PushPlan, PushRunLine, QueryFailure};
 pub use queue::{DealFile, FailedAttempt, QueueRow, Success};
 pub use reconcile::ReconcileOutcome;
 pub use request::{Claim, QueuedRequest};

@@ -37,6 +37,8 @@ pub struct StatusReport {
     /// API requests in the last hour and day, by purpose (empty on a mirror not migrated
     /// to `api_requests` yet).
     pub requests: super::RequestTally,
+    /// The last run of each push.
+    pub pushes: Vec<super::PushRunLine>,
 }
 
 impl Store {
@@ -72,7 +74,9 @@ impl Store {
         let deliveries = self.deliveries().await?;
         let has_tally: bool = sqlx::query_scalar("SELECT to_regclass('api_requests') IS NOT NULL").fetch_one(self.pool()).await?;
         let requests = if has_tally { self.request_tally().await? } else { super::RequestTally::default() };
-        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes, deliveries, requests })
+        let has_pushes: bool = sqlx::query_scalar("SELECT to_regclass('push_runs') IS NOT NULL").fetch_one(self.pool()).await?;
+        let pushes = if has_pushes { self.last_push_runs().await? } else { Vec::new() };
+        Ok(StatusReport { objects, events, last_event_id, queue, daemons, prunes, deliveries, requests, pushes })
     }
 }
 
@@ -111,6 +115,9 @@ impl fmt::Display for StatusReport {
         }
         for d in &self.deliveries {
             writeln!(f, "{d}")?;
+        }
+        for p in &self.pushes {
+            writeln!(f, "push {}: last run {p}", p.push)?;
         }
         for p in &self.prunes {
             writeln!(

@@ -1,6 +1,6 @@
 //! The quick start's first command: `demo` brings up a simulator, a database and the
-//! daemon, mirrors the account, carries out a write-back queued with a plain INSERT, and
-//! mirrors changes the simulator announces by webhook.
+//! daemon, mirrors the account, carries out a write-back queued with a plain INSERT,
+//! mirrors changes the simulator announces by webhook, and runs a push until it converges.
 
 use std::{process::Stdio, time::Duration};
 
@@ -63,9 +63,15 @@ async fn the_demo_mirrors_the_account_and_carries_out_a_queued_write() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    wait_for("the write-back", &pool, "SELECT bool_and(status NOT IN ('pending', 'running')) FROM write_queue").await;
+    // The demo's push queues requests of its own (with idempotency keys); this one was queued by hand.
+    wait_for(
+        "the write-back",
+        &pool,
+        "SELECT bool_and(status NOT IN ('pending', 'running')) FROM write_queue WHERE idempotency_key IS NULL",
+    )
+    .await;
     let (status, error): (String, Option<String>) =
-        sqlx::query_as("SELECT status, last_error FROM write_queue").fetch_one(&pool).await.unwrap();
+        sqlx::query_as("SELECT status, last_error FROM write_queue WHERE idempotency_key IS NULL").fetch_one(&pool).await.unwrap();
     assert_eq!(status, "succeeded", "{error:?}");
     let stage: String = sqlx::query_scalar("SELECT stage FROM deals WHERE key = $1").bind(&deal).fetch_one(&pool).await.unwrap();
     assert_eq!(stage, "Closed Won");
@@ -86,6 +92,15 @@ async fn the_demo_mirrors_the_account_and_carries_out_a_queued_write() {
                         WHERE e.event_type LIKE 'deal.%' AND e.source = 'write_back') \
                 AND (SELECT last_sent_at IS NOT NULL FROM deliveries WHERE name = 'demo') \
                 AND NOT EXISTS (SELECT 1 FROM delivery_dead_letters)",
+    )
+    .await;
+    // The push tags every partner with a tier, and its write-backs land in the mirror.
+    wait_for(
+        "the demo's push to tag the partners",
+        &pool,
+        "SELECT EXISTS (SELECT 1 FROM push_runs WHERE push = 'tiers' AND outcome = 'changed') \
+            AND EXISTS (SELECT 1 FROM events WHERE source = 'write_back' AND event_type = 'partnership.tags_updated') \
+            AND NOT EXISTS (SELECT 1 FROM write_queue WHERE idempotency_key LIKE 'push:tiers:%' AND status = 'failed')",
     )
     .await;
     pool.close().await;

@@ -14,6 +14,7 @@ mod first_load;
 mod monitoring;
 mod operations;
 mod production;
+mod push;
 mod quarantine;
 mod queue;
 mod reconcile;

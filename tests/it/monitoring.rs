@@ -134,7 +134,13 @@ async fn every_metric_in_the_alert_rules_and_the_dashboard_exists_in_a_live_scra
     let delivery = format!(
         r#"[{{name="ops", url="http://127.0.0.1:{nowhere}/hooks", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", start="beginning"}}]"#
     );
-    let mut daemon = support::daemon(&sim, &store, &[("PSM_HTTP__LISTEN", format!("127.0.0.1:{port}")), ("PSM_DELIVERY", delivery)]);
+    // A push: its series exist (at zero) from the start.
+    let push = format!(
+        r#"[{{name="tiers", object="partnerships", query="SELECT key, tags FROM {}.partnerships", manage_tags=["tier:*"]}}]"#,
+        store.schema()
+    );
+    let env = [("PSM_HTTP__LISTEN", format!("127.0.0.1:{port}")), ("PSM_DELIVERY", delivery), ("PSM_PUSH", push)];
+    let mut daemon = support::daemon(&sim, &store, &env);
     let url = format!("http://127.0.0.1:{port}/metrics");
     support::eventually("the daemon to sync every object", Duration::from_secs(60), || async {
         let synced: i64 =

@@ -62,6 +62,7 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
         intake_counters: Default::default(),
         intake: None,
         deliveries: Default::default(),
+        pushes: Default::default(),
         freshness: Duration::from_secs(60),
         objects: vec![ObjectKind::Deal, ObjectKind::Lead],
     };

@@ -122,9 +122,10 @@ pub const BOOKKEEPING: &[TableDoc] = &[
     },
     TableDoc {
         name: "sync_leases",
-        about: "Which daemon syncs which object: a lease with a fencing epoch that every write of a pass checks.",
+        about: "Which daemon syncs which object (or runs which push): a lease with a fencing epoch that every write of a pass \
+                checks.",
         columns: &[
-            OBJECT,
+            ("object", "The object table the lease is for (`deals`, `customers`, …), or `push:<name>` for the runs of a push."),
             ("holder", "The daemon holding the lease (`daemons.holder`)."),
             ("epoch", "Grows with every change of holder; a write under an older epoch is refused."),
             ("acquired_at", "When the holder took the lease."),
@@ -328,6 +329,55 @@ pub const BOOKKEEPING: &[TableDoc] = &[
             ("role", "The role's name."),
             ("tier", "`reader`, `consumer` or `writer` (each includes the ones before it)."),
             ("granted_at", "When it was granted this tier."),
+        ],
+    },
+    TableDoc {
+        name: "push_runs",
+        about: "One row per run of a `[[push]]`: what its query returned, what differed from the mirror, what it queued, and \
+                why it queued nothing when the brake held or the run failed. Written when the run ends, in the transaction that \
+                queued its requests. Pruned after `sync.retain_runs`.",
+        columns: &[
+            ("id", "The run's id."),
+            ("push", "The push's `name` in the configuration."),
+            ("holder", "The daemon that ran it (`daemons.holder`), or `push run` from a shell."),
+            ("started_at", "When the run started."),
+            ("finished_at", "When it ended."),
+            ("forced", "Whether `push run --force` let it past the brake."),
+            (
+                "outcome",
+                "`changed` (it queued requests), `unchanged` (nothing to queue), `braked` (more changes than `max_changes`: \
+                 nothing queued) or `failed` (see `error`).",
+            ),
+            ("rows_read", "Rows the query returned."),
+            ("unchanged", "Rows whose record already holds the desired values."),
+            ("changes", "Records with a difference to queue now (what the brake counts)."),
+            ("requests_queued", "Write-back requests queued (a record may get an update and a tag change)."),
+            ("refused_by_brake", "Changes not queued because they were more than `max_changes` (0 unless the brake held)."),
+            ("max_changes", "The brake's limit for this run (`max_changes`, or 10% of the object's rows, at least 10)."),
+            ("in_flight", "Differences whose request for the same values is still pending or running: not queued again."),
+            (
+                "held",
+                "Differences not queued again: the last request for the same values failed and its backoff has not passed, or it \
+                 succeeded and PartnerStack shows other values (queued again once the record changes).",
+            ),
+            ("skipped", "Rows with a NULL key."),
+            ("not_found", "Rows whose record the mirror does not hold (or holds archived) where the push cannot create it."),
+            ("error", "Why the run failed or the brake held."),
+        ],
+    },
+    TableDoc {
+        name: "push_records",
+        about: "The last request each push queued per record and operation: what tells a difference whose request is still on \
+                its way, or failed a moment ago, from one to queue now.",
+        columns: &[
+            ("push", "The push's `name`."),
+            ("record", "The record, as the query's key column names it (PartnerStack's key, or the external key)."),
+            ("operation", "`create`, `update` or `modify_tags`."),
+            ("digest", "md5 of the desired values the request was queued for."),
+            ("seq", "How many requests the push has queued for this record and operation (part of the idempotency key)."),
+            ("request_id", "The request (`write_queue.id`)."),
+            ("failures", "Requests for these same values that failed in a row before this one (the backoff grows with it)."),
+            ("queued_at", "When the request was queued."),
         ],
     },
     TableDoc {
