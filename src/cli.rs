@@ -5,13 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use partnerstack_simulator::SimulatorConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
     daemon::{self, Daemon},
-    demo,
     object::ObjectKind,
     telemetry::{self, LogFormat},
 };
@@ -19,9 +17,14 @@ use crate::{
 mod admin;
 mod passes;
 mod push;
+mod simulator;
 
-use admin::{consumers, delivery, doctor, migrate, queue, simulate, status, tail, webhooks};
+#[cfg(feature = "simulator")]
+use crate::demo::DemoOptions;
+use admin::{consumers, delivery, doctor, migrate, queue, status, tail, webhooks};
 use passes::{reconcile, sync};
+#[cfg(not(feature = "simulator"))]
+use simulator::DemoOptions;
 
 #[derive(Parser, Debug)]
 #[command(name = "partnerstack-mirror", version, about = "Mirror a PartnerStack account into PostgreSQL, with change events")]
@@ -297,12 +300,11 @@ pub async fn main(cli: Cli) -> ExitCode {
         }
         Command::Events { command: EventsCommand::Consumers } => consumers(config.expect("loaded")).await,
         Command::Simulate { listen, seed, records, mutations_per_sec, rate_limit, poison } => {
-            let config = SimulatorConfig { seed, records, mutations_per_sec, rate_limit_per_sec: rate_limit, ..SimulatorConfig::default() };
-            simulate(listen, config, poison, shutdown).await
+            simulator::simulate(simulator::SimulateOptions { listen, seed, records, mutations_per_sec, rate_limit, poison }, shutdown).await
         }
         Command::Docs { command } => docs(command),
         Command::Demo { records, mutations_per_sec, seed, schema } => {
-            demo::run(demo::DemoOptions { records, mutations_per_sec, seed, schema }, shutdown).await
+            simulator::demo(DemoOptions { records, mutations_per_sec, seed, schema }, shutdown).await
         }
     };
     match result {

@@ -41,6 +41,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod diff;
 pub mod doctor;

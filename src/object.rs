@@ -4,14 +4,13 @@
 //!
 //! Everything that differs between object types lives here as data, so the API client,
 //! the store and the sync loop all agree on one definition. The simulator fakes the vendor
-//! and names the same things its own way (`Resource`); the conversions are at the end, and
-//! the integration tests check that both vocabularies agree.
+//! and names the same things its own way (`Resource`); the two meet by the API's names (an
+//! `ObjectKind` displays as its table name, which the simulator reads), and the integration
+//! tests check that both vocabularies agree.
 
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
-
-use partnerstack_simulator::Resource;
 
 /// One PartnerStack object type mirrored into its own table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -420,42 +419,6 @@ impl FromStr for ObjectKind {
             .into_iter()
             .find(|k| k.table() == s || k.singular() == s || k.table().strip_suffix('s') == Some(s.as_str()))
             .ok_or(UnknownObject(s))
-    }
-}
-
-/// The demo, `simulate` and the tests drive the simulator with our object types.
-impl From<ObjectKind> for Resource {
-    fn from(kind: ObjectKind) -> Resource {
-        match kind {
-            ObjectKind::Partnership => Resource::Partnership,
-            ObjectKind::Customer => Resource::Customer,
-            ObjectKind::Deal => Resource::Deal,
-            ObjectKind::Lead => Resource::Lead,
-            ObjectKind::Transaction => Resource::Transaction,
-            ObjectKind::Reward => Resource::Reward,
-            ObjectKind::Action => Resource::Action,
-            ObjectKind::Group => Resource::Group,
-            ObjectKind::Application => Resource::Application,
-            ObjectKind::PartnerTeamMember => Resource::PartnerTeamMember,
-        }
-    }
-}
-
-/// What the simulator reports changing (`Applied::kind`), as the mirror's object type.
-impl From<Resource> for ObjectKind {
-    fn from(resource: Resource) -> ObjectKind {
-        match resource {
-            Resource::Partnership => ObjectKind::Partnership,
-            Resource::Customer => ObjectKind::Customer,
-            Resource::Deal => ObjectKind::Deal,
-            Resource::Lead => ObjectKind::Lead,
-            Resource::Transaction => ObjectKind::Transaction,
-            Resource::Reward => ObjectKind::Reward,
-            Resource::Action => ObjectKind::Action,
-            Resource::Group => ObjectKind::Group,
-            Resource::Application => ObjectKind::Application,
-            Resource::PartnerTeamMember => ObjectKind::PartnerTeamMember,
-        }
     }
 }
 

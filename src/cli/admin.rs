@@ -1,14 +1,13 @@
 //! The operator's commands that run once and print: `migrate`, `status`, `queue`, `events`,
 //! `webhooks`, `delivery`, `doctor`, and `simulate`, which serves until stopped.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context;
-use partnerstack_simulator::{Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryCommand, QueueCommand, WebhooksCommand};
-use crate::{config::Config, daemon, object::ObjectKind};
+use crate::{config::Config, daemon};
 
 pub(super) async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     let store = daemon::store(&config).await?;
@@ -218,28 +217,4 @@ pub(super) async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     }
     print!("{report}");
     Ok(if report.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-pub(super) async fn simulate(
-    listen: SocketAddr,
-    config: SimulatorConfig,
-    poison: usize,
-    shutdown: CancellationToken,
-) -> anyhow::Result<ExitCode> {
-    use partnerstack_simulator::Poison;
-    let (public_key, private_key) = (config.public_key.clone(), config.private_key.clone());
-    let simulator = Simulator::new(config);
-    let kinds = [Poison::NulCharacter, Poison::WrongType, Poison::MissingKey, Poison::BadTimestamp, Poison::Huge];
-    for kind in ObjectKind::ALL {
-        for (i, key) in simulator.keys(kind).into_iter().take(poison).enumerate() {
-            simulator.poison(kind, &key, kinds[i % kinds.len()]);
-        }
-    }
-    let running = simulator.start(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    println!("PartnerStack simulator at {}", running.base_url);
-    println!("  public key {public_key}  private key {private_key}");
-    println!("  curl -u {public_key}:{private_key} '{}/deals?limit=2'", running.base_url);
-    shutdown.cancelled().await;
-    running.stop().await;
-    Ok(ExitCode::SUCCESS)
 }

@@ -25,12 +25,12 @@ use std::{
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     liveness,
     object::ObjectKind,
-    store::{self, InboxOutcome, InboxRow, Store, StoreError, TrainingRow},
+    store::{InboxDecision, InboxOutcome, InboxRow, Store, StoreError, TrainingRow},
     telemetry::error_chain,
 };
 use payload::Webhook;
@@ -168,78 +168,60 @@ impl Intake {
         }
     }
 
-    /// One transaction: the webhooks it locks, their completions and events, their outcomes.
-    /// Reads are asked for only once it committed.
+    /// One transaction (the store's): the webhooks it locks, their completions and events,
+    /// their outcomes. Reads are asked for only once it committed.
     async fn handle_batch(&self) -> Result<usize, StoreError> {
-        let mut tx = self.store.pool().begin().await?;
-        let rows = store::pending_webhooks_in(&mut tx, BATCH).await?;
         let mut reads = BTreeMap::new();
-        let mut outcomes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (outcome, error) = self.handle(&mut tx, row, &mut reads).await?;
-            store::finish_webhook_in(&mut tx, row.id, outcome, error.as_deref()).await?;
-            outcomes.push(outcome);
-        }
-        tx.commit().await?;
-        for outcome in outcomes {
+        let outcomes = self.store.handle_inbox_batch(BATCH, |row| self.decide(row, &mut reads)).await?;
+        for &outcome in &outcomes {
             self.counters.count(outcome);
         }
         for (kind, asked) in reads {
             self.reads.ask(kind, asked);
         }
-        Ok(rows.len())
+        Ok(outcomes.len())
     }
 
-    async fn handle(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        row: &InboxRow,
-        reads: &mut BTreeMap<ObjectKind, Asked>,
-    ) -> Result<(InboxOutcome, Option<String>), StoreError> {
+    /// What to make of one webhook: a read to ask for (gathered in `reads`), a training
+    /// completion to store or to quarantine, or nothing.
+    fn decide(&self, row: &InboxRow, reads: &mut BTreeMap<ObjectKind, Asked>) -> InboxDecision {
         // Only JSON is accepted into the inbox; a row that is not must have come another way.
         let Ok(body) = serde_json::from_str::<Value>(&row.payload) else {
-            return Ok((InboxOutcome::Ignored, Some("not JSON".into())));
+            return InboxDecision::Ignored(Some("not JSON".into()));
         };
         match payload::read(&body) {
             Webhook::Hint(kind) if self.objects.contains(&kind) => {
-                // A team webhook makes its team due: the read lists that team (and any other
-                // whose partnership changed), not every team.
-                if let Some(team) = payload::team_key(&body).filter(|_| kind == ObjectKind::PartnerTeamMember) {
-                    store::team_hinted_in(tx, &team).await?;
-                }
                 let asked = Asked::by(payload::event_name(&body).as_deref());
                 let entry = reads.entry(kind).or_insert(asked);
                 *entry = (*entry).max(asked);
-                Ok((InboxOutcome::ReadRequested, None))
+                // A team webhook makes its team due: the read lists that team (and any other
+                // whose partnership changed), not every team.
+                let team = payload::team_key(&body).filter(|_| kind == ObjectKind::PartnerTeamMember);
+                InboxDecision::ReadRequested { team }
             }
-            Webhook::Hint(kind) => Ok((InboxOutcome::Ignored, Some(format!("{} is not mirrored (sync.objects)", kind.table())))),
-            Webhook::Unknown => Ok((InboxOutcome::Ignored, None)),
+            Webhook::Hint(kind) => InboxDecision::Ignored(Some(format!("{} is not mirrored (sync.objects)", kind.table()))),
+            Webhook::Unknown => InboxDecision::Ignored(None),
             Webhook::Training(completion) => {
                 if let Some(why) = unstorable(&body) {
                     let error = format!("training completion cannot be stored: {why}");
-                    store::quarantine_webhook_in(tx, "training_completions", &row.payload, &error).await?;
                     warn!(inbox_id = row.id, error, "webhook quarantined");
-                    return Ok((InboxOutcome::Quarantined, Some(error)));
+                    return InboxDecision::Quarantined(error);
                 }
                 let identity = completion.identity().unwrap_or_else(|| format!("body|{}", body));
                 let kind = completion.kind.unwrap_or(payload::TrainingKind::Course);
-                let training = TrainingRow {
-                    identity: &identity,
+                tracing::debug!(inbox_id = row.id, kind = kind.as_str(), "training completion");
+                InboxDecision::Recorded(TrainingRow {
+                    identity,
                     kind: kind.as_str(),
                     event_type: kind.event_type(),
-                    item_id: completion.item_id.as_deref(),
-                    item_name: completion.item_name.as_deref(),
-                    partnership_key: completion.partnership_key.as_deref(),
-                    partner_key: completion.partner_key.as_deref(),
-                    partner_email: completion.partner_email.as_deref(),
-                    company_key: completion.company_key.as_deref(),
+                    item_id: completion.item_id,
+                    item_name: completion.item_name,
+                    partnership_key: completion.partnership_key,
+                    partner_key: completion.partner_key,
+                    partner_email: completion.partner_email,
+                    company_key: completion.company_key,
                     completed_at: completion.completed_at,
-                    payload: &row.payload,
-                };
-                if store::record_training_in(tx, &training, row.received_at).await? {
-                    info!(inbox_id = row.id, kind = kind.as_str(), "training completion recorded");
-                }
-                Ok((InboxOutcome::Recorded, None))
+                })
             }
         }
     }

@@ -40,20 +40,32 @@ impl InboxOutcome {
 
 /// A training completion ready to be stored.
 #[derive(Clone, Debug)]
-pub struct TrainingRow<'a> {
+pub struct TrainingRow {
     /// What identifies it across repeated deliveries; hashed into `completion_key`.
-    pub identity: &'a str,
+    pub identity: String,
     pub kind: &'static str,
     pub event_type: &'static str,
-    pub item_id: Option<&'a str>,
-    pub item_name: Option<&'a str>,
-    pub partnership_key: Option<&'a str>,
-    pub partner_key: Option<&'a str>,
-    pub partner_email: Option<&'a str>,
-    pub company_key: Option<&'a str>,
+    pub item_id: Option<String>,
+    pub item_name: Option<String>,
+    pub partnership_key: Option<String>,
+    pub partner_key: Option<String>,
+    pub partner_email: Option<String>,
+    pub company_key: Option<String>,
     pub completed_at: Option<DateTime<Utc>>,
-    /// The body, verbatim (valid JSON that `jsonb` can hold).
-    pub payload: &'a str,
+}
+
+/// What the intake made of one webhook; the store carries it out in the batch's transaction.
+#[derive(Clone, Debug)]
+pub enum InboxDecision {
+    /// An object webhook: its read is asked for once the batch commits. A webhook about a
+    /// partner team makes that team due (`team`).
+    ReadRequested { team: Option<String> },
+    /// Nothing to do, and why if it is worth saying.
+    Ignored(Option<String>),
+    /// A training completion that cannot be stored, filed in `quarantine` with the reason.
+    Quarantined(String),
+    /// A training completion to store, with its event (once however often it is delivered).
+    Recorded(TrainingRow),
 }
 
 impl Store {
@@ -78,9 +90,48 @@ impl Store {
     }
 }
 
+impl Store {
+    /// One transaction: up to `limit` pending webhooks, oldest first, locked (several daemons
+    /// work through one inbox without taking the same row); what `decide` makes of each carried
+    /// out (team hints, training completions and their events, quarantine); each marked with
+    /// its outcome. Returns the outcomes in order, once committed.
+    pub async fn handle_inbox_batch(
+        &self,
+        limit: i64,
+        mut decide: impl FnMut(&InboxRow) -> InboxDecision,
+    ) -> Result<Vec<InboxOutcome>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let rows = pending_webhooks_in(&mut tx, limit).await?;
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (outcome, error) = match decide(row) {
+                InboxDecision::ReadRequested { team } => {
+                    if let Some(team) = team {
+                        super::teams::team_hinted_in(&mut tx, &team).await?;
+                    }
+                    (InboxOutcome::ReadRequested, None)
+                }
+                InboxDecision::Ignored(why) => (InboxOutcome::Ignored, why),
+                InboxDecision::Quarantined(error) => {
+                    quarantine_webhook_in(&mut tx, "training_completions", &row.payload, &error).await?;
+                    (InboxOutcome::Quarantined, Some(error))
+                }
+                InboxDecision::Recorded(training) => {
+                    record_training_in(&mut tx, &training, &row.payload, row.received_at).await?;
+                    (InboxOutcome::Recorded, None)
+                }
+            };
+            finish_webhook_in(&mut tx, row.id, outcome, error.as_deref()).await?;
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
 /// Up to `limit` pending webhooks, oldest first, locked for this transaction (several daemons
 /// work through one inbox without taking the same row).
-pub async fn pending_webhooks_in(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
+async fn pending_webhooks_in(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, event, payload, received_at FROM webhook_inbox WHERE outcome = 'pending' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -90,7 +141,7 @@ pub async fn pending_webhooks_in(tx: &mut Transaction<'_, Postgres>, limit: i64)
 }
 
 /// Marks a webhook handled.
-pub async fn finish_webhook_in(
+async fn finish_webhook_in(
     tx: &mut Transaction<'_, Postgres>,
     id: i64,
     outcome: InboxOutcome,
@@ -106,10 +157,12 @@ pub async fn finish_webhook_in(
 }
 
 /// Stores a training completion and its event, once however often it is delivered (a repeat
-/// only counts in `deliveries`). Returns whether it was new.
-pub async fn record_training_in(
+/// only counts in `deliveries`); `payload` is the webhook's body, verbatim. Returns whether it
+/// was new.
+async fn record_training_in(
     tx: &mut Transaction<'_, Postgres>,
-    t: &TrainingRow<'_>,
+    t: &TrainingRow,
+    payload: &str,
     received_at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let (key, new): (String, bool) = sqlx::query_as(
@@ -119,16 +172,16 @@ pub async fn record_training_in(
          ON CONFLICT (completion_key) DO UPDATE SET deliveries = training_completions.deliveries + 1 \
          RETURNING completion_key, (xmax = 0)",
     )
-    .bind(t.identity)
+    .bind(&t.identity)
     .bind(t.kind)
-    .bind(t.item_id)
-    .bind(t.item_name)
-    .bind(t.partnership_key)
-    .bind(t.partner_key)
-    .bind(t.partner_email)
-    .bind(t.company_key)
+    .bind(&t.item_id)
+    .bind(&t.item_name)
+    .bind(&t.partnership_key)
+    .bind(&t.partner_key)
+    .bind(&t.partner_email)
+    .bind(&t.company_key)
     .bind(t.completed_at)
-    .bind(t.payload)
+    .bind(payload)
     .bind(received_at)
     .fetch_one(&mut **tx)
     .await?;
@@ -137,7 +190,7 @@ pub async fn record_training_in(
             "completion_key": key, "kind": t.kind, "item_id": t.item_id, "item_name": t.item_name,
             "partnership_key": t.partnership_key, "partner_key": t.partner_key, "partner_email": t.partner_email,
             "company_key": t.company_key, "completed_at": t.completed_at,
-            "payload": serde_json::from_str::<&RawValue>(t.payload).ok(),
+            "payload": serde_json::from_str::<&RawValue>(payload).ok(),
         });
         let event = NewEvent {
             event_type: t.event_type.to_owned(),
@@ -155,7 +208,7 @@ pub async fn record_training_in(
 
 /// Files a webhook whose content cannot be stored (e.g. a NUL character, which `jsonb` cannot
 /// hold) in `quarantine`, under `object`.
-pub async fn quarantine_webhook_in(tx: &mut Transaction<'_, Postgres>, object: &str, payload: &str, error: &str) -> Result<(), StoreError> {
+async fn quarantine_webhook_in(tx: &mut Transaction<'_, Postgres>, object: &str, payload: &str, error: &str) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO quarantine (object, key, fingerprint, raw, error) VALUES ($1, NULL, md5($2), $2, $3) \
          ON CONFLICT (object, fingerprint) DO UPDATE SET error = excluded.error, last_seen_at = now(), times_seen = quarantine.times_seen + 1",

@@ -44,7 +44,7 @@ pub use deliveries::{Checkpoint, DeadLetter, DeadLetterLine, DeliveryClaim, Deli
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
 pub use first_load::FirstLoadWrite;
 pub use grants::{Roles, Tier};
-pub use inbox::{finish_webhook_in, pending_webhooks_in, quarantine_webhook_in, record_training_in, InboxOutcome, InboxRow, TrainingRow};
+pub use inbox::{InboxDecision, InboxOutcome, InboxRow, TrainingRow};
 pub use lease::Lease;
 pub use migrate::DDL_LOCK_TIMEOUT;
 pub use page::{insert_events, PageOutcome, PageWrite};
@@ -57,7 +57,7 @@ pub use state::{CursorAdvance, ObjectState, RunKind, RunTotals, UpdatedFilter};
 pub use status::{MetricsSnapshot, ObjectFreshness, ObjectStatus, StatusReport};
 pub use tail::{like_pattern, TailOptions};
 pub use tally::RequestTally;
-pub use teams::{team_hinted_in, TeamsToRead};
+pub use teams::TeamsToRead;
 pub use wakeups::{Wakeups, EVENTS_CHANNEL};
 
 /// The migrations, embedded in the binary.

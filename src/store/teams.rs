@@ -60,7 +60,7 @@ impl Store {
 }
 
 /// A webhook named this team: it is due at the next read of team members.
-pub async fn team_hinted_in(tx: &mut Transaction<'_, Postgres>, team_key: &str) -> Result<(), StoreError> {
+pub(super) async fn team_hinted_in(tx: &mut Transaction<'_, Postgres>, team_key: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM partner_team_reads WHERE team_key = $1").bind(team_key).execute(&mut **tx).await?;
     Ok(())
 }

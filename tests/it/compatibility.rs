@@ -5,6 +5,7 @@
 //! itself: a server older than 14, the install `PRIVATE_POSTGRES_OLD_BIN_DIR` names, is
 //! refused at start. See docs/postgres-versions.md.
 
+use partnerstack_simulator::AsResource;
 use std::{io::Write, time::Duration};
 
 use partnerstack_mirror::{
@@ -102,17 +103,17 @@ async fn a_poll_after_changes_at_the_api_writes_their_events() {
     let s = &sim.simulator;
     let key = |kind: ObjectKind, n: usize| s.keys(kind)[n].clone();
     let applied = [
-        s.apply(Mutation::Create(ObjectKind::Deal.into())).unwrap(),
+        s.apply(Mutation::Create(ObjectKind::Deal.resource())).unwrap(),
         s.apply(Mutation::DealStage { key: key(ObjectKind::Deal, 3) }).unwrap(),
         s.apply(Mutation::PartnershipTags { key: key(ObjectKind::Partnership, 2), add: vec!["compat".into()], remove: vec![] }).unwrap(),
         s.apply(Mutation::LeadDecision { key: key(ObjectKind::Lead, 1), approved: true }).unwrap(),
-        s.apply(Mutation::Touch { kind: ObjectKind::Customer.into(), key: key(ObjectKind::Customer, 1) }).unwrap(),
+        s.apply(Mutation::Touch { kind: ObjectKind::Customer.resource(), key: key(ObjectKind::Customer, 1) }).unwrap(),
     ];
 
     support::sync_all(&syncer).await;
 
     for a in &applied {
-        let mut found = support::event_types_after(&store, before, a.kind.into(), &a.key).await;
+        let mut found = support::event_types_after(&store, before, support::kind_of(a.kind), &a.key).await;
         let mut expected = a.event_types.clone();
         found.sort();
         expected.sort();

@@ -2,6 +2,7 @@
 //! and of incremental passes with concurrent changes, restarted, and the mirror still equals
 //! the simulator, with every change evented exactly once.
 
+use partnerstack_simulator::AsResource;
 use std::{collections::HashMap, time::Duration};
 
 use partnerstack_mirror::{object::ObjectKind, store::Store};
@@ -88,8 +89,8 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
                 s.apply(Mutation::PartnershipTags { key, add: vec!["crash-test".into()], remove: vec![] }).unwrap()
             }
             (ObjectKind::Lead, _) => s.apply(Mutation::LeadStatus { key }).unwrap(),
-            (kind, _) if turn % 5 == 0 => s.apply(Mutation::Create(kind.into())).unwrap(),
-            (kind, _) => s.apply(Mutation::Touch { kind: kind.into(), key }).unwrap(),
+            (kind, _) if turn % 5 == 0 => s.apply(Mutation::Create(kind.resource())).unwrap(),
+            (kind, _) => s.apply(Mutation::Touch { kind: kind.resource(), key }).unwrap(),
         })
     };
     let mut applied = Vec::new();
@@ -122,7 +123,7 @@ async fn killing_the_sync_process_at_any_point_loses_no_change_and_duplicates_no
     assert_eq!(duplicated, 0, "no record was created twice");
     assert!(applied.len() >= 10, "changes landed during the runs");
     for a in &applied {
-        let kind = ObjectKind::from(a.kind);
+        let kind = support::kind_of(a.kind);
         let mut expected = a.event_types.clone();
         expected.sort();
         let mut got: Vec<String> =

@@ -5,6 +5,7 @@ use partnerstack_mirror::{
     doctor::{self, Answer},
     object::ObjectKind,
 };
+use partnerstack_simulator::AsResource;
 use partnerstack_simulator::{BoundSemantics, Mutation, RunningSimulator, SimulatorConfig};
 
 use crate::support;
@@ -32,7 +33,7 @@ async fn doctor_reports_each_answer_the_simulator_is_switched_to() {
         })
         .await;
         let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
-        sim.simulator.apply(Mutation::Archive { kind: ObjectKind::Deal.into(), key: deal }).unwrap();
+        sim.simulator.apply(Mutation::Archive { kind: ObjectKind::Deal.resource(), key: deal }).unwrap();
         let api = support::client(&sim, 250);
         let report = doctor::examine(&api, &config_for(&sim)).await;
         let answer = |q: &str| report.find(q).unwrap_or_else(|| panic!("no finding for {q}:\n{report}")).answer.clone();

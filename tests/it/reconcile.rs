@@ -5,6 +5,7 @@ use partnerstack_mirror::{
     object::ObjectKind,
     sync::{SyncError, SyncSettings},
 };
+use partnerstack_simulator::AsResource;
 use partnerstack_simulator::{Fault, Mutation};
 
 use crate::support;
@@ -26,7 +27,7 @@ async fn a_record_that_vanishes_is_marked_deleted_by_the_key_scan_with_its_last_
     syncer.sync_object(ObjectKind::Customer, false).await.unwrap();
     let key = sim.simulator.keys(ObjectKind::Customer)[2].clone();
     let last_state = sim.simulator.record(ObjectKind::Customer, &key).unwrap();
-    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Customer.into(), key: key.clone() }).unwrap();
+    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Customer.resource(), key: key.clone() }).unwrap();
 
     // A poll cannot see a disappearance; the key scan does.
     syncer.sync_object(ObjectKind::Customer, false).await.unwrap();
@@ -67,7 +68,7 @@ async fn archiving_and_restoring_is_seen_whether_archived_records_stay_listed_or
         let key = sim.simulator.keys(ObjectKind::Deal)[1].clone();
         let before = support::last_event_id(&store).await;
 
-        sim.simulator.apply(Mutation::Archive { kind: ObjectKind::Deal.into(), key: key.clone() }).unwrap();
+        sim.simulator.apply(Mutation::Archive { kind: ObjectKind::Deal.resource(), key: key.clone() }).unwrap();
         syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
         syncer.reconcile(ObjectKind::Deal).await.unwrap();
         assert!(deleted_at_set(&store, ObjectKind::Deal, &key).await, "listed={listed}");
@@ -75,7 +76,7 @@ async fn archiving_and_restoring_is_seen_whether_archived_records_stay_listed_or
         assert_eq!(events.iter().filter(|e| *e == "deal.deleted").count(), 1, "listed={listed}: {events:?}");
 
         let mid = support::last_event_id(&store).await;
-        sim.simulator.apply(Mutation::Restore { kind: ObjectKind::Deal.into(), key: key.clone() }).unwrap();
+        sim.simulator.apply(Mutation::Restore { kind: ObjectKind::Deal.resource(), key: key.clone() }).unwrap();
         syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
         syncer.reconcile(ObjectKind::Deal).await.unwrap();
         assert!(!deleted_at_set(&store, ObjectKind::Deal, &key).await, "listed={listed}");
@@ -94,7 +95,7 @@ async fn the_brake_refuses_to_delete_more_than_the_allowed_share_and_says_why() 
     let keys = sim.simulator.keys(ObjectKind::Lead);
     let doomed: Vec<String> = keys.iter().take(keys.len() / 4).cloned().collect();
     for key in &doomed {
-        sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Lead.into(), key: key.clone() }).unwrap();
+        sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Lead.resource(), key: key.clone() }).unwrap();
     }
 
     let err = syncer.reconcile(ObjectKind::Lead).await.expect_err("25% is over the 10% brake");
@@ -130,7 +131,7 @@ async fn a_handful_of_deletions_pass_the_brake_however_small_the_account() {
     let doomed: Vec<String> = keys.iter().take(keys.len().div_ceil(2).min(10)).cloned().collect();
     assert!(doomed.len() >= 2 && doomed.len() as f64 > 0.1 * keys.len() as f64, "{} of {}", doomed.len(), keys.len());
     for key in &doomed {
-        sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Lead.into(), key: key.clone() }).unwrap();
+        sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Lead.resource(), key: key.clone() }).unwrap();
     }
 
     syncer.reconcile(ObjectKind::Lead).await.unwrap();
@@ -149,7 +150,7 @@ async fn a_key_scan_that_fails_midway_marks_nothing_deleted() {
     let syncer = support::syncer(&store, &sim, 10, settings);
     syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
     let key = sim.simulator.keys(ObjectKind::Partnership)[0].clone();
-    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Partnership.into(), key: key.clone() }).unwrap();
+    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Partnership.resource(), key: key.clone() }).unwrap();
     sim.simulator.after_pages(2, Box::new(|s| s.inject(Fault::ServerError(502), 50)));
 
     assert!(syncer.reconcile(ObjectKind::Partnership).await.is_err());

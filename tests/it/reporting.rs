@@ -2,6 +2,7 @@
 //! joins the catalogue declares hold, and each view returns what a hand-written query over
 //! the base tables returns, also as the tables stood at a past moment.
 
+use partnerstack_simulator::AsResource;
 use std::collections::BTreeSet;
 
 use partnerstack_mirror::{
@@ -142,7 +143,7 @@ async fn delete_some(sim: &RunningSimulator, syncer: &partnerstack_mirror::sync:
     {
         let keys = sim.simulator.keys(kind);
         for key in keys.iter().skip(3).step_by(17).take(5) {
-            sim.simulator.apply(Mutation::Archive { kind: kind.into(), key: key.clone() }).unwrap();
+            sim.simulator.apply(Mutation::Archive { kind: kind.resource(), key: key.clone() }).unwrap();
         }
     }
     let gone = sim.simulator.keys(ObjectKind::Customer)[1].clone();

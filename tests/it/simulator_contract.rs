@@ -3,6 +3,9 @@
 //! what it serves is what the catalogue expects, so the other tests, run against it, test
 //! the mirror against records shaped like the real API's.
 
+use partnerstack_simulator::AsResource;
+
+use crate::support;
 use partnerstack_mirror::{
     object::{ChangeFilter, Column, ColumnType, ObjectKind},
     record::{self, RecordError},
@@ -57,10 +60,10 @@ fn typed_column<'a>(kind: ObjectKind, record: &'a Value, column: &Column) -> Opt
 
 #[test]
 fn the_simulator_names_every_object_type_as_the_catalogue_does() {
-    assert_eq!(Resource::ALL.map(ObjectKind::from), ObjectKind::ALL);
+    assert_eq!(Resource::ALL.map(support::kind_of), ObjectKind::ALL);
     for kind in ObjectKind::ALL {
-        let resource = Resource::from(kind);
-        assert_eq!(ObjectKind::from(resource), kind);
+        let resource = kind.resource();
+        assert_eq!(support::kind_of(resource), kind);
         assert_eq!(resource.path(), kind.api_path(), "{kind}");
         assert_eq!(resource.singular(), kind.singular(), "{kind}");
         assert_eq!(resource.created_only(), kind.change_filter() == ChangeFilter::CreatedOnly, "{kind}");

@@ -3,6 +3,7 @@
 //! the API honours `min_updated` on them, under both answers and a change of answer; slower
 //! polls while webhooks come in; a learned rate that is only a floor.
 
+use partnerstack_simulator::AsResource;
 use std::{sync::Arc, time::Duration};
 
 use partnerstack_mirror::{
@@ -69,7 +70,7 @@ async fn a_team_whose_partnership_changed_is_read_at_the_next_pass_and_only_that
     let (sim, store, syncer) = teams_loaded(300).await;
     let (partnership, team) = some_team(&store).await;
     let joined = sim.simulator.apply(Mutation::TeamMemberJoin { team_key: team.clone() }).unwrap();
-    sim.simulator.apply(Mutation::Touch { kind: ObjectKind::Partnership.into(), key: partnership }).unwrap();
+    sim.simulator.apply(Mutation::Touch { kind: ObjectKind::Partnership.resource(), key: partnership }).unwrap();
 
     syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
     let poll = syncer.sync_object(ObjectKind::PartnerTeamMember, false).await.unwrap();
@@ -80,7 +81,7 @@ async fn a_team_whose_partnership_changed_is_read_at_the_next_pass_and_only_that
     assert_eq!(again.requests, 0, "read once per change");
 
     // A new partnership brings a new team: read at the next pass.
-    let created = sim.simulator.apply(Mutation::Create(ObjectKind::Partnership.into())).unwrap();
+    let created = sim.simulator.apply(Mutation::Create(ObjectKind::Partnership.resource())).unwrap();
     syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
     let new_team = sim.simulator.record(ObjectKind::Partnership, &created.key).unwrap()["team"]["key"].as_str().unwrap().to_owned();
     let poll = syncer.sync_object(ObjectKind::PartnerTeamMember, false).await.unwrap();

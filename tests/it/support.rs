@@ -41,6 +41,11 @@ fn server_url() -> &'static str {
     })
 }
 
+/// The mirror's object type for what the simulator calls a resource (they meet by name).
+pub fn kind_of(resource: partnerstack_simulator::Resource) -> ObjectKind {
+    resource.to_string().parse().expect("every resource is an object type")
+}
+
 /// The URL of the test server (for child processes).
 pub fn database_url() -> String {
     server_url().to_owned()

@@ -6,6 +6,7 @@ use partnerstack_mirror::{
     store::Store,
     sync::{SyncSettings, Syncer},
 };
+use partnerstack_simulator::AsResource;
 use partnerstack_simulator::{BoundSemantics, Clock, Mutation};
 
 use crate::support;
@@ -34,8 +35,8 @@ async fn each_mutation_emits_its_events_with_the_changes() {
     let team_key = sim.simulator.record(ObjectKind::Partnership, &partnership).unwrap()["team"]["key"].as_str().unwrap().to_owned();
     let s = &sim.simulator;
     let applied = vec![
-        s.apply(Mutation::Create(ObjectKind::Deal.into())).unwrap(),
-        s.apply(Mutation::Touch { kind: ObjectKind::Customer.into(), key: first_key(&sim, ObjectKind::Customer, 1) }).unwrap(),
+        s.apply(Mutation::Create(ObjectKind::Deal.resource())).unwrap(),
+        s.apply(Mutation::Touch { kind: ObjectKind::Customer.resource(), key: first_key(&sim, ObjectKind::Customer, 1) }).unwrap(),
         s.apply(Mutation::DealStage { key: deal.clone() }).unwrap(),
         s.apply(Mutation::PartnershipTags { key: partnership.clone(), add: vec!["added-by-test".into()], remove: vec![] }).unwrap(),
         s.apply(Mutation::PartnershipGroup { key: first_key(&sim, ObjectKind::Partnership, 4) }).unwrap(),
@@ -46,7 +47,7 @@ async fn each_mutation_emits_its_events_with_the_changes() {
         s.apply(Mutation::ApplicationDecision { key: first_key(&sim, ObjectKind::Application, 1), approved: false }).unwrap(),
         s.apply(Mutation::RewardStatus { key: first_key(&sim, ObjectKind::Reward, 1) }).unwrap(),
         s.apply(Mutation::TransactionUpdate { key: first_key(&sim, ObjectKind::Transaction, 1) }).unwrap(),
-        s.apply(Mutation::Archive { kind: ObjectKind::Customer.into(), key: first_key(&sim, ObjectKind::Customer, 5) }).unwrap(),
+        s.apply(Mutation::Archive { kind: ObjectKind::Customer.resource(), key: first_key(&sim, ObjectKind::Customer, 5) }).unwrap(),
         s.apply(Mutation::TeamMemberJoin { team_key }).unwrap(),
     ];
 
@@ -56,7 +57,7 @@ async fn each_mutation_emits_its_events_with_the_changes() {
     for a in &applied {
         let mut expected = a.event_types.clone();
         expected.sort();
-        assert_eq!(sorted_events_after(&store, before, a.kind.into(), &a.key).await, expected, "{:?} {}", a.kind, a.key);
+        assert_eq!(sorted_events_after(&store, before, support::kind_of(a.kind), &a.key).await, expected, "{:?} {}", a.kind, a.key);
     }
     let (old, new): (serde_json::Value, serde_json::Value) = sqlx::query_as(
         "SELECT changes->'stage'->'old', changes->'stage'->'new' FROM events WHERE event_type = 'deal.stage_updated' AND object_key = $1",
@@ -78,7 +79,7 @@ async fn each_mutation_emits_its_events_with_the_changes() {
     // Restoring the archived customer is the opposite event, and the row is live again.
     let customer = first_key(&sim, ObjectKind::Customer, 5);
     let mid = support::last_event_id(&store).await;
-    let restored = s.apply(Mutation::Restore { kind: ObjectKind::Customer.into(), key: customer.clone() }).unwrap();
+    let restored = s.apply(Mutation::Restore { kind: ObjectKind::Customer.resource(), key: customer.clone() }).unwrap();
     support::sync_all(&syncer).await;
     let mut expected = restored.event_types.clone();
     expected.sort();
@@ -108,7 +109,7 @@ async fn same_millisecond_changes_at_a_window_edge_are_all_caught(bounds: BoundS
     let keys: Vec<String> = sim.simulator.keys(ObjectKind::Deal).into_iter().take(7).collect();
     let before = support::last_event_id(&store).await;
     for key in &keys {
-        sim.simulator.apply(Mutation::Touch { kind: ObjectKind::Deal.into(), key: key.clone() }).unwrap();
+        sim.simulator.apply(Mutation::Touch { kind: ObjectKind::Deal.resource(), key: key.clone() }).unwrap();
     }
     sim.simulator.set_clock(Clock::Real);
     syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
@@ -161,7 +162,7 @@ async fn a_change_landing_between_two_pages_is_caught_once() {
     // Many changes so the next window spans several pages.
     let keys: Vec<String> = sim.simulator.keys(ObjectKind::Deal).into_iter().take(12).collect();
     for key in &keys {
-        sim.simulator.apply(Mutation::Touch { kind: ObjectKind::Deal.into(), key: key.clone() }).unwrap();
+        sim.simulator.apply(Mutation::Touch { kind: ObjectKind::Deal.resource(), key: key.clone() }).unwrap();
     }
     // After the first page: an already-listed record changes again, one further down changes,
     // and a new one is created at the head of the listing.
@@ -173,7 +174,7 @@ async fn a_change_landing_between_two_pages_is_caught_once() {
         Box::new(move |s| {
             s.apply(Mutation::DealStage { key: early }).unwrap();
             s.apply(Mutation::DealStage { key: late }).unwrap();
-            *created_in_hook.lock().unwrap() = Some(s.apply(Mutation::Create(ObjectKind::Deal.into())).unwrap().key);
+            *created_in_hook.lock().unwrap() = Some(s.apply(Mutation::Create(ObjectKind::Deal.resource())).unwrap().key);
         }),
     );
     let before = support::last_event_id(&store).await;
@@ -209,7 +210,7 @@ async fn later_changes_to_transactions_and_rewards_are_caught_by_rescans() {
         let txn = sim.simulator.keys(ObjectKind::Transaction).last().unwrap().clone();
         sim.simulator.apply(Mutation::RewardStatus { key: reward.clone() }).unwrap();
         sim.simulator.apply(Mutation::TransactionUpdate { key: txn.clone() }).unwrap();
-        let new_reward = sim.simulator.apply(Mutation::Create(ObjectKind::Reward.into())).unwrap().key;
+        let new_reward = sim.simulator.apply(Mutation::Create(ObjectKind::Reward.resource())).unwrap().key;
 
         // A poll finds the new reward by its created window.
         syncer.sync_object(ObjectKind::Reward, false).await.unwrap();
@@ -246,10 +247,10 @@ async fn a_poll_reports_the_decisions_a_new_record_already_carries() {
 
     // Decided before the next poll: PartnerStack approved it automatically, say.
     let s = &sim.simulator;
-    let application = s.apply(Mutation::Create(ObjectKind::Application.into())).unwrap().key;
+    let application = s.apply(Mutation::Create(ObjectKind::Application.resource())).unwrap().key;
     s.apply(Mutation::ApplicationDecision { key: application.clone(), approved: true }).unwrap();
-    let deal = s.apply(Mutation::Create(ObjectKind::Deal.into())).unwrap().key;
-    s.apply(Mutation::Archive { kind: ObjectKind::Deal.into(), key: deal.clone() }).unwrap();
+    let deal = s.apply(Mutation::Create(ObjectKind::Deal.resource())).unwrap().key;
+    s.apply(Mutation::Archive { kind: ObjectKind::Deal.resource(), key: deal.clone() }).unwrap();
     for kind in [ObjectKind::Application, ObjectKind::Deal] {
         syncer.sync_object(kind, false).await.unwrap();
     }

@@ -3,6 +3,7 @@
 //! small objects cost one or two requests, and nothing is missed or doubled at a window's
 //! edge, also with thousands of records in one millisecond and under either bound semantics.
 
+use partnerstack_simulator::AsResource;
 use std::{collections::HashMap, sync::atomic::Ordering};
 
 use partnerstack_mirror::{
@@ -118,7 +119,7 @@ async fn a_skewed_history_with_thousands_of_records_in_one_millisecond_loses_non
         for (at, count) in crowded {
             sim.simulator.set_clock(Clock::Frozen(at));
             for _ in 0..count {
-                sim.simulator.apply(Mutation::Create(ObjectKind::Deal.into())).unwrap();
+                sim.simulator.apply(Mutation::Create(ObjectKind::Deal.resource())).unwrap();
             }
         }
         sim.simulator.set_clock(Clock::Real);

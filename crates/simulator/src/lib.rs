@@ -65,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use mutation::{Applied, Mutation, MutationError};
 pub use poison::Poison;
-pub use resource::Resource;
+pub use resource::{AsResource, Resource};
 pub use webhooks::{SentWebhook, TrainingCompletion, TrainingKind, WebhookStats, WebhookSwitches};
 
 use state::State;
@@ -257,17 +257,17 @@ impl Simulator {
 
     /// Every record that exists (archived included, hard-deleted not), newest first,
     /// exactly as the API serializes it.
-    pub fn records(&self, kind: impl Into<Resource>) -> Vec<Value> {
-        self.lock().table(kind.into()).newest_first().map(|r| r.value()).collect()
+    pub fn records(&self, kind: impl AsResource) -> Vec<Value> {
+        self.lock().table(kind.resource()).newest_first().map(|r| r.value()).collect()
     }
 
-    pub fn record(&self, kind: impl Into<Resource>, key: &str) -> Option<Value> {
-        self.lock().table(kind.into()).get(key).map(|r| r.value())
+    pub fn record(&self, kind: impl AsResource, key: &str) -> Option<Value> {
+        self.lock().table(kind.resource()).get(key).map(|r| r.value())
     }
 
     /// The keys of [`Simulator::records`], in the same order.
-    pub fn keys(&self, kind: impl Into<Resource>) -> Vec<String> {
-        self.lock().table(kind.into()).newest_keys().map(str::to_owned).collect()
+    pub fn keys(&self, kind: impl AsResource) -> Vec<String> {
+        self.lock().table(kind.resource()).newest_keys().map(str::to_owned).collect()
     }
 
     /// Every partner team's key (`stck_…`), teams without members included.
@@ -323,15 +323,15 @@ impl Simulator {
 
     /// Serves `key` broken (see [`Poison`]) in list pages from now on, with a new
     /// `updated_at` so polls list it.
-    pub fn poison(&self, kind: impl Into<Resource>, key: &str, poison: Poison) {
-        let kind = kind.into();
+    pub fn poison(&self, kind: impl AsResource, key: &str, poison: Poison) {
+        let kind = kind.resource();
         let _ = self.apply(Mutation::Touch { kind, key: key.to_owned() });
         self.lock().poisoned.insert((kind, key.to_owned()), poison);
     }
 
     /// Serves `key` clean again, changed, so the next poll brings its clean copy.
-    pub fn cure(&self, kind: impl Into<Resource>, key: &str) {
-        let kind = kind.into();
+    pub fn cure(&self, kind: impl AsResource, key: &str) {
+        let kind = kind.resource();
         self.lock().poisoned.remove(&(kind, key.to_owned()));
         let _ = self.apply(Mutation::Touch { kind, key: key.to_owned() });
     }

@@ -78,6 +78,30 @@ impl Resource {
     }
 }
 
+impl Resource {
+    /// The resource called `name`: its plural (`deals`, `partner_team_members`), its list path
+    /// (`partner-team`) or its singular (`deal`).
+    pub fn named(name: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.to_string() == name || r.path() == name || r.singular() == name)
+    }
+}
+
+/// Anything that names a kind of record: a [`Resource`], or a value whose `Display` is one of
+/// its names, as the mirror's `ObjectKind` is (`deals`). The simulator fakes the vendor and
+/// knows nothing of the mirror's types; the two meet by the API's own names, as the real API
+/// and the mirror do.
+pub trait AsResource {
+    fn resource(&self) -> Resource;
+}
+
+impl<T: fmt::Display + ?Sized> AsResource for T {
+    /// Panics on a name no resource has: a test asked for something the API does not serve.
+    fn resource(&self) -> Resource {
+        let name = self.to_string();
+        Resource::named(&name).unwrap_or_else(|| panic!("the simulator serves nothing called {name:?}"))
+    }
+}
+
 impl fmt::Display for Resource {
     /// The plural name, e.g. `deals` or `partner_team_members`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

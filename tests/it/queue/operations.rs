@@ -2,6 +2,7 @@
 //! what the INSERT itself refuses.
 
 use super::*;
+use partnerstack_simulator::AsResource;
 
 #[tokio::test]
 async fn every_operation_runs_end_to_end_from_an_sql_insert() {
@@ -297,7 +298,7 @@ async fn a_refresh_that_finds_nothing_fails_and_leaves_the_row_to_the_key_scans(
     let store = support::store().await;
     support::sync_all(&support::syncer(&store, &sim, 250, support::settings())).await;
     let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
-    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Deal.into(), key: deal.clone() }).unwrap();
+    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Deal.resource(), key: deal.clone() }).unwrap();
     // And a customer the API cannot be asked about: it has no customer_key.
     let customer = sim.simulator.keys(ObjectKind::Customer)[0].clone();
     sqlx::query("UPDATE customers SET customer_key = NULL WHERE key = $1").bind(&customer).execute(store.pool()).await.unwrap();

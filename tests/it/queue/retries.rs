@@ -1,6 +1,7 @@
 //! Retries, backoff, `Retry-After`, permanent failures, and leases.
 
 use super::*;
+use partnerstack_simulator::AsResource;
 
 #[tokio::test]
 async fn rate_limits_and_server_errors_are_retried_with_backoff() {
@@ -142,7 +143,7 @@ async fn a_delete_retried_after_the_record_went_away_succeeds() {
     let w = worker(&store, &sim, "w1");
     assert_eq!(w.work_one().await.unwrap(), Some(Handled::Retrying(id)));
     // Before the retry, the record disappears (another tool, or a first attempt that did land).
-    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Deal.into(), key: deal.clone() }).unwrap();
+    sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Deal.resource(), key: deal.clone() }).unwrap();
 
     drain(&w, &store).await;
 
