@@ -11,8 +11,9 @@ use serde_json::{json, value::RawValue, Map, Value};
 use crate::object::ObjectKind;
 
 /// Where a change was noticed (`events.source`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventSource {
     /// The first load of an object: a snapshot, like a CDC tool's initial read.
     Backfill,
@@ -26,13 +27,7 @@ pub enum EventSource {
 
 impl EventSource {
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventSource::Backfill => "backfill",
-            EventSource::Poll => "poll",
-            EventSource::Reconcile => "reconcile",
-            EventSource::WriteBack => "write_back",
-            EventSource::Webhook => "webhook",
-        }
+        self.into()
     }
 }
 

@@ -7,12 +7,11 @@
 //! with the reporting layer), the workers read it (`queue`), and pushes check their columns
 //! against it. A new operation or object type is a line here.
 
-use std::{fmt, str::FromStr};
-
 use crate::object::ObjectKind;
 
 /// A `write_queue.operation`; the INSERT trigger admits these and no other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray, strum::Display)]
+#[strum(serialize_all = "snake_case")]
 pub enum Operation {
     Create,
     Update,
@@ -39,27 +38,12 @@ pub enum PayloadRule {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 7] = [
-        Operation::Create,
-        Operation::Update,
-        Operation::Delete,
-        Operation::ModifyTags,
-        Operation::Convert,
-        Operation::Refresh,
-        Operation::FetchAttachments,
-    ];
+    /// Every operation.
+    pub const ALL: &'static [Operation] = <Operation as strum::VariantArray>::VARIANTS;
 
     /// The name in `write_queue.operation`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "create",
-            Operation::Update => "update",
-            Operation::Delete => "delete",
-            Operation::ModifyTags => "modify_tags",
-            Operation::Convert => "convert",
-            Operation::Refresh => "refresh",
-            Operation::FetchAttachments => "fetch_attachments",
-        }
+        self.into()
     }
 
     /// The object types a request of this operation may name (SPEC 6): what the API can do.
@@ -219,32 +203,13 @@ pub fn case_insensitive(field: &str) -> bool {
     field == "email"
 }
 
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The name was not an operation this version knows.
-#[derive(Debug, thiserror::Error)]
-#[error("unsupported request: {0}")]
-pub struct UnknownOperation(pub String);
-
-impl FromStr for Operation {
-    type Err = UnknownOperation;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Operation::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| UnknownOperation(s.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_payload_rule_and_writable_field_belongs_to_an_operation_that_applies_to_its_object() {
-        for op in Operation::ALL {
+        for &op in Operation::ALL {
             for kind in ObjectKind::ALL {
                 if op.applies_to(kind) {
                     continue;
@@ -258,7 +223,7 @@ mod tests {
 
     #[test]
     fn required_fields_are_writable_and_natural_keys_are_writable_by_create() {
-        for op in Operation::ALL {
+        for &op in Operation::ALL {
             for &kind in op.kinds() {
                 for rule in op.payload_rules(kind) {
                     if let PayloadRule::Required(fields) | PayloadRule::ExactlyOne(fields) = rule {
@@ -300,9 +265,10 @@ mod tests {
 
     #[test]
     fn every_operation_parses_from_its_name() {
-        for op in Operation::ALL {
+        for &op in Operation::ALL {
             assert_eq!(op.as_str().parse::<Operation>().unwrap(), op);
         }
         assert!("archive".parse::<Operation>().is_err());
+        assert_eq!(Operation::FetchAttachments.to_string(), "fetch_attachments");
     }
 }

@@ -24,7 +24,8 @@ pub enum Webhook {
 }
 
 /// A course or a learning path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum TrainingKind {
     Course,
     LearningPath,
@@ -32,10 +33,7 @@ pub enum TrainingKind {
 
 impl TrainingKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            TrainingKind::Course => "course",
-            TrainingKind::LearningPath => "learning_path",
-        }
+        self.into()
     }
 
     /// The event type the mirror writes.

@@ -11,8 +11,6 @@
 //! to its tier's, and a role taken out of the configuration loses what it was given (the roles
 //! granted at the last start are kept in `granted_roles`).
 
-use std::fmt;
-
 use super::{quote_identifier, Store, StoreError};
 
 /// The roles named in the configuration, by what they may do.
@@ -24,7 +22,8 @@ pub struct Roles {
 }
 
 /// What a role may do with the mirror's schema; each tier includes the ones before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "lowercase")]
 pub enum Tier {
     Reader,
     Consumer,
@@ -33,17 +32,7 @@ pub enum Tier {
 
 impl Tier {
     fn as_str(self) -> &'static str {
-        match self {
-            Tier::Reader => "reader",
-            Tier::Consumer => "consumer",
-            Tier::Writer => "writer",
-        }
-    }
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

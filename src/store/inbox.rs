@@ -19,7 +19,8 @@ pub struct InboxRow {
 }
 
 /// What became of a webhook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum InboxOutcome {
     ReadRequested,
     Recorded,
@@ -29,12 +30,7 @@ pub enum InboxOutcome {
 
 impl InboxOutcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            InboxOutcome::ReadRequested => "read_requested",
-            InboxOutcome::Recorded => "recorded",
-            InboxOutcome::Ignored => "ignored",
-            InboxOutcome::Quarantined => "quarantined",
-        }
+        self.into()
     }
 }
 

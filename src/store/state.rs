@@ -23,7 +23,8 @@ pub struct ObjectState {
 }
 
 /// Whether an object's list honours `min_updated` (SPEC 9.3), as the daemon's probe found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
 pub enum UpdatedFilter {
     Honoured,
     Ignored,
@@ -33,15 +34,11 @@ pub enum UpdatedFilter {
 
 impl UpdatedFilter {
     pub fn as_str(self) -> &'static str {
-        match self {
-            UpdatedFilter::Honoured => "honoured",
-            UpdatedFilter::Ignored => "ignored",
-            UpdatedFilter::Undetermined => "undetermined",
-        }
+        self.into()
     }
 
     fn parse(s: &str) -> Option<UpdatedFilter> {
-        [UpdatedFilter::Honoured, UpdatedFilter::Ignored, UpdatedFilter::Undetermined].into_iter().find(|f| f.as_str() == s)
+        s.parse().ok()
     }
 }
 
@@ -75,7 +72,8 @@ pub struct CursorAdvance {
 }
 
 /// What kind of pass a `sync_runs` row records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum RunKind {
     Backfill,
     Poll,
@@ -85,12 +83,7 @@ pub enum RunKind {
 
 impl RunKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunKind::Backfill => "backfill",
-            RunKind::Poll => "poll",
-            RunKind::Rescan => "rescan",
-            RunKind::Reconcile => "reconcile",
-        }
+        self.into()
     }
 }
 

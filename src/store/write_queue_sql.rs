@@ -71,14 +71,14 @@ $fn$;
 /// The operation applies to the object type, and the payload holds what the API requires.
 fn check(pinned: &str) -> String {
     let mut allowed = String::new();
-    for op in Operation::ALL {
+    for &op in Operation::ALL {
         let kinds = op.kinds().iter().map(|k| k.singular());
         let _ = write!(allowed, "\n        WHEN {} THEN {}", literal(op.as_str()), array(kinds));
     }
     let operations: Vec<&str> = Operation::ALL.iter().map(|o| o.as_str()).collect();
     let keyless: Vec<&str> = Operation::ALL.iter().filter(|o| !o.needs_object_key()).map(|o| o.as_str()).collect();
     let mut rules = String::new();
-    for op in Operation::ALL {
+    for &op in Operation::ALL {
         for &kind in op.kinds() {
             for rule in op.payload_rules(kind) {
                 rules.push_str(&payload_rule(op, kind, rule));
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn every_operation_and_rule_of_the_catalogue_is_in_the_generated_check() {
         let sql = statements("partnerstack");
-        for op in Operation::ALL {
+        for &op in Operation::ALL {
             assert!(sql.contains(&format!("WHEN '{}' THEN", op.as_str())), "{op}");
         }
         assert!(sql.contains("create transaction payload needs exactly one of customer_key, customer_external_key, customer_email"));
