@@ -1,4 +1,4 @@
-//! Steady-state benchmark (SPEC 14): `cargo bench --bench steady_state` (BENCH_RECORDS=10000,
+//! Steady-state benchmark (docs/steady-state.md): `cargo bench --bench steady_state` (BENCH_RECORDS=10000,
 //! BENCH_MINUTES=120 compressed minutes without webhooks, BENCH_WEBHOOK_MINUTES=90 with them;
 //! BENCH_MODES=ignores,honours says under which answers of the API about `min_updated` on
 //! transactions and rewards to run).
@@ -20,7 +20,7 @@
 //! simulator's), the reads that follow changes (teams whose partnership changed, webhook
 //! reads) as measured per change (a slower pass sees more changes, so not per pass).
 //!
-//! It uses only what the daemon had before SPEC 14 (`sync_runs`, `/metrics`), so the same file
+//! It uses only what the daemon had before the steady-state work (`sync_runs`, `/metrics`), so the same file
 //! measures the code before it: BENCH_BEFORE=1 leaves out the configuration keys that code
 //! lacks (see docs/steady-state-benchmarks.md).
 
@@ -67,11 +67,11 @@ struct Stretch {
     /// Team reads in poll passes (teams whose partnership changed).
     team_polls: Passes,
     rescans: Passes,
-    /// Team walks in rescans (the code before SPEC 14 walked every team hourly).
+    /// Team walks in rescans (the code before the steady-state work walked every team hourly).
     team_rescans: Passes,
     key_scans: Passes,
     team_key_scans: Passes,
-    /// The client's requests by purpose (`/metrics`; none before SPEC 14 had purposes).
+    /// The client's requests by purpose (`/metrics`; none before the steady-state work had purposes).
     by_purpose: BTreeMap<String, f64>,
     changes: f64,
     minutes: f64,
@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "steady state: {records} records, {minutes} compressed minutes without webhooks and {webhook_minutes} with them, \
          code {}",
-        if before { "before SPEC 14 (BENCH_BEFORE=1)" } else { "with SPEC 14" }
+        if before { "before the steady-state work (BENCH_BEFORE=1)" } else { "with the steady-state work" }
     );
     for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         let ignores = match mode {
@@ -205,7 +205,7 @@ async fn measure(pool: &PgPool, daemon: std::net::SocketAddr, length: Duration, 
     };
     let polls = passes("poll", "groups", false).await?;
     let key_scans = passes("reconcile", "groups", false).await?;
-    // Rescans read transactions first (or only team members, before SPEC 14 with rewards).
+    // Rescans read transactions first (or only team members, before the steady-state work with rewards).
     let rescans = passes("rescan", "transactions", false).await?;
     let team_rescans = passes("rescan", "partner_team_members", true).await?;
     let team_polls = Passes { passes: polls.passes, requests: passes("poll", "groups", true).await?.requests };
@@ -253,7 +253,7 @@ fn report(mode: &str, records: usize, sim_teams: f64, quiet: &Stretch, busy: &St
     // Rescans and key scans cost the same with or without webhooks: measured without.
     let rescan = quiet.rescans.per_pass() * 24.0 * scale;
     let key_scan = quiet.key_scans.per_pass() * scale;
-    // Before SPEC 14 the hourly rescan walked every team, and the daily key scan once more.
+    // Before the steady-state work the hourly rescan walked every team, and the daily key scan once more.
     let (walk, walks_per_day) = if before {
         (quiet.team_rescans.per_pass().max(quiet.team_key_scans.per_pass()), 25.0)
     } else {

@@ -86,7 +86,7 @@ enum Command {
         #[command(subcommand)]
         command: DeliveryCommand,
     },
-    /// Read-only probes of the configured API: credentials, clock, and each SPEC 9 question.
+    /// Read-only probes of the configured API: credentials, clock, and each open question of docs/correctness.md.
     Doctor,
     /// A local PartnerStack API simulator.
     Simulate {

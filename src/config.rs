@@ -100,13 +100,13 @@ pub struct Config {
     pub pushes: Vec<PushConfig>,
 }
 
-/// PartnerStack webhooks in (SPEC 11).
+/// PartnerStack webhooks in (docs/webhooks.md).
 #[derive(Clone)]
 pub struct WebhooksConfig {
     /// The secret path segment of `POST /webhooks/partnerstack/{token}`; `None`: intake is off.
     pub token: Option<SecretString>,
     /// Intake counts as healthy while a webhook came in within this: polls then run every
-    /// `sync.interval_with_webhooks` (SPEC 14).
+    /// `sync.interval_with_webhooks` (docs/steady-state.md).
     pub quiet_after: Duration,
 }
 

@@ -33,7 +33,7 @@ pub enum ObjectKind {
 pub enum ChangeFilter {
     /// `min_updated`/`max_updated` are honoured: incremental windows over `updated_at`.
     Updated,
-    /// Only `min_created`/`max_created` are documented (SPEC 9.3): new records come from
+    /// Only `min_created`/`max_created` are documented (docs/correctness.md, question 3): new records come from
     /// created windows, later changes from scheduled rescans, unless the daemon's probe finds
     /// `min_updated` honoured ([`crate::store::ObjectState::change_filter`]).
     CreatedOnly,
@@ -287,7 +287,7 @@ impl ObjectKind {
     ];
 
     /// What `sync.objects` means when it is empty: every object but partner-team members
-    /// (SPEC 3, 14). The API lists members one team at a time, so they cost a request per
+    /// (docs/configuration.md, 14). The API lists members one team at a time, so they cost a request per
     /// team on a backfill (on an account of 180,000 records, 20,000 requests where the nine
     /// other objects need 739) and a walk of every team each day: an operator who wants
     /// them lists them.

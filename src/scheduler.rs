@@ -106,7 +106,7 @@ pub struct ScheduledLoop {
     pub work: BoxFuture<'static, anyhow::Result<()>>,
 }
 
-/// Whether PartnerStack's webhooks are coming in (SPEC 14): while one was received within
+/// Whether PartnerStack's webhooks are coming in (docs/steady-state.md): while one was received within
 /// `quiet_after`, hints bring changes at once and polls may come seldom.
 #[derive(Clone, Debug)]
 pub struct WebhookHealth {

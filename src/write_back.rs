@@ -46,7 +46,7 @@ impl Operation {
         self.into()
     }
 
-    /// The object types a request of this operation may name (SPEC 6): what the API can do.
+    /// The object types a request of this operation may name (docs/write-back.md): what the API can do.
     pub fn kinds(self) -> &'static [ObjectKind] {
         match self {
             Operation::Create => &[K::Action, K::Customer, K::Deal, K::Lead, K::Partnership, K::Reward, K::Transaction],

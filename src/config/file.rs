@@ -1,5 +1,5 @@
-//! The configuration as written: the file's and the environment's shape, with the SPEC's
-//! defaults, and its validation into [`Config`](super::Config), where every error names its key.
+//! The configuration as written: the file's and the environment's shape, with the documented
+//! defaults (docs/configuration.md), and its validation into [`Config`](super::Config), where every error names its key.
 
 use std::{path::PathBuf, str::FromStr, time::Duration};
 

@@ -1,4 +1,4 @@
-//! `[[push]]`: queries that say what PartnerStack should hold (SPEC 15), as written and as
+//! `[[push]]`: queries that say what PartnerStack should hold (docs/push.md), as written and as
 //! validated. What can be checked without the database is checked here, at start, with the
 //! push and the key named (`push[tiers].key`); the query's columns are checked against the
 //! object's writable fields when the daemon starts or a `push` command runs (`crate::push`).

@@ -40,10 +40,10 @@ fn defaults_follow_the_spec() {
     assert_eq!(c.partnerstack.page_size, 250);
     assert_eq!(c.sync.lookback, Duration::from_secs(600));
     assert_eq!(c.sync.settle, Duration::from_secs(5));
-    assert_eq!(c.sync.objects.len(), 9, "every object but partner-team members (SPEC 3, 14)");
+    assert_eq!(c.sync.objects.len(), 9, "every object but partner-team members (docs/steady-state.md)");
     assert!(!c.sync.objects.contains(&ObjectKind::PartnerTeamMember));
-    assert_eq!(c.sync.interval_with_webhooks, Duration::from_secs(300), "SPEC 14");
-    assert_eq!(c.webhooks.quiet_after, Duration::from_secs(900), "SPEC 14");
+    assert_eq!(c.sync.interval_with_webhooks, Duration::from_secs(300), "docs/steady-state.md");
+    assert_eq!(c.webhooks.quiet_after, Duration::from_secs(900), "docs/steady-state.md");
     assert_eq!(c.http.listen.to_string(), "127.0.0.1:9187");
 }
 
@@ -234,7 +234,7 @@ fn a_file_error_names_the_key_without_a_profile_and_the_file() {
     std::fs::remove_file(path).unwrap();
 }
 
-/// SPEC 3, 14: `sync.objects` defaults to every object but partner-team members (a request
+/// docs/configuration.md, docs/steady-state.md: `sync.objects` defaults to every object but partner-team members (a request
 /// per team), parents first; listed, team members come after partnerships.
 #[test]
 fn sync_objects_left_out_means_every_object_but_team_members_parents_first() {

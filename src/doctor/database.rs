@@ -1,5 +1,5 @@
 //! `doctor`'s look at the database: reachable, new enough, encrypted, and the privileges the
-//! mirror's role needs (SPEC 13), each named in words a DBA can act on. Read-only: nothing
+//! mirror's role needs (docs/your-database.md), each named in words a DBA can act on. Read-only: nothing
 //! is created or granted here.
 
 use super::{Answer, Finding};

@@ -1,4 +1,4 @@
-//! PartnerStack webhooks in (SPEC 11): the daemon's side after the HTTP endpoint has kept a
+//! PartnerStack webhooks in (docs/webhooks.md): the daemon's side after the HTTP endpoint has kept a
 //! webhook in `webhook_inbox` and answered it.
 //!
 //! - Object webhooks are hints: they ask for an immediate read of that object type

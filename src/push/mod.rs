@@ -1,4 +1,4 @@
-//! Push (SPEC 15): a query in the user's database says what PartnerStack should hold; each
+//! Push (docs/push.md): a query in the user's database says what PartnerStack should hold; each
 //! run compares it with the mirror and queues a write-back for each difference, exactly once.
 //!
 //! A run: take the push's lease (one run of a push at a time across daemons and shells), run

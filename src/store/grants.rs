@@ -1,5 +1,5 @@
 //! Who besides the mirror may use its schema: the roles of `database.readers`,
-//! `database.consumers` and `database.writers` (SPEC 13), granted at every start.
+//! `database.consumers` and `database.writers` (docs/your-database.md), granted at every start.
 //!
 //! The tiers nest: readers get USAGE on the schema and SELECT on every table and view (now,
 //! and by default privileges on every one the mirror creates later, so a regenerated view is

@@ -92,7 +92,7 @@ impl Store {
     }
 
     /// Puts requests whose worker's lease expired (the worker died or hung) back to
-    /// `pending`, as SPEC 6 says they return: `queue list` and SQL then show them waiting, and
+    /// `pending`, as docs/write-back.md says they return: `queue list` and SQL then show them waiting, and
     /// the user may cancel them. A create or convert among them may already have reached the
     /// API, so it is marked with `outcome_unknown_since` and looked up before it is sent again.
     pub async fn release_expired(&self) -> Result<u64, StoreError> {

@@ -66,7 +66,7 @@ pub(super) struct ClaimedRow {
 }
 
 impl From<ClaimedRow> for Claim {
-    /// Parses the row's names; the object type is checked first, as it always was.
+    /// Parses the row's names; an unknown object type is named before an unknown operation.
     fn from(row: ClaimedRow) -> Claim {
         let parsed = match (row.object_type.parse::<ObjectKind>(), row.operation.parse::<Operation>()) {
             (Err(_), _) => Err(format!("unknown object_type {}", row.object_type)),

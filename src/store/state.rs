@@ -22,7 +22,7 @@ pub struct ObjectState {
     pub updated_filter: Option<(UpdatedFilter, DateTime<Utc>)>,
 }
 
-/// Whether an object's list honours `min_updated` (SPEC 9.3), as the daemon's probe found.
+/// Whether an object's list honours `min_updated` (docs/correctness.md, question 3), as the daemon's probe found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
 #[strum(serialize_all = "lowercase")]
 pub enum UpdatedFilter {

@@ -1,4 +1,4 @@
-//! Which partner teams to read (SPEC 14): the API lists members one team at a time, so a
+//! Which partner teams to read (docs/steady-state.md): the API lists members one team at a time, so a
 //! team is read only when it may have changed: its partnership is new or was written since
 //! the team was last read, or a webhook named it. The daily key scan reads every team, which
 //! finds a member who joined without the partnership changing.

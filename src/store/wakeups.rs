@@ -15,7 +15,7 @@ use crate::telemetry::error_chain;
 
 /// The channel the `write_queue` trigger notifies.
 const QUEUE_CHANNEL: &str = "partnerstack_write_queue";
-/// The channel the `events` trigger notifies (SPEC 5).
+/// The channel the `events` trigger notifies (docs/events.md).
 pub const EVENTS_CHANNEL: &str = "partnerstack_events";
 /// The pause before listening again after the connection was lost.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);

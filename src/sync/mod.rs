@@ -1,7 +1,7 @@
 //! One sync pass of one object: read the API in windows, write each page in one transaction,
 //! move the cursor only when a window is complete.
 //!
-//! How the mirror stays correct whatever the API's undocumented answers are (SPEC 9):
+//! How the mirror stays correct whatever the API's undocumented answers are (docs/correctness.md):
 //! - Incremental windows are `[cursor - lookback, now - settle]`, requested one millisecond
 //!   wider on each side, so inclusive and exclusive bounds both cover the window; the
 //!   overlap with the previous window re-reads its last milliseconds, which the diff turns
@@ -9,13 +9,13 @@
 //! - Pages follow the key cursor (`starting_after`) to the end; a record changed while we
 //!   list gets a new `updated_at` after the window's end and is read by the next window.
 //! - Transactions and rewards are read by created windows, and rescans catch their later
-//!   changes (SPEC 9.3), so nothing depends on `min_updated` being honoured there; while the
+//!   changes (docs/correctness.md, question 3), so nothing depends on `min_updated` being honoured there; while the
 //!   daemon's probe finds it honoured, they are polled by updated windows like the others
-//!   and leave the hourly rescan (SPEC 14), and a window that lists a record updated outside
+//!   and leave the hourly rescan (docs/steady-state.md), and a window that lists a record updated outside
 //!   it sends them back at once.
 //! - Partner-team members are listed one team at a time: a pass reads only the teams whose
 //!   partnership was written since the team was last read (or that a webhook named), and
-//!   the daily key scan reads every team (SPEC 14).
+//!   the daily key scan reads every team (docs/steady-state.md).
 //! - Backfills and rescans read disjoint created windows, several at once, placed by volume:
 //!   one window over everything, split while it is read when it proves dense (`window.rs`).
 
@@ -47,7 +47,7 @@ use crate::{
 use pass::Pass;
 use read::{Destination, Listing};
 
-pub use window::{Claim, CreatedWindow};
+pub use window::{CreatedWindow, WindowClaim};
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]

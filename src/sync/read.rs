@@ -16,7 +16,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::{
     scan::Readers,
-    window::{Claim, CreatedWindow},
+    window::{CreatedWindow, WindowClaim},
     SyncError, Syncer,
 };
 use crate::{
@@ -72,7 +72,7 @@ impl Syncer {
     /// kept.
     pub(super) async fn read(&self, to: &Destination, listing: Listing, readers: Option<&Arc<Readers>>) -> Result<(), SyncError> {
         let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
-        let mut claim = listing.created.map(Claim::new);
+        let mut claim = listing.created.map(WindowClaim::new);
         let mut advanced = false;
         let mut writing = FuturesUnordered::new();
         let read = async {
@@ -84,7 +84,7 @@ impl Syncer {
                         return Err(SyncError::UpdatedFilterIgnored);
                     }
                 }
-                let last = !page.has_more || claim.as_ref().is_some_and(Claim::passed);
+                let last = !page.has_more || claim.as_ref().is_some_and(WindowClaim::passed);
                 if let Some(seen) = &to.seen {
                     let mut seen = seen.lock().expect("no panics while holding it");
                     seen.extend(checked.records.iter().map(|r| r.key.clone()));
@@ -186,7 +186,7 @@ impl Syncer {
 /// Checks every item of a page: a valid record is kept when it belongs to `claim` (if
 /// given; the claim takes note of every record listed), an invalid one is rejected for
 /// quarantine. The items become the records' text (a page's text is held once).
-fn check(kind: ObjectKind, items: Vec<Box<RawValue>>, mut claim: Option<&mut Claim>) -> CheckedPage {
+fn check(kind: ObjectKind, items: Vec<Box<RawValue>>, mut claim: Option<&mut WindowClaim>) -> CheckedPage {
     let mut checked = CheckedPage { records: Vec::with_capacity(items.len()), rejected: Vec::new() };
     for item in items {
         match record::check(kind, item) {

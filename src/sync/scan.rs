@@ -6,7 +6,7 @@
 //! The scan starts with one reader over everything. After each full page a reader offers
 //! the older part of what it has left to the pool; the pool takes it only while a reader
 //! is idle, and only if the claim is dense enough to be worth a window of its own
-//! ([`Claim::older_part`]). The reader keeps the newer part and stops when its pages pass below
+//! ([`WindowClaim::older_part`]). The reader keeps the newer part and stops when its pages pass below
 //! it. At most `sync.backfill_concurrency` readers run at once.
 
 use std::sync::{
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::{
     read::{Destination, Listing},
-    window::{Claim, CreatedWindow},
+    window::{CreatedWindow, WindowClaim},
     SyncError, Syncer,
 };
 use crate::{
@@ -190,7 +190,7 @@ pub(super) struct Readers {
 impl Readers {
     /// Called by a reader after a full page: if a reader is idle and `claim` is dense enough
     /// (`page_size` records a full page), hands the older part of the claim to it.
-    pub(super) fn offer(&self, claim: &mut Claim, page_size: usize) {
+    pub(super) fn offer(&self, claim: &mut WindowClaim, page_size: usize) {
         let reserved = self.busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| (b < self.limit).then_some(b + 1)).is_ok();
         if !reserved {
             return;

@@ -5,7 +5,7 @@
 //! them ever writing the same record.
 //!
 //! A scan starts with one window over everything; a reader that finds its window dense
-//! while it reads it hands the older part to an idle reader (see [`Claim::older_part`]). So a
+//! while it reads it hands the older part to an idle reader (see [`WindowClaim::older_part`]). So a
 //! small object costs one or two requests and no probes, and every window but its last page
 //! reads full pages: requests ≈ records / page size + about one per window.
 
@@ -47,7 +47,7 @@ impl CreatedWindow {
 /// the listing goes newest-created first, so the records still to come were created at or
 /// before the oldest one seen, and the density seen lately guesses where they lie.
 #[derive(Clone, Debug)]
-pub struct Claim {
+pub struct WindowClaim {
     window: CreatedWindow,
     /// `created_at` of the latest record listed.
     oldest: Option<i64>,
@@ -63,9 +63,9 @@ pub struct Claim {
     ordered: bool,
 }
 
-impl Claim {
-    pub fn new(window: CreatedWindow) -> Claim {
-        Claim { window, oldest: None, kept: 0, checkpoints: [(0, 0); 2], ordered: true }
+impl WindowClaim {
+    pub fn new(window: CreatedWindow) -> WindowClaim {
+        WindowClaim { window, oldest: None, kept: 0, checkpoints: [(0, 0); 2], ordered: true }
     }
 
     /// The records this reader still keeps.
@@ -98,7 +98,7 @@ impl Claim {
 
     /// The older part of what is left to read, if there is enough of it to be worth a
     /// window of its own, going by the density seen so far (`page_size`: records in a full
-    /// page). The claim is unchanged until it [gives the part up](Claim::give_up).
+    /// page). The claim is unchanged until it [gives the part up](WindowClaim::give_up).
     ///
     /// A bounded remainder is halved. An open one (towards the past, where nothing tells
     /// how far records go) is cut once this reader has read `MIN_WINDOW_PAGES` pages: it
@@ -140,13 +140,13 @@ impl Claim {
     /// Shrinks the claim to what is newer than `older` (an [`older_part`] of it), which
     /// another reader now reads.
     ///
-    /// [`older_part`]: Claim::older_part
+    /// [`older_part`]: WindowClaim::older_part
     pub fn give_up(&mut self, older: CreatedWindow) {
         debug_assert_eq!(older.from, self.window.from);
         self.window.from = Some(older.until);
     }
 
-    /// [`older_part`](Claim::older_part), given up at once.
+    /// [`older_part`](WindowClaim::older_part), given up at once.
     #[cfg(test)]
     fn split(&mut self, page_size: usize) -> Option<CreatedWindow> {
         let older = self.older_part(page_size)?;
@@ -172,8 +172,8 @@ mod tests {
 
     /// A claim that has read `pages` full pages of 100 records, one record per millisecond
     /// going down from `top`.
-    fn read(window: CreatedWindow, top: i64, pages: i64) -> Claim {
-        let mut claim = Claim::new(window);
+    fn read(window: CreatedWindow, top: i64, pages: i64) -> WindowClaim {
+        let mut claim = WindowClaim::new(window);
         for i in 0..pages * 100 {
             assert!(claim.observe(top - i));
         }
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn records_in_one_millisecond_never_split_that_millisecond() {
-        let mut claim = Claim::new(CreatedWindow::everything_until(500));
+        let mut claim = WindowClaim::new(CreatedWindow::everything_until(500));
         for _ in 0..5_000 {
             claim.observe(500);
         }
@@ -231,7 +231,7 @@ mod tests {
         let mut claim = read(CreatedWindow::everything_until(1_000_000), 1_000_000, 20);
         claim.observe(1_000_000);
         assert_eq!(claim.split(100), None);
-        let mut bounded = Claim::new(CreatedWindow { from: Some(50), until: 100 });
+        let mut bounded = WindowClaim::new(CreatedWindow { from: Some(50), until: 100 });
         bounded.observe(60);
         bounded.observe(10);
         bounded.observe(70);
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn splitting_never_makes_empty_or_reversed_windows() {
         // Everything read sits in one millisecond just above the window's start.
-        let mut claim = Claim::new(CreatedWindow { from: Some(99), until: 101 });
+        let mut claim = WindowClaim::new(CreatedWindow { from: Some(99), until: 101 });
         for _ in 0..10_000 {
             claim.observe(100);
         }

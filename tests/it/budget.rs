@@ -1,4 +1,4 @@
-//! One request budget (SPEC 12) against the simulator over HTTP: the rate found for a limit
+//! One request budget (docs/request-budget.md) against the simulator over HTTP: the rate found for a limit
 //! the client is not told, priorities between a backfill and a write-back, and the rate
 //! remembered across a restart of the real daemon.
 

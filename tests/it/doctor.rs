@@ -1,4 +1,4 @@
-//! `doctor` gives the right answer to each SPEC 9 question under each simulator switch.
+//! `doctor` gives the right answer to each open question of docs/correctness.md under each simulator switch.
 
 use partnerstack_mirror::{
     config::Config,

@@ -120,7 +120,7 @@ async fn a_first_load_page_that_is_no_backfills_is_written_the_ordinary_way_with
 
 /// The lease is renewed while pages are written: a page's transaction holds the lease row
 /// `FOR SHARE` until it commits, so the renewal must wait beside the work, never instead of
-/// it (the two used to wait for each other for ever).
+/// it (the two must not wait for each other for ever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_that_renews_its_lease_while_pages_are_written_finishes() {
     let sim = support::simulator(3_000, |_| {}).await;

@@ -64,7 +64,7 @@ async fn a_later_clean_copy_of_a_record_clears_its_quarantine_row() {
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine WHERE key = $1").bind(&key).fetch_one(store.pool()).await.unwrap();
     assert_eq!(held, 0, "the clean copy cleared it");
     let events = support::event_types(&store, ObjectKind::Lead, &key).await;
-    // First seen by a poll: created, then the decision the lead already carries (SPEC 5).
+    // First seen by a poll: created, then the decision the lead already carries (docs/events.md).
     let lead = sim.simulator.record(ObjectKind::Lead, &key).unwrap();
     let mut expected = vec!["lead.created"];
     match lead["approved"].as_bool() {

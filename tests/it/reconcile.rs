@@ -1,5 +1,5 @@
 //! Deletes: archived records and records that vanish from the API, under both answers to
-//! SPEC 9.2, behind the safety brake.
+//! Question 2 of docs/correctness.md, behind the safety brake.
 
 use partnerstack_mirror::{
     object::ObjectKind,
@@ -56,7 +56,7 @@ async fn a_record_that_vanishes_is_marked_deleted_by_the_key_scan_with_its_last_
     assert_eq!(support::last_event_id(&store).await, mid);
 }
 
-/// Archived records either stay listed with `archived: true` or vanish (SPEC 9.2); both end
+/// Archived records either stay listed with `archived: true` or vanish (docs/correctness.md, question 2); both end
 /// as one `deleted` event and, once restored, one `restored` event.
 #[tokio::test]
 async fn archiving_and_restoring_is_seen_whether_archived_records_stay_listed_or_vanish() {

@@ -1,4 +1,4 @@
-//! Quiet at steady state (SPEC 14): partner teams read only when they may have changed, and
+//! Quiet at steady state (docs/steady-state.md): partner teams read only when they may have changed, and
 //! every team by the daily key scan; transactions and rewards polled by updated windows while
 //! the API honours `min_updated` on them, under both answers and a change of answer; slower
 //! polls while webhooks come in; a learned rate that is only a floor.
@@ -131,7 +131,7 @@ async fn filter_of(store: &Store, kind: ObjectKind) -> Option<UpdatedFilter> {
     store.object_state(kind).await.unwrap().updated_filter.map(|(f, _)| f)
 }
 
-/// SPEC 14: under either answer of the API (the simulator's switch, flipped between probes),
+/// docs/steady-state.md: under either answer of the API (the simulator's switch, flipped between probes),
 /// transactions are polled by updated windows exactly while the probe finds `min_updated`
 /// honoured, rescanned otherwise, and no change is lost or evented twice.
 #[tokio::test]

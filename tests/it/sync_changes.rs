@@ -196,7 +196,7 @@ async fn a_change_landing_between_two_pages_is_caught_once() {
 }
 
 /// Transactions and rewards are read by created windows, so their later changes come from
-/// rescans, whether or not the API honours `min_updated` for them (SPEC 9.3).
+/// rescans, whether or not the API honours `min_updated` for them (docs/correctness.md, question 3).
 #[tokio::test]
 async fn later_changes_to_transactions_and_rewards_are_caught_by_rescans() {
     for ignore_updated in [true, false] {
@@ -232,7 +232,7 @@ async fn later_changes_to_transactions_and_rewards_are_caught_by_rescans() {
 }
 
 /// A record a poll sees for the first time already decided or archived reports that too
-/// (SPEC 5, first sight), after its `created`; the backfill before it stays `created` only.
+/// (docs/events.md, first sight), after its `created`; the backfill before it stays `created` only.
 #[tokio::test]
 async fn a_poll_reports_the_decisions_a_new_record_already_carries() {
     let sim = support::simulator(600, |_| {}).await;

@@ -150,7 +150,7 @@ async fn an_object_this_key_may_not_read_fails_alone_and_the_pass_goes_on() {
     assert!(syncer.api().credentials_rejected().is_none(), "the keys are not held to be wrong");
 
     // Refused once while the keys worked, the endpoint's next 403 fails only its own pass:
-    // it no longer pauses every loop until a probe clears the keys again.
+    // it does not pause every loop until a probe clears the keys again.
     let again = syncer.sync_object(ObjectKind::Action, false).await.expect_err("still refused");
     assert!(matches!(&again, SyncError::Api(e @ ApiError::Forbidden { .. }) if e.class() == ErrorClass::Skip), "{}", again.chain());
     assert!(syncer.api().credentials_rejected().is_none(), "no pause for the keys: {}", again.chain());

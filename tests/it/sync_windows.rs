@@ -126,7 +126,7 @@ async fn a_skewed_history_with_thousands_of_records_in_one_millisecond_loses_non
         let store = support::store().await;
         let cost = backfill_exactly(&sim, &support::syncer(&store, &sim, PAGE, four_readers()), ObjectKind::Deal).await;
         assert!(cost.windows > 1, "{bounds:?}: the readers shared the work");
-        // Each window is asked for one millisecond more on each side (SPEC 9.1), so under
+        // Each window is asked for one millisecond more on each side (docs/correctness.md, question 1), so under
         // inclusive bounds a crowded millisecond next to a window's edge is listed twice:
         // a cost in requests on such data, never a record missed or doubled.
         assert_full_pages(&cost, 0.75, false);

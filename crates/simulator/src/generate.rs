@@ -1,7 +1,7 @@
 //! The account the simulator starts with: records spread over `history_days`, denser
 //! towards the present, children created after the parents they point at, and on purpose
 //! many records sharing one `created_at` or `updated_at` millisecond (imports, bulk edits),
-//! so pages often split such a group (SPEC 9.4).
+//! so pages often split such a group (docs/correctness.md, question 4).
 //!
 //! It hands back what it made (`Generated`) for `state` to keep, and knows nothing of
 //! the rest of the simulator's state.

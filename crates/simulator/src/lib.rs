@@ -1,10 +1,10 @@
-//! A faithful in-memory PartnerStack vendor API v2 over real HTTP (SPEC 8), for
+//! A faithful in-memory PartnerStack vendor API v2 over real HTTP , for
 //! partnerstack-mirror's demo, its `simulate` command and its tests.
 //!
 //! It serves the subset the mirror reads, the way the research notes describe the real
 //! API: Basic auth, `{data: {items, has_more}, message, status}` envelopes, `limit` 1–250,
 //! key cursors, epoch-millisecond filters, newest-first order. Every behaviour the docs
-//! leave open (SPEC 9) is a switch in [`SimulatorConfig`], so the mirror can be tested
+//! leave open (docs/correctness.md) is a switch in [`SimulatorConfig`], so the mirror can be tested
 //! under each answer. The data is generated from a seed, so a seed always gives the same
 //! account; tests then change it through [`Simulator::apply`], inject faults with
 //! [`Simulator::inject`], and land changes between two pages with [`Simulator::after_pages`].
@@ -71,7 +71,7 @@ pub use webhooks::{SentWebhook, TrainingCompletion, TrainingKind, WebhookStats, 
 use state::State;
 use webhooks::{Outbox, Webhooks};
 
-/// How `min_/max_created` and `min_/max_updated` compare (SPEC 9.1).
+/// How `min_/max_created` and `min_/max_updated` compare (docs/correctness.md, question 1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BoundSemantics {
     /// `min ≤ t ≤ max`.
@@ -101,14 +101,14 @@ pub struct SimulatorConfig {
     /// Requests per second above which the answer is 429 (a token bucket whose burst is
     /// the rate); `None`: unlimited.
     pub rate_limit_per_sec: Option<f64>,
-    /// Whether a 429 carries `Retry-After: 1` (SPEC 9.5).
+    /// Whether a 429 carries `Retry-After: 1` (docs/correctness.md, question 5).
     pub retry_after_header: bool,
-    /// SPEC 9.1.
+    /// Question 1 of docs/correctness.md.
     pub bounds: BoundSemantics,
-    /// Whether `/transactions` and `/rewards` ignore `min_updated`/`max_updated` (SPEC 9.3).
+    /// Whether `/transactions` and `/rewards` ignore `min_updated`/`max_updated` (docs/correctness.md, question 3).
     pub created_only_ignore_updated_filter: bool,
     /// Whether archived records stay listed with `"archived": true`, or vanish from lists
-    /// (SPEC 9.2). Single GETs return them either way.
+    /// (docs/correctness.md, question 2). Single GETs return them either way.
     pub archived_listed: bool,
     /// Random mutations per second while the server runs (0: none).
     pub mutations_per_sec: f64,
@@ -120,7 +120,7 @@ pub struct SimulatorConfig {
     /// it open (research notes §2). Customers always go by `customer_key`.
     pub external_ids_in_paths: bool,
     /// Whether `PATCH /partnerships/{key}/tags` understands `{"add": [...], "remove": [...]}`
-    /// (SPEC 9.6: the body is undocumented). `false`: it answers 200 and changes nothing, as
+    /// (Question 6 of docs/correctness.md: the body is undocumented). `false`: it answers 200 and changes nothing, as
     /// an API expecting another shape might.
     pub tags_body_understood: bool,
     /// How webhooks are sent: late, lost, doubled, shuffled, in the legacy style.

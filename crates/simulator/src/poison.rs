@@ -1,4 +1,4 @@
-//! The poison switch: records served broken in every way a mirror must survive (SPEC: bad
+//! The poison switch: records served broken in every way a mirror must survive (bad
 //! input goes to quarantine, the rest of the page is stored).
 //!
 //! The stored record stays intact; only its serialized form in list pages is spoiled, so

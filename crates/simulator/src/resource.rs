@@ -72,7 +72,7 @@ impl Resource {
 
     /// Whether only `min_created`/`max_created` are sure to filter its lists: transactions
     /// and rewards, whose lists ignore `min_updated`/`max_updated` while
-    /// `SimulatorConfig::created_only_ignore_updated_filter` is on (SPEC 9.3).
+    /// `SimulatorConfig::created_only_ignore_updated_filter` is on (docs/correctness.md, question 3).
     pub fn created_only(self) -> bool {
         matches!(self, Resource::Transaction | Resource::Reward)
     }

@@ -349,6 +349,6 @@ async fn after_a_start_from_a_floor_a_thousand_write_backs_drain_in_seconds_not_
     limit.start_from(at_429(8.0));
     let additive = drain(limit, 1_000).await;
     assert!(probing < Duration::from_secs(12), "from a floor the rate keeps climbing (about 65% a second): {probing:?}");
-    assert!(additive > Duration::from_secs(25), "from a limit it climbs by 1/s, as before: {additive:?}");
+    assert!(additive > Duration::from_secs(25), "from a limit found at a 429 it climbs by 1/s: {additive:?}");
     assert!(floor.rate().unwrap() > 100.0, "{:?}", floor.rate());
 }

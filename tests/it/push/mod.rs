@@ -1,4 +1,4 @@
-//! Push (SPEC 15): a query says what PartnerStack should hold, and the mirror queues a
+//! Push (docs/push.md): a query says what PartnerStack should hold, and the mirror queues a
 //! write-back for what differs, exactly once, against the real database and the simulator.
 
 use std::time::Duration;

@@ -280,7 +280,7 @@ async fn a_refresh_reads_a_group_into_the_mirror() {
 
 #[tokio::test]
 async fn a_tag_change_the_api_accepts_but_ignores_fails_instead_of_passing_for_success() {
-    // SPEC 9.6: the body of PATCH /partnerships/{key}/tags is undocumented.
+    // Question 6 of docs/correctness.md: the body of PATCH /partnerships/{key}/tags is undocumented.
     let sim = support::simulator(200, |c| c.tags_body_understood = false).await;
     let store = support::store().await;
     let partnership = sim.simulator.keys(ObjectKind::Partnership)[0].clone();
@@ -289,7 +289,7 @@ async fn a_tag_change_the_api_accepts_but_ignores_fails_instead_of_passing_for_s
     let o = outcome(&store, id).await;
     assert_eq!((o.status.as_str(), o.attempts), ("failed", 1), "{o:?}");
     let error = o.last_error.unwrap();
-    assert!(error.contains("\"vip\" not added") && error.contains("SPEC 9.6"), "{error}");
+    assert!(error.contains("\"vip\" not added") && error.contains("Question 6 of docs/correctness.md"), "{error}");
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! DDL among readers (SPEC 13): a long BI transaction must never make every other reader of a
+//! DDL among readers (docs/your-database.md): a long BI transaction must never make every other reader of a
 //! table queue behind the mirror's DDL for longer than a few seconds. The DDL waits
 //! `DDL_LOCK_TIMEOUT` (or, for a first load's index drop, a second) and gives up; the daemon
 //! tries again later.

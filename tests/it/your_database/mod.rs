@@ -1,4 +1,4 @@
-//! The mirror in databases as its users have them (SPEC 13): TLS, a role without superuser
+//! The mirror in databases as its users have them (docs/your-database.md): TLS, a role without superuser
 //! or CREATE on the database, a schema a DBA prepared, BI sessions with the default
 //! `search_path` naming tables with their schema, read-only roles, a DBA's timeouts, poolers.
 //!

@@ -1,4 +1,4 @@
-//! Poolers (SPEC 13): consumers and write-back clients through PgBouncer in transaction mode,
+//! Poolers (docs/your-database.md): consumers and write-back clients through PgBouncer in transaction mode,
 //! the daemon's commands through PgBouncer in session mode. Runs where `pgbouncer` is
 //! installed (CI installs it) and says so where it is not.
 

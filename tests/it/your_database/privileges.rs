@@ -1,4 +1,4 @@
-//! Least privilege (SPEC 13): the mirror needs CONNECT and either its own schema or CREATE on
+//! Least privilege (docs/your-database.md): the mirror needs CONNECT and either its own schema or CREATE on
 //! the database; no superuser, no extension. A missing privilege is named in words.
 
 use std::time::Duration;

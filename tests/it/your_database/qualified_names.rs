@@ -1,4 +1,4 @@
-//! Qualified names (SPEC 13): everything the README shows in SQL works schema-qualified from a
+//! Qualified names (docs/your-database.md): everything the README shows in SQL works schema-qualified from a
 //! session whose `search_path` does not name the mirror's schema, and with two mirrors in one
 //! database a call never reads or writes the other mirror's tables.
 

@@ -1,4 +1,4 @@
-//! Roles (SPEC 13): readers read, consumers also consume events through the functions,
+//! Roles (docs/your-database.md): readers read, consumers also consume events through the functions,
 //! writers also queue and cancel write-backs, and nobody else gets anything. Each test
 //! connects as the role and checks both what it may and what it may not do.
 

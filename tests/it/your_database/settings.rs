@@ -1,4 +1,4 @@
-//! Their settings, our sessions (SPEC 13): a DBA's role-level `statement_timeout`,
+//! Their settings, our sessions (docs/your-database.md): a DBA's role-level `statement_timeout`,
 //! `lock_timeout` and `idle_in_transaction_session_timeout` do not cut the mirror's long work
 //! short: its sessions set their own.
 

@@ -1,4 +1,4 @@
-//! TLS to PostgreSQL (SPEC 13): a server that accepts only TLS, as managed services do, is
+//! TLS to PostgreSQL (docs/your-database.md): a server that accepts only TLS, as managed services do, is
 //! mirrored into; `verify-full` checks the server's name and its CA and never falls back to
 //! plain text; libpq's `PGSSL*` variables and client certificates work.
 

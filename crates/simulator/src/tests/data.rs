@@ -114,7 +114,7 @@ fn cross_references_point_at_existing_older_records() {
     assert!(sim.records(Resource::PartnerTeamMember).iter().all(|m| teams.contains(m["team_key"].as_str().unwrap())));
 }
 
-/// SPEC 9.4: imports and bulk edits put many records in one millisecond.
+/// Question 4 of docs/correctness.md: imports and bulk edits put many records in one millisecond.
 #[test]
 fn many_records_share_a_created_or_updated_millisecond() {
     let sim = simulator(2_000);
