@@ -11,6 +11,7 @@
 //! ceiling for the same rows: a `COPY` of key + jsonb into an unindexed, unlogged table (and,
 //! for comparison, into a logged one, as the mirror's tables are).
 
+use partnerstack_mirror::sync::Reading;
 use std::{
     net::TcpListener,
     process::{Child, Command, Stdio},
@@ -105,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let simulator_stat = format!("/proc/{}/stat", simulator.0.id());
     let cpu_before = (cpu_seconds(Some("postgres")), cpu_seconds(None), stat_cpu_seconds(&simulator_stat));
     let t = Instant::now();
-    let summary = scheduler::poll_all(&syncer, &bulk_objects(), false).await;
+    let summary = scheduler::poll_all(&syncer, &bulk_objects(), Reading::Changes).await;
     let elapsed = t.elapsed().as_secs_f64();
     let (pg_cpu, own_cpu) = (cpu_seconds(Some("postgres")) - cpu_before.0, cpu_seconds(None) - cpu_before.1);
     let simulator_cpu = stat_cpu_seconds(&simulator_stat) - cpu_before.2;
@@ -151,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Pass 2: nothing changed.
     let before = api.requests_sent();
-    let summary = scheduler::poll_all(&syncer, &bulk_objects(), false).await;
+    let summary = scheduler::poll_all(&syncer, &bulk_objects(), Reading::Changes).await;
     anyhow::ensure!(summary.failures.is_empty(), "second pass failed");
     let rows: i64 = summary.reports.iter().map(|r| i64::from(r.totals.rows_written)).sum();
     println!("\n== second pass, no changes");

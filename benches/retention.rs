@@ -6,6 +6,7 @@
 //! prunes those old events (in its small batches), and prints each backfill's rate and how
 //! much pruning slowed it (target: at most 20%).
 
+use partnerstack_mirror::sync::Reading;
 use std::time::{Duration, Instant};
 
 use partnerstack_mirror::{
@@ -64,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
             })
         });
         let t = Instant::now();
-        let summary = scheduler::poll_all(&syncer, &ObjectKind::default_set(), false).await;
+        let summary = scheduler::poll_all(&syncer, &ObjectKind::default_set(), Reading::Changes).await;
         let elapsed = t.elapsed();
         anyhow::ensure!(summary.failures.is_empty(), "backfill failed");
         let read: i64 = summary.reports.iter().map(|r| i64::from(r.totals.records_read)).sum();

@@ -20,7 +20,7 @@ use crate::{
     config::{Schedule, SyncConfig},
     liveness::{self, Liveness},
     object::{ChangeFilter, ObjectKind},
-    sync::{PassReport, SyncError, Syncer},
+    sync::{PassReport, Reading, SyncError, Syncer},
 };
 
 /// The outcome of one pass over several objects.
@@ -35,7 +35,7 @@ pub struct PassSummary {
 /// One poll pass over `objects`, in order. One object's failure does not stop the others,
 /// unless it says that no object can work: keys refused everywhere, or an API that cannot be
 /// reached at all (each object would wait out the same retries in turn).
-pub async fn poll_all(syncer: &Syncer, objects: &[ObjectKind], full: bool) -> PassSummary {
+pub async fn poll_all(syncer: &Syncer, objects: &[ObjectKind], reading: Reading) -> PassSummary {
     let mut summary = PassSummary::default();
     for (i, &kind) in objects.iter().enumerate() {
         if let Some((_, e)) = summary.failures.last().filter(|(_, e)| e.is_unreachable()) {
@@ -43,7 +43,7 @@ pub async fn poll_all(syncer: &Syncer, objects: &[ObjectKind], full: bool) -> Pa
             summary.not_tried = objects[i..].to_vec();
             break;
         }
-        match syncer.sync_object(kind, full).await {
+        match syncer.sync_object(kind, reading).await {
             Ok(report) => summary.reports.push(report),
             Err(SyncError::Cancelled) => break,
             Err(e) => {
@@ -307,7 +307,7 @@ impl Polls {
                             "poll".to_owned()
                         };
                         let objects = if quiet { self.not_read_since_looked(&mut looked).await } else { self.objects.to_vec() };
-                        log_summary(&self.syncer, &name, poll_all(&self.syncer, &objects, false).await);
+                        log_summary(&self.syncer, &name, poll_all(&self.syncer, &objects, Reading::Changes).await);
                         looked = self.syncer.store().last_successes().await.unwrap_or_default();
                         last_poll = Some(Instant::now());
                     }

@@ -11,7 +11,8 @@ pub(super) async fn sync(config: Config, objects: Vec<ObjectKind>, full: bool, s
     let syncer = daemon::syncer(&config, shutdown).await?;
     let objects = if objects.is_empty() { config.sync.objects.clone() } else { objects };
     let bar = progress_bar(&syncer);
-    let summary = scheduler::poll_all(&syncer, &objects, full).await;
+    let reading = if full { crate::sync::Reading::Everything } else { crate::sync::Reading::Changes };
+    let summary = scheduler::poll_all(&syncer, &objects, reading).await;
     bar.finish();
     request_books::remember_rate(&config.partnerstack, syncer.api(), syncer.store()).await;
     request_books::tally_requests(syncer.api(), syncer.store(), &mut request_books::nothing_tallied()).await;

@@ -52,6 +52,19 @@ pub struct QueueSettings {
 /// How often an idle worker looks for due requests when no notification woke it (a retry
 /// whose wait is over sends none).
 const POLL: Duration = Duration::from_secs(1);
+/// An attempt that did not succeed, but may next time: what happened, and what the next
+/// attempt must know.
+#[derive(Default)]
+struct Setback<'a> {
+    message: &'a str,
+    status: Option<u16>,
+    /// The pause the API asked for (429, 503).
+    retry_after: Option<Duration>,
+    /// The request may have taken effect (a create whose answer was lost): it is looked up
+    /// before it is sent again.
+    maybe_applied: bool,
+}
+
 /// Waits between attempts of one request: from a second, doubling, up to ten minutes, so a
 /// long outage at PartnerStack costs a handful of attempts, not hundreds.
 const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(600));
@@ -222,7 +235,9 @@ impl Worker {
                              record: looking again in {}s before sending",
                             remaining.as_secs()
                         );
-                        return self.retry_or_fail(&request, &message, None, Some(remaining), false).await;
+                        return self
+                            .retry_or_fail(&request, Setback { message: &message, retry_after: Some(remaining), ..Setback::default() })
+                            .await;
                     }
                 }
                 Err(OperationError::Unsupported(why)) => {
@@ -233,7 +248,7 @@ impl Worker {
                     return self.fail(&request, &message, None).await;
                 }
                 Err(OperationError::Api(e @ ApiError::Unauthorized { .. })) => return self.refused(&request, &e).await,
-                Err(e) => return self.retry_or_fail(&request, &error_chain(&e), None, None, false).await,
+                Err(e) => return self.retry_or_fail(&request, Setback { message: &error_chain(&e), ..Setback::default() }).await,
             }
         }
 
@@ -245,7 +260,13 @@ impl Worker {
                 let ambiguous = e.may_have_been_applied();
                 match e.class() {
                     ErrorClass::Retryable => {
-                        self.retry_or_fail(&request, &error_chain(&e), status, e.retry_after(), ambiguous && creates).await
+                        let setback = Setback {
+                            message: &error_chain(&e),
+                            status,
+                            retry_after: e.retry_after(),
+                            maybe_applied: ambiguous && creates,
+                        };
+                        self.retry_or_fail(&request, setback).await
                     }
                     ErrorClass::Fatal | ErrorClass::Skip => self.fail(&request, &error_chain(&e), status).await,
                 }
@@ -255,14 +276,8 @@ impl Worker {
         }
     }
 
-    async fn retry_or_fail(
-        &self,
-        request: &QueuedRequest,
-        message: &str,
-        status: Option<u16>,
-        retry_after: Option<Duration>,
-        outcome_unknown: bool,
-    ) -> Result<Handled, StoreError> {
+    async fn retry_or_fail(&self, request: &QueuedRequest, setback: Setback<'_>) -> Result<Handled, StoreError> {
+        let Setback { message, status, retry_after, maybe_applied } = setback;
         let max = request.max_attempts.map_or(self.settings.max_attempts, |m| m.max(1) as u32);
         if request.attempts as u32 >= max {
             let message = format!("{message} (gave up after {} attempts)", request.attempts);
@@ -280,7 +295,7 @@ impl Worker {
             error = message,
             "write-back request will be tried again"
         );
-        let attempt = FailedAttempt { delay, error: message, http_status: status, outcome_unknown };
+        let attempt = FailedAttempt { delay, error: message, http_status: status, outcome_unknown: maybe_applied };
         self.store.retry_later(request.id, &self.name, &attempt).await?;
         Ok(Handled::Retrying(request.id))
     }

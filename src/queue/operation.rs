@@ -142,7 +142,7 @@ pub async fn execute(api: &ApiClient, store: &Store, request: &QueuedRequest) ->
                     if let Some(missing) = tags_not_applied(payload, &now) {
                         return Err(OperationError::NotApplied(format!(
                             "PartnerStack accepted the tag change but the partnership's tags do not show it ({missing}); \
-                             the body of PATCH /partnerships/{{key}}/tags is undocumented (SPEC 9.6) and this API may expect \
+                             the body of PATCH /partnerships/{{key}}/tags is undocumented (Question 6 of docs/correctness.md) and this API may expect \
                              another shape"
                         )));
                     }

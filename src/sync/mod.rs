@@ -129,6 +129,15 @@ impl PassReport {
     }
 }
 
+/// How much of an object a pass reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// What changed since the cursor (an object's first pass reads everything: its backfill).
+    Changes,
+    /// Every record again (`sync --full`): a complete read, diffed like any other.
+    Everything,
+}
+
 /// Reads the API and writes the mirror.
 #[derive(Clone)]
 pub struct Syncer {
@@ -180,13 +189,13 @@ impl Syncer {
 
     /// One pass: a backfill if the object was never loaded (or `full`), otherwise the next
     /// incremental window (for team members: the teams that may have changed).
-    pub async fn sync_object(&self, kind: ObjectKind, full: bool) -> Result<PassReport, SyncError> {
+    pub async fn sync_object(&self, kind: ObjectKind, reading: Reading) -> Result<PassReport, SyncError> {
         self.leased(kind, RunKind::Poll, |lease| async move {
             let state = self.store.object_state(kind).await?;
             let first_load = state.backfill_completed_at.is_none();
             match (state.cursor_ms, state.change_filter(kind)) {
                 (None, _) => self.scan(kind, RunKind::Backfill, first_load, &lease).await,
-                (Some(_), _) if full => self.scan(kind, RunKind::Rescan, false, &lease).await,
+                (Some(_), _) if reading == Reading::Everything => self.scan(kind, RunKind::Rescan, false, &lease).await,
                 (Some(_), ChangeFilter::PerTeam) => {
                     with_priority(Priority::Normal, with_purpose(Purpose::Team, self.read_teams_due(kind, &lease, EventSource::Poll))).await
                 }

@@ -2,6 +2,7 @@
 //! the client is not told, priorities between a backfill and a write-back, and the rate
 //! remembered across a restart of the real daemon.
 
+use partnerstack_mirror::sync::Reading;
 use std::time::Duration;
 
 use partnerstack_mirror::{
@@ -83,7 +84,7 @@ async fn a_write_back_waits_behind_at_most_one_backfill_request() {
         .into_iter()
         .map(|kind| {
             let syncer = syncer.clone();
-            tokio::spawn(async move { syncer.sync_object(kind, false).await })
+            tokio::spawn(async move { syncer.sync_object(kind, Reading::Changes).await })
         })
         .collect();
     support::eventually("the backfills' readers to queue for permits", Duration::from_secs(60), || async {

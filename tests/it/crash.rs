@@ -2,6 +2,7 @@
 //! and of incremental passes with concurrent changes, restarted, and the mirror still equals
 //! the simulator, with every change evented exactly once.
 
+use partnerstack_mirror::sync::Reading;
 use partnerstack_simulator::AsResource;
 use std::{collections::HashMap, time::Duration};
 
@@ -161,7 +162,7 @@ async fn the_daemon_survives_losing_its_database_connections() {
     let sim = support::simulator(600, |_| {}).await;
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 50, support::settings());
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
     let config = partnerstack_mirror::config::Config::from_toml("[sync]\ninterval = \"20ms\"\nobjects = [\"deals\"]").unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let liveness = partnerstack_mirror::liveness::Liveness::new(Duration::from_secs(30));

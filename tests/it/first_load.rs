@@ -1,6 +1,7 @@
 //! A first load writes its pages by binary `COPY`: the rows and events must be exactly those
 //! the ordinary upsert writes, and a page that meets a stored row falls back to it.
 
+use partnerstack_mirror::sync::Reading;
 use partnerstack_mirror::{
     diff::EventSource,
     object::ObjectKind,
@@ -129,7 +130,7 @@ async fn a_backfill_that_renews_its_lease_while_pages_are_written_finishes() {
     // meet a page's open transaction.
     let settings = partnerstack_mirror::sync::SyncSettings { lease_ttl: std::time::Duration::from_millis(120), ..support::settings() };
     let syncer = support::syncer(&store, &sim, 5, settings);
-    let pass = tokio::time::timeout(std::time::Duration::from_secs(60), syncer.sync_object(ObjectKind::Deal, false))
+    let pass = tokio::time::timeout(std::time::Duration::from_secs(60), syncer.sync_object(ObjectKind::Deal, Reading::Changes))
         .await
         .expect("the backfill finishes while its lease is renewed")
         .unwrap();

@@ -1,6 +1,7 @@
 //! The daemon as an operator runs it: systemd notifications, the HTTP endpoint, SIGTERM,
 //! leases with fencing, several instances on one database.
 
+use partnerstack_mirror::sync::Reading;
 use std::{collections::HashMap, os::unix::net::UnixDatagram, time::Duration};
 
 use partnerstack_mirror::{
@@ -74,8 +75,8 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
     assert_eq!(not_ready.status(), 503);
     assert!(not_ready.text().await.unwrap().contains("never synced"));
 
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
-    syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
+    syncer.sync_object(ObjectKind::Lead, Reading::Changes).await.unwrap();
     assert_eq!(client.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
     // Empty is a value too: every status and every synced object has its series.
     let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();

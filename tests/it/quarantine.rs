@@ -2,6 +2,7 @@
 //! a clear reason, the rest of the page is stored, and a later clean copy clears it.
 
 use partnerstack_mirror::object::ObjectKind;
+use partnerstack_mirror::sync::Reading;
 use partnerstack_simulator::{Fault, Poison};
 
 use crate::support;
@@ -24,7 +25,7 @@ async fn each_kind_of_bad_record_is_quarantined_and_the_rest_is_stored() {
     }
     let syncer = support::syncer(&store, &sim, 7, support::settings());
 
-    syncer.sync_object(ObjectKind::Deal, false).await.expect("bad records do not stop the pass");
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.expect("bad records do not stop the pass");
 
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deals").fetch_one(store.pool()).await.unwrap();
     assert_eq!(rows as usize, keys.len() - POISONS.len(), "every good record is stored");
@@ -42,7 +43,7 @@ async fn each_kind_of_bad_record_is_quarantined_and_the_rest_is_stored() {
     assert_eq!(status.objects.iter().find(|o| o.kind == ObjectKind::Deal).unwrap().quarantined, POISONS.len() as i64);
 
     // The same bad records seen again are counted, not duplicated.
-    syncer.sync_object(ObjectKind::Deal, true).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Everything).await.unwrap();
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine WHERE object = 'deals'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(count, POISONS.len() as i64);
 }
@@ -54,12 +55,12 @@ async fn a_later_clean_copy_of_a_record_clears_its_quarantine_row() {
     let key = sim.simulator.keys(ObjectKind::Lead)[0].clone();
     sim.simulator.poison(ObjectKind::Lead, &key, Poison::WrongType);
     let syncer = support::syncer(&store, &sim, 50, support::settings());
-    syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Lead, Reading::Changes).await.unwrap();
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine WHERE key = $1").bind(&key).fetch_one(store.pool()).await.unwrap();
     assert_eq!(held, 1);
 
     sim.simulator.cure(ObjectKind::Lead, &key);
-    syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Lead, Reading::Changes).await.unwrap();
 
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine WHERE key = $1").bind(&key).fetch_one(store.pool()).await.unwrap();
     assert_eq!(held, 0, "the clean copy cleared it");
@@ -81,7 +82,7 @@ async fn a_response_that_is_not_json_is_retried_like_a_dropped_connection() {
     let store = support::store().await;
     sim.simulator.inject(Fault::NotJson, 2);
     let syncer = support::syncer(&store, &sim, 250, support::settings());
-    syncer.sync_object(ObjectKind::Customer, false).await.expect("retried");
+    syncer.sync_object(ObjectKind::Customer, Reading::Changes).await.expect("retried");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM customers").fetch_one(store.pool()).await.unwrap();
     assert_eq!(rows as usize, sim.simulator.keys(ObjectKind::Customer).len());
 }

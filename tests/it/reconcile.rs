@@ -1,6 +1,7 @@
 //! Deletes: archived records and records that vanish from the API, under both answers to
 //! Question 2 of docs/correctness.md, behind the safety brake.
 
+use partnerstack_mirror::sync::Reading;
 use partnerstack_mirror::{
     object::ObjectKind,
     sync::{SyncError, SyncSettings},
@@ -24,13 +25,13 @@ async fn a_record_that_vanishes_is_marked_deleted_by_the_key_scan_with_its_last_
     let sim = support::simulator(600, |_| {}).await;
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 50, support::settings());
-    syncer.sync_object(ObjectKind::Customer, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Customer, Reading::Changes).await.unwrap();
     let key = sim.simulator.keys(ObjectKind::Customer)[2].clone();
     let last_state = sim.simulator.record(ObjectKind::Customer, &key).unwrap();
     sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Customer.resource(), key: key.clone() }).unwrap();
 
     // A poll cannot see a disappearance; the key scan does.
-    syncer.sync_object(ObjectKind::Customer, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Customer, Reading::Changes).await.unwrap();
     assert!(!deleted_at_set(&store, ObjectKind::Customer, &key).await);
     let before = support::last_event_id(&store).await;
     syncer.reconcile(ObjectKind::Customer).await.unwrap();
@@ -64,12 +65,12 @@ async fn archiving_and_restoring_is_seen_whether_archived_records_stay_listed_or
         let sim = support::simulator(500, |c| c.archived_listed = listed).await;
         let store = support::store().await;
         let syncer = support::syncer(&store, &sim, 50, support::settings());
-        syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+        syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
         let key = sim.simulator.keys(ObjectKind::Deal)[1].clone();
         let before = support::last_event_id(&store).await;
 
         sim.simulator.apply(Mutation::Archive { kind: ObjectKind::Deal.resource(), key: key.clone() }).unwrap();
-        syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+        syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
         syncer.reconcile(ObjectKind::Deal).await.unwrap();
         assert!(deleted_at_set(&store, ObjectKind::Deal, &key).await, "listed={listed}");
         let events = support::event_types_after(&store, before, ObjectKind::Deal, &key).await;
@@ -77,7 +78,7 @@ async fn archiving_and_restoring_is_seen_whether_archived_records_stay_listed_or
 
         let mid = support::last_event_id(&store).await;
         sim.simulator.apply(Mutation::Restore { kind: ObjectKind::Deal.resource(), key: key.clone() }).unwrap();
-        syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+        syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
         syncer.reconcile(ObjectKind::Deal).await.unwrap();
         assert!(!deleted_at_set(&store, ObjectKind::Deal, &key).await, "listed={listed}");
         let events = support::event_types_after(&store, mid, ObjectKind::Deal, &key).await;
@@ -91,7 +92,7 @@ async fn the_brake_refuses_to_delete_more_than_the_allowed_share_and_says_why() 
     let sim = support::simulator(800, |_| {}).await;
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 100, support::settings());
-    syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Lead, Reading::Changes).await.unwrap();
     let keys = sim.simulator.keys(ObjectKind::Lead);
     let doomed: Vec<String> = keys.iter().take(keys.len() / 4).cloned().collect();
     for key in &doomed {
@@ -126,7 +127,7 @@ async fn a_handful_of_deletions_pass_the_brake_however_small_the_account() {
     let sim = support::simulator(80, |_| {}).await;
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 100, support::settings());
-    syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Lead, Reading::Changes).await.unwrap();
     let keys = sim.simulator.keys(ObjectKind::Lead);
     let doomed: Vec<String> = keys.iter().take(keys.len().div_ceil(2).min(10)).cloned().collect();
     assert!(doomed.len() >= 2 && doomed.len() as f64 > 0.1 * keys.len() as f64, "{} of {}", doomed.len(), keys.len());
@@ -148,7 +149,7 @@ async fn a_key_scan_that_fails_midway_marks_nothing_deleted() {
     let store = support::store().await;
     let settings = SyncSettings { backfill_concurrency: 1, ..support::settings() };
     let syncer = support::syncer(&store, &sim, 10, settings);
-    syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Partnership, Reading::Changes).await.unwrap();
     let key = sim.simulator.keys(ObjectKind::Partnership)[0].clone();
     sim.simulator.apply(Mutation::HardDelete { kind: ObjectKind::Partnership.resource(), key: key.clone() }).unwrap();
     sim.simulator.after_pages(2, Box::new(|s| s.inject(Fault::ServerError(502), 50)));

@@ -3,6 +3,7 @@
 //! the API honours `min_updated` on them, under both answers and a change of answer; slower
 //! polls while webhooks come in; a learned rate that is only a floor.
 
+use partnerstack_mirror::sync::Reading;
 use partnerstack_simulator::AsResource;
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +24,7 @@ async fn teams_loaded(records: usize) -> (RunningSimulator, Store, Syncer) {
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 50, support::settings());
     for kind in [ObjectKind::Partnership, ObjectKind::PartnerTeamMember] {
-        syncer.sync_object(kind, false).await.unwrap_or_else(|e| panic!("{kind}: {}", e.chain()));
+        syncer.sync_object(kind, Reading::Changes).await.unwrap_or_else(|e| panic!("{kind}: {}", e.chain()));
     }
     (sim, store, syncer)
 }
@@ -51,7 +52,7 @@ async fn a_member_added_to_a_team_without_its_partnership_changing_is_found_by_t
     let before = member_rows(&store, &team).await;
     let joined = sim.simulator.apply(Mutation::TeamMemberJoin { team_key: team.clone() }).unwrap();
 
-    let poll = syncer.sync_object(ObjectKind::PartnerTeamMember, false).await.unwrap();
+    let poll = syncer.sync_object(ObjectKind::PartnerTeamMember, Reading::Changes).await.unwrap();
     assert_eq!(poll.requests, 0, "no partnership changed: no team is read");
     assert_eq!(member_rows(&store, &team).await, before, "the poll cannot know of the new member");
 
@@ -61,7 +62,7 @@ async fn a_member_added_to_a_team_without_its_partnership_changing_is_found_by_t
     assert_eq!(member_rows(&store, &team).await, before + 1);
     let events = support::event_types(&store, ObjectKind::PartnerTeamMember, &joined.key).await;
     assert_eq!(events, ["partner_team.created", "partner_team.member_joined"], "found once, by the walk");
-    let again = syncer.sync_object(ObjectKind::PartnerTeamMember, false).await.unwrap();
+    let again = syncer.sync_object(ObjectKind::PartnerTeamMember, Reading::Changes).await.unwrap();
     assert_eq!(again.requests, 0, "every team was just read");
 }
 
@@ -72,19 +73,19 @@ async fn a_team_whose_partnership_changed_is_read_at_the_next_pass_and_only_that
     let joined = sim.simulator.apply(Mutation::TeamMemberJoin { team_key: team.clone() }).unwrap();
     sim.simulator.apply(Mutation::Touch { kind: ObjectKind::Partnership.resource(), key: partnership }).unwrap();
 
-    syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
-    let poll = syncer.sync_object(ObjectKind::PartnerTeamMember, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Partnership, Reading::Changes).await.unwrap();
+    let poll = syncer.sync_object(ObjectKind::PartnerTeamMember, Reading::Changes).await.unwrap();
     assert_eq!(poll.requests, 1, "one request: the team of the changed partnership");
     let events = support::event_types(&store, ObjectKind::PartnerTeamMember, &joined.key).await;
     assert_eq!(events, ["partner_team.created", "partner_team.member_joined"]);
-    let again = syncer.sync_object(ObjectKind::PartnerTeamMember, false).await.unwrap();
+    let again = syncer.sync_object(ObjectKind::PartnerTeamMember, Reading::Changes).await.unwrap();
     assert_eq!(again.requests, 0, "read once per change");
 
     // A new partnership brings a new team: read at the next pass.
     let created = sim.simulator.apply(Mutation::Create(ObjectKind::Partnership.resource())).unwrap();
-    syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Partnership, Reading::Changes).await.unwrap();
     let new_team = sim.simulator.record(ObjectKind::Partnership, &created.key).unwrap()["team"]["key"].as_str().unwrap().to_owned();
-    let poll = syncer.sync_object(ObjectKind::PartnerTeamMember, false).await.unwrap();
+    let poll = syncer.sync_object(ObjectKind::PartnerTeamMember, Reading::Changes).await.unwrap();
     assert_eq!(poll.requests, 1);
     assert_eq!(
         member_rows(&store, &new_team).await as usize,
@@ -140,7 +141,7 @@ async fn the_min_updated_probe_switches_transactions_between_polling_and_rescann
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 50, support::settings());
     let kind = ObjectKind::Transaction;
-    syncer.sync_object(kind, false).await.unwrap();
+    syncer.sync_object(kind, Reading::Changes).await.unwrap();
     let keys = sim.simulator.keys(kind);
     let change = |i: usize| {
         sim.simulator.apply(Mutation::TransactionUpdate { key: keys[i].clone() }).unwrap();
@@ -153,21 +154,21 @@ async fn the_min_updated_probe_switches_transactions_between_polling_and_rescann
     syncer.rescan(kind).await.unwrap();
     assert!(!syncer.needs_rescan(kind).await.unwrap(), "after a complete read: polled by updated windows, no hourly rescan");
     let first = change(1);
-    syncer.sync_object(kind, false).await.unwrap();
+    syncer.sync_object(kind, Reading::Changes).await.unwrap();
     assert_eq!(updated_events(&store, &first).await, 1, "a poll found the update");
 
     // The API stops honouring it between probes: the next poll sees a record outside its
     // window, and transactions go back to created windows and rescans.
     sim.simulator.configure(|c| c.created_only_ignore_updated_filter = true);
     let second = change(2);
-    syncer.sync_object(kind, false).await.unwrap();
+    syncer.sync_object(kind, Reading::Changes).await.unwrap();
     assert_eq!(filter_of(&store, kind).await, Some(UpdatedFilter::Ignored));
     assert!(syncer.needs_rescan(kind).await.unwrap());
     syncer.rescan(kind).await.unwrap();
     assert_eq!(updated_events(&store, &second).await, 1, "the rescan found the update the broken window could not");
     assert_eq!(syncer.probe_updated_filter(kind).await.unwrap(), Some(UpdatedFilter::Ignored), "the next probe agrees");
     let third = change(3);
-    syncer.sync_object(kind, false).await.unwrap();
+    syncer.sync_object(kind, Reading::Changes).await.unwrap();
     assert_eq!(updated_events(&store, &third).await, 0, "created windows cannot see updates");
     syncer.rescan(kind).await.unwrap();
     assert_eq!(updated_events(&store, &third).await, 1, "the hourly rescan does");
@@ -176,14 +177,14 @@ async fn the_min_updated_probe_switches_transactions_between_polling_and_rescann
     // the next complete read, which also brings what changed meanwhile.
     sim.simulator.configure(|c| c.created_only_ignore_updated_filter = false);
     let fourth = change(4);
-    syncer.sync_object(kind, false).await.unwrap();
+    syncer.sync_object(kind, Reading::Changes).await.unwrap();
     assert!(syncer.needs_rescan(kind).await.unwrap(), "not before the next probe");
     assert_eq!(syncer.probe_updated_filter(kind).await.unwrap(), Some(UpdatedFilter::Honoured));
     assert!(syncer.needs_rescan(kind).await.unwrap(), "not before the next complete read");
     syncer.rescan(kind).await.unwrap();
     assert_eq!(updated_events(&store, &fourth).await, 1);
     let fifth = change(5);
-    syncer.sync_object(kind, false).await.unwrap();
+    syncer.sync_object(kind, Reading::Changes).await.unwrap();
     assert_eq!(updated_events(&store, &fifth).await, 1, "polled by updated windows again");
 
     for key in [first, second, third, fourth, fifth] {
@@ -197,7 +198,7 @@ async fn under_an_api_that_ignores_min_updated_transactions_stay_in_the_rescan()
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 50, support::settings());
     for kind in [ObjectKind::Transaction, ObjectKind::Reward] {
-        syncer.sync_object(kind, false).await.unwrap();
+        syncer.sync_object(kind, Reading::Changes).await.unwrap();
         assert_eq!(syncer.probe_updated_filter(kind).await.unwrap(), Some(UpdatedFilter::Ignored));
         syncer.rescan(kind).await.unwrap();
         assert!(syncer.needs_rescan(kind).await.unwrap(), "{kind}");

@@ -1,6 +1,7 @@
 //! Shared test fixtures: one PostgreSQL server per test run, one schema per test, one
 //! simulator per test.
 
+use partnerstack_mirror::sync::Reading;
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -171,7 +172,7 @@ pub async fn last_event_id(store: &Store) -> i64 {
 /// Syncs every object once and panics on any failure.
 pub async fn sync_all(syncer: &Syncer) {
     for kind in listed_kinds() {
-        syncer.sync_object(kind, false).await.unwrap_or_else(|e| panic!("{kind}: {}", e.chain()));
+        syncer.sync_object(kind, Reading::Changes).await.unwrap_or_else(|e| panic!("{kind}: {}", e.chain()));
     }
 }
 

@@ -1,5 +1,6 @@
 //! The first pass copies everything; the second one changes nothing.
 
+use partnerstack_mirror::sync::Reading;
 use std::collections::HashMap;
 
 use partnerstack_mirror::object::{ColumnType, ObjectKind};
@@ -83,7 +84,7 @@ async fn a_second_pass_reads_one_page_per_object_and_writes_nothing() {
     let requests_before = syncer.api().requests_sent();
     let mut rows = 0;
     for kind in listed_kinds() {
-        let report = syncer.sync_object(kind, false).await.unwrap();
+        let report = syncer.sync_object(kind, Reading::Changes).await.unwrap();
         rows += report.totals.rows_written;
     }
     let requests = syncer.api().requests_sent() - requests_before;

@@ -1,6 +1,7 @@
 //! Changes made at the simulator become the right events, exactly once, whatever the API's
 //! bound semantics and however changes fall across pages and milliseconds.
 
+use partnerstack_mirror::sync::Reading;
 use partnerstack_mirror::{
     object::ObjectKind,
     store::Store,
@@ -97,8 +98,8 @@ async fn same_millisecond_changes_at_a_window_edge_are_all_caught(bounds: BoundS
     // No lookback: only the bound handling keeps the window edge covered.
     let settings = SyncSettings { lookback: std::time::Duration::ZERO, ..support::settings() };
     let syncer = support::syncer(&store, &sim, 3, settings);
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
     let edge: i64 = sqlx::query_scalar("SELECT (extract(epoch FROM window_end) * 1000)::bigint FROM sync_state WHERE object = 'deals'")
         .fetch_one(store.pool())
         .await
@@ -112,8 +113,8 @@ async fn same_millisecond_changes_at_a_window_edge_are_all_caught(bounds: BoundS
         sim.simulator.apply(Mutation::Touch { kind: ObjectKind::Deal.resource(), key: key.clone() }).unwrap();
     }
     sim.simulator.set_clock(Clock::Real);
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
 
     for key in &keys {
         assert_eq!(support::event_types_after(&store, before, ObjectKind::Deal, key).await, ["deal.updated"], "{key}");
@@ -137,7 +138,7 @@ async fn a_burst_in_one_millisecond_across_pages_is_read_completely() {
         let sim = support::simulator(500, |c| c.bounds = bounds).await;
         let store = support::store().await;
         let syncer = support::syncer(&store, &sim, 4, support::settings());
-        syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
+        syncer.sync_object(ObjectKind::Lead, Reading::Changes).await.unwrap();
         let before = support::last_event_id(&store).await;
         let ms = chrono::Utc::now().timestamp_millis() - 1_000;
         sim.simulator.set_clock(Clock::Frozen(ms));
@@ -146,7 +147,7 @@ async fn a_burst_in_one_millisecond_across_pages_is_read_completely() {
             sim.simulator.apply(Mutation::LeadStatus { key: key.clone() }).unwrap();
         }
         sim.simulator.set_clock(Clock::Real);
-        syncer.sync_object(ObjectKind::Lead, false).await.unwrap();
+        syncer.sync_object(ObjectKind::Lead, Reading::Changes).await.unwrap();
         for key in &keys {
             assert_eq!(support::event_types_after(&store, before, ObjectKind::Lead, key).await, ["lead.updated", "lead.status_updated"]);
         }
@@ -158,7 +159,7 @@ async fn a_change_landing_between_two_pages_is_caught_once() {
     let sim = support::simulator(600, |_| {}).await;
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 5, support::settings());
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
     // Many changes so the next window spans several pages.
     let keys: Vec<String> = sim.simulator.keys(ObjectKind::Deal).into_iter().take(12).collect();
     for key in &keys {
@@ -178,8 +179,8 @@ async fn a_change_landing_between_two_pages_is_caught_once() {
         }),
     );
     let before = support::last_event_id(&store).await;
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
 
     let created = created.lock().unwrap().clone().expect("the hook ran");
     assert_eq!(support::event_types_after(&store, before, ObjectKind::Deal, &created).await, ["deal.created"]);
@@ -203,8 +204,8 @@ async fn later_changes_to_transactions_and_rewards_are_caught_by_rescans() {
         let sim = support::simulator(800, |c| c.created_only_ignore_updated_filter = ignore_updated).await;
         let store = support::store().await;
         let syncer: Syncer = support::syncer(&store, &sim, 100, support::settings());
-        syncer.sync_object(ObjectKind::Reward, false).await.unwrap();
-        syncer.sync_object(ObjectKind::Transaction, false).await.unwrap();
+        syncer.sync_object(ObjectKind::Reward, Reading::Changes).await.unwrap();
+        syncer.sync_object(ObjectKind::Transaction, Reading::Changes).await.unwrap();
         let before = support::last_event_id(&store).await;
         let reward = sim.simulator.keys(ObjectKind::Reward).last().unwrap().clone();
         let txn = sim.simulator.keys(ObjectKind::Transaction).last().unwrap().clone();
@@ -213,7 +214,7 @@ async fn later_changes_to_transactions_and_rewards_are_caught_by_rescans() {
         let new_reward = sim.simulator.apply(Mutation::Create(ObjectKind::Reward.resource())).unwrap().key;
 
         // A poll finds the new reward by its created window.
-        syncer.sync_object(ObjectKind::Reward, false).await.unwrap();
+        syncer.sync_object(ObjectKind::Reward, Reading::Changes).await.unwrap();
         assert_eq!(support::event_types_after(&store, before, ObjectKind::Reward, &new_reward).await, ["reward.created"]);
 
         syncer.rescan(ObjectKind::Reward).await.unwrap();
@@ -239,7 +240,7 @@ async fn a_poll_reports_the_decisions_a_new_record_already_carries() {
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 100, support::settings());
     for kind in [ObjectKind::Application, ObjectKind::Deal] {
-        syncer.sync_object(kind, false).await.unwrap();
+        syncer.sync_object(kind, Reading::Changes).await.unwrap();
     }
     let backfilled: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT event_type FROM events ORDER BY 1").fetch_all(store.pool()).await.unwrap();
@@ -252,7 +253,7 @@ async fn a_poll_reports_the_decisions_a_new_record_already_carries() {
     let deal = s.apply(Mutation::Create(ObjectKind::Deal.resource())).unwrap().key;
     s.apply(Mutation::Archive { kind: ObjectKind::Deal.resource(), key: deal.clone() }).unwrap();
     for kind in [ObjectKind::Application, ObjectKind::Deal] {
-        syncer.sync_object(kind, false).await.unwrap();
+        syncer.sync_object(kind, Reading::Changes).await.unwrap();
     }
 
     assert_eq!(support::event_types(&store, ObjectKind::Application, &application).await, ["application.created", "application.approved"]);

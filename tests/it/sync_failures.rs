@@ -1,6 +1,7 @@
 //! Rate limits, server errors and dropped connections are survived; a pass that fails
 //! midway changes nothing that the next pass would then event twice.
 
+use partnerstack_mirror::sync::Reading;
 use partnerstack_mirror::{
     object::ObjectKind,
     partnerstack::{ApiError, ErrorClass},
@@ -24,7 +25,7 @@ async fn rate_limits_server_errors_and_dropped_connections_are_retried_and_the_p
         let store = support::store().await;
         let syncer = support::syncer(&store, &sim, 25, support::settings());
 
-        syncer.sync_object(ObjectKind::Deal, false).await.expect("the pass completes despite the faults");
+        syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.expect("the pass completes despite the faults");
 
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deals").fetch_one(store.pool()).await.unwrap();
         assert_eq!(rows as usize, sim.simulator.keys(ObjectKind::Deal).len());
@@ -37,7 +38,7 @@ async fn a_pass_that_fails_midway_keeps_its_cursor_and_the_next_pass_emits_no_du
     let sim = support::simulator(800, |_| {}).await;
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 4, support::settings());
-    syncer.sync_object(ObjectKind::Deal, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.unwrap();
     let cursor_before: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT cursor FROM sync_state WHERE object = 'deals'").fetch_one(store.pool()).await.unwrap();
 
@@ -48,7 +49,7 @@ async fn a_pass_that_fails_midway_keeps_its_cursor_and_the_next_pass_emits_no_du
     let before = support::last_event_id(&store).await;
     // After the first page of changes, the API fails for longer than the retries last.
     sim.simulator.after_pages(1, Box::new(|s| s.inject(Fault::ServerError(500), 100)));
-    let err = syncer.sync_object(ObjectKind::Deal, false).await.expect_err("the pass fails");
+    let err = syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.expect_err("the pass fails");
     assert!(err.chain().contains("500"), "{}", err.chain());
 
     let (cursor_after, last_error): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
@@ -60,7 +61,7 @@ async fn a_pass_that_fails_midway_keeps_its_cursor_and_the_next_pass_emits_no_du
 
     // Passes fail until the injected faults are used up; then one succeeds.
     let mut attempts = 0;
-    while syncer.sync_object(ObjectKind::Deal, false).await.is_err() {
+    while syncer.sync_object(ObjectKind::Deal, Reading::Changes).await.is_err() {
         attempts += 1;
         assert!(attempts < 60, "the API recovered, so a pass must succeed");
     }
@@ -117,7 +118,7 @@ async fn a_partner_team_the_api_no_longer_knows_has_no_members_and_fails_nothing
     let sim = support::simulator(300, |_| {}).await;
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 100, support::settings());
-    syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Partnership, Reading::Changes).await.unwrap();
     sqlx::query("UPDATE partnerships SET team_key = 'team_gone' WHERE key = (SELECT min(key) FROM partnerships)")
         .execute(store.pool())
         .await
@@ -138,7 +139,7 @@ async fn an_object_this_key_may_not_read_fails_alone_and_the_pass_goes_on() {
     let sim = support::simulator(300, |c| c.forbidden = vec!["GET /api/v2/actions".into()]).await;
     let store = support::store().await;
     let syncer = support::syncer(&store, &sim, 100, support::settings());
-    let summary = partnerstack_mirror::scheduler::poll_all(&syncer, &ObjectKind::default_set(), false).await;
+    let summary = partnerstack_mirror::scheduler::poll_all(&syncer, &ObjectKind::default_set(), Reading::Changes).await;
 
     let failed: Vec<ObjectKind> = summary.failures.iter().map(|(k, _)| *k).collect();
     assert_eq!(failed, [ObjectKind::Action]);
@@ -151,7 +152,7 @@ async fn an_object_this_key_may_not_read_fails_alone_and_the_pass_goes_on() {
 
     // Refused once while the keys worked, the endpoint's next 403 fails only its own pass:
     // it does not pause every loop until a probe clears the keys again.
-    let again = syncer.sync_object(ObjectKind::Action, false).await.expect_err("still refused");
+    let again = syncer.sync_object(ObjectKind::Action, Reading::Changes).await.expect_err("still refused");
     assert!(matches!(&again, SyncError::Api(e @ ApiError::Forbidden { .. }) if e.class() == ErrorClass::Skip), "{}", again.chain());
     assert!(syncer.api().credentials_rejected().is_none(), "no pause for the keys: {}", again.chain());
 }

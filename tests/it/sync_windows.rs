@@ -3,6 +3,7 @@
 //! small objects cost one or two requests, and nothing is missed or doubled at a window's
 //! edge, also with thousands of records in one millisecond and under either bound semantics.
 
+use partnerstack_mirror::sync::Reading;
 use partnerstack_simulator::AsResource;
 use std::{collections::HashMap, sync::atomic::Ordering};
 
@@ -32,7 +33,7 @@ struct Cost {
 /// with one `created` event), and returns what it cost.
 async fn backfill_exactly(sim: &RunningSimulator, syncer: &Syncer, kind: ObjectKind) -> Cost {
     let windows_before = syncer.progress().listings_planned.load(Ordering::Relaxed);
-    let report = syncer.sync_object(kind, false).await.unwrap();
+    let report = syncer.sync_object(kind, Reading::Changes).await.unwrap();
     let windows = syncer.progress().listings_planned.load(Ordering::Relaxed) - windows_before;
     let store = syncer.store();
 

@@ -1,6 +1,7 @@
 //! A push converges: what differs is queued once, a run before the write-backs land queues
 //! nothing twice, and once they land the next run finds nothing to do.
 
+use partnerstack_mirror::sync::Reading;
 use partnerstack_simulator::Mutation;
 
 use super::*;
@@ -81,7 +82,7 @@ async fn manage_tags_adds_and_removes_only_the_tags_it_owns() {
             remove: vec![],
         })
         .unwrap();
-    syncer.sync_object(ObjectKind::Partnership, false).await.unwrap();
+    syncer.sync_object(ObjectKind::Partnership, Reading::Changes).await.unwrap();
     let others: Vec<String> = tags_at_api(&sim, &keys[0]).into_iter().filter(|t| !t.starts_with("tier:")).collect();
     assert!(others.contains(&"vip".to_owned()));
     // The query wants a tier and a tag outside the patterns, which the push must ignore.
