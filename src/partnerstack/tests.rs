@@ -23,6 +23,9 @@ use serde_json::json;
 
 use super::*;
 
+mod boundary;
+mod endpoints;
+
 const PRIVATE_KEY: &str = "sk_secret_value";
 
 async fn serve(app: Router) -> Url {
@@ -265,14 +268,6 @@ async fn a_server_that_never_answers_gives_a_timeout_after_the_retries() {
     assert!(matches!(err, ApiError::Timeout(_)), "{err:?}");
     assert_eq!(api.requests_sent(), 3, "one try and two retries");
     assert!(api.request_counts().contains(&("deals".into(), "timeout".into(), Purpose::Probe, 3)), "{:?}", api.request_counts());
-}
-
-#[tokio::test]
-async fn creates_are_never_retried_by_the_client() {
-    let (api, calls) = scripted_client(vec![(503, None, "")]).await;
-    let err = api.create(crate::object::ObjectKind::Deal, &json!({"stage": "x"})).await.unwrap_err();
-    assert_eq!(err.status(), Some(503));
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
