@@ -89,24 +89,24 @@ const PROBE_PAGES: usize = 4;
 /// Runs every probe. Only the credentials probe stops the rest.
 pub async fn examine(api: &ApiClient, config: &PartnerStackConfig) -> DoctorReport {
     let mut report = DoctorReport::default();
-    let first =
-        match api.list_page(&Collection::Objects(ObjectKind::Group), &ListQuery { limit: Some(1), ..ListQuery::default() }, None).await {
-            Ok(page) => page,
-            Err(e) => {
-                let fatal = matches!(e.class(), ErrorClass::Fatal);
-                report.findings.push(Finding {
-                    question: "Credentials accepted?",
-                    answer: Answer::Problem,
-                    detail: error_chain(&e),
-                    recommendation: if fatal {
-                        "check partnerstack.public_key and the private key (Settings → Integrations → PartnerStack API Keys)".into()
-                    } else {
-                        "check partnerstack.api_url and the network".into()
-                    },
-                });
-                return report;
-            }
-        };
+    let (groups, one) = (Collection::Objects(ObjectKind::Group), ListQuery { limit: Some(1), ..ListQuery::default() });
+    let first = match api.list_page(&groups, &one, None).await {
+        Ok(page) => page,
+        Err(e) => {
+            let fatal = matches!(e.class(), ErrorClass::Fatal);
+            report.findings.push(Finding {
+                question: "Credentials accepted?",
+                answer: Answer::Problem,
+                detail: error_chain(&e),
+                recommendation: if fatal {
+                    "check partnerstack.public_key and the private key (Settings → Integrations → PartnerStack API Keys)".into()
+                } else {
+                    "check partnerstack.api_url and the network".into()
+                },
+            });
+            return report;
+        }
+    };
     report.findings.push(Finding {
         question: "Credentials accepted?",
         answer: Answer::Ok,
@@ -200,12 +200,9 @@ async fn bounds(api: &ApiClient) -> Finding {
         else {
             continue;
         };
-        let from =
-            keys(api, &listing, ListQuery { min_updated: Some(updated), max_updated: Some(updated + 60_000), ..ListQuery::default() })
-                .await;
-        let until =
-            keys(api, &listing, ListQuery { min_updated: Some(updated - 60_000), max_updated: Some(updated), ..ListQuery::default() })
-                .await;
+        let window = |from, until| ListQuery { min_updated: Some(from), max_updated: Some(until), ..ListQuery::default() };
+        let from = keys(api, &listing, window(updated, updated + 60_000)).await;
+        let until = keys(api, &listing, window(updated - 60_000, updated)).await;
         let (Ok(from), Ok(until)) = (from, until) else { continue };
         let (min_inclusive, max_inclusive) = (from.contains(key), until.contains(key));
         let word = |b: bool| if b { "inclusive" } else { "exclusive" };

@@ -1,4 +1,5 @@
-//! The PartnerStack vendor API client. Knows nothing of PostgreSQL.
+//! The PartnerStack vendor API client. Knows the mirror's object types (the catalogue names
+//! their paths) and nothing of PostgreSQL.
 //!
 //! One `reqwest::Client` (timeout, user agent) shared by clones; HTTP Basic auth with the
 //! public key as user and the private key as password; one request budget with priorities
@@ -16,7 +17,7 @@
 //! - `gate`: what the API said to every caller at once (429 pauses, rejected credentials);
 //!   `budget`: who sends next, and how fast (SPEC 12);
 //!   `pagination`: list queries, pages and cursors; `purpose`: why a request was sent;
-//!   `stats`: counters.
+//!   `stats`: counters; `probe`: questions about the API itself (SPEC 9.3, 9.5).
 
 mod budget;
 mod error;
