@@ -24,6 +24,7 @@ pub enum Collection {
 }
 
 impl Collection {
+    /// The path under the base URL, keys as one segment each.
     fn path(&self) -> String {
         match self {
             Collection::Objects(kind) => kind.api_path().to_owned(),
@@ -77,6 +78,7 @@ impl ApiClient {
         self.pages(listing.path(), query)
     }
 
+    /// [`ApiClient::list_page`] of the listing at `path`.
     async fn page(&self, path: &str, query: &ListQuery, starting_after: Option<&str>) -> Result<Page, ApiError> {
         let mut url = self.url(path)?;
         add_query(&mut url, query, self.inner.config.page_size, starting_after);
