@@ -161,7 +161,7 @@ async fn run(
     let quiet = measure(&pool, address, MINUTE * minutes as u32, per_second).await?;
 
     let intake = format!("http://{address}/webhooks/partnerstack/{token}");
-    partnerstack_mirror::subscriptions::register(&api, &intake, &["*".to_owned()]).await?;
+    api.subscribe(&intake, &["*".to_owned()]).await?;
     // Until polls have slowed (the first webhook came) and a slow pass ran.
     tokio::time::sleep(MINUTE * 10).await;
     let busy = measure(&pool, address, MINUTE * webhook_minutes as u32, per_second).await?;

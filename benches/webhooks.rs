@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let store = daemon.store().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let intake = format!("http://{}/webhooks/partnerstack/{token}", listener.local_addr()?);
-    partnerstack_mirror::subscriptions::register(daemon.api(), &intake, &["*".to_owned()]).await?;
+    daemon.api().subscribe(&intake, &["*".to_owned()]).await?;
     let running = tokio::spawn(daemon.run(listener));
 
     let t = Instant::now();

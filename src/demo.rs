@@ -74,9 +74,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // PartnerStack (the simulator) sends every change to the daemon as a webhook, as a
     // subscription made with `partnerstack-mirror webhooks register` would.
     let intake_url = format!("http://{endpoint}/webhooks/partnerstack/{token}");
-    crate::subscriptions::register(daemon.api(), &intake_url, &["*".to_owned()])
-        .await
-        .context("cannot subscribe the daemon to the simulator's webhooks")?;
+    daemon.api().subscribe(&intake_url, &["*".to_owned()]).await.context("cannot subscribe the daemon to the simulator's webhooks")?;
     let webhooks = daemon.webhook_counters();
 
     let psql = psql_command(&database_url, schema);

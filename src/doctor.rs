@@ -1,22 +1,25 @@
 //! `partnerstack-mirror doctor`: read-only probes that answer, for the configured account, the
-//! questions the public documentation leaves open (SPEC section 9), check the credentials and
+//! questions the public documentation leaves open (the open questions of docs/correctness.md), check the credentials and
 //! the clock, and say which configuration fits.
 //!
 //! The mirror is correct under every answer; the probes tell an operator which answer they
 //! have, so they can tune schedules and know what to expect in the events.
 
-use std::{collections::HashSet, fmt, time::Duration};
+use std::{collections::HashSet, fmt};
 
 pub mod database;
 
 use chrono::Utc;
 use futures::TryStreamExt;
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::{
     config::PartnerStackConfig,
-    partnerstack::{probe::FilterProbe, ApiClient, ApiError, ErrorClass, ListQuery},
+    object::ObjectKind,
+    partnerstack::{
+        probe::{self, Burst, FilterProbe},
+        ApiClient, ApiError, Collection, ErrorClass, ListQuery,
+    },
     telemetry::error_chain,
 };
 
@@ -78,14 +81,16 @@ impl fmt::Display for DoctorReport {
 }
 
 /// Objects whose lists are documented to accept `min_updated`.
-const UPDATED_OBJECTS: [&str; 5] = ["deals", "partnerships", "customers", "leads", "actions"];
+const UPDATED_OBJECTS: [ObjectKind; 5] =
+    [ObjectKind::Deal, ObjectKind::Partnership, ObjectKind::Customer, ObjectKind::Lead, ObjectKind::Action];
 /// How far a probe pages through a list looking for an example.
 const PROBE_PAGES: usize = 4;
 
 /// Runs every probe. Only the credentials probe stops the rest.
 pub async fn examine(api: &ApiClient, config: &PartnerStackConfig) -> DoctorReport {
     let mut report = DoctorReport::default();
-    let first = match api.list_page("groups", &ListQuery { limit: Some(1), ..ListQuery::default() }, None).await {
+    let (groups, one) = (Collection::Objects(ObjectKind::Group), ListQuery { limit: Some(1), ..ListQuery::default() });
+    let first = match api.list_page(&groups, &one, None).await {
         Ok(page) => page,
         Err(e) => {
             let fatal = matches!(e.class(), ErrorClass::Fatal);
@@ -111,8 +116,8 @@ pub async fn examine(api: &ApiClient, config: &PartnerStackConfig) -> DoctorRepo
     report.findings.push(clock(first.server_date));
     report.findings.push(bounds(api).await);
     report.findings.push(archived_listed(api).await);
-    for path in ["transactions", "rewards"] {
-        report.findings.push(updated_filter_honoured(api, path).await);
+    for kind in [ObjectKind::Transaction, ObjectKind::Reward] {
+        report.findings.push(updated_filter_honoured(api, kind).await);
     }
     report.findings.push(shared_milliseconds(api).await);
     report.findings.push(retry_after(config).await);
@@ -125,7 +130,7 @@ pub async fn examine(api: &ApiClient, config: &PartnerStackConfig) -> DoctorRepo
 /// `POST /v2/webhooks` is not documented): read from the live list, changing nothing.
 async fn webhook_subscriptions(api: &ApiClient) -> Finding {
     let question = "Webhook subscriptions: which field holds the URL?";
-    match crate::subscriptions::list(api).await {
+    match api.subscriptions().await {
         Ok(subs) => match subs.iter().find_map(|s| s.url_field()) {
             Some(field) => Finding {
                 question,
@@ -174,8 +179,8 @@ fn clock(server: Option<chrono::DateTime<Utc>>) -> Finding {
     }
 }
 
-async fn keys(api: &ApiClient, path: &str, query: ListQuery) -> Result<HashSet<String>, ApiError> {
-    let pages: Vec<_> = api.list(path, query).try_collect().await?;
+async fn keys(api: &ApiClient, listing: &Collection, query: ListQuery) -> Result<HashSet<String>, ApiError> {
+    let pages: Vec<_> = api.list(listing, query).try_collect().await?;
     Ok(pages
         .iter()
         .flat_map(|p| p.items.iter())
@@ -184,28 +189,27 @@ async fn keys(api: &ApiClient, path: &str, query: ListQuery) -> Result<HashSet<S
         .collect())
 }
 
-/// SPEC 9.1: takes one record and asks for windows that start, then end, on its exact
+/// Question 1 of docs/correctness.md: takes one record and asks for windows that start, then end, on its exact
 /// `updated_at`.
 async fn bounds(api: &ApiClient) -> Finding {
     let question = "9.1 Are min_updated/max_updated bounds inclusive?";
-    for path in UPDATED_OBJECTS {
-        let Ok(page) = api.list_page(path, &ListQuery { limit: Some(1), ..ListQuery::default() }, None).await else { continue };
+    for listing in UPDATED_OBJECTS.map(Collection::Objects) {
+        let Ok(page) = api.list_page(&listing, &ListQuery { limit: Some(1), ..ListQuery::default() }, None).await else { continue };
         let Some(record) = page.items.first().and_then(|r| serde_json::from_str::<Value>(r.get()).ok()) else { continue };
         let (Some(key), Some(updated)) = (record.get("key").and_then(Value::as_str), record.get("updated_at").and_then(Value::as_i64))
         else {
             continue;
         };
-        let from =
-            keys(api, path, ListQuery { min_updated: Some(updated), max_updated: Some(updated + 60_000), ..ListQuery::default() }).await;
-        let until =
-            keys(api, path, ListQuery { min_updated: Some(updated - 60_000), max_updated: Some(updated), ..ListQuery::default() }).await;
+        let window = |from, until| ListQuery { min_updated: Some(from), max_updated: Some(until), ..ListQuery::default() };
+        let from = keys(api, &listing, window(updated, updated + 60_000)).await;
+        let until = keys(api, &listing, window(updated - 60_000, updated)).await;
         let (Ok(from), Ok(until)) = (from, until) else { continue };
         let (min_inclusive, max_inclusive) = (from.contains(key), until.contains(key));
         let word = |b: bool| if b { "inclusive" } else { "exclusive" };
         return Finding {
             question,
             answer: if min_inclusive && max_inclusive { Answer::Yes } else { Answer::No },
-            detail: format!("on /{path}, record {key}: min_updated is {}, max_updated is {}", word(min_inclusive), word(max_inclusive)),
+            detail: format!("on {listing}, record {key}: min_updated is {}, max_updated is {}", word(min_inclusive), word(max_inclusive)),
             recommendation: "nothing to do: every window is requested 1 ms wider on both sides, right under either answer".into(),
         };
     }
@@ -217,11 +221,12 @@ async fn bounds(api: &ApiClient) -> Finding {
     }
 }
 
-/// SPEC 9.2: looks for an archived record in the first pages of the lists that archive.
+/// Question 2 of docs/correctness.md: looks for an archived record in the first pages of the lists that archive.
 async fn archived_listed(api: &ApiClient) -> Finding {
     let question = "9.2 Do archived records stay in list results?";
-    for path in ["deals", "partnerships", "leads", "customers", "actions"] {
-        let mut pages = std::pin::pin!(api.list(path, ListQuery::default()));
+    let archiving = [ObjectKind::Deal, ObjectKind::Partnership, ObjectKind::Lead, ObjectKind::Customer, ObjectKind::Action];
+    for listing in archiving.map(Collection::Objects) {
+        let mut pages = std::pin::pin!(api.list(&listing, ListQuery::default()));
         for _ in 0..PROBE_PAGES {
             let Ok(Some(page)) = pages.try_next().await else { break };
             for raw in &page.items {
@@ -231,7 +236,7 @@ async fn archived_listed(api: &ApiClient) -> Finding {
                     return Finding {
                         question,
                         answer: Answer::Yes,
-                        detail: format!("/{path} lists {key} with archived: true"),
+                        detail: format!("{listing} lists {key} with archived: true"),
                         recommendation: "archives arrive as <object>.deleted events from polls; keep sync.reconcile_schedule for records that are deleted outright".into(),
                     };
                 }
@@ -251,16 +256,16 @@ async fn archived_listed(api: &ApiClient) -> Finding {
     }
 }
 
-/// SPEC 9.4: pages through the first records of the lists by `updated_at` window (the way
+/// Question 4 of docs/correctness.md: pages through the first records of the lists by `updated_at` window (the way
 /// polls read them), in small pages, looking for records that share one `updated_at`
 /// millisecond, and for such a group split by a page boundary.
 async fn shared_milliseconds(api: &ApiClient) -> Finding {
     let question = "9.4 Do records share one updated_at millisecond (also across a page boundary)?";
     let recommendation = "nothing to do: polls read whole milliseconds (a window never ends inside one) and overlap by sync.lookback";
     let mut seen = 0;
-    for path in UPDATED_OBJECTS {
+    for listing in UPDATED_OBJECTS.map(Collection::Objects) {
         let query = ListQuery { limit: Some(25), min_updated: Some(0), ..ListQuery::default() };
-        let mut pages = std::pin::pin!(api.list(path, query));
+        let mut pages = std::pin::pin!(api.list(&listing, query));
         let mut counts: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
         let mut across = None;
         let mut last_of_page = None;
@@ -292,7 +297,7 @@ async fn shared_milliseconds(api: &ApiClient) -> Finding {
             return Finding {
                 question,
                 answer: Answer::Yes,
-                detail: format!("on /{path}: {shared} milliseconds shared, up to {largest} records in one{boundary}"),
+                detail: format!("on {listing}: {shared} milliseconds shared, up to {largest} records in one{boundary}"),
                 recommendation: recommendation.into(),
             };
         }
@@ -305,7 +310,7 @@ async fn shared_milliseconds(api: &ApiClient) -> Finding {
     }
 }
 
-/// SPEC 9.6 cannot be probed without changing a partnership: said so, with where the answer
+/// Question 6 of docs/correctness.md cannot be probed without changing a partnership: said so, with where the answer
 /// comes from.
 fn tags_body() -> Finding {
     Finding {
@@ -318,77 +323,69 @@ fn tags_body() -> Finding {
     }
 }
 
-/// SPEC 9.3: a `min_updated` in the future must return nothing if it is honoured (the probe
+/// Question 3 of docs/correctness.md: a `min_updated` in the future must return nothing if it is honoured (the probe
 /// the daemon also runs, at start and daily).
-async fn updated_filter_honoured(api: &ApiClient, path: &'static str) -> Finding {
-    let question =
-        if path == "transactions" { "9.3 Is min_updated honoured on /transactions?" } else { "9.3 Is min_updated honoured on /rewards?" };
+async fn updated_filter_honoured(api: &ApiClient, kind: ObjectKind) -> Finding {
+    let listing = Collection::Objects(kind);
+    let question = if kind == ObjectKind::Transaction {
+        "9.3 Is min_updated honoured on /transactions?"
+    } else {
+        "9.3 Is min_updated honoured on /rewards?"
+    };
     let problem = |e: ApiError| Finding {
         question,
         answer: Answer::Problem,
         detail: error_chain(&e),
         recommendation: "check access to this list".into(),
     };
-    match crate::partnerstack::probe::updated_filter(api, path).await {
-        FilterProbe::Empty => {
-            Finding { question, answer: Answer::Undetermined, detail: format!("/{path} is empty"), recommendation: "nothing to do".into() }
-        }
+    match probe::updated_filter(api, kind).await {
+        FilterProbe::Empty => Finding {
+            question,
+            answer: Answer::Undetermined,
+            detail: format!("{listing} is empty"),
+            recommendation: "nothing to do".into(),
+        },
         FilterProbe::Honoured => Finding {
             question,
             answer: Answer::Yes,
-            detail: format!("/{path}?min_updated=<next year> returned nothing"),
+            detail: format!("{listing}?min_updated=<next year> returned nothing"),
             recommendation: "nothing to do: the daemon finds this too, polls the list by updated windows and drops its hourly rescan"
                 .into(),
         },
         FilterProbe::Ignored => Finding {
             question,
             answer: Answer::No,
-            detail: format!("/{path}?min_updated=<next year> still returned records: the filter is ignored"),
+            detail: format!("{listing}?min_updated=<next year> still returned records: the filter is ignored"),
             recommendation: "keep sync.rescan_schedule: rescans are the only way to see later changes here".into(),
         },
         FilterProbe::Failed(e) => problem(e),
     }
 }
 
-/// SPEC 9.5: a short burst of tiny requests (at most 40) until the first 429, then looks at
+/// Question 5 of docs/correctness.md: a short burst of tiny requests (at most 40) until the first 429, then looks at
 /// its headers. Bypasses the client's limiter and retries on purpose.
 pub async fn retry_after(config: &PartnerStackConfig) -> Finding {
     let question = "9.5 Does a 429 carry Retry-After?";
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
-        Ok(c) => c,
-        Err(e) => return Finding { question, answer: Answer::Problem, detail: e.to_string(), recommendation: "-".into() },
-    };
-    let url = format!("{}/groups?limit=1", config.api_url.as_str().trim_end_matches('/'));
-    let secret = config.private_key.as_ref().map(|k| k.expose_secret().to_owned());
-    for sent in 1..=40 {
-        let response = http.get(&url).basic_auth(&config.public_key, secret.as_deref()).send().await;
-        match response {
-            Ok(r) if r.status().as_u16() == 429 => {
-                let header = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                return Finding {
-                    question,
-                    answer: if header.is_some() { Answer::Yes } else { Answer::No },
-                    detail: match header {
-                        Some(h) => format!("429 after {sent} rapid requests, Retry-After: {h}"),
-                        None => format!("429 after {sent} rapid requests, without Retry-After"),
-                    },
-                    recommendation: format!(
-                        "the client finds the allowed rate from such 429s; to stay clear of them, set \
-                         partnerstack.requests_per_second below {} as a ceiling",
-                        sent.max(2) - 1
-                    ),
-                };
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Finding { question, answer: Answer::Problem, detail: e.to_string(), recommendation: "check the network".into() }
-            }
-        }
-    }
-    Finding {
-        question,
-        answer: Answer::Undetermined,
-        detail: "40 rapid requests drew no 429: the limit is higher".into(),
-        recommendation: "retries honour Retry-After when present and back off exponentially otherwise".into(),
+    match probe::burst(&config.api_url, &config.public_key, config.private_key.as_ref(), 40).await {
+        Burst::Limited { sent, retry_after } => Finding {
+            question,
+            answer: if retry_after.is_some() { Answer::Yes } else { Answer::No },
+            detail: match retry_after {
+                Some(h) => format!("429 after {sent} rapid requests, Retry-After: {h}"),
+                None => format!("429 after {sent} rapid requests, without Retry-After"),
+            },
+            recommendation: format!(
+                "the client finds the allowed rate from such 429s; to stay clear of them, set \
+                 partnerstack.requests_per_second below {} as a ceiling",
+                sent.max(2) - 1
+            ),
+        },
+        Burst::Failed(e) => Finding { question, answer: Answer::Problem, detail: e, recommendation: "check the network".into() },
+        Burst::Unlimited { sent } => Finding {
+            question,
+            answer: Answer::Undetermined,
+            detail: format!("{sent} rapid requests drew no 429: the limit is higher"),
+            recommendation: "retries honour Retry-After when present and back off exponentially otherwise".into(),
+        },
     }
 }

@@ -4,14 +4,14 @@
 //! Crate map, one module per responsibility:
 //! - [`object`]: the catalogue of object types, their tables, API paths and typed columns.
 //! - [`config`]: TOML + environment configuration, validated once, secrets redacted.
-//! - [`partnerstack`]: the HTTP client for the vendor API and its one request budget (knows nothing of Postgres).
+//! - [`partnerstack`]: the vendor API client, one method per endpoint (paths and HTTP methods live there only), and its one request budget (knows nothing of Postgres).
 //! - [`record`]: one API record checked and turned into typed column values.
 //! - [`diff`]: old row + new record → change events (pure).
 //! - [`store`]: all SQL: migrations, page writes, bookkeeping, queue, reporting views (no HTTP).
 //! - [`sync`]: one pass of one object: windows, pages, cursor.
 //! - [`scheduler`]: when passes run; passes never overlap.
 //! - [`intake`]: PartnerStack webhooks in: hints that trigger reads, training completions.
-//! - [`subscriptions`]: PartnerStack's webhook subscriptions (`/v2/webhooks`).
+//! - [`subscriptions`]: which PartnerStack webhooks the mirror subscribes to.
 //! - [`write_back`]: the write-back catalogue: operations, the objects they apply to, payload rules, natural keys.
 //! - [`push`]: pushes: a query says what PartnerStack should hold; what differs is queued, exactly once.
 //! - [`queue`]: the write-back workers: claim, call the API, record the outcome.

@@ -126,16 +126,15 @@ pub(super) async fn consumers(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
-    use crate::subscriptions;
     let api = daemon::api_client(&config)?;
     match command {
         WebhooksCommand::Register { url, events } => {
-            let events = if events.is_empty() { subscriptions::MIRRORED_EVENTS.map(str::to_owned).to_vec() } else { events };
-            let s = subscriptions::register(&api, &url, &events).await.context("PartnerStack did not register the subscription")?;
+            let events = if events.is_empty() { crate::subscriptions::MIRRORED_EVENTS.map(str::to_owned).to_vec() } else { events };
+            let s = api.subscribe(&url, &events).await.context("PartnerStack did not register the subscription")?;
             println!("registered {} → {} for {}", s.key, s.target.as_deref().unwrap_or(&url), s.events.join(", "));
         }
         WebhooksCommand::List => {
-            let live = subscriptions::list(&api).await.context("cannot list the subscriptions")?;
+            let live = api.subscriptions().await.context("cannot list the subscriptions")?;
             for s in &live {
                 println!("{:<24} {:<60} {}", s.key, s.target.as_deref().unwrap_or("-"), s.events.join(", "));
             }
@@ -144,7 +143,7 @@ pub(super) async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow
             }
         }
         WebhooksCommand::Remove { key } => {
-            subscriptions::remove(&api, &key).await.with_context(|| format!("cannot remove subscription {key}"))?;
+            api.unsubscribe(&key).await.with_context(|| format!("cannot remove subscription {key}"))?;
             println!("removed {key}");
         }
     }

@@ -1,4 +1,4 @@
-//! One request budget per API key (SPEC 12): every request the client sends, retries
+//! One request budget per API key (docs/request-budget.md): every request the client sends, retries
 //! included, first takes a permit from it.
 //!
 //! Permits are granted one at a time, evenly spaced at the current rate (no bursts), to the
@@ -24,10 +24,13 @@
 
 use std::{collections::VecDeque, future::Future, sync::Mutex, time::Duration};
 
+use strum::{IntoStaticStr, VariantArray};
 use tokio::{sync::Notify, time::Instant};
 
-/// Who waits first when several callers want the API at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Who waits first when several callers want the API at once; its label (`urgent`) is the
+/// metrics label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Priority {
     /// Write-backs and webhook-triggered reads: someone is waiting for the answer.
     Urgent,
@@ -38,16 +41,12 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// Most urgent first.
-    pub const ALL: [Priority; 3] = [Priority::Urgent, Priority::Normal, Priority::Bulk];
+    /// Most urgent first: the order above.
+    pub const ALL: [Priority; Priority::VARIANTS.len()] = super::purpose::every(Priority::VARIANTS);
 
     /// The metrics label.
     pub fn label(self) -> &'static str {
-        match self {
-            Priority::Urgent => "urgent",
-            Priority::Normal => "normal",
-            Priority::Bulk => "bulk",
-        }
+        self.into()
     }
 
     fn index(self) -> usize {
@@ -130,8 +129,8 @@ pub(super) enum Verdict {
 pub struct BudgetSnapshot {
     /// Requests per second allowed now; `None` without a client-side limit.
     pub rate: Option<f64>,
-    waiting: [usize; 3],
-    waited: [Duration; 3],
+    waiting: [usize; Priority::ALL.len()],
+    waited: [Duration; Priority::ALL.len()],
 }
 
 impl BudgetSnapshot {
@@ -158,9 +157,9 @@ struct State {
     /// No permit is granted before this.
     next_slot: Instant,
     /// Tickets of the waiting callers, by priority, in arrival order.
-    waiting: [VecDeque<u64>; 3],
+    waiting: [VecDeque<u64>; Priority::ALL.len()],
     next_ticket: u64,
-    waited: [Duration; 3],
+    waited: [Duration; Priority::ALL.len()],
 }
 
 /// A rate found for a key, to start the next run from (table `api_budget`).

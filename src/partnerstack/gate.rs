@@ -19,7 +19,8 @@ use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{ApiClient, ApiError, ListQuery};
+use super::{ApiClient, ApiError, Collection, ListQuery};
+use crate::object::ObjectKind;
 
 /// The first pause between credential probes; it doubles up to [`MAX_PROBE_PAUSE`].
 const FIRST_PROBE_PAUSE: Duration = Duration::from_secs(1);
@@ -28,7 +29,7 @@ const MAX_PROBE_PAUSE: Duration = Duration::from_secs(60);
 const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
 /// What a probe reads: the smallest page of the list every account has (Airbyte uses the
 /// same as its connection check).
-const PROBE_PATH: &str = "groups";
+const PROBE_OBJECT: ObjectKind = ObjectKind::Group;
 
 /// The API's verdict on the credentials, when it rejected them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,7 +174,7 @@ impl ApiClient {
     pub async fn credentials_work(&self) -> bool {
         let suspect = self.inner.gate.rejection();
         let works = self.probe().await.is_ok();
-        if let Some(r) = suspect.filter(|r| works && r.status == 403 && r.endpoint != PROBE_PATH) {
+        if let Some(r) = suspect.filter(|r| works && r.status == 403 && r.endpoint != PROBE_OBJECT.api_path()) {
             self.inner.gate.refuse(&r.endpoint);
         }
         works
@@ -183,7 +184,7 @@ impl ApiClient {
     /// rejection, as any success does.
     async fn probe(&self) -> Result<(), ApiError> {
         let query = ListQuery { limit: Some(1), ..ListQuery::default() };
-        super::with_purpose(super::Purpose::Probe, self.list_page(PROBE_PATH, &query, None)).await.map(drop)
+        super::with_purpose(super::Purpose::Probe, self.list_page(&Collection::Objects(PROBE_OBJECT), &query, None)).await.map(drop)
     }
 
     /// Returns at once while the credentials are accepted; otherwise waits, probing the API

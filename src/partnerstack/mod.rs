@@ -1,4 +1,5 @@
-//! The PartnerStack vendor API client. Knows nothing of PostgreSQL.
+//! The PartnerStack vendor API client. Knows the mirror's object types (the catalogue names
+//! their paths) and nothing of PostgreSQL.
 //!
 //! One `reqwest::Client` (timeout, user agent) shared by clones; HTTP Basic auth with the
 //! public key as user and the private key as password; one request budget with priorities
@@ -6,12 +7,17 @@
 //! that wait at least what `Retry-After` asks; list pages kept as raw JSON items so a record
 //! that cannot be stored can be quarantined verbatim.
 //!
+//! Callers speak in domain verbs: one method per endpoint the mirror uses (`records`: a
+//! record's reads and writes, `webhooks`: the subscriptions, `pagination`: the listings), so
+//! paths, HTTP methods and whether a request may be sent twice are decided here only, as
+//! crates.io's GitHub client does.
+//!
 //! - `error`: what a failure means ([`ApiError::class`]), decided once.
 //! - `exchange`: one HTTP request and its answer; `retry`: when and how long to wait;
 //! - `gate`: what the API said to every caller at once (429 pauses, rejected credentials);
-//!   `budget`: who sends next, and how fast (SPEC 12);
+//!   `budget`: who sends next, and how fast (docs/request-budget.md);
 //!   `pagination`: list queries, pages and cursors; `purpose`: why a request was sent;
-//!   `stats`: counters.
+//!   `stats`: counters; `probe`: questions about the API itself (Question 3 of docs/correctness.md, 9.5).
 
 mod budget;
 mod error;
@@ -20,8 +26,10 @@ mod gate;
 mod pagination;
 pub mod probe;
 mod purpose;
+mod records;
 mod retry;
 mod stats;
+mod webhooks;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -37,8 +45,10 @@ pub use purpose::{current_purpose, with_purpose, Purpose};
 
 use crate::backoff::Backoff;
 pub use gate::Rejection;
+pub use pagination::Collection;
 pub use retry::parse_retry_after;
 pub use stats::ClientStats;
+pub use webhooks::Subscription;
 
 /// How to reach the API and how hard to push it.
 #[derive(Clone)]
@@ -196,8 +206,9 @@ impl ApiClient {
 
     /// Any JSON call (a single GET, a write): returns the envelope's `data`, or the whole
     /// body when it has none, or `null` for an empty body. Retries only when `idempotent`:
-    /// a create whose answer was lost must be looked up, not sent again.
-    pub async fn request_json(&self, method: Method, path: &str, body: Option<&Value>, idempotent: bool) -> Result<Value, ApiError> {
+    /// a create whose answer was lost must be looked up, not sent again. Private: each
+    /// endpoint's method decides its path, its HTTP method and `idempotent`.
+    async fn request_json(&self, method: Method, path: &str, body: Option<&Value>, idempotent: bool) -> Result<Value, ApiError> {
         let url = self.url(path)?;
         self.with_retries(idempotent, path, || async {
             let answer = self.send(method.clone(), url.clone(), body, path).await?;
@@ -250,7 +261,7 @@ impl ApiClient {
 
 /// An identifier as one path segment of a request path, whatever it holds: a user's external
 /// key may contain `/` or `%`, which would otherwise split the path or read as an escape.
-pub fn segment(id: &str) -> String {
+fn segment(id: &str) -> String {
     const SPLITS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'/').add(b'%');
     percent_encoding::utf8_percent_encode(id, SPLITS).to_string()
 }

@@ -1,5 +1,7 @@
-//! Cursor pagination: the list query string, the page envelope, and the walk from page to
-//! page with `starting_after` (research notes §3).
+//! Cursor pagination: the listings, the list query string, the page envelope, and the walk
+//! from page to page with `starting_after` (research notes §3).
+
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
@@ -8,7 +10,35 @@ use serde::Deserialize;
 use serde_json::{value::RawValue, Value};
 use url::Url;
 
-use super::{ApiClient, ApiError, ListQuery, Page};
+use super::{segment, ApiClient, ApiError, ListQuery, Page};
+use crate::object::ObjectKind;
+
+/// A listing the API serves page by page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Collection {
+    /// Every record of an object listed on its own (`/deals`, …); partner-team members are
+    /// listed per team instead.
+    Objects(ObjectKind),
+    /// The members of one partner team (`/partner-team/{team_key}`).
+    TeamMembers(String),
+}
+
+impl Collection {
+    /// The path under the base URL, keys as one segment each.
+    fn path(&self) -> String {
+        match self {
+            Collection::Objects(kind) => kind.api_path().to_owned(),
+            Collection::TeamMembers(team) => format!("{}/{}", ObjectKind::PartnerTeamMember.api_path(), segment(team)),
+        }
+    }
+}
+
+/// The path under the API, for messages: `/deals`.
+impl fmt::Display for Collection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}", self.path())
+    }
+}
 
 /// `{"data": {"items": [...], "has_more": bool}, ...}`; other fields (`total`, `message`)
 /// are not relied on.
@@ -35,7 +65,21 @@ struct KeyOnly {
 impl ApiClient {
     /// One page of a listing, with retries. A body that is not the list envelope (not JSON,
     /// cut short) is retried like a dropped connection.
-    pub async fn list_page(&self, path: &str, query: &ListQuery, starting_after: Option<&str>) -> Result<Page, ApiError> {
+    pub async fn list_page(&self, listing: &Collection, query: &ListQuery, starting_after: Option<&str>) -> Result<Page, ApiError> {
+        self.page(&listing.path(), query, starting_after).await
+    }
+
+    /// Every page of a listing, following `has_more` with `starting_after` = the last key.
+    /// Ends after the last page or after the first error (retries are already spent by
+    /// then). A page that claims more but gives no cursor that moves is followed by an
+    /// error, never a silent end: a listing cut short would look like deleted records to a
+    /// key scan.
+    pub fn list<'a>(&'a self, listing: &Collection, query: ListQuery) -> impl Stream<Item = Result<Page, ApiError>> + Send + 'a {
+        self.pages(listing.path(), query)
+    }
+
+    /// [`ApiClient::list_page`] of the listing at `path`.
+    async fn page(&self, path: &str, query: &ListQuery, starting_after: Option<&str>) -> Result<Page, ApiError> {
         let mut url = self.url(path)?;
         add_query(&mut url, query, self.inner.config.page_size, starting_after);
         self.with_retries(true, path, || async {
@@ -45,25 +89,21 @@ impl ApiClient {
         .await
     }
 
-    /// Every page of a listing, following `has_more` with `starting_after` = the last key.
-    /// Ends after the last page or after the first error (retries are already spent by
-    /// then). A page that claims more but gives no cursor that moves is followed by an
-    /// error, never a silent end: a listing cut short would look like deleted records to a
-    /// key scan.
-    pub fn list<'a>(&'a self, path: &'a str, query: ListQuery) -> impl Stream<Item = Result<Page, ApiError>> + Send + 'a {
+    /// [`ApiClient::list`] of the listing at `path`.
+    pub(super) fn pages(&self, path: String, query: ListQuery) -> impl Stream<Item = Result<Page, ApiError>> + Send + '_ {
         futures::stream::unfold(Walk::From(None), move |walk| {
-            let query = query.clone();
+            let (path, query) = (path.clone(), query.clone());
             async move {
                 let after = match walk {
                     Walk::Done => return None,
                     Walk::Broken(e) => return Some((Err(e), Walk::Done)),
                     Walk::From(after) => after,
                 };
-                let page = match self.list_page(path, &query, after.as_deref()).await {
+                let page = match self.page(&path, &query, after.as_deref()).await {
                     Ok(page) => page,
                     Err(e) => return Some((Err(e), Walk::Done)),
                 };
-                let next = match next_cursor(path, &page, after.as_deref()) {
+                let next = match next_cursor(&path, &page, after.as_deref()) {
                     Ok(Some(key)) => Walk::From(Some(key)),
                     Ok(None) => Walk::Done,
                     Err(e) => Walk::Broken(e),

@@ -1,4 +1,4 @@
-//! Why a request was sent (SPEC 14): the `purpose` label of
+//! Why a request was sent (docs/steady-state.md): the `purpose` label of
 //! `partnerstack_mirror_api_requests_total`, and the rows of `api_requests` that `status`
 //! sums up. The account's rate limit is shared with the customer's other integrations, so an
 //! operator must be able to see where the mirror's requests go.
@@ -8,8 +8,12 @@
 
 use std::future::Future;
 
-/// What a request was for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+use strum::{IntoStaticStr, VariantArray};
+
+/// What a request was for; its label (`key_scan`) is the metrics label and the
+/// `api_requests.purpose` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Purpose {
     /// An incremental window of a scheduled poll.
     Poll,
@@ -33,30 +37,21 @@ pub enum Purpose {
 }
 
 impl Purpose {
-    /// Every purpose, in the order `status` prints them.
-    pub const ALL: [Purpose; 8] = [
-        Purpose::Poll,
-        Purpose::Rescan,
-        Purpose::KeyScan,
-        Purpose::Team,
-        Purpose::WriteBack,
-        Purpose::Webhook,
-        Purpose::Probe,
-        Purpose::Backfill,
-    ];
+    /// Every purpose, in the order `status` prints them: the order above.
+    pub const ALL: [Purpose; Purpose::VARIANTS.len()] = every(Purpose::VARIANTS);
 
     /// The metrics label and the `api_requests.purpose` value.
     pub fn label(self) -> &'static str {
-        match self {
-            Purpose::Poll => "poll",
-            Purpose::Rescan => "rescan",
-            Purpose::KeyScan => "key_scan",
-            Purpose::Team => "team",
-            Purpose::WriteBack => "write_back",
-            Purpose::Webhook => "webhook",
-            Purpose::Probe => "probe",
-            Purpose::Backfill => "backfill",
-        }
+        self.into()
+    }
+}
+
+/// `variants` as an array, so a list of every variant is derived from the enum (adding one
+/// cannot leave it out) and still has a length the compiler knows.
+pub(super) const fn every<T: Copy, const N: usize>(variants: &[T]) -> [T; N] {
+    match variants.first_chunk() {
+        Some(all) => *all,
+        None => panic!("N is the number of variants"),
     }
 }
 
@@ -90,8 +85,8 @@ mod tests {
     }
 
     #[test]
-    fn every_label_is_distinct() {
-        let labels: std::collections::HashSet<_> = Purpose::ALL.iter().map(|p| p.label()).collect();
-        assert_eq!(labels.len(), Purpose::ALL.len());
+    fn the_labels_are_the_stored_values_in_status_order() {
+        let labels = Purpose::ALL.map(Purpose::label);
+        assert_eq!(labels, ["poll", "rescan", "key_scan", "team", "write_back", "webhook", "probe", "backfill"]);
     }
 }

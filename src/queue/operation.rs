@@ -1,12 +1,11 @@
 //! What each queued operation does at the API, and how to tell whether an ambiguous create
 //! (the connection dropped after the request was sent) already happened.
 
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::{
     object::ObjectKind,
-    partnerstack::{segment, ApiClient, ApiError},
+    partnerstack::{ApiClient, ApiError, Collection, ListQuery},
     store::{DealFile, QueuedRequest, Store, StoreError},
     write_back::{self, Operation},
 };
@@ -85,7 +84,7 @@ enum ReadBack {
 }
 
 async fn read_back(api: &ApiClient, kind: ObjectKind, id: &str) -> ReadBack {
-    match api.request_json(Method::GET, &format!("{}/{}", kind.api_path(), segment(id)), None, true).await {
+    match api.record(kind, id).await {
         Ok(now) => ReadBack::Found(now),
         Err(ApiError::NotFound { .. }) => ReadBack::Gone,
         Err(error) => {
@@ -100,22 +99,21 @@ async fn read_back(api: &ApiClient, kind: ObjectKind, id: &str) -> ReadBack {
 /// that follow a write may be retried by the client.
 pub async fn execute(api: &ApiClient, store: &Store, request: &QueuedRequest) -> Result<Outcome, OperationError> {
     let kind = request.kind;
-    let path = kind.api_path();
     let key = request.object_key.as_deref().unwrap_or_default();
     let payload = &request.payload;
     match request.operation {
         Operation::Create => {
-            let created = api.request_json(Method::POST, path, Some(payload), false).await?;
+            let created = api.create(kind, payload).await?;
             Ok(Outcome { records: record(kind, created.clone()), result: created, ..Outcome::default() })
         }
         Operation::Update => {
             let id = path_id(store, kind, key).await?;
-            let updated = api.request_json(Method::PATCH, &format!("{path}/{}", segment(&id)), Some(payload), false).await?;
+            let updated = api.update(kind, &id, payload).await?;
             Ok(Outcome { records: record(kind, updated.clone()), result: updated, ..Outcome::default() })
         }
         Operation::Delete => {
             let id = path_id(store, kind, key).await?;
-            let answer = match api.request_json(Method::DELETE, &format!("{path}/{}", segment(&id)), None, false).await {
+            let answer = match api.archive(kind, &id).await {
                 Ok(answer) => answer,
                 // An earlier attempt got no answer or a 5xx, and the record is gone now: the
                 // end state asked for. (A first attempt's 404 is a wrong key, and fails.)
@@ -132,11 +130,11 @@ pub async fn execute(api: &ApiClient, store: &Store, request: &QueuedRequest) ->
             })
         }
         Operation::ModifyTags => {
-            // SPEC 9.6: the body is undocumented; we send `{"add": [...], "remove": [...]}` as
+            // Question 6 of docs/correctness.md: the body is undocumented; we send `{"add": [...], "remove": [...]}` as
             // queued, then read the partnership back whatever the answer's shape.
             // The read-back also checks that the change happened: an API expecting another body
             // shape could answer 200 and change nothing, and that must not pass for success.
-            let answer = api.request_json(Method::PATCH, &format!("{path}/{}/tags", segment(key)), Some(payload), false).await?;
+            let answer = api.modify_tags(key, payload).await?;
             match read_back(api, kind, key).await {
                 ReadBack::Found(now) => {
                     if let Some(missing) = tags_not_applied(payload, &now) {
@@ -152,7 +150,7 @@ pub async fn execute(api: &ApiClient, store: &Store, request: &QueuedRequest) ->
             }
         }
         Operation::Convert => {
-            let customer = api.request_json(Method::POST, &format!("{path}/{}/convert", segment(key)), Some(payload), false).await?;
+            let customer = api.convert(kind, key, payload).await?;
             let mut records = record(ObjectKind::Customer, customer.clone());
             if let ReadBack::Found(source) = read_back(api, kind, key).await {
                 records.extend(record(kind, source));
@@ -163,19 +161,17 @@ pub async fn execute(api: &ApiClient, store: &Store, request: &QueuedRequest) ->
             let id = path_id(store, kind, key).await?;
             // A 404 fails the request and leaves the row alone: a record can be too new to read
             // back for minutes, so deciding deletions is the key scans' job, behind their brake.
-            let now = api.request_json(Method::GET, &format!("{path}/{}", segment(&id)), None, true).await?;
+            let now = api.record(kind, &id).await?;
             Ok(Outcome { records: record(kind, now.clone()), result: now, ..Outcome::default() })
         }
         Operation::FetchAttachments => {
-            let listing = api.request_json(Method::GET, &format!("deals/{}/files", segment(key)), None, true).await?;
-            let files = listing.get("deal_files").and_then(Value::as_array).cloned().unwrap_or_default();
+            let files = api.deal_files(key).await?;
             let mut fetched = Vec::new();
             for file in &files {
                 let Some(file_key) = file.get("key").and_then(Value::as_str) else { continue };
-                let link = api.request_json(Method::GET, &format!("deals/{}/file/{}", segment(key), segment(file_key)), None, true).await?;
-                let (content, content_type) = match link.get("url").and_then(Value::as_str) {
+                let (content, content_type) = match api.deal_file_link(key, file_key).await? {
                     Some(url) => {
-                        let (bytes, ty) = api.download(url).await?;
+                        let (bytes, ty) = api.download(&url).await?;
                         (Some(bytes), ty)
                     }
                     None => (None, None),
@@ -213,7 +209,7 @@ fn natural_keys(kind: ObjectKind, payload: &Value) -> Vec<(&'static str, String)
 /// carries no natural key to look for, so resending could duplicate the record.
 ///
 /// First a single GET by the identifier, where the API has one; then, because which
-/// identifiers a path accepts is not documented for every object (SPEC 9), the records
+/// identifiers a path accepts is not documented for every object (docs/correctness.md), the records
 /// created since the request was queued, from the list.
 pub async fn find_created(api: &ApiClient, kind: ObjectKind, payload: &Value, since_ms: i64) -> Result<Option<Value>, OperationError> {
     let wanted = natural_keys(kind, payload);
@@ -228,15 +224,15 @@ pub async fn find_created(api: &ApiClient, kind: ObjectKind, payload: &Value, si
     let matches = |record: &Value| wanted.iter().any(|(field, value)| record.get(*field).and_then(Value::as_str) == Some(value.as_str()));
     if kind != ObjectKind::Transaction {
         for (_, value) in &wanted {
-            match api.request_json(Method::GET, &format!("{}/{}", kind.api_path(), segment(value)), None, true).await {
+            match api.record(kind, value).await {
                 Ok(found) if matches(&found) => return Ok(Some(found)),
                 Ok(_) | Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
-    let query = crate::partnerstack::ListQuery { min_created: Some(since_ms - CLOCK_SLACK_MS), ..Default::default() };
-    let mut pages = std::pin::pin!(api.list(kind.api_path(), query));
+    let query = ListQuery { min_created: Some(since_ms - CLOCK_SLACK_MS), ..Default::default() };
+    let mut pages = std::pin::pin!(api.list(&Collection::Objects(kind), query));
     while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
         for raw in &page.items {
             if let Ok(record) = serde_json::from_str::<Value>(raw.get()) {

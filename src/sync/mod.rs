@@ -40,7 +40,7 @@ use crate::{
     object::{ChangeFilter, ObjectKind},
     partnerstack::{
         probe::{self, FilterProbe},
-        with_priority, with_purpose, ApiClient, ApiError, ErrorClass, ListQuery, Priority, Purpose,
+        with_priority, with_purpose, ApiClient, ApiError, Collection, ErrorClass, ListQuery, Priority, Purpose,
     },
     store::{CursorAdvance, Lease, ReconcileOutcome, RunKind, RunTotals, Store, StoreError, UpdatedFilter},
 };
@@ -285,7 +285,7 @@ impl Syncer {
             self.progress.listings_planned.fetch_add(1, Ordering::Relaxed);
             let to = Destination { kind, source, emit_events: true, run_id, lease: lease.clone(), seen: None };
             let advance = CursorAdvance { cursor_ms: until, window_start_ms: Some(from), window_end_ms: until, ..CursorAdvance::default() };
-            let listing = Listing { path: kind.api_path().to_owned(), query, created: None, advance: Some(advance), updated_bounds };
+            let listing = Listing { collection: Collection::Objects(kind), query, created: None, advance: Some(advance), updated_bounds };
             match self.read(&to, listing, None).await {
                 // The cursor stays: created windows from it find new records, and the
                 // rescans that resume find the changes since the last good window.
@@ -313,7 +313,7 @@ impl Syncer {
         if kind.change_filter() != ChangeFilter::CreatedOnly {
             return Ok(None);
         }
-        let found = match with_purpose(Purpose::Probe, probe::updated_filter(&self.api, kind.api_path())).await {
+        let found = match with_purpose(Purpose::Probe, probe::updated_filter(&self.api, kind)).await {
             FilterProbe::Honoured => UpdatedFilter::Honoured,
             FilterProbe::Ignored => UpdatedFilter::Ignored,
             FilterProbe::Empty => UpdatedFilter::Undetermined,

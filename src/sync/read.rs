@@ -22,7 +22,7 @@ use super::{
 use crate::{
     diff::EventSource,
     object::ObjectKind,
-    partnerstack::{ApiError, ListQuery, Page},
+    partnerstack::{ApiError, Collection, ListQuery, Page},
     progress::Progress,
     record::{self, Record, Rejected},
     store::{CursorAdvance, FirstLoadWrite, Lease, PageOutcome, PageWrite},
@@ -42,7 +42,7 @@ pub(super) struct Destination {
 
 /// One listing to read to its end.
 pub(super) struct Listing {
-    pub path: String,
+    pub collection: Collection,
     pub query: ListQuery,
     /// Keep only records created inside this window (scan windows are disjoint, and the
     /// query asks for a millisecond more on each side); it may shrink as its reader hands
@@ -71,7 +71,7 @@ impl Syncer {
     /// hands its older part to an idle reader and stops once its pages pass below what it
     /// kept.
     pub(super) async fn read(&self, to: &Destination, listing: Listing, readers: Option<&Arc<Readers>>) -> Result<(), SyncError> {
-        let mut pages = std::pin::pin!(self.api.list(&listing.path, listing.query.clone()));
+        let mut pages = std::pin::pin!(self.api.list(&listing.collection, listing.query.clone()));
         let mut claim = listing.created.map(WindowClaim::new);
         let mut advanced = false;
         let mut writing = FuturesUnordered::new();

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     diff::EventSource,
     object::ChangeFilter,
-    partnerstack::{current_purpose, segment, with_purpose, ApiError, ListQuery, Purpose},
+    partnerstack::{current_purpose, with_purpose, ApiError, Collection, ListQuery, Purpose},
     progress::Progress,
     store::{CursorAdvance, TeamsToRead},
 };
@@ -62,7 +62,7 @@ impl Syncer {
         // members to list; a key scan then finds its members gone.
         let read = |team: String| async move {
             let listing = Listing {
-                path: format!("{}/{}", kind.api_path(), segment(&team)),
+                collection: Collection::TeamMembers(team.clone()),
                 query: ListQuery::default(),
                 created: None,
                 advance: None,
@@ -129,7 +129,7 @@ impl Syncer {
         // pages on more cores as well measured no faster).
         let start = |created: CreatedWindow| {
             let listing = Listing {
-                path: to.kind.api_path().to_owned(),
+                collection: Collection::Objects(to.kind),
                 query: created.query(),
                 created: Some(created),
                 advance: None,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use partnerstack_mirror::{
     backoff::Backoff,
     object::ObjectKind,
-    partnerstack::{with_priority, ApiClient, ClientConfig, ListQuery, Priority, RateLimit, START_RATE},
+    partnerstack::{with_priority, ApiClient, ClientConfig, Collection, ListQuery, Priority, RateLimit, START_RATE},
     queue::{Handled, QueueSettings, Worker},
     store::Store,
     sync::Syncer,
@@ -31,11 +31,11 @@ fn refused(api: &ApiClient) -> u64 {
 
 /// A reader that wants the API again as soon as it has its answer, like a backfill's.
 async fn read_until(api: ApiClient, stop: CancellationToken) {
-    let query = ListQuery { limit: Some(1), ..ListQuery::default() };
+    let (groups, query) = (Collection::Objects(ObjectKind::Group), ListQuery { limit: Some(1), ..ListQuery::default() });
     while !stop.is_cancelled() {
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = with_priority(Priority::Bulk, api.list_page("groups", &query, None)) => {}
+            _ = with_priority(Priority::Bulk, api.list_page(&groups, &query, None)) => {}
         }
     }
 }

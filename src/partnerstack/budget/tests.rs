@@ -352,3 +352,9 @@ async fn after_a_start_from_a_floor_a_thousand_write_backs_drain_in_seconds_not_
     assert!(additive > Duration::from_secs(25), "from a limit found at a 429 it climbs by 1/s: {additive:?}");
     assert!(floor.rate().unwrap() > 100.0, "{:?}", floor.rate());
 }
+
+#[test]
+fn priorities_go_most_urgent_first_under_their_metrics_labels() {
+    assert_eq!(Priority::ALL.map(Priority::label), ["urgent", "normal", "bulk"]);
+    assert_eq!(Priority::ALL.map(Priority::index), [0, 1, 2]);
+}

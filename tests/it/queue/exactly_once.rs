@@ -45,7 +45,7 @@ async fn a_create_taken_over_from_a_dead_worker_is_looked_up_before_it_is_sent_a
     let id = enqueue(&store, "create", "customer", None, payload.clone()).await;
     // A worker claims it, sends the create, and dies before recording anything.
     store.claim("dead-worker", Duration::from_millis(200)).await.unwrap().expect("claimable");
-    support::client(&sim, 250).request_json(reqwest::Method::POST, "customers", Some(&payload), false).await.unwrap();
+    support::client(&sim, 250).create(ObjectKind::Customer, &payload).await.unwrap();
 
     let alive = worker(&store, &sim, "w2");
     let handled = first_claim(&alive).await;
