@@ -10,18 +10,17 @@ use std::{
     time::Duration,
 };
 
-use crate::object::ObjectKind;
+use crate::{metrics::Counts, object::ObjectKind};
 
 /// Running totals across passes, for progress lines and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     pub pages: AtomicU64,
     pub records: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub events_written: AtomicU64,
+    /// By object table: `/metrics`' `rows_written` and `events_written`.
+    pub rows_written: Counts,
+    pub events_written: Counts,
     pub quarantined: AtomicU64,
-    /// Per object, in [`ObjectKind::ALL`] order.
-    pub objects: [ObjectCounters; ObjectKind::ALL.len()],
     /// What the last pass did, in one line (systemd's `STATUS=`, `status`).
     pub summary: Mutex<Option<String>>,
     /// Time spent waiting for API pages and writing them, summed over concurrent readers
@@ -34,6 +33,24 @@ pub struct Progress {
     pub listings_done: AtomicU64,
 }
 
+impl Default for Progress {
+    fn default() -> Progress {
+        let by_object = || Counts::new("object", ObjectKind::ALL.map(ObjectKind::table));
+        Progress {
+            pages: AtomicU64::default(),
+            records: AtomicU64::default(),
+            rows_written: by_object(),
+            events_written: by_object(),
+            quarantined: AtomicU64::default(),
+            summary: Mutex::default(),
+            fetch_micros: AtomicU64::default(),
+            write_micros: AtomicU64::default(),
+            listings_planned: AtomicU64::default(),
+            listings_done: AtomicU64::default(),
+        }
+    }
+}
+
 impl Progress {
     /// Time left at the pace so far, once at least one listing has finished.
     pub fn eta(&self, elapsed: Duration) -> Option<Duration> {
@@ -41,18 +58,15 @@ impl Progress {
         let done = self.listings_done.load(Ordering::Relaxed);
         (done > 0 && planned >= done).then(|| elapsed.mul_f64((planned - done) as f64 / done as f64))
     }
-}
 
-/// One object's share of [`Progress`] (Prometheus counters).
-#[derive(Debug, Default)]
-pub struct ObjectCounters {
-    pub rows_written: AtomicU64,
-    pub events_written: AtomicU64,
-}
+    /// Rows written so far, every object's added up.
+    pub fn rows_written_total(&self) -> u64 {
+        ObjectKind::ALL.iter().map(|k| self.rows_written.get(k.table())).sum()
+    }
 
-impl Progress {
-    pub fn object(&self, kind: ObjectKind) -> &ObjectCounters {
-        &self.objects[ObjectKind::ALL.iter().position(|k| *k == kind).expect("every kind is in ALL")]
+    /// Events written so far, every object's added up.
+    pub fn events_written_total(&self) -> u64 {
+        ObjectKind::ALL.iter().map(|k| self.events_written.get(k.table())).sum()
     }
 }
 
