@@ -143,7 +143,8 @@ impl Metrics {
 }
 
 /// Writes one family from a collector: nothing when it has no samples (as the registry
-/// leaves out an empty family), else its descriptor and a sample per label set.
+/// leaves out an empty family), else its descriptor (its help ending in a full stop, as the
+/// registry writes one) and a sample per label set.
 fn write_family<L: EncodeLabelSet, M: EncodeMetric + TypedMetric>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -154,7 +155,7 @@ fn write_family<L: EncodeLabelSet, M: EncodeMetric + TypedMetric>(
     if samples.peek().is_none() {
         return Ok(());
     }
-    let mut family = encoder.encode_descriptor(name, help, None, M::TYPE)?;
+    let mut family = encoder.encode_descriptor(name, &format!("{help}."), None, M::TYPE)?;
     for (labels, metric) in samples {
         metric.encode(family.encode_family(&labels)?)?;
     }
@@ -163,7 +164,7 @@ fn write_family<L: EncodeLabelSet, M: EncodeMetric + TypedMetric>(
 
 /// Writes one series without labels from a collector.
 fn write_one<M: EncodeMetric + TypedMetric>(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, metric: M) -> std::fmt::Result {
-    metric.encode(encoder.encode_descriptor(name, help, None, M::TYPE)?)
+    metric.encode(encoder.encode_descriptor(name, &format!("{help}."), None, M::TYPE)?)
 }
 
 #[cfg(test)]

@@ -159,6 +159,9 @@ fn the_classic_text_format_names_counters_by_their_total_series_and_has_no_eof()
     assert!(classic.contains("# TYPE partnerstack_mirror_queue_attempts_total counter\n"), "{classic}");
     assert!(classic.contains("# TYPE partnerstack_mirror_database_up gauge\n"), "{classic}");
     assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"), "{classic}");
+    let help = classic.lines().filter(|l| l.starts_with("# HELP "));
+    assert!(help.clone().all(|l| l.ends_with('.')), "registered and collected help alike:\n{classic}");
+    assert!(help.clone().any(|l| l.starts_with("# HELP partnerstack_mirror_database_up ")), "{classic}");
     let open = metrics.render(None, Format::OpenMetrics);
     assert!(open.ends_with("# EOF\n"), "{open}");
     assert_eq!(series(&classic), series(&open), "the same series in both formats");
