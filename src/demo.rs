@@ -131,7 +131,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
                 let line = format!(
                     "records {records} ({:.0}/s) · events {} · pushed {} · API {} · webhooks in {} out {} · last stage {}",
                     rate.sample(tokio::time::Instant::now(), records),
-                    progress.events_written_total(),
+                    progress.written.events.total(),
                     pushes.requests_queued_by(DEMO_PUSH),
                     simulator.simulator.request_count(),
                     webhooks.received.get("accepted"),

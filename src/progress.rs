@@ -13,13 +13,11 @@ use std::{
 use crate::{metrics::Counts, object::ObjectKind};
 
 /// Running totals across passes, for progress lines and metrics.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Progress {
     pub pages: AtomicU64,
     pub records: AtomicU64,
-    /// By object table: `/metrics`' `rows_written` and `events_written`.
-    pub rows_written: Counts,
-    pub events_written: Counts,
+    pub written: Written,
     pub quarantined: AtomicU64,
     /// What the last pass did, in one line (systemd's `STATUS=`, `status`).
     pub summary: Mutex<Option<String>>,
@@ -33,21 +31,18 @@ pub struct Progress {
     pub listings_done: AtomicU64,
 }
 
-impl Default for Progress {
-    fn default() -> Progress {
+/// Mirror rows and events written, by object table: `/metrics`' `rows_written` and
+/// `events_written`, and added up, the progress lines' totals.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub rows: Counts,
+    pub events: Counts,
+}
+
+impl Default for Written {
+    fn default() -> Written {
         let by_object = || Counts::new("object", ObjectKind::ALL.map(ObjectKind::table));
-        Progress {
-            pages: AtomicU64::default(),
-            records: AtomicU64::default(),
-            rows_written: by_object(),
-            events_written: by_object(),
-            quarantined: AtomicU64::default(),
-            summary: Mutex::default(),
-            fetch_micros: AtomicU64::default(),
-            write_micros: AtomicU64::default(),
-            listings_planned: AtomicU64::default(),
-            listings_done: AtomicU64::default(),
-        }
+        Written { rows: by_object(), events: by_object() }
     }
 }
 
@@ -59,18 +54,6 @@ impl Progress {
         (done > 0 && planned >= done).then(|| elapsed.mul_f64((planned - done) as f64 / done as f64))
     }
 
-    /// Rows written so far, every object's added up.
-    pub fn rows_written_total(&self) -> u64 {
-        ObjectKind::ALL.iter().map(|k| self.rows_written.get(k.table())).sum()
-    }
-
-    /// Events written so far, every object's added up.
-    pub fn events_written_total(&self) -> u64 {
-        ObjectKind::ALL.iter().map(|k| self.events_written.get(k.table())).sum()
-    }
-}
-
-impl Progress {
     /// Remembers what the last pass did.
     pub fn set_summary(&self, line: String) {
         *self.summary.lock().expect("no panics while holding it") = Some(line);

@@ -61,8 +61,8 @@ fn progress_bar(syncer: &crate::sync::Syncer) -> ProgressLine {
                 records,
                 rate.sample(tokio::time::Instant::now(), records),
                 crate::live_rate::WINDOW.as_secs(),
-                progress.rows_written_total(),
-                progress.events_written_total(),
+                progress.written.rows.total(),
+                progress.written.events.total(),
             ));
             ticker.tick();
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;

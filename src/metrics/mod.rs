@@ -77,8 +77,8 @@ impl Metrics {
     pub fn new(parts: Sources<'_>) -> Metrics {
         let mut registry = Registry::with_prefix("partnerstack_mirror");
         let r = &mut registry;
-        r.register("rows_written", "Mirror rows inserted or updated by this process", parts.progress.rows_written.family());
-        r.register("events_written", "Events written by this process", parts.progress.events_written.family());
+        r.register("rows_written", "Mirror rows inserted or updated by this process", parts.progress.written.rows.family());
+        r.register("events_written", "Events written by this process", parts.progress.written.events.family());
         r.register(
             "queue_attempts",
             "Write-back attempts this process's workers finished, by outcome (paused: put back uncharged, credentials rejected)",

@@ -83,7 +83,7 @@ fn a_count_a_part_makes_shows_in_the_next_scrape_of_the_one_registry() {
     let worker = parts.queue.clone();
     worker.attempts.add("succeeded", 2);
     parts.intake.received.add("wrong_token", 1);
-    parts.progress.rows_written.add(ObjectKind::Deal.table(), 5);
+    parts.progress.written.rows.add(ObjectKind::Deal.table(), 5);
     parts.deliveries.sent.get_or_create(&crate::delivery::labels("crm")).inc();
     let after = metrics.render(None, Format::OpenMetrics);
     for (series, value) in [

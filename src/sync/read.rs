@@ -245,6 +245,6 @@ fn count(progress: &Progress, kind: ObjectKind, outcome: &PageOutcome) {
     progress.pages.fetch_add(1, Ordering::Relaxed);
     progress.records.fetch_add(outcome.records, Ordering::Relaxed);
     progress.quarantined.fetch_add(outcome.quarantined, Ordering::Relaxed);
-    progress.rows_written.add(kind.table(), outcome.rows_written);
-    progress.events_written.add(kind.table(), outcome.events_written);
+    progress.written.rows.add(kind.table(), outcome.rows_written);
+    progress.written.events.add(kind.table(), outcome.events_written);
 }
