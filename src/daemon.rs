@@ -243,7 +243,7 @@ impl Daemon {
         let (pushers, push_counters) = pushers(&config, &syncer).await?;
         let (queue_counters, intake_counters) = (WorkerCounters::default(), IntakeCounters::default());
         let metrics = Arc::new(Metrics::new(Sources {
-            progress: &syncer.progress(),
+            written: &syncer.progress().written,
             api: syncer.api(),
             queue: &queue_counters,
             intake: &intake_counters,

@@ -22,13 +22,13 @@ use prometheus_client::{
 pub use counts::Counts;
 
 use crate::{
-    delivery::DeliveryCounters, intake::IntakeCounters, partnerstack::ApiClient, progress::Progress, push::PushCounters,
+    delivery::DeliveryCounters, intake::IntakeCounters, partnerstack::ApiClient, progress::Written, push::PushCounters,
     queue::WorkerCounters, store::MetricsSnapshot,
 };
 
 /// The parts whose counts `/metrics` shows.
 pub struct Sources<'a> {
-    pub progress: &'a Progress,
+    pub written: &'a Written,
     pub api: &'a ApiClient,
     pub queue: &'a WorkerCounters,
     pub intake: &'a IntakeCounters,
@@ -77,8 +77,8 @@ impl Metrics {
     pub fn new(parts: Sources<'_>) -> Metrics {
         let mut registry = Registry::with_prefix("partnerstack_mirror");
         let r = &mut registry;
-        r.register("rows_written", "Mirror rows inserted or updated by this process", parts.progress.written.rows.family());
-        r.register("events_written", "Events written by this process", parts.progress.written.events.family());
+        r.register("rows_written", "Mirror rows inserted or updated by this process", parts.written.rows.family());
+        r.register("events_written", "Events written by this process", parts.written.events.family());
         r.register(
             "queue_attempts",
             "Write-back attempts this process's workers finished, by outcome (paused: put back uncharged, credentials rejected)",

@@ -12,7 +12,7 @@ use crate::{
 
 /// What the daemon hands the registry, each part's handles kept to count with.
 struct Parts {
-    progress: Progress,
+    written: Written,
     api: ApiClient,
     queue: WorkerCounters,
     intake: IntakeCounters,
@@ -35,7 +35,7 @@ impl Parts {
         })
         .unwrap();
         Parts {
-            progress: Progress::default(),
+            written: Written::default(),
             api,
             queue: WorkerCounters::default(),
             intake: IntakeCounters::default(),
@@ -46,7 +46,7 @@ impl Parts {
 
     fn metrics(&self) -> Metrics {
         Metrics::new(Sources {
-            progress: &self.progress,
+            written: &self.written,
             api: &self.api,
             queue: &self.queue,
             intake: &self.intake,
@@ -83,7 +83,7 @@ fn a_count_a_part_makes_shows_in_the_next_scrape_of_the_one_registry() {
     let worker = parts.queue.clone();
     worker.attempts.add("succeeded", 2);
     parts.intake.received.add("wrong_token", 1);
-    parts.progress.written.rows.add(ObjectKind::Deal.table(), 5);
+    parts.written.rows.add(ObjectKind::Deal.table(), 5);
     parts.deliveries.sent.get_or_create(&crate::delivery::labels("crm")).inc();
     let after = metrics.render(None, Format::OpenMetrics);
     for (series, value) in [

@@ -56,7 +56,7 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let metrics = Metrics::new(Sources {
-        progress: &syncer.progress(),
+        written: &syncer.progress().written,
         api: syncer.api(),
         queue: &Default::default(),
         intake: &Default::default(),
