@@ -17,14 +17,18 @@ async fn the_daemon_runs_a_push_on_its_schedule_and_shows_it_in_metrics_and_stat
     let port = support::free_port();
     let mut daemon = support::daemon(&sim, &store, &[("PSM_PUSH", push.clone()), ("PSM_HTTP__LISTEN", format!("127.0.0.1:{port}"))]);
     let runs = || async {
-        let outcomes: Vec<String> =
-            sqlx::query_scalar("SELECT outcome FROM push_runs WHERE push = 'tiers' ORDER BY id").fetch_all(store.pool()).await.unwrap();
+        let outcomes: Vec<(String, i64)> = sqlx::query_as("SELECT outcome, in_flight FROM push_runs WHERE push = 'tiers' ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
         outcomes
     };
-    // It queues, its workers carry the changes out, and a later run finds nothing to do.
+    // It queues, its workers carry the changes out, and a later run finds nothing to do: not
+    // even requests still on their way (a run while they are is `unchanged` too).
     support::eventually("the push to change PartnerStack and then find nothing to do", PATIENCE, || async {
         let outcomes = runs().await;
-        outcomes.first().map(String::as_str) == Some("changed") && outcomes.last().map(String::as_str) == Some("unchanged")
+        outcomes.first().is_some_and(|(o, _)| o == "changed")
+            && outcomes.last().is_some_and(|(o, in_flight)| o == "unchanged" && *in_flight == 0)
     })
     .await;
     let keys = partnership_keys(&store, 3).await;
