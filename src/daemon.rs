@@ -18,7 +18,9 @@ use crate::{
     backoff::Backoff,
     config::Config,
     delivery::{Delivery, DeliveryCounters, DeliverySettings},
+    intake::IntakeCounters,
     liveness::Liveness,
+    metrics::{Metrics, Sources},
     partnerstack::{ApiClient, ClientConfig},
     queue::{QueueSettings, WorkerCounters, WorkerPool},
     store::Store,
@@ -216,19 +218,19 @@ pub struct Daemon {
     config: Config,
     syncer: Syncer,
     liveness: Arc<Liveness>,
-    queue_counters: Arc<WorkerCounters>,
-    intake_counters: Arc<crate::intake::IntakeCounters>,
+    queue_counters: WorkerCounters,
+    intake_counters: IntakeCounters,
     deliveries: Vec<Delivery>,
-    delivery_counters: DeliveryCounters,
     pushers: Vec<crate::push::Pusher>,
     push_counters: crate::push::PushCounters,
+    /// The one registry, holding clones of every part's counters.
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
 
 impl Daemon {
     /// Connects, migrates and builds every part.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Daemon, WiringError> {
-        crate::metrics::process_start_unix();
         let syncer = syncer(&config, shutdown.clone()).await?;
         let liveness = Liveness::new(step_budget(&config));
         let delivery_counters = DeliveryCounters::new(config.deliveries.iter().map(|d| d.name.as_str()));
@@ -239,18 +241,16 @@ impl Daemon {
             deliveries.push(Delivery::new(settings, syncer.store().clone(), syncer.holder(), delivery_counters.clone())?);
         }
         let (pushers, push_counters) = pushers(&config, &syncer).await?;
-        Ok(Daemon {
-            config,
-            syncer,
-            liveness,
-            queue_counters: Arc::default(),
-            intake_counters: Arc::default(),
-            deliveries,
-            delivery_counters,
-            pushers,
-            push_counters,
-            shutdown,
-        })
+        let (queue_counters, intake_counters) = (WorkerCounters::default(), IntakeCounters::default());
+        let metrics = Arc::new(Metrics::new(Sources {
+            written: &syncer.progress().written,
+            api: syncer.api(),
+            queue: &queue_counters,
+            intake: &intake_counters,
+            deliveries: &delivery_counters,
+            pushes: &push_counters,
+        }));
+        Ok(Daemon { config, syncer, liveness, queue_counters, intake_counters, deliveries, pushers, push_counters, metrics, shutdown })
     }
 
     /// What the daemon has done so far (the demo's live line).
@@ -272,25 +272,15 @@ impl Daemon {
     }
 
     /// What the webhook endpoint and the inbox have done (the demo's live line).
-    pub fn webhook_counters(&self) -> Arc<crate::intake::IntakeCounters> {
+    pub fn webhook_counters(&self) -> IntakeCounters {
         self.intake_counters.clone()
     }
 
     /// Runs every loop until the shutdown token is cancelled or a loop dies; serves the HTTP
     /// endpoint on `listener`.
     pub async fn run(self, listener: TcpListener) -> ExitCode {
-        let Daemon {
-            config,
-            syncer,
-            liveness,
-            queue_counters,
-            intake_counters,
-            deliveries,
-            delivery_counters,
-            pushers,
-            push_counters,
-            shutdown,
-        } = self;
+        let Daemon { config, syncer, liveness, queue_counters, intake_counters, deliveries, pushers, push_counters: _, metrics, shutdown } =
+            self;
         let holder = syncer.holder().to_owned();
         let api = syncer.api().clone();
         let store = syncer.store().clone();
@@ -310,12 +300,8 @@ impl Daemon {
         };
         let endpoint = crate::http::Endpoint {
             store: store.clone(),
-            progress: progress.clone(),
             api: api.clone(),
-            queue: queue_counters.clone(),
-            intake_counters: intake_counters.clone(),
-            deliveries: delivery_counters.clone(),
-            pushes: push_counters.clone(),
+            metrics,
             freshness: config.sync.freshness,
             objects: config.sync.objects.clone(),
             intake: config.webhooks.token.clone().map(|token| crate::http::WebhookIntake {

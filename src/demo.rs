@@ -129,10 +129,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
                 let line = format!(
                     "records {records} ({:.0}/s) · events {} · pushed {} · API {} · webhooks in {} out {} · last stage {}",
                     rate.sample(tokio::time::Instant::now(), records),
-                    progress.events_written.load(Ordering::Relaxed),
+                    progress.written.events.total(),
                     pushes.requests_queued_by(DEMO_PUSH),
                     simulator.simulator.request_count(),
-                    webhooks.accepted.load(Ordering::Relaxed),
+                    webhooks.received.get("accepted"),
                     received.verified.load(Ordering::Relaxed),
                     last.as_deref().unwrap_or("-"),
                 );

@@ -19,13 +19,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    delivery::DeliveryCounters,
     intake::{payload, IntakeCounters},
-    metrics::{self, ProcessView},
+    metrics::{Format, Metrics},
     object::{ChangeFilter, ObjectKind},
     partnerstack::ApiClient,
-    progress::Progress,
-    queue::WorkerCounters,
     store::Store,
 };
 
@@ -38,12 +35,9 @@ const MAX_WEBHOOK_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct Endpoint {
     pub store: Store,
-    pub progress: Arc<Progress>,
     pub api: ApiClient,
-    pub queue: Arc<WorkerCounters>,
-    pub intake_counters: Arc<IntakeCounters>,
-    pub deliveries: DeliveryCounters,
-    pub pushes: crate::push::PushCounters,
+    /// The process's one registry.
+    pub metrics: Arc<Metrics>,
     /// An object whose last successful pass is older than this is stale.
     pub freshness: Duration,
     pub objects: Vec<ObjectKind>,
@@ -56,7 +50,7 @@ pub struct Endpoint {
 pub struct WebhookIntake {
     /// The secret path segment.
     pub token: SecretString,
-    pub counters: Arc<IntakeCounters>,
+    pub counters: IntakeCounters,
     /// Wakes the inbox worker once a webhook is kept.
     pub wake: Arc<tokio::sync::Notify>,
 }
@@ -113,7 +107,7 @@ async fn readyz(State(e): State<Endpoint>) -> impl IntoResponse {
 /// database are left out (not made up) when it does not answer in time.
 ///
 /// Prometheus' classic text format unless the scraper asks for OpenMetrics (Prometheus itself
-/// does), which is what the registry writes.
+/// does).
 async fn metrics(State(e): State<Endpoint>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let snapshot = match tokio::time::timeout(DATABASE_WAIT, e.store.metrics_snapshot()).await {
         Ok(Ok(snapshot)) => Some(snapshot),
@@ -123,21 +117,9 @@ async fn metrics(State(e): State<Endpoint>, headers: axum::http::HeaderMap) -> i
         }
         Err(_) => None,
     };
-    let view = ProcessView {
-        progress: &e.progress,
-        api: &e.api,
-        queue: &e.queue,
-        intake: &e.intake_counters,
-        deliveries: &e.deliveries,
-        pushes: &e.pushes,
-    };
-    let text = metrics::render(&view, snapshot.as_ref());
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if accept.contains("application/openmetrics-text") {
-        (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-    } else {
-        (StatusCode::OK, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], metrics::as_prometheus_text(&text))
-    }
+    let format = Format::accepted(accept);
+    (StatusCode::OK, [("content-type", format.content_type())], e.metrics.render(snapshot, format))
 }
 
 /// `POST /webhooks/partnerstack/{token}`: a wrong token answers 404 (as if nothing were
@@ -146,10 +128,9 @@ async fn metrics(State(e): State<Endpoint>, headers: axum::http::HeaderMap) -> i
 /// and answered 200 only once that has committed, so PartnerStack's own retries cover a
 /// crash of ours; a database error answers 503 for the same reason.
 async fn webhook(State(e): State<Endpoint>, Path(token): Path<String>, body: Body) -> Response {
-    use std::sync::atomic::Ordering;
     let Some(intake) = e.intake.as_ref().filter(|i| same_secret(token.as_bytes(), i.token.expose_secret().as_bytes())) else {
         if let Some(i) = &e.intake {
-            i.counters.wrong_token.fetch_add(1, Ordering::Relaxed);
+            i.counters.received.add("wrong_token", 1);
         }
         tracing::debug!(reason = "wrong token", "webhook rejected");
         return StatusCode::NOT_FOUND.into_response();
@@ -157,21 +138,21 @@ async fn webhook(State(e): State<Endpoint>, Path(token): Path<String>, body: Bod
     let bytes = match axum::body::to_bytes(body, MAX_WEBHOOK_BYTES).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            intake.counters.too_large.fetch_add(1, Ordering::Relaxed);
+            intake.counters.received.add("too_large", 1);
             tracing::info!(limit = MAX_WEBHOOK_BYTES, reason = "body over the limit", "webhook rejected");
             let said = format!("the body is over the limit of {MAX_WEBHOOK_BYTES} bytes");
             return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": said, "status": 413}))).into_response();
         }
     };
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        intake.counters.not_json.fetch_add(1, Ordering::Relaxed);
+        intake.counters.received.add("not_json", 1);
         tracing::info!(size = bytes.len(), reason = "not JSON", "webhook rejected");
         return (StatusCode::BAD_REQUEST, Json(json!({"message": "the body is not JSON", "status": 400}))).into_response();
     };
     let text = String::from_utf8_lossy(&bytes);
     match e.store.accept_webhook(payload::event_name(&value).as_deref(), &text).await {
         Ok(id) => {
-            intake.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            intake.counters.received.add("accepted", 1);
             intake.wake.notify_one();
             (StatusCode::OK, Json(json!({"received": id}))).into_response()
         }

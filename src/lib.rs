@@ -25,7 +25,7 @@
 //! - [`daemon`]: the composition root: builds the parts, supervises the loops, stops them.
 //! - [`systemd`]: the notify protocol (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the webhook intake endpoint.
-//! - [`metrics`]: the Prometheus text `/metrics` serves.
+//! - [`metrics`]: the one registry `/metrics` encodes, built at start; what the parts count and what is read when scraped.
 //! - [`private_postgres`]: a throwaway PostgreSQL server for the demo and the tests.
 //! - [`reference`]: the reference pages generated from the code (`docs/configuration.md`, `docs/schema.md`).
 //! - [`doctor`]: read-only probes of the live API's undocumented behaviours.

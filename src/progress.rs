@@ -10,18 +10,15 @@ use std::{
     time::Duration,
 };
 
-use crate::object::ObjectKind;
+use crate::{metrics::Counts, object::ObjectKind};
 
 /// Running totals across passes, for progress lines and metrics.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub pages: AtomicU64,
     pub records: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub events_written: AtomicU64,
+    pub written: Written,
     pub quarantined: AtomicU64,
-    /// Per object, in [`ObjectKind::ALL`] order.
-    pub objects: [ObjectCounters; ObjectKind::ALL.len()],
     /// What the last pass did, in one line (systemd's `STATUS=`, `status`).
     pub summary: Mutex<Option<String>>,
     /// Time spent waiting for API pages and writing them, summed over concurrent readers
@@ -34,6 +31,21 @@ pub struct Progress {
     pub listings_done: AtomicU64,
 }
 
+/// Mirror rows and events written, by object table: `/metrics`' `rows_written` and
+/// `events_written`, and added up, the progress lines' totals.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub rows: Counts,
+    pub events: Counts,
+}
+
+impl Default for Written {
+    fn default() -> Written {
+        let by_object = || Counts::new("object", ObjectKind::ALL.map(ObjectKind::table));
+        Written { rows: by_object(), events: by_object() }
+    }
+}
+
 impl Progress {
     /// Time left at the pace so far, once at least one listing has finished.
     pub fn eta(&self, elapsed: Duration) -> Option<Duration> {
@@ -41,22 +53,7 @@ impl Progress {
         let done = self.listings_done.load(Ordering::Relaxed);
         (done > 0 && planned >= done).then(|| elapsed.mul_f64((planned - done) as f64 / done as f64))
     }
-}
 
-/// One object's share of [`Progress`] (Prometheus counters).
-#[derive(Debug, Default)]
-pub struct ObjectCounters {
-    pub rows_written: AtomicU64,
-    pub events_written: AtomicU64,
-}
-
-impl Progress {
-    pub fn object(&self, kind: ObjectKind) -> &ObjectCounters {
-        &self.objects[ObjectKind::ALL.iter().position(|k| *k == kind).expect("every kind is in ALL")]
-    }
-}
-
-impl Progress {
     /// Remembers what the last pass did.
     pub fn set_summary(&self, line: String) {
         *self.summary.lock().expect("no panics while holding it") = Some(line);

@@ -62,8 +62,8 @@ fn progress_bar(syncer: &crate::sync::Syncer) -> ProgressLine {
                 records,
                 rate.sample(tokio::time::Instant::now(), records),
                 crate::live_rate::WINDOW.as_secs(),
-                progress.rows_written.load(Ordering::Relaxed),
-                progress.events_written.load(Ordering::Relaxed),
+                progress.written.rows.total(),
+                progress.written.events.total(),
             ));
             ticker.tick();
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -1,6 +1,6 @@
 //! What this process's deliveries did, for `/metrics`: webhooks accepted, failed attempts,
-//! dead letters, and request durations, per delivery. The families live as long as the
-//! process; each scrape registers them as they are.
+//! dead letters, and request durations, per delivery. The deliveries count into clones of
+//! the families the process's one registry holds.
 
 use prometheus_client::metrics::{
     counter::Counter,

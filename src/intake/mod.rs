@@ -15,10 +15,7 @@ pub mod payload;
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -29,8 +26,9 @@ use tracing::warn;
 
 use crate::{
     liveness,
+    metrics::Counts,
     object::ObjectKind,
-    store::{InboxDecision, InboxOutcome, InboxRow, Store, StoreError, TrainingRow},
+    store::{InboxDecision, InboxRow, Store, StoreError, TrainingRow},
     telemetry::error_chain,
 };
 use payload::Webhook;
@@ -96,28 +94,22 @@ impl ReadRequests {
     }
 }
 
-/// What happened to webhooks in this process, for `/metrics`.
-#[derive(Debug, Default)]
+/// What happened to webhooks in this process, by outcome (`/metrics`' `webhooks_received`
+/// and `webhooks_handled`). Clones count together.
+#[derive(Clone, Debug)]
 pub struct IntakeCounters {
-    pub accepted: AtomicU64,
-    pub wrong_token: AtomicU64,
-    pub too_large: AtomicU64,
-    pub not_json: AtomicU64,
-    pub read_requested: AtomicU64,
-    pub recorded: AtomicU64,
-    pub ignored: AtomicU64,
-    pub quarantined: AtomicU64,
+    /// What the endpoint answered: `accepted`, `wrong_token`, `too_large`, `not_json`.
+    pub received: Counts,
+    /// What the inbox worker made of the accepted ones ([`crate::store::InboxOutcome::as_str`]).
+    pub handled: Counts,
 }
 
-impl IntakeCounters {
-    fn count(&self, outcome: InboxOutcome) {
-        let counter = match outcome {
-            InboxOutcome::ReadRequested => &self.read_requested,
-            InboxOutcome::Recorded => &self.recorded,
-            InboxOutcome::Ignored => &self.ignored,
-            InboxOutcome::Quarantined => &self.quarantined,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+impl Default for IntakeCounters {
+    fn default() -> IntakeCounters {
+        IntakeCounters {
+            received: Counts::new("outcome", ["accepted", "wrong_token", "too_large", "not_json"]),
+            handled: Counts::new("outcome", ["read_requested", "recorded", "ignored", "quarantined"]),
+        }
     }
 }
 
@@ -128,7 +120,7 @@ pub struct Intake {
     pub reads: Arc<ReadRequests>,
     /// The object types this daemon mirrors; hints about others are ignored.
     pub objects: Vec<ObjectKind>,
-    pub counters: Arc<IntakeCounters>,
+    pub counters: IntakeCounters,
     /// Woken by the HTTP endpoint after it kept a webhook.
     pub wake: Arc<Notify>,
 }
@@ -174,7 +166,7 @@ impl Intake {
         let mut reads = BTreeMap::new();
         let outcomes = self.store.handle_inbox_batch(BATCH, |row| self.decide(row, &mut reads)).await?;
         for &outcome in &outcomes {
-            self.counters.count(outcome);
+            self.counters.handled.add(outcome.as_str(), 1);
         }
         for (kind, asked) in reads {
             self.reads.ask(kind, asked);

@@ -1,6 +1,6 @@
 //! What this process's pushes did, for `/metrics`: runs by outcome, requests queued, rows
-//! read and changes the brake refused, per push. The families live as long as the process;
-//! each scrape registers them as they are.
+//! read and changes the brake refused, per push. The pushers count into clones of the
+//! families the process's one registry holds.
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
 

@@ -8,13 +8,7 @@
 
 mod operation;
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +19,7 @@ pub use operation::{execute, find_created, OperationError, Outcome};
 
 use crate::{
     backoff::Backoff,
+    metrics::Counts,
     object::ObjectKind,
     partnerstack::{with_priority, with_purpose, ApiClient, ApiError, ErrorClass, Priority, Purpose},
     record,
@@ -82,14 +77,18 @@ impl QueueSettings {
     }
 }
 
-/// What this process's workers did, for `/metrics`.
-#[derive(Debug, Default)]
+/// What this process's workers did: attempts finished by outcome (`succeeded`, `retrying`,
+/// `failed`, and `paused`: put back, uncharged, because PartnerStack rejected the
+/// credentials), `/metrics`' `queue_attempts`. Clones count together.
+#[derive(Clone, Debug)]
 pub struct WorkerCounters {
-    pub succeeded: AtomicU64,
-    pub retried: AtomicU64,
-    pub failed: AtomicU64,
-    /// Put back, uncharged, because PartnerStack rejected the credentials.
-    pub paused: AtomicU64,
+    pub attempts: Counts,
+}
+
+impl Default for WorkerCounters {
+    fn default() -> WorkerCounters {
+        WorkerCounters { attempts: Counts::new("outcome", ["succeeded", "retrying", "failed", "paused"]) }
+    }
 }
 
 /// One worker.
@@ -99,7 +98,7 @@ pub struct Worker {
     store: Store,
     settings: QueueSettings,
     name: Arc<str>,
-    counters: Arc<WorkerCounters>,
+    counters: WorkerCounters,
 }
 
 /// What happened to one claimed request.
@@ -117,11 +116,11 @@ pub enum Handled {
 
 impl Worker {
     pub fn new(api: ApiClient, store: Store, settings: QueueSettings, name: &str) -> Worker {
-        Worker { api, store, settings, name: name.into(), counters: Arc::default() }
+        Worker { api, store, settings, name: name.into(), counters: WorkerCounters::default() }
     }
 
     /// Counts outcomes into `counters` (shared by the daemon's workers) instead of its own.
-    pub fn counting_into(self, counters: Arc<WorkerCounters>) -> Worker {
+    pub fn counting_into(self, counters: WorkerCounters) -> Worker {
         Worker { counters, ..self }
     }
 
@@ -152,14 +151,14 @@ impl Worker {
                 Handled::Failed(id)
             }
         };
-        let counter = match handled {
-            Handled::Succeeded(_) => &self.counters.succeeded,
-            Handled::Retrying(_) => &self.counters.retried,
-            Handled::Failed(_) => &self.counters.failed,
-            Handled::Paused(_) => &self.counters.paused,
+        let outcome = match handled {
+            Handled::Succeeded(_) => "succeeded",
+            Handled::Retrying(_) => "retrying",
+            Handled::Failed(_) => "failed",
+            Handled::Paused(_) => "paused",
             Handled::Lost(_) => return Ok(Some(handled)),
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters.attempts.add(outcome, 1);
         Ok(Some(handled))
     }
 
@@ -377,7 +376,7 @@ pub struct WorkerPool {
     pub settings: QueueSettings,
     /// This instance's name; workers are `{holder}#{n}`.
     pub holder: String,
-    pub counters: Arc<WorkerCounters>,
+    pub counters: WorkerCounters,
 }
 
 impl WorkerPool {

@@ -34,7 +34,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use crate::progress::{ObjectCounters, Progress};
+pub use crate::progress::Progress;
 use crate::{
     diff::EventSource,
     object::{ChangeFilter, ObjectKind},

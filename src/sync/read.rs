@@ -244,10 +244,7 @@ async fn beside<T>(
 fn count(progress: &Progress, kind: ObjectKind, outcome: &PageOutcome) {
     progress.pages.fetch_add(1, Ordering::Relaxed);
     progress.records.fetch_add(outcome.records, Ordering::Relaxed);
-    progress.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
-    progress.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
     progress.quarantined.fetch_add(outcome.quarantined, Ordering::Relaxed);
-    let object = progress.object(kind);
-    object.rows_written.fetch_add(outcome.rows_written, Ordering::Relaxed);
-    object.events_written.fetch_add(outcome.events_written, Ordering::Relaxed);
+    progress.written.rows.add(kind.table(), outcome.rows_written);
+    progress.written.events.add(kind.table(), outcome.events_written);
 }

@@ -7,6 +7,7 @@ use std::{collections::HashMap, os::unix::net::UnixDatagram, time::Duration};
 use partnerstack_mirror::{
     diff::EventSource,
     http::{self, Endpoint},
+    metrics::{Metrics, Sources},
     object::ObjectKind,
     store::{PageWrite, StoreError},
 };
@@ -55,15 +56,19 @@ async fn the_endpoint_reports_health_readiness_and_metrics() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
+    let metrics = Metrics::new(Sources {
+        written: &syncer.progress().written,
+        api: syncer.api(),
+        queue: &Default::default(),
+        intake: &Default::default(),
+        deliveries: &Default::default(),
+        pushes: &Default::default(),
+    });
     let endpoint = Endpoint {
         store: store.clone(),
-        progress: syncer.progress(),
         api: syncer.api().clone(),
-        queue: Default::default(),
-        intake_counters: Default::default(),
+        metrics: metrics.into(),
         intake: None,
-        deliveries: Default::default(),
-        pushes: Default::default(),
         freshness: Duration::from_secs(60),
         objects: vec![ObjectKind::Deal, ObjectKind::Lead],
     };

@@ -106,7 +106,7 @@ async fn a_webhook_naming_a_team_gets_that_team_read_at_once() {
         store: store.clone(),
         reads: reads.clone(),
         objects: vec![ObjectKind::Partnership, ObjectKind::PartnerTeamMember],
-        counters: Arc::default(),
+        counters: Default::default(),
         wake: Arc::default(),
     };
     intake.work_through().await.unwrap();
