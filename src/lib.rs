@@ -23,6 +23,7 @@
 //! - [`live_rate`]: the records per second of the last few seconds, for progress lines.
 //! - [`liveness`]: the loops' promises, which tell waiting from hanging.
 //! - [`daemon`]: the composition root: builds the parts, supervises the loops, stops them.
+//! - [`supervisor`]: the daemon's tasks by name; one that dies stops the daemon.
 //! - [`systemd`]: the notify protocol (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and the webhook intake endpoint.
 //! - [`metrics`]: the one registry `/metrics` encodes, built at start; what the parts count and what is read when scraped.
@@ -64,6 +65,7 @@ pub mod retention;
 pub mod scheduler;
 pub mod store;
 pub mod subscriptions;
+pub mod supervisor;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
