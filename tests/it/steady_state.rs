@@ -208,26 +208,27 @@ async fn under_an_api_that_ignores_min_updated_transactions_stay_in_the_rescan()
     assert!(!syncer.needs_rescan(ObjectKind::PartnerTeamMember).await.unwrap(), "teams are walked by the key scan");
 }
 
+/// The webhook intake's token in these tests.
+const TOKEN: &str = "steady-state-token-0123456789";
+
+/// The real daemon with webhook intake on `port` (`TOKEN`), `sync` settings (`PSM_SYNC__<KEY>`)
+/// and `webhooks.quiet_after`.
+fn with_intake(sim: &RunningSimulator, store: &Store, port: u16, sync: &[(&str, &str)], quiet_after: &str) -> tokio::process::Child {
+    let mut env: Vec<(String, String)> = sync.iter().map(|(k, v)| (format!("PSM_SYNC__{k}"), v.to_string())).collect();
+    env.push(("PSM_WEBHOOKS__TOKEN".into(), TOKEN.into()));
+    env.push(("PSM_WEBHOOKS__QUIET_AFTER".into(), quiet_after.into()));
+    env.push(("PSM_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    support::daemon(sim, store, &env)
+}
+
 /// The real daemon with webhook intake: polls every 100 ms, every hour while a webhook came
 /// within the last 3 seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_slow_down_while_webhooks_come_in_and_resume_when_they_stop() {
-    let sim = support::simulator(100, |_| {}).await;
-    let store = support::store().await;
-    let port = support::free_port();
-    let token = "steady-state-token-0123456789";
-    let mut daemon = support::daemon(
-        &sim,
-        &store,
-        &[
-            ("PSM_SYNC__INTERVAL", "100ms".into()),
-            ("PSM_SYNC__INTERVAL_WITH_WEBHOOKS", "1h".into()),
-            ("PSM_SYNC__OBJECTS", "groups".into()),
-            ("PSM_WEBHOOKS__TOKEN", token.into()),
-            ("PSM_WEBHOOKS__QUIET_AFTER", "3s".into()),
-            ("PSM_HTTP__LISTEN", format!("127.0.0.1:{port}")),
-        ],
-    );
+    let (sim, store, port) = (support::simulator(100, |_| {}).await, support::store().await, support::free_port());
+    let mut daemon =
+        with_intake(&sim, &store, port, &[("INTERVAL", "100ms"), ("INTERVAL_WITH_WEBHOOKS", "1h"), ("OBJECTS", "groups")], "3s");
     let polls = |store: Store| async move {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_runs WHERE object = 'groups' AND kind = 'poll'")
             .fetch_one(store.pool())
@@ -238,7 +239,7 @@ async fn polls_slow_down_while_webhooks_come_in_and_resume_when_they_stop() {
 
     // Healthy intake: one webhook (about nothing the mirror reads, so it asks for no read).
     let answer = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/webhooks/partnerstack/{token}"))
+        .post(format!("http://127.0.0.1:{port}/webhooks/partnerstack/{TOKEN}"))
         .body(r#"{"event": "agreement.accepted"}"#)
         .send()
         .await
@@ -341,31 +342,17 @@ async fn a_cron_poll_schedule_runs_a_pass_at_each_tick() {
 /// brought up to date since the last poll: that read was a poll of the object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_poll_skips_the_objects_webhook_reads_brought_up_to_date() {
-    let sim = support::simulator(100, |_| {}).await;
-    let store = support::store().await;
-    let port = support::free_port();
-    let token = "steady-state-token-0123456789";
+    let (sim, store, port) = (support::simulator(100, |_| {}).await, support::store().await, support::free_port());
     // Scheduled windows end 30 s before their start; a webhook's read ends at its start: the
     // runs tell which is which.
-    let mut daemon = support::daemon(
-        &sim,
-        &store,
-        &[
-            ("PSM_SYNC__INTERVAL", "200ms".into()),
-            ("PSM_SYNC__INTERVAL_WITH_WEBHOOKS", "1s".into()),
-            ("PSM_SYNC__SETTLE", "30s".into()),
-            ("PSM_SYNC__OBJECTS", "groups,deals".into()),
-            ("PSM_WEBHOOKS__TOKEN", token.into()),
-            ("PSM_WEBHOOKS__QUIET_AFTER", "1h".into()),
-            ("PSM_HTTP__LISTEN", format!("127.0.0.1:{port}")),
-        ],
-    );
+    let sync = [("INTERVAL", "200ms"), ("INTERVAL_WITH_WEBHOOKS", "1s"), ("SETTLE", "30s"), ("OBJECTS", "groups,deals")];
+    let mut daemon = with_intake(&sim, &store, port, &sync, "1h");
     let loaded = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_state WHERE cursor IS NOT NULL").fetch_one(store.pool()).await.unwrap() == 2
     };
     support::eventually("both objects loaded", Duration::from_secs(30), loaded).await;
     let deal = sim.simulator.keys(ObjectKind::Deal)[0].clone();
-    let url = format!("http://127.0.0.1:{port}/webhooks/partnerstack/{token}");
+    let url = format!("http://127.0.0.1:{port}/webhooks/partnerstack/{TOKEN}");
     let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(store.pool()).await.unwrap();
     let hints = tokio::spawn(async move {
         let client = reqwest::Client::new();
