@@ -115,12 +115,18 @@ impl Store {
 /// The statements that bring the schema's privileges to `roles`.
 fn script(schema: &str, roles: &[(&str, Tier)], dropped: &[String]) -> String {
     let s = quote_identifier(schema);
-    let mut sql = vec![
-        format!("REVOKE ALL ON SCHEMA {s} FROM PUBLIC"),
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM PUBLIC"),
-        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM PUBLIC"),
-        format!("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC"),
-    ];
+    // A mirror in the database's `public` schema shares it with everything else there: what
+    // PUBLIC may do in it is the DBA's to decide, not the mirror's.
+    let mut sql = if schema == "public" {
+        Vec::new()
+    } else {
+        vec![
+            format!("REVOKE ALL ON SCHEMA {s} FROM PUBLIC"),
+            format!("REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM PUBLIC"),
+            format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM PUBLIC"),
+            format!("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC"),
+        ]
+    };
     let consuming = format!("{s}.next_events(text, integer), {s}.commit_events(text, bigint)");
     let queueing = format!("{s}.write_queue_touches(text, text, text, jsonb)");
     for &(role, tier) in roles {
@@ -164,6 +170,12 @@ mod tests {
             sql.contains("REVOKE EXECUTE ON FUNCTION \"ps\".next_events(text, integer), \"ps\".commit_events(text, bigint) FROM \"bi\"")
         );
         assert!(sql.contains("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON \"ps\".write_queue FROM \"bi\""));
+    }
+
+    #[test]
+    fn public_is_refused_everything_except_in_the_schema_it_shares_with_everything_else() {
+        assert!(script("ps", &[], &[]).contains("REVOKE ALL ON SCHEMA \"ps\" FROM PUBLIC"));
+        assert!(!script("public", &[], &[]).contains("FROM PUBLIC"), "the public schema's PUBLIC privileges are the DBA's");
     }
 
     #[test]
