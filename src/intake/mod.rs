@@ -206,13 +206,7 @@ impl Intake {
                     identity,
                     kind: kind.as_str(),
                     event_type: kind.event_type(),
-                    item_id: completion.item_id,
-                    item_name: completion.item_name,
-                    partnership_key: completion.partnership_key,
-                    partner_key: completion.partner_key,
-                    partner_email: completion.partner_email,
-                    company_key: completion.company_key,
-                    completed_at: completion.completed_at,
+                    facts: completion.facts,
                 })
             }
         }

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::object::ObjectKind;
+use crate::{object::ObjectKind, store::CompletionFacts};
 
 /// What a webhook asks of the mirror.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,13 +49,7 @@ impl TrainingKind {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Completion {
     pub kind: Option<TrainingKind>,
-    pub item_id: Option<String>,
-    pub item_name: Option<String>,
-    pub partnership_key: Option<String>,
-    pub partner_key: Option<String>,
-    pub partner_email: Option<String>,
-    pub company_key: Option<String>,
-    pub completed_at: Option<DateTime<Utc>>,
+    pub facts: CompletionFacts,
 }
 
 impl Completion {
@@ -63,9 +57,10 @@ impl Completion {
     /// the course or path, the partner and the moment; `None` when too little of it is known
     /// (the caller then identifies it by its whole body).
     pub fn identity(&self) -> Option<String> {
-        let who = self.partnership_key.as_ref().or(self.partner_key.as_ref()).or(self.partner_email.as_ref())?;
-        let item = self.item_id.as_ref().or(self.item_name.as_ref())?;
-        let when = self.completed_at?.timestamp_millis();
+        let f = &self.facts;
+        let who = f.partnership_key.as_ref().or(f.partner_key.as_ref()).or(f.partner_email.as_ref())?;
+        let item = f.item_id.as_ref().or(f.item_name.as_ref())?;
+        let when = f.completed_at?.timestamp_millis();
         Some(format!("{}|{item}|{who}|{when}", self.kind.map_or("?", TrainingKind::as_str)))
     }
 }
@@ -142,8 +137,7 @@ fn completion(kind: TrainingKind, body: &Value) -> Completion {
     let fields = fields.unwrap_or(&empty);
     let partner = ["partnership", "partner"].iter().find_map(|f| fields.get(*f)).and_then(Value::as_object).unwrap_or(&empty);
     let item = ["course", "learning_path", "item"].iter().find_map(|f| fields.get(*f)).and_then(Value::as_object).unwrap_or(&empty);
-    Completion {
-        kind: Some(kind),
+    let facts = CompletionFacts {
         item_id: first_text(&[(fields, "id"), (fields, "course_id"), (fields, "learning_path_id"), (item, "id")]),
         item_name: first_text(&[
             (fields, "name"),
@@ -160,7 +154,8 @@ fn completion(kind: TrainingKind, body: &Value) -> Completion {
             .iter()
             .find_map(|f| fields.get(*f))
             .and_then(moment),
-    }
+    };
+    Completion { kind: Some(kind), facts }
 }
 
 fn first_text(places: &[(&Map<String, Value>, &str)]) -> Option<String> {
@@ -243,12 +238,12 @@ mod tests {
             "company_key": "comp_1", "completed_at": 1_700_000_000_000_i64, "extra": {"ignored": true}}});
         let Webhook::Training(c) = read(&body) else { panic!("a training completion") };
         assert_eq!(c.kind, Some(TrainingKind::Course));
-        assert_eq!(c.item_id.as_deref(), Some("42"));
-        assert_eq!(c.item_name.as_deref(), Some("Selling 101"));
-        assert_eq!((c.partnership_key.as_deref(), c.partner_key.as_deref()), (Some("part_1"), Some("jane")));
-        assert_eq!(c.partner_email.as_deref(), Some("jane@example.test"));
-        assert_eq!(c.company_key.as_deref(), Some("comp_1"));
-        assert_eq!(c.completed_at.unwrap().timestamp_millis(), 1_700_000_000_000);
+        assert_eq!(c.facts.item_id.as_deref(), Some("42"));
+        assert_eq!(c.facts.item_name.as_deref(), Some("Selling 101"));
+        assert_eq!((c.facts.partnership_key.as_deref(), c.facts.partner_key.as_deref()), (Some("part_1"), Some("jane")));
+        assert_eq!(c.facts.partner_email.as_deref(), Some("jane@example.test"));
+        assert_eq!(c.facts.company_key.as_deref(), Some("comp_1"));
+        assert_eq!(c.facts.completed_at.unwrap().timestamp_millis(), 1_700_000_000_000);
         assert_eq!(c.identity().as_deref(), Some("course|42|part_1|1700000000000"));
     }
 
@@ -258,8 +253,8 @@ mod tests {
                           "completed_at": "2026-11-01T10:00:00Z"});
         let Webhook::Training(c) = read(&body) else { panic!("a training completion") };
         assert_eq!(c.kind, Some(TrainingKind::LearningPath));
-        assert_eq!(c.item_id, None);
-        assert_eq!(c.partner_key.as_deref(), Some("sam"));
+        assert_eq!(c.facts.item_id, None);
+        assert_eq!(c.facts.partner_key.as_deref(), Some("sam"));
         assert_eq!(c.identity().as_deref(), Some("learning_path|Onboarding|sam|1793527200000"));
         let bare = read(&json!({"event": "training.course_completed"}));
         let Webhook::Training(c) = bare else { panic!("still a training completion") };

@@ -34,13 +34,9 @@ impl InboxOutcome {
     }
 }
 
-/// A training completion ready to be stored.
-#[derive(Clone, Debug)]
-pub struct TrainingRow {
-    /// What identifies it across repeated deliveries; hashed into `completion_key`.
-    pub identity: String,
-    pub kind: &'static str,
-    pub event_type: &'static str,
+/// What a training completion says, as far as its webhook tells it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CompletionFacts {
     pub item_id: Option<String>,
     pub item_name: Option<String>,
     pub partnership_key: Option<String>,
@@ -48,6 +44,16 @@ pub struct TrainingRow {
     pub partner_email: Option<String>,
     pub company_key: Option<String>,
     pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A training completion ready to be stored.
+#[derive(Clone, Debug)]
+pub struct TrainingRow {
+    /// What identifies it across repeated deliveries; hashed into `completion_key`.
+    pub identity: String,
+    pub kind: &'static str,
+    pub event_type: &'static str,
+    pub facts: CompletionFacts,
 }
 
 /// What the intake made of one webhook; the store carries it out in the batch's transaction.
@@ -170,29 +176,29 @@ async fn record_training_in(
     )
     .bind(&t.identity)
     .bind(t.kind)
-    .bind(&t.item_id)
-    .bind(&t.item_name)
-    .bind(&t.partnership_key)
-    .bind(&t.partner_key)
-    .bind(&t.partner_email)
-    .bind(&t.company_key)
-    .bind(t.completed_at)
+    .bind(&t.facts.item_id)
+    .bind(&t.facts.item_name)
+    .bind(&t.facts.partnership_key)
+    .bind(&t.facts.partner_key)
+    .bind(&t.facts.partner_email)
+    .bind(&t.facts.company_key)
+    .bind(t.facts.completed_at)
     .bind(payload)
     .bind(received_at)
     .fetch_one(&mut **tx)
     .await?;
     if new {
         let data = serde_json::json!({
-            "completion_key": key, "kind": t.kind, "item_id": t.item_id, "item_name": t.item_name,
-            "partnership_key": t.partnership_key, "partner_key": t.partner_key, "partner_email": t.partner_email,
-            "company_key": t.company_key, "completed_at": t.completed_at,
+            "completion_key": key, "kind": t.kind, "item_id": t.facts.item_id, "item_name": t.facts.item_name,
+            "partnership_key": t.facts.partnership_key, "partner_key": t.facts.partner_key, "partner_email": t.facts.partner_email,
+            "company_key": t.facts.company_key, "completed_at": t.facts.completed_at,
             "payload": serde_json::from_str::<&RawValue>(payload).ok(),
         });
         let event = NewEvent {
             event_type: t.event_type.to_owned(),
             object_type: "training",
             object_key: key,
-            occurred_ms: t.completed_at.unwrap_or(received_at).timestamp_millis(),
+            occurred_ms: t.facts.completed_at.unwrap_or(received_at).timestamp_millis(),
             source: EventSource::Webhook,
             changes: None,
             data: serde_json::value::to_raw_value(&data).expect("a JSON value serializes"),

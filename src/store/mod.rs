@@ -44,7 +44,7 @@ pub use deliveries::{Checkpoint, DeadLetter, DeadLetterLine, DeliveryClaim, Deli
 pub use events::{ConsumerLine, EventRow, EVENT_COLUMNS};
 pub use first_load::FirstLoadWrite;
 pub use grants::{Roles, Tier};
-pub use inbox::{InboxDecision, InboxOutcome, InboxRow, TrainingRow};
+pub use inbox::{CompletionFacts, InboxDecision, InboxOutcome, InboxRow, TrainingRow};
 pub use lease::Lease;
 pub use migrate::DDL_LOCK_TIMEOUT;
 pub use page::{insert_events, PageOutcome, PageWrite};
